@@ -1,0 +1,20 @@
+"""Packaging for resnet-cifar: ResNet training on CIFAR binary files, TF1-style."""
+from setuptools import setup
+
+setup(
+    name='resnet-cifar',
+    version='0.1.0',
+    description='Residual networks on CIFAR-10/100 binary files with tf.compat.v1 queues',
+    py_modules=['cifar_input', 'resnet_model', 'resnet_main'],
+    python_requires='>=3.9',
+    install_requires=[
+        'tensorflow>=2.16',
+        'numpy',
+        'absl-py',
+    ],
+    extras_require={
+        'test': ['pytest', 'pytest-timeout'],
+        # Only scripts/make_sample_data.py needs scikit-learn (the digits it ships).
+        'sample': ['scikit-learn'],
+    },
+)
