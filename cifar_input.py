@@ -1,0 +1,451 @@
+"""CIFAR-10/100 binary records through TF1 reader queues, and a record-check CLI.
+
+Record layout, exactly as the CIFAR binary distribution stores it:
+  CIFAR-10 (and the bundled 'digits' sample): 1 label byte, then 3,072 image
+    bytes: the 1,024 red values, then green, then blue, each plane 32x32 row-major.
+  CIFAR-100: 1 coarse-label byte (20 classes), 1 fine-label byte (100 classes),
+    then the same 3,072 image bytes.
+
+Graph side: `build_input` (or `make_input_queue` + `InputQueue.dequeue` for
+several towers) gives float32 NHWC images and float32 one-hot labels from a
+queue fed by `QueueRunner` threads. Start them with
+`tf.compat.v1.train.start_queue_runners(sess, coord)`; with `num_epochs` set,
+run `tf.compat.v1.local_variables_initializer()` first.
+
+Host side (numpy, no graph): `list_files`, `check_files`, `count_records`,
+`read_records`, `label_names`, `record_summary`. Run this file to check a
+download: python cifar_input.py --dataset=cifar10 [--data_path=...]
+"""
+import argparse
+import collections
+import glob
+import numbers
+import os
+import sys
+
+if __name__ == '__main__':
+    os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_SIZE = 32
+IMAGE_DEPTH = 3
+IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * IMAGE_DEPTH
+PADDED_SIZE = IMAGE_SIZE + 4  # train-mode crops are taken from a 36x36 zero-padded image
+MODES = ('train', 'eval')
+LABEL_MODES = ('fine', 'coarse')
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
+DATASET_NAMES = ('cifar10', 'cifar100', 'digits')
+
+DatasetInfo = collections.namedtuple('DatasetInfo', [
+    'name', 'label_bytes', 'record_bytes', 'num_fine_classes',
+    'num_coarse_classes',  # None for single-label datasets
+    'default_train_path', 'default_eval_path', 'download_command'])
+
+_DATASETS = {
+    'cifar10': DatasetInfo(
+        'cifar10', 1, 1 + IMAGE_BYTES, 10, None,
+        os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'data_batch_*.bin'),
+        os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'test_batch.bin'),
+        'python scripts/download_cifar.py --dataset=cifar10'),
+    'cifar100': DatasetInfo(
+        'cifar100', 2, 2 + IMAGE_BYTES, 100, 20,
+        os.path.join(DATA_DIR, 'cifar-100-binary', 'train.bin'),
+        os.path.join(DATA_DIR, 'cifar-100-binary', 'test.bin'),
+        'python scripts/download_cifar.py --dataset=cifar100'),
+    'digits': DatasetInfo(
+        'digits', 1, 1 + IMAGE_BYTES, 10, None,
+        os.path.join(DATA_DIR, 'digits-bin', 'data_batch_1.bin'),
+        os.path.join(DATA_DIR, 'digits-bin', 'test_batch.bin'),
+        'python scripts/make_sample_data.py'),
+}
+
+
+class DataError(ValueError):
+    """One-line message naming the file/flag/value and what was expected."""
+
+
+class _NoMatchError(DataError):
+    """A data_path pattern matched no file."""
+
+
+# ---------------------------------------------------------------- datasets
+
+def dataset_info(dataset):
+    """Returns the DatasetInfo of `dataset`, one of DATASET_NAMES."""
+    if not isinstance(dataset, str) or dataset not in _DATASETS:
+        raise DataError('unknown dataset %r; expected one of: %s' % (dataset, ', '.join(DATASET_NAMES)))
+    return _DATASETS[dataset]
+
+
+def num_classes(dataset, label_mode='fine'):
+    """Number of classes of `dataset` under `label_mode` ('fine' or 'coarse')."""
+    return _label_layout(dataset, label_mode)[1]
+
+
+def _label_layout(dataset, label_mode):
+    """(byte offset of the label in a record, number of classes)."""
+    info = dataset_info(dataset)
+    if label_mode not in LABEL_MODES:
+        raise DataError('unknown label_mode %r; expected one of: %s' % (label_mode, ', '.join(LABEL_MODES)))
+    if label_mode == 'fine':
+        return info.label_bytes - 1, info.num_fine_classes
+    if info.num_coarse_classes is None:
+        raise DataError("label_mode 'coarse' needs a dataset with coarse labels (cifar100); "
+                        '%s has only one label per record' % dataset)
+    return 0, info.num_coarse_classes
+
+
+# ---------------------------------------------------------------- files (no graph)
+
+def list_files(data_path):
+    """Files matched by `data_path`: comma-separated glob patterns.
+
+    Each pattern's matches are sorted; the patterns keep their order and a
+    file matched twice is listed once. Raises DataError naming the pattern
+    that matches nothing, or the directory or unreadable file matched.
+    """
+    if not isinstance(data_path, str) or not data_path.strip(', '):
+        raise DataError('data_path %r is empty; expected comma-separated file patterns' % (data_path,))
+    files = []
+    for pattern in data_path.split(','):
+        pattern = os.path.expanduser(pattern.strip())
+        if not pattern:
+            continue
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            raise _NoMatchError('no file matches data_path pattern %r' % pattern)
+        files.extend(f for f in matches if f not in files)
+    for f in files:
+        _check_readable(f)
+    return files
+
+
+def _check_readable(path):
+    if os.path.isdir(path):
+        raise DataError('%r is a directory; expected a record file (use a pattern such as %r)'
+                        % (path, os.path.join(path, '*.bin')))
+    try:
+        with open(path, 'rb'):
+            pass
+    except OSError as e:
+        raise DataError('cannot read record file %r: %s' % (path, e.strerror or e)) from None
+
+
+def check_files(dataset, data_path):
+    """Validates every file of `data_path`; returns [(file, number of records)].
+
+    Raises DataError for: no match (with the download command when
+    `data_path` is the dataset's default path), an empty file, or a file
+    whose size is not a whole number of the dataset's records.
+    """
+    info = dataset_info(dataset)
+    try:
+        files = list_files(data_path)
+    except _NoMatchError as e:
+        if data_path in (info.default_train_path, info.default_eval_path):
+            raise DataError('%s; the %s data is not there yet, get it with: %s'
+                            % (e, dataset, info.download_command)) from None
+        raise
+    return [(f, _count_file_records(info, f)) for f in files]
+
+
+def _count_file_records(info, path):
+    size = os.path.getsize(path)
+    if size == 0:
+        raise DataError('record file %r is empty; expected %s records of %d bytes'
+                        % (path, info.name, info.record_bytes))
+    if size % info.record_bytes:
+        others = [d.name for d in _DATASETS.values() if d.record_bytes != info.record_bytes
+                  and size % d.record_bytes == 0]
+        hint = (' (its size fits %s records: wrong --dataset?)' % others[0]) if others else ''
+        raise DataError('record file %r is %d bytes, not a whole number of %d-byte %s records: '
+                        'truncated download, or another dataset\'s file%s'
+                        % (path, size, info.record_bytes, info.name, hint))
+    return size // info.record_bytes
+
+
+def count_records(dataset, data_path):
+    """Total number of records in `data_path` (files are checked; no graph is built)."""
+    return sum(n for _, n in check_files(dataset, data_path))
+
+
+def _read_file(info, path):
+    """uint8 [n, record_bytes] of one checked file."""
+    return np.fromfile(path, dtype=np.uint8).reshape(-1, info.record_bytes)
+
+
+def _images_of(records, label_bytes):
+    """uint8 [n, 32, 32, 3] HWC from records [n, record_bytes]."""
+    planes = records[:, label_bytes:].reshape(-1, IMAGE_DEPTH, IMAGE_SIZE, IMAGE_SIZE)
+    return planes.transpose(0, 2, 3, 1)
+
+
+def read_records(dataset, data_path, label_mode='fine'):
+    """All records of `data_path` in file order, as numpy.
+
+    Returns (images uint8 [N, 32, 32, 3] HWC, labels int64 [N]); labels are
+    not range-checked here (record_summary does that).
+    """
+    info = dataset_info(dataset)
+    offset, _ = _label_layout(dataset, label_mode)
+    records = [_read_file(info, f) for f, _ in check_files(dataset, data_path)]
+    records = np.concatenate(records, axis=0)
+    return np.ascontiguousarray(_images_of(records, info.label_bytes)), records[:, offset].astype(np.int64)
+
+
+def label_names(dataset, data_path, label_mode='fine'):
+    """Class names from the meta file beside the first file of `data_path`, or None.
+
+    cifar10/digits: batches.meta.txt; cifar100: fine_label_names.txt or
+    coarse_label_names.txt. One name per non-empty line.
+    """
+    _label_layout(dataset, label_mode)
+    if dataset == 'cifar100':
+        meta_name = '%s_label_names.txt' % label_mode
+    else:
+        meta_name = 'batches.meta.txt'
+    meta_path = os.path.join(os.path.dirname(list_files(data_path)[0]), meta_name)
+    if not os.path.isfile(meta_path):
+        return None
+    with open(meta_path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def record_summary(dataset, data_path, label_mode='fine'):
+    """Counts and pixel statistics of `data_path`, read with numpy.
+
+    Returns a dict: dataset, label_mode, files [(file, n)], num_records,
+    class_counts (list, len num_classes), pixel_mean [3] and pixel_std [3]
+    (R, G, B on the 0..255 scale), label_names (list or None). Raises
+    DataError naming the file, record index and label of a label out of range.
+    """
+    info = dataset_info(dataset)
+    offset, classes = _label_layout(dataset, label_mode)
+    files = check_files(dataset, data_path)
+    class_counts = np.zeros(classes, dtype=np.int64)
+    pixel_sum = np.zeros(IMAGE_DEPTH)
+    pixel_sq_sum = np.zeros(IMAGE_DEPTH)
+    for path, _ in files:
+        records = _read_file(info, path)
+        labels = records[:, offset]
+        bad = np.flatnonzero(labels >= classes)
+        if bad.size:
+            raise DataError('record file %r, record %d: label %d out of range; %s %s labels are 0..%d'
+                            % (path, bad[0], labels[bad[0]], dataset, label_mode, classes - 1))
+        class_counts += np.bincount(labels, minlength=classes)
+        for start in range(0, len(records), 1000):  # chunks keep float64 copies small
+            planes = records[start:start + 1000, info.label_bytes:].reshape(-1, IMAGE_DEPTH, IMAGE_SIZE ** 2)
+            planes = planes.astype(np.float64)
+            pixel_sum += planes.sum(axis=(0, 2))
+            pixel_sq_sum += (planes ** 2).sum(axis=(0, 2))
+    num_pixels = sum(n for _, n in files) * IMAGE_SIZE ** 2
+    pixel_mean = pixel_sum / num_pixels
+    pixel_std = np.sqrt(np.maximum(pixel_sq_sum / num_pixels - pixel_mean ** 2, 0.0))
+    return {
+        'dataset': dataset, 'label_mode': label_mode, 'files': files,
+        'num_records': int(class_counts.sum()), 'class_counts': class_counts.tolist(),
+        'pixel_mean': pixel_mean.tolist(), 'pixel_std': pixel_std.tolist(),
+        'label_names': label_names(dataset, data_path, label_mode),
+    }
+
+
+def format_summary(summary):
+    """Human-readable multi-line report of a record_summary dict."""
+    counts = summary['class_counts']
+    names = summary.get('label_names') or []
+    lines = ['dataset: %s (%s labels, %d classes)'
+             % (summary.get('dataset', '?'), summary.get('label_mode', 'fine'), len(counts)),
+             'files:']
+    lines += ['  %s: %d records' % (f, n) for f, n in summary['files']]
+    lines.append('records: %d' % summary['num_records'])
+    lines.append('records per class:')
+    for c, count in enumerate(counts):
+        name = (' %s' % names[c]) if c < len(names) else ''
+        lines.append('  %3d%-16s %d' % (c, name, count))
+    lines.append('pixel mean (R, G, B): %s' % ' '.join('%.2f' % m for m in summary['pixel_mean']))
+    lines.append('pixel std  (R, G, B): %s' % ' '.join('%.2f' % s for s in summary['pixel_std']))
+    return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------- graph
+
+class InputQueue(object):
+    """The batch queue that `build_input` dequeues from.
+
+    Attributes: num_classes (int), queue (RandomShuffleQueue in train mode,
+    FIFOQueue in eval mode; elements are float32 [32, 32, 3] images and int32
+    labels), mode ('train' or 'eval'). Several towers may each call dequeue().
+    """
+
+    def __init__(self, queue, num_classes, mode):
+        self.queue = queue
+        self.num_classes = num_classes
+        self.mode = mode
+
+    def dequeue(self, batch_size):
+        """Returns (images float32 [batch, 32, 32, 3], labels float32 one-hot [batch, num_classes]).
+
+        Train mode: dequeue_many, static batch dimension. Eval mode:
+        dequeue_up_to, so the last batch of an epoch may be smaller (batch
+        dimension None); then OutOfRangeError. (In train mode with num_epochs,
+        a final partial batch is dropped.)
+        """
+        _check_positive_int('batch_size', batch_size)
+        if self.mode == 'train':
+            images, labels = self.queue.dequeue_many(batch_size)
+        else:
+            images, labels = self.queue.dequeue_up_to(batch_size)
+        return images, tf.one_hot(labels, self.num_classes, dtype=tf.float32)
+
+
+def _check_positive_int(flag, value, allow_none=False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise DataError('%s must be an integer >= 1, got %r' % (flag, value))
+
+
+def _read_example(filename_queue, info, label_offset, classes, label_mode):
+    """One record: (image float32 [32, 32, 3], label int32 []).
+
+    The label is checked at run time; a bad one fails the enqueue with an
+    InvalidArgumentError naming 'file:record_index' and the label.
+    """
+    reader = tf.compat.v1.FixedLengthRecordReader(record_bytes=info.record_bytes)
+    key, value = reader.read(filename_queue)
+    record = tf.io.decode_raw(value, tf.uint8)
+    label = tf.cast(tf.reshape(tf.slice(record, [label_offset], [1]), []), tf.int32)
+    check_label = tf.compat.v1.debugging.assert_less(
+        label, classes, data=['label out of range: record', key, 'has label', label,
+                              'but %s %s labels are 0..%d' % (info.name, label_mode, classes - 1)])
+    with tf.control_dependencies([check_label]):
+        label = tf.identity(label)
+    planes = tf.reshape(tf.slice(record, [info.label_bytes], [IMAGE_BYTES]),
+                        [IMAGE_DEPTH, IMAGE_SIZE, IMAGE_SIZE])
+    image = tf.cast(tf.transpose(planes, [1, 2, 0]), tf.float32)
+    return image, label
+
+
+def _augment(image, crop_seed, flip_seed):
+    """Random 32x32 crop of the 36x36 zero-padded image and random left-right flip."""
+    image = tf.image.resize_with_crop_or_pad(image, PADDED_SIZE, PADDED_SIZE)
+    image = tf.image.random_crop(image, [IMAGE_SIZE, IMAGE_SIZE, IMAGE_DEPTH], seed=crop_seed)
+    return tf.image.random_flip_left_right(image, seed=flip_seed)
+
+
+def _queue_sizes(mode, batch_size, shuffle_capacity):
+    """(capacity, min_after_dequeue) of the batch queue."""
+    if mode == 'eval':
+        return 4 * batch_size, 0
+    if shuffle_capacity is None:
+        return 16 * batch_size, 8 * batch_size
+    return shuffle_capacity, shuffle_capacity // 2
+
+
+def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shuffle_capacity=None,
+                     num_epochs=None, label_mode='fine', seed=None):
+    """Builds the reader threads and batch queue; returns an InputQueue.
+
+    Args:
+      dataset: one of DATASET_NAMES.
+      data_path: comma-separated glob patterns of record files.
+      batch_size: images per dequeue; sizes the queues.
+      mode: 'train' (file order shuffled, several readers, random crop+flip,
+        RandomShuffleQueue) or 'eval' (file order, one reader, FIFOQueue).
+      num_threads: train-mode reader threads, default max(2, cpu count);
+        eval mode always uses exactly one, so this is ignored there.
+      shuffle_capacity: train-mode shuffle queue capacity (>= batch_size),
+        default 16 * batch_size; min_after_dequeue is half of it. Ignored in eval.
+      num_epochs: passes over the files, None = forever. It creates a local
+        variable: run tf.compat.v1.local_variables_initializer() before
+        starting the queue runners.
+      label_mode: 'fine' or 'coarse' (cifar100 only).
+      seed: op seed for file shuffling, the shuffle queue and augmentation.
+
+    All arguments and files are checked (check_files) before any op is made.
+    """
+    info = dataset_info(dataset)
+    if mode not in MODES:
+        raise DataError('unknown mode %r; expected one of: %s' % (mode, ', '.join(MODES)))
+    _check_positive_int('batch_size', batch_size)
+    _check_positive_int('num_threads', num_threads, allow_none=True)
+    _check_positive_int('num_epochs', num_epochs, allow_none=True)
+    _check_positive_int('shuffle_capacity', shuffle_capacity, allow_none=True)
+    if shuffle_capacity is not None and shuffle_capacity < batch_size:
+        raise DataError('shuffle_capacity must be >= batch_size (%d), got %d' % (batch_size, shuffle_capacity))
+    label_offset, classes = _label_layout(dataset, label_mode)
+    files = [f for f, _ in check_files(dataset, data_path)]
+
+    train = mode == 'train'
+    if not train:
+        num_threads = 1
+    elif num_threads is None:
+        num_threads = max(2, os.cpu_count() or 1)
+    capacity, min_after_dequeue = _queue_sizes(mode, batch_size, shuffle_capacity)
+    with tf.name_scope('input'):
+        filename_queue = tf.compat.v1.train.string_input_producer(
+            files, num_epochs=num_epochs, shuffle=train, seed=seed)
+        shapes = [[IMAGE_SIZE, IMAGE_SIZE, IMAGE_DEPTH], []]
+        if train:
+            queue = tf.queue.RandomShuffleQueue(capacity, min_after_dequeue, [tf.float32, tf.int32],
+                                                shapes=shapes, seed=seed)
+        else:
+            queue = tf.queue.FIFOQueue(capacity, [tf.float32, tf.int32], shapes=shapes)
+        enqueue_ops = []
+        for thread in range(num_threads):  # one reader per thread
+            image, label = _read_example(filename_queue, info, label_offset, classes, label_mode)
+            if train:
+                # Equal op seeds would give every thread, and crop and flip, the same random stream.
+                crop_seed, flip_seed = (None, None) if seed is None else (seed + 2 * thread + 1,
+                                                                          seed + 2 * thread + 2)
+                image = _augment(image, crop_seed, flip_seed)
+            enqueue_ops.append(queue.enqueue([tf.image.per_image_standardization(image), label]))
+        # The default close_op closes the queue once every enqueue thread has
+        # hit the end of the last epoch, so dequeue_up_to returns the remainder.
+        tf.compat.v1.train.add_queue_runner(tf.compat.v1.train.QueueRunner(queue, enqueue_ops))
+        tf.compat.v1.summary.scalar('batch_queue_fill', tf.cast(queue.size(), tf.float32) / capacity)
+    return InputQueue(queue, classes, mode)
+
+
+def build_input(dataset, data_path, batch_size, mode, num_threads=None, shuffle_capacity=None,
+                num_epochs=None, label_mode='fine', seed=None):
+    """Images and labels of CIFAR records from reader queues.
+
+    Returns (images, labels): images float32 [batch, 32, 32, 3] NHWC,
+    standardized per image (static batch dimension in train mode, None in
+    eval mode); labels float32 one-hot [batch, num_classes]. See
+    make_input_queue for the arguments; with num_epochs set, run
+    tf.compat.v1.local_variables_initializer().
+    """
+    input_queue = make_input_queue(dataset, data_path, batch_size, mode, num_threads=num_threads,
+                                   shuffle_capacity=shuffle_capacity, num_epochs=num_epochs,
+                                   label_mode=label_mode, seed=seed)
+    return input_queue.dequeue(batch_size)
+
+
+# ---------------------------------------------------------------- CLI
+
+def main(argv=None):
+    """Record-check CLI. argv: arguments without the program name (default sys.argv[1:])."""
+    parser = argparse.ArgumentParser(description='Check CIFAR binary record files: files, record and '
+                                     'per-class counts, pixel mean and std.')
+    parser.add_argument('--dataset', default='cifar10', choices=DATASET_NAMES)
+    parser.add_argument('--data_path', default=None,
+                        help="comma-separated file patterns; default: the dataset's default train path")
+    parser.add_argument('--label_mode', default='fine', choices=LABEL_MODES)
+    args = parser.parse_args(argv)
+    data_path = args.data_path or dataset_info(args.dataset).default_train_path
+    try:
+        print(format_summary(record_summary(args.dataset, data_path, args.label_mode)))
+    except DataError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
