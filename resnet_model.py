@@ -1,0 +1,486 @@
+"""Pre-activation residual network for 32x32 images (CIFAR-10/100), TF1-style graph.
+
+He et al., "Identity Mappings in Deep Residual Networks" (2016), in the layout of
+the classic TensorFlow CIFAR suite:
+
+  init/conv                 3x3 convolution, 16 filters
+  unit_1_0 .. unit_1_{n-1}  stride 1, 16k filters (plain) or 64k (bottleneck)
+  unit_2_0 .. unit_2_{n-1}  stride 2, 32k filters (plain) or 128k (bottleneck)
+  unit_3_0 .. unit_3_{n-1}  stride 2, 64k filters (plain) or 256k (bottleneck)
+  unit_last/bn              batch norm, ReLU, global average pool -> `features`
+  logit                     fully connected layer -> `logits`
+
+with n = num_residual_units and k = width. Depth is 6n+2 for plain units and
+9n+2 for bottleneck units. Every unit is pre-activation: batch norm and leaky
+ReLU come before each convolution. The first unit's pre-activation also feeds
+its shortcut (it "shares the stem's activation"); every other unit's shortcut
+takes the unit's input as is.
+
+Conventions:
+  * Weight decay is `weight_decay_rate * sum(tf.nn.l2_loss(w))`, i.e. rate times
+    half the sum of squares, over the convolution and fully connected weights
+    only. Those are found through WEIGHT_DECAY_COLLECTION, filled when the
+    variables are created, never by matching names.
+  * Convolutions are He-normal with fan-out: stddev sqrt(2 / (k*k*out_filters)).
+    The fully connected weights are uniform in +-sqrt(3 / in_features) (unit
+    variance scaling), biases zero.
+  * Bottleneck units put their stride on the 3x3 convolution, so the strided
+    unit does not discard three quarters of its input before looking at it.
+  * The final activation (unit_last) is a plain ReLU, so `features` are >= 0.
+"""
+import collections
+import math
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+WEIGHT_DECAY_COLLECTION = 'weight_decay_variables'
+
+OPTIMIZERS = ('sgd', 'mom')
+DATA_FORMATS = ('NHWC', 'NCHW')
+MODES = ('train', 'eval')
+
+# The smallest epsilon fused batch norm accepts (it silently raises smaller ones).
+_MIN_BN_EPSILON = 1.001e-5
+_STEM_FILTERS = 16
+_STAGE_STRIDES = (1, 2, 2)
+
+_HParamsBase = collections.namedtuple(
+    'HParams',
+    ['batch_size', 'num_classes', 'min_lrn_rate', 'lrn_rate', 'num_residual_units',
+     'use_bottleneck', 'weight_decay_rate', 'relu_leakiness', 'optimizer',
+     'width', 'momentum', 'bn_decay', 'bn_epsilon', 'moving_average_decay', 'data_format'],
+    defaults=(1, 0.9, 0.9, 1e-3, 0.999, 'NHWC'))
+
+
+class HParams(_HParamsBase):
+    """Hyperparameters of the network and its training, validated on creation.
+
+    Fields:
+      batch_size: images per training step (informational: the graph works for
+        any batch size).
+      num_classes: number of output classes.
+      min_lrn_rate: floor on the learning rate the optimizer uses.
+      lrn_rate: initial learning rate (the training loop sets it each phase).
+      num_residual_units: residual units per stage (n).
+      use_bottleneck: bottleneck units (1x1, 3x3, 1x1) instead of plain (3x3, 3x3).
+      weight_decay_rate: L2 coefficient on convolution and fully connected weights.
+      relu_leakiness: slope of the leaky ReLU for negative inputs, in [0, 1).
+      optimizer: 'sgd' or 'mom' (momentum).
+      width: width multiplier k (WRN-28-10 is n=4, k=10).
+      momentum: momentum coefficient of 'mom'.
+      bn_decay: decay of the batch-norm moving mean and variance.
+      bn_epsilon: batch-norm epsilon.
+      moving_average_decay: decay of the exponential moving average of the
+        trainable variables; 0 turns it off.
+      data_format: 'NHWC' (CPU) or 'NCHW' (faster on GPU); inputs are NHWC always.
+
+    Invalid values raise ValueError naming the field and the allowed values;
+    `_replace` validates too.
+    """
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        return super().__new__(cls, **_validated(_HParamsBase(*args, **kwargs)._asdict()))
+
+    @classmethod
+    def _make(cls, iterable):
+        return cls(*iterable)
+
+
+def _bad(name, expected, value):
+    return ValueError('HParams.%s must be %s; got %r' % (name, expected, value))
+
+
+def _is_number(value):
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise _bad(name, 'an integer >= 1', value)
+    return int(value)
+
+
+def _check_number(name, value, low, high, low_closed, high_closed):
+    """Returns float(value) if it lies in the interval, else raises ValueError."""
+    ok = _is_number(value)
+    if ok:
+        ok = (value >= low if low_closed else value > low)
+        if high is not None:
+            ok = ok and (value <= high if high_closed else value < high)
+    if not ok:
+        interval = '%s%s, %s%s' % ('[' if low_closed else '(', low,
+                                   'inf' if high is None else high,
+                                   ']' if high_closed else ')')
+        raise _bad(name, 'a number in %s' % interval, value)
+    return float(value)
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise _bad(name, 'one of %s' % ', '.join(repr(c) for c in choices), value)
+    return value
+
+
+def _validated(fields):
+    """Checks every HParams field; returns them normalized to plain Python types."""
+    out = dict(fields)
+    for name in ('batch_size', 'num_classes', 'num_residual_units', 'width'):
+        out[name] = _check_count(name, fields[name])
+    if not isinstance(fields['use_bottleneck'], (bool, np.bool_)):
+        raise _bad('use_bottleneck', 'True or False', fields['use_bottleneck'])
+    out['use_bottleneck'] = bool(fields['use_bottleneck'])
+    out['lrn_rate'] = _check_number('lrn_rate', fields['lrn_rate'], 0, None, False, False)
+    for name in ('min_lrn_rate', 'weight_decay_rate'):
+        out[name] = _check_number(name, fields[name], 0, None, True, False)
+    for name in ('relu_leakiness', 'momentum', 'moving_average_decay'):
+        out[name] = _check_number(name, fields[name], 0, 1, True, False)
+    out['bn_decay'] = _check_number('bn_decay', fields['bn_decay'], 0, 1, False, False)
+    out['bn_epsilon'] = _check_number('bn_epsilon', fields['bn_epsilon'], _MIN_BN_EPSILON, None,
+                                      True, False)
+    out['optimizer'] = _check_choice('optimizer', fields['optimizer'], OPTIMIZERS)
+    out['data_format'] = _check_choice('data_format', fields['data_format'], DATA_FORMATS)
+    return out
+
+
+def count_params(variables):
+    """Total number of elements in `variables` (an iterable of tf.Variable)."""
+    total = 0
+    for variable in variables:
+        shape = variable.shape
+        if not shape.is_fully_defined():
+            raise ValueError('count_params: variable %s has an unknown shape %s'
+                             % (variable.name, shape))
+        total += shape.num_elements()
+    return int(total)
+
+
+class ResNet:
+    """The network, its cost and (in train mode) its training step.
+
+    Args:
+      hps: HParams.
+      images: float32 [batch, height, width, channels] (NHWC, whatever
+        hps.data_format says; the model transposes internally for NCHW).
+        CIFAR images are [batch, 32, 32, 3].
+      labels: float32 one-hot [batch, num_classes].
+      mode: 'train' (batch-norm batch moments, a train_op) or 'eval'
+        (batch-norm moving statistics, no train_op).
+
+    After build_graph() the attributes below are set (shapes per batch):
+      global_step: int64 scalar variable.
+      lrn_rate: float32 scalar variable 'learning_rate', set with set_lrn_rate().
+      logits: float32 [batch, num_classes].
+      predictions: softmax of logits, [batch, num_classes].
+      features: float32 [batch, D], the pooled activations the fully connected
+        layer reads; D = 64*width (plain) or 256*width (bottleneck).
+      cross_entropy: scalar, mean softmax cross-entropy.
+      weight_decay: scalar, weight_decay_rate * sum(tf.nn.l2_loss(w)).
+      cost: cross_entropy + weight_decay.
+      precision: scalar, fraction of the batch whose argmax matches the label.
+      bn_update_ops: the moving mean/variance assign ops (train mode), also in
+        tf.compat.v1.GraphKeys.UPDATE_OPS.
+      ema: the ExponentialMovingAverage of the trainable variables, or None.
+      train_op: (train mode) optimizer step, then the moving-average update,
+        plus the batch-norm updates.
+      summaries: tf.compat.v1.summary.merge_all() of the graph.
+    """
+
+    def __init__(self, hps, images, labels, mode):
+        if not isinstance(hps, HParams):
+            raise ValueError('ResNet hps must be a resnet_model.HParams; got %r' % (hps,))
+        if mode not in MODES:
+            raise ValueError("ResNet mode must be 'train' or 'eval'; got %r" % (mode,))
+        self.hps = hps
+        self.mode = mode
+        self.images = _checked_images(images)
+        self.labels = _checked_labels(labels, hps.num_classes)
+        self.global_step = None
+        self.lrn_rate = None
+        self.logits = self.predictions = self.features = None
+        self.cross_entropy = self.weight_decay = self.cost = self.precision = None
+        self.ema = None
+        self.train_op = None
+        self.summaries = None
+        self.bn_update_ops = []
+        self._weight_variables = []
+        self._effective_lrn_rate = None
+        self._lrn_rate_value = None
+        self._lrn_rate_assign = None
+
+    @property
+    def _channels_last(self):
+        return self.hps.data_format == 'NHWC'
+
+    def build_graph(self):
+        """Builds the whole graph in the default graph: model, cost, train op, summaries."""
+        self.global_step = tf.compat.v1.train.get_or_create_global_step()
+        self._build_learning_rate()
+        self._build_model()
+        if self.hps.moving_average_decay > 0:
+            self.ema = tf.compat.v1.train.ExponentialMovingAverage(
+                self.hps.moving_average_decay, num_updates=self.global_step)
+        if self.mode == 'train':
+            self._build_train_op()
+        self._add_summaries()
+        self.summaries = tf.compat.v1.summary.merge_all()
+
+    def set_lrn_rate(self, session, value):
+        """Sets the learning-rate variable to `value` (a number >= 0) in `session`."""
+        if not _is_number(value) or value < 0:
+            raise ValueError('learning rate must be a finite number >= 0; got %r' % (value,))
+        session.run(self._lrn_rate_assign, feed_dict={self._lrn_rate_value: value})
+
+    def variables_to_restore(self):
+        """Checkpoint name -> variable, for an eval Saver that loads the moving averages.
+
+        Trainable variables are loaded from their moving-average shadows; every
+        other global variable (batch-norm moving statistics, global step,
+        learning rate) from its own name. Shadow variables themselves are left
+        out. Without moving averages this is the plain name -> variable mapping.
+        """
+        graph = self.logits.graph
+        variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+        if self.ema is None:
+            return {v.op.name: v for v in variables}
+        trainable = {v.ref() for v in graph.get_collection(
+            tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
+        shadows = {self.ema.average(v.deref()).ref() for v in trainable
+                   if self.ema.average(v.deref()) is not None}
+        mapping = {}
+        for v in variables:
+            if v.ref() in shadows:
+                continue
+            name = self.ema.average_name(v) if v.ref() in trainable else v.op.name
+            mapping[name] = v
+        return mapping
+
+    # Graph construction, in small pieces so several towers can share variables.
+
+    def _build_learning_rate(self):
+        self.lrn_rate = tf.compat.v1.get_variable(
+            'learning_rate', [], tf.float32,
+            initializer=tf.compat.v1.constant_initializer(self.hps.lrn_rate), trainable=False)
+        self._lrn_rate_value = tf.compat.v1.placeholder(tf.float32, [], 'new_learning_rate')
+        self._lrn_rate_assign = self.lrn_rate.assign(self._lrn_rate_value)
+        self._effective_lrn_rate = tf.maximum(self.lrn_rate, self.hps.min_lrn_rate,
+                                              name='effective_learning_rate')
+
+    def _build_model(self):
+        """Forward pass, cost and precision."""
+        x = self.images
+        if not self._channels_last:
+            x = tf.transpose(x, [0, 3, 1, 2])
+        with tf.compat.v1.variable_scope('init'):
+            x = self._conv('conv', x, 3, int(self.images.shape[3]), _STEM_FILTERS, 1)
+        x = self._residual_stages(x)
+        with tf.compat.v1.variable_scope('unit_last'):
+            x = tf.nn.relu(self._batch_norm('bn', x))
+            self.features = tf.reduce_mean(x, axis=[1, 2] if self._channels_last else [2, 3],
+                                           name='features')
+        with tf.compat.v1.variable_scope('logit'):
+            self.logits = self._fully_connected(self.features, self.hps.num_classes)
+        self.predictions = tf.nn.softmax(self.logits, name='predictions')
+        self._build_cost()
+        correct = tf.equal(tf.argmax(self.logits, 1), tf.argmax(self.labels, 1))
+        self.precision = tf.reduce_mean(tf.cast(correct, tf.float32), name='precision')
+
+    def _stage_filters(self):
+        """Output filters of the three stages."""
+        base = (64, 128, 256) if self.hps.use_bottleneck else (16, 32, 64)
+        return [f * self.hps.width for f in base]
+
+    def _residual_stages(self, x):
+        unit = self._bottleneck_unit if self.hps.use_bottleneck else self._plain_unit
+        in_filters = _STEM_FILTERS
+        for stage, (out_filters, stride) in enumerate(
+                zip(self._stage_filters(), _STAGE_STRIDES), start=1):
+            for i in range(self.hps.num_residual_units):
+                with tf.compat.v1.variable_scope('unit_%d_%d' % (stage, i)):
+                    x = unit(x, in_filters, out_filters, stride if i == 0 else 1,
+                             shared_activation=(stage == 1 and i == 0))
+                in_filters = out_filters
+        return x
+
+    def _plain_unit(self, x, in_filters, out_filters, stride, shared_activation):
+        """bn1-relu-conv1 (3x3, stride), bn2-relu-conv2 (3x3); parameter-free shortcut."""
+        activated = self._bn_relu('bn1', x)
+        shortcut = activated if shared_activation else x
+        y = self._conv('conv1', activated, 3, in_filters, out_filters, stride)
+        y = self._conv('conv2', self._bn_relu('bn2', y), 3, out_filters, out_filters, 1)
+        if stride != 1 or in_filters != out_filters:
+            shortcut = self._pool_and_pad(shortcut, in_filters, out_filters, stride)
+        return y + shortcut
+
+    def _bottleneck_unit(self, x, in_filters, out_filters, stride, shared_activation):
+        """bn-relu-conv 1x1, 3x3 (stride), 1x1 to out_filters; projection shortcut."""
+        inner = out_filters // 4
+        activated = self._bn_relu('bn1', x)
+        shortcut = activated if shared_activation else x
+        y = self._conv('conv1', activated, 1, in_filters, inner, 1)
+        y = self._conv('conv2', self._bn_relu('bn2', y), 3, inner, inner, stride)
+        y = self._conv('conv3', self._bn_relu('bn3', y), 1, inner, out_filters, 1)
+        if stride != 1 or in_filters != out_filters:
+            shortcut = self._conv('shortcut', shortcut, 1, in_filters, out_filters, stride)
+        return y + shortcut
+
+    def _pool_and_pad(self, x, in_filters, out_filters, stride):
+        """Average-pools to the new stride and zero-pads the channels."""
+        if stride != 1:
+            # SAME padding keeps the shape equal to the strided SAME convolution's,
+            # also for odd sizes.
+            x = tf.nn.avg_pool2d(x, stride, stride, 'SAME', data_format=self.hps.data_format)
+        extra = out_filters - in_filters
+        if extra > 0:
+            channel_pad = [extra // 2, extra - extra // 2]
+            if self._channels_last:
+                paddings = [[0, 0], [0, 0], [0, 0], channel_pad]
+            else:
+                paddings = [[0, 0], channel_pad, [0, 0], [0, 0]]
+            x = tf.pad(x, paddings)
+        return x
+
+    def _bn_relu(self, name, x):
+        x = self._batch_norm(name, x)
+        if self.hps.relu_leakiness > 0:
+            return tf.nn.leaky_relu(x, alpha=self.hps.relu_leakiness)
+        return tf.nn.relu(x)
+
+    def _batch_norm(self, name, x):
+        """Fused batch norm; train mode also builds the moving-statistics updates."""
+        channels = int(x.shape[3 if self._channels_last else 1])
+        with tf.compat.v1.variable_scope(name):
+            beta = tf.compat.v1.get_variable(
+                'beta', [channels], tf.float32, initializer=tf.compat.v1.zeros_initializer())
+            gamma = tf.compat.v1.get_variable(
+                'gamma', [channels], tf.float32, initializer=tf.compat.v1.ones_initializer())
+            moving_mean = tf.compat.v1.get_variable(
+                'moving_mean', [channels], tf.float32,
+                initializer=tf.compat.v1.zeros_initializer(), trainable=False)
+            moving_variance = tf.compat.v1.get_variable(
+                'moving_variance', [channels], tf.float32,
+                initializer=tf.compat.v1.ones_initializer(), trainable=False)
+            if self.mode == 'train':
+                y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                    x, gamma, beta, epsilon=self.hps.bn_epsilon,
+                    data_format=self.hps.data_format, is_training=True)
+                # `variance` is the unbiased (n / (n - 1)) batch variance.
+                self._add_moving_update(moving_mean, mean)
+                self._add_moving_update(moving_variance, variance)
+            else:
+                y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                    x, gamma, beta, mean=moving_mean, variance=moving_variance,
+                    epsilon=self.hps.bn_epsilon, data_format=self.hps.data_format,
+                    is_training=False)
+            return y
+
+    def _add_moving_update(self, moving, batch_value):
+        """moving <- bn_decay * moving + (1 - bn_decay) * batch_value."""
+        delta = (moving - batch_value) * (1.0 - self.hps.bn_decay)
+        update = tf.compat.v1.assign_sub(moving, delta)
+        self.bn_update_ops.append(update)
+        tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, update)
+
+    def _weight_variable(self, name, shape, initializer):
+        """A weight that weight decay applies to (kept in WEIGHT_DECAY_COLLECTION)."""
+        weights = tf.compat.v1.get_variable(name, shape, tf.float32, initializer=initializer)
+        collection = tf.compat.v1.get_collection_ref(WEIGHT_DECAY_COLLECTION)
+        if not any(w is weights for w in collection):
+            collection.append(weights)
+        self._weight_variables.append(weights)
+        return weights
+
+    def _conv(self, name, x, kernel_size, in_filters, out_filters, stride):
+        with tf.compat.v1.variable_scope(name):
+            weights = self._weight_variable(
+                'weights', [kernel_size, kernel_size, in_filters, out_filters],
+                tf.compat.v1.variance_scaling_initializer(
+                    scale=2.0, mode='fan_out', distribution='untruncated_normal'))
+            return tf.nn.conv2d(x, weights, stride, 'SAME', data_format=self.hps.data_format)
+
+    def _fully_connected(self, x, out_dim):
+        weights = self._weight_variable(
+            'weights', [int(x.shape[1]), out_dim],
+            tf.compat.v1.variance_scaling_initializer(
+                scale=1.0, mode='fan_in', distribution='uniform'))
+        biases = tf.compat.v1.get_variable(
+            'biases', [out_dim], tf.float32, initializer=tf.compat.v1.zeros_initializer())
+        return tf.nn.bias_add(tf.matmul(x, weights), biases, name='logits')
+
+    def _build_cost(self):
+        with tf.name_scope('costs'):
+            per_image = tf.nn.softmax_cross_entropy_with_logits(
+                labels=self.labels, logits=self.logits)
+            self.cross_entropy = tf.reduce_mean(per_image, name='cross_entropy')
+            if self.hps.weight_decay_rate > 0:
+                l2 = tf.add_n([tf.nn.l2_loss(w) for w in self._weight_variables])
+                self.weight_decay = tf.multiply(self.hps.weight_decay_rate, l2,
+                                                name='weight_decay')
+            else:
+                self.weight_decay = tf.constant(0.0, name='weight_decay')
+            self.cost = tf.add(self.cross_entropy, self.weight_decay, name='cost')
+
+    def _make_optimizer(self):
+        if self.hps.optimizer == 'sgd':
+            return tf.compat.v1.train.GradientDescentOptimizer(self._effective_lrn_rate)
+        return tf.compat.v1.train.MomentumOptimizer(self._effective_lrn_rate, self.hps.momentum)
+
+    def _compute_gradients(self, cost):
+        """[(gradient, variable)] of `cost` for every trainable variable."""
+        variables = tf.compat.v1.trainable_variables()
+        gradients = tf.compat.v1.gradients(cost, variables, colocate_gradients_with_ops=True)
+        return list(zip(gradients, variables))
+
+    def _apply_gradients(self, grads_and_vars, update_ops):
+        """The train op: optimizer step (+1 global step), then the EMA update, plus update_ops."""
+        step = self._make_optimizer().apply_gradients(
+            grads_and_vars, global_step=self.global_step, name='apply_gradients')
+        if self.ema is not None:
+            with tf.control_dependencies([step]):
+                # Reads the global step after the increment: decay_t uses t = new step.
+                step = self.ema.apply([v for _, v in grads_and_vars])
+        return tf.group(step, *update_ops, name='train_op')
+
+    def _build_train_op(self):
+        self.train_op = self._apply_gradients(self._compute_gradients(self.cost),
+                                              self.bn_update_ops)
+
+    def _add_summaries(self):
+        """Scalar summaries with exactly these tags; learning_rate is the rate in use."""
+        for tag, value in (('cost', self.cost), ('cross_entropy', self.cross_entropy),
+                           ('weight_decay', self.weight_decay), ('precision', self.precision),
+                           ('learning_rate', self._effective_lrn_rate)):
+            _scalar_summary(tag, value)
+
+
+def _scalar_summary(tag, value):
+    """A scalar summary whose tag is `tag` as given.
+
+    tf.compat.v1.summary.scalar derives the tag from a unique op name, so it would
+    log 'learning_rate_1' next to the variable called 'learning_rate', and prefix
+    any enclosing name scope.
+    """
+    summary = tf.raw_ops.ScalarSummary(tags=tag, values=value, name=tag + '_summary')
+    tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.SUMMARIES, summary)
+
+
+def _checked_images(images):
+    images = tf.convert_to_tensor(images)
+    shape = images.shape
+    if shape.rank != 4 or shape[3] is None or not images.dtype.is_floating:
+        raise ValueError('ResNet images must be a float tensor [batch, height, width, channels] '
+                         'with known channels; got %s %s' % (images.dtype.name, shape))
+    return tf.cast(images, tf.float32) if images.dtype != tf.float32 else images
+
+
+def _checked_labels(labels, num_classes):
+    labels = tf.convert_to_tensor(labels)
+    shape = labels.shape
+    if (shape.rank != 2 or shape[1] not in (None, num_classes)
+            or not labels.dtype.is_floating):
+        raise ValueError('ResNet labels must be one-hot float [batch, %d]; got %s %s'
+                         % (num_classes, labels.dtype.name, shape))
+    return tf.cast(labels, tf.float32) if labels.dtype != tf.float32 else labels

@@ -1,0 +1,548 @@
+"""Tests of resnet_model: HParams validation, shapes, parameter counts, training behaviour."""
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import resnet_model
+
+CLASSIC = dict(batch_size=128, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1,
+               num_residual_units=5, use_bottleneck=False, weight_decay_rate=0.0002,
+               relu_leakiness=0.1, optimizer='mom')
+
+
+def tiny_hps(**overrides):
+    """One unit per stage: 8 layers plain, 11 bottleneck."""
+    fields = dict(CLASSIC, batch_size=8, num_residual_units=1)
+    fields.update(overrides)
+    return resnet_model.HParams(**fields)
+
+
+def one_hot(labels, num_classes):
+    return np.eye(num_classes, dtype=np.float32)[labels]
+
+
+def random_batch(n, num_classes, seed):
+    rng = np.random.RandomState(seed)
+    images = rng.normal(0.0, 1.0, size=(n, 32, 32, 3)).astype(np.float32)
+    labels = rng.randint(0, num_classes, size=n)
+    return images, one_hot(labels, num_classes)
+
+
+def build(hps, mode, images=None, labels=None):
+    """Builds a model in the default graph; placeholders [None, ...] unless tensors are given."""
+    if images is None:
+        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name='images')
+    if labels is None:
+        labels = tf.compat.v1.placeholder(tf.float32, [None, hps.num_classes], name='labels')
+    model = resnet_model.ResNet(hps, images, labels, mode)
+    model.build_graph()
+    return model
+
+
+def by_name(name):
+    """The global variable called `name` (op name) in the default graph."""
+    matches = [v for v in tf.compat.v1.global_variables() if v.op.name == name]
+    assert len(matches) == 1, name
+    return matches[0]
+
+
+# ---------------------------------------------------------------------------- HParams
+
+def test_classic_hparams_call_works_verbatim():
+    hps = resnet_model.HParams(batch_size=128, num_classes=10, min_lrn_rate=0.0001,
+                               lrn_rate=0.1, num_residual_units=5, use_bottleneck=False,
+                               weight_decay_rate=0.0002, relu_leakiness=0.1, optimizer='mom')
+    assert hps._fields[:9] == ('batch_size', 'num_classes', 'min_lrn_rate', 'lrn_rate',
+                               'num_residual_units', 'use_bottleneck', 'weight_decay_rate',
+                               'relu_leakiness', 'optimizer')
+    assert (hps.width, hps.momentum, hps.bn_decay, hps.bn_epsilon, hps.moving_average_decay,
+            hps.data_format) == (1, 0.9, 0.9, 1e-3, 0.999, 'NHWC')
+    assert hps.num_residual_units == 5 and hps.optimizer == 'mom'
+
+
+def test_replace_make_and_pickle_go_through_validation():
+    hps = resnet_model.HParams(**CLASSIC)
+    wide = hps._replace(width=10, num_residual_units=4)
+    assert isinstance(wide, resnet_model.HParams) and wide.width == 10
+    assert pickle.loads(pickle.dumps(wide)) == wide
+    with pytest.raises(ValueError, match=r'HParams\.optimizer .*\'sgd\', \'mom\''):
+        hps._replace(optimizer='adam')
+    with pytest.raises(ValueError, match=r'HParams\.width'):
+        resnet_model.HParams._make(list(hps)[:9] + [0])
+
+
+def test_hparams_normalize_numbers():
+    hps = resnet_model.HParams(**dict(CLASSIC, lrn_rate=1, batch_size=np.int64(64),
+                                      use_bottleneck=np.bool_(True)))
+    assert type(hps.lrn_rate) is float and type(hps.batch_size) is int
+    assert hps.use_bottleneck is True
+
+
+@pytest.mark.parametrize('field, value, allowed', [
+    ('optimizer', 'adam', "one of 'sgd', 'mom'"),
+    ('optimizer', None, "one of 'sgd', 'mom'"),
+    ('batch_size', 0, 'an integer >= 1'),
+    ('batch_size', 12.0, 'an integer >= 1'),
+    ('num_classes', -1, 'an integer >= 1'),
+    ('num_residual_units', 0, 'an integer >= 1'),
+    ('width', True, 'an integer >= 1'),
+    ('use_bottleneck', 'yes', 'True or False'),
+    ('relu_leakiness', 1.0, r'a number in \[0, 1\)'),
+    ('relu_leakiness', -0.1, r'a number in \[0, 1\)'),
+    ('lrn_rate', 0.0, r'a number in \(0, inf\)'),
+    ('lrn_rate', float('nan'), r'a number in \(0, inf\)'),
+    ('min_lrn_rate', -1e-4, r'a number in \[0, inf\)'),
+    ('weight_decay_rate', -0.1, r'a number in \[0, inf\)'),
+    ('momentum', 1.0, r'a number in \[0, 1\)'),
+    ('bn_decay', 0.0, r'a number in \(0, 1\)'),
+    ('bn_decay', 1.0, r'a number in \(0, 1\)'),
+    ('bn_epsilon', 1e-7, r'a number in \[1.001e-05, inf\)'),
+    ('moving_average_decay', 1.0, r'a number in \[0, 1\)'),
+    ('data_format', 'NCWH', "one of 'NHWC', 'NCHW'"),
+])
+@pytest.mark.timeout(10)
+def test_invalid_hparams_name_field_and_allowed_values(field, value, allowed):
+    pattern = r'^HParams\.%s must be %s; got ' % (field, allowed)
+    with pytest.raises(ValueError, match=pattern) as info:
+        resnet_model.HParams(**dict(CLASSIC, **{field: value}))
+    assert '\n' not in str(info.value)
+
+
+# ---------------------------------------------------------------------------- shapes and sizes
+
+VARIANTS = {
+    'plain': dict(num_residual_units=1),
+    'bottleneck': dict(num_residual_units=1, use_bottleneck=True),
+    'wide': dict(num_residual_units=1, width=2),
+}
+
+
+@pytest.mark.parametrize('variant', sorted(VARIANTS))
+@pytest.mark.parametrize('num_classes', [10, 100])
+@pytest.mark.timeout(60)
+def test_output_shapes_for_any_batch(variant, num_classes):
+    # batch_size=128 in HParams, yet batches of 1 and 7 run: nothing bakes it in.
+    hps = tiny_hps(num_classes=num_classes, batch_size=128, **VARIANTS[variant])
+    feature_dim = (256 if hps.use_bottleneck else 64) * hps.width
+    with tf.Graph().as_default():
+        model = build(hps, 'eval')
+        assert model.logits.shape.as_list() == [None, num_classes]
+        assert model.features.shape.as_list() == [None, feature_dim]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            for n in (1, 7, 128):
+                images, labels = random_batch(n, num_classes, seed=n)
+                logits, predictions, features, cost = session.run(
+                    [model.logits, model.predictions, model.features, model.cost],
+                    {model.images: images, model.labels: labels})
+                assert logits.shape == predictions.shape == (n, num_classes)
+                assert features.shape == (n, feature_dim)
+                np.testing.assert_allclose(predictions.sum(axis=1), 1.0, rtol=1e-5)
+                assert np.isfinite(cost) and cost.shape == ()
+
+
+@pytest.mark.timeout(30)
+def test_train_mode_runs_batches_of_1_and_7():
+    with tf.Graph().as_default():
+        model = build(tiny_hps(), 'train')
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            for n in (1, 7):
+                images, labels = random_batch(n, 10, seed=n)
+                _, logits = session.run([model.train_op, model.logits],
+                                        {model.images: images, model.labels: labels})
+                assert logits.shape == (n, 10)
+            assert session.run(model.global_step) == 2
+
+
+def expected_param_count(n, bottleneck, width, num_classes):
+    """Trainable parameters from the architecture's definition (no biases before BN)."""
+    def conv(k, cin, cout):
+        return k * k * cin * cout
+
+    def bn(c):
+        return 2 * c  # gamma and beta; moving statistics are not trainable
+
+    total = conv(3, 3, 16)
+    cin = 16
+    outs = [f * width for f in ((64, 128, 256) if bottleneck else (16, 32, 64))]
+    for stage, cout in enumerate(outs):
+        for i in range(n):
+            if bottleneck:
+                inner = cout // 4
+                total += bn(cin) + conv(1, cin, inner) + bn(inner) + conv(3, inner, inner)
+                total += bn(inner) + conv(1, inner, cout)
+                if cin != cout or (i == 0 and stage > 0):
+                    total += conv(1, cin, cout)  # projection shortcut
+            else:
+                total += bn(cin) + conv(3, cin, cout) + bn(cout) + conv(3, cout, cout)
+            cin = cout
+    total += bn(cin) + cin * num_classes + num_classes
+    return total
+
+
+@pytest.mark.parametrize('n, bottleneck, width, num_classes', [
+    (5, False, 1, 10),     # ResNet-32
+    (2, False, 1, 100),
+    (2, True, 1, 10),      # ResNet-20 bottleneck
+    (1, True, 2, 100),
+    (1, False, 4, 10),     # wide
+])
+@pytest.mark.timeout(30)
+def test_trainable_parameter_count_matches_architecture(n, bottleneck, width, num_classes):
+    hps = tiny_hps(num_residual_units=n, use_bottleneck=bottleneck, width=width,
+                   num_classes=num_classes)
+    with tf.Graph().as_default():
+        build(hps, 'eval')
+        count = resnet_model.count_params(tf.compat.v1.trainable_variables())
+    assert count == expected_param_count(n, bottleneck, width, num_classes)
+    if (n, bottleneck, width, num_classes) == (5, False, 1, 10):
+        assert count == 464154  # "0.46M" in He et al. for ResNet-32
+
+
+@pytest.mark.timeout(30)
+def test_variable_names_collections_and_depth():
+    hps = tiny_hps(num_residual_units=2, use_bottleneck=True)
+    with tf.Graph().as_default():
+        model = build(hps, 'train')
+        trainable = {v.op.name for v in tf.compat.v1.trainable_variables()}
+        global_names = {v.op.name for v in tf.compat.v1.global_variables()}
+        decayed = {v.op.name for v in tf.compat.v1.get_collection(
+            resnet_model.WEIGHT_DECAY_COLLECTION)}
+        convs = [op for op in tf.compat.v1.get_default_graph().get_operations()
+                 if op.type == 'Conv2D']
+    assert {'init/conv/weights', 'unit_1_0/bn1/gamma', 'unit_1_0/shortcut/weights',
+            'unit_2_0/conv1/weights', 'unit_2_0/bn1/beta', 'unit_2_1/conv3/weights',
+            'unit_3_1/bn3/gamma', 'unit_last/bn/beta', 'logit/weights',
+            'logit/biases'} <= trainable
+    assert 'unit_1_1/shortcut/weights' not in trainable  # identity shortcut inside a stage
+    assert {'unit_2_0/bn1/moving_mean', 'unit_last/bn/moving_variance', 'global_step',
+            'learning_rate'} <= global_names - trainable
+    assert decayed == {name for name in trainable if name.endswith('/weights')}
+    # 9n+2 weighted layers: stem, 3 convs per unit, FC (+3 projection shortcuts off the path).
+    assert len(convs) - 3 + 1 == 9 * 2 + 2
+    shadowed = {name.rsplit('/', 1)[0] for name in global_names
+                if name.endswith('/ExponentialMovingAverage')}
+    assert shadowed == trainable  # moving statistics and the step get no shadow
+    assert len(model.bn_update_ops) == 2 * (3 * 3 * 2 + 1)
+
+
+@pytest.mark.timeout(30)
+def test_count_params_counts_elements():
+    with tf.Graph().as_default():
+        a = tf.compat.v1.get_variable('a', [3, 4])
+        b = tf.compat.v1.get_variable('b', [5])
+        assert resnet_model.count_params([a, b]) == 17
+        assert resnet_model.count_params([]) == 0
+
+
+# ---------------------------------------------------------------------------- training
+
+@pytest.mark.timeout(60)
+def test_tiny_network_overfits_a_fixed_batch():
+    images, labels = random_batch(32, 10, seed=1)  # noise with random labels: pure memorization
+    hps = tiny_hps(batch_size=32)
+    with tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(1)
+        model = build(hps, 'train', tf.constant(images), tf.constant(labels))
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            first_cost = session.run(model.cross_entropy)
+            for step in range(100):
+                _, precision, cross_entropy = session.run(
+                    [model.train_op, model.precision, model.cross_entropy])
+                if precision == 1.0:
+                    break
+    assert precision == 1.0, 'precision %.3f after %d steps' % (precision, step + 1)
+    assert cross_entropy < first_cost / 2
+
+
+@pytest.mark.timeout(30)
+def test_moving_statistics_follow_bn_decay():
+    hps = tiny_hps(bn_decay=0.8)
+    images, labels = random_batch(8, 10, seed=2)
+    with tf.Graph().as_default():
+        model = build(hps, 'train', tf.constant(images), tf.constant(labels))
+        stem_bn = [op for op in tf.compat.v1.get_default_graph().get_operations()
+                   if op.type.startswith('FusedBatchNorm') and op.name.startswith('unit_1_0/bn1/')]
+        assert len(stem_bn) == 1
+        moving_mean = by_name('unit_1_0/bn1/moving_mean')
+        moving_variance = by_name('unit_1_0/bn1/moving_variance')
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            mean0, variance0 = session.run([moving_mean, moving_variance])
+            x, _ = session.run([stem_bn[0].inputs[0], model.train_op])
+            mean1, variance1 = session.run([moving_mean, moving_variance])
+    x = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    np.testing.assert_array_equal(mean0, 0.0)
+    np.testing.assert_array_equal(variance0, 1.0)
+    np.testing.assert_allclose(mean1, 0.8 * mean0 + 0.2 * x.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(variance1, 0.8 * variance0 + 0.2 * x.var(0, ddof=1), rtol=1e-4)
+
+
+@pytest.mark.timeout(30)
+def test_cost_is_cross_entropy_plus_decay_of_exactly_the_weights():
+    hps = tiny_hps(weight_decay_rate=0.01)
+    images, labels = random_batch(8, 10, seed=3)
+    with tf.Graph().as_default():
+        model = build(hps, 'train', tf.constant(images), tf.constant(labels))
+        variables = tf.compat.v1.trainable_variables()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            # Non-zero biases and BN parameters, so decaying them would show.
+            session.run([v.assign(v + 0.5) for v in variables
+                         if not v.op.name.endswith('/weights')])
+            values, logits, cross_entropy, weight_decay, cost = session.run(
+                [{v.op.name: v for v in variables}, model.logits, model.cross_entropy,
+                 model.weight_decay, model.cost])
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    expected_cross_entropy = -(labels * log_softmax).sum(axis=1).mean()
+    weights = [name for name in values if name.endswith('/weights')]
+    assert len(weights) == 1 + 2 * 3 + 1  # stem, two convs per unit, FC
+    # tf.nn.l2_loss convention: half the sum of squares.
+    expected_decay = 0.01 * sum((values[name].astype(np.float64) ** 2).sum() / 2
+                                for name in weights)
+    np.testing.assert_allclose(cross_entropy, expected_cross_entropy, rtol=1e-5)
+    np.testing.assert_allclose(weight_decay, expected_decay, rtol=1e-5)
+    np.testing.assert_allclose(cost, expected_cross_entropy + expected_decay, rtol=1e-5)
+
+
+@pytest.mark.timeout(30)
+def test_learning_rate_is_settable_and_floored_by_min_lrn_rate():
+    hps = tiny_hps(optimizer='sgd', lrn_rate=0.05, min_lrn_rate=0.01, moving_average_decay=0.0)
+    images, labels = random_batch(8, 10, seed=4)
+    with tf.Graph().as_default():
+        model = build(hps, 'train', tf.constant(images), tf.constant(labels))
+        biases = by_name('logit/biases')
+        assert not model.lrn_rate.trainable and model.lrn_rate.op.name == 'learning_rate'
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            assert session.run(model.lrn_rate) == pytest.approx(0.05)
+            for rate, effective in ((0.05, 0.05), (0.2, 0.2), (1e-6, 0.01)):
+                model.set_lrn_rate(session, rate)
+                before = session.run(biases)
+                # The bias gradient is mean(softmax - labels); biases carry no decay.
+                predictions, _, summary = session.run(
+                    [model.predictions, model.train_op, model.summaries])
+                after = session.run(biases)
+                assert session.run(model.lrn_rate) == pytest.approx(rate)
+                gradient = (predictions - labels).mean(axis=0)
+                np.testing.assert_allclose(after - before, -effective * gradient,
+                                           rtol=1e-3, atol=1e-7)
+                logged = {v.tag: v.simple_value for v in
+                          tf.compat.v1.Summary.FromString(summary).value}
+                assert logged['learning_rate'] == pytest.approx(effective)
+            with pytest.raises(ValueError, match='learning rate'):
+                model.set_lrn_rate(session, float('nan'))
+
+
+@pytest.mark.timeout(30)
+def test_summaries_hold_model_scalars_and_earlier_summaries():
+    images, labels = random_batch(4, 10, seed=5)
+    with tf.Graph().as_default():
+        tf.compat.v1.summary.scalar('input/queue_fill', tf.constant(0.5))
+        model = build(tiny_hps(), 'train', tf.constant(images), tf.constant(labels))
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            summary, cost, precision = session.run(
+                [model.summaries, model.cost, model.precision])
+    values = {v.tag: v.simple_value for v in tf.compat.v1.Summary.FromString(summary).value}
+    assert set(values) == {'input/queue_fill', 'cost', 'cross_entropy', 'weight_decay',
+                           'precision', 'learning_rate'}
+    assert values['cost'] == pytest.approx(cost) and values['precision'] == pytest.approx(precision)
+    assert values['learning_rate'] == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------------------- EMA and eval
+
+EMA_DECAY = 0.3  # low, so both branches of min(decay, (1 + t) / (10 + t)) occur in 5 steps
+EMA_STEPS = 5
+EMA_WATCHED = ('init/conv/weights', 'unit_2_0/bn2/gamma', 'logit/biases')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A tiny network trained a few steps with EMA; its history and a checkpoint."""
+    hps = tiny_hps(moving_average_decay=EMA_DECAY)
+    images, labels = random_batch(16, 10, seed=6)
+    checkpoint = str(tmp_path_factory.mktemp('trained') / 'model.ckpt')
+    history = {'steps': [], 'values': [], 'shadows': []}
+    with tf.Graph().as_default():
+        model = build(hps, 'train', tf.constant(images), tf.constant(labels))
+        watched = [by_name(name) for name in EMA_WATCHED]
+        shadows = [model.ema.average(v) for v in watched]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            bn_before = session.run({v.op.name: v for v in tf.compat.v1.global_variables()
+                                     if 'moving_' in v.op.name})
+            history['initial_values'] = session.run(watched)
+            history['initial_shadows'] = session.run(shadows)
+            for _ in range(EMA_STEPS):
+                session.run(model.train_op)
+                step, values, shadow_values = session.run([model.global_step, watched, shadows])
+                history['steps'].append(step)
+                history['values'].append(values)
+                history['shadows'].append(shadow_values)
+            state = session.run({v.op.name: v for v in tf.compat.v1.global_variables()})
+            shadow_state = session.run({v.op.name: model.ema.average(v)
+                                        for v in tf.compat.v1.trainable_variables()})
+            tf.compat.v1.train.Saver().save(session, checkpoint)
+    return dict(hps=hps, checkpoint=checkpoint, history=history, state=state,
+                shadow_state=shadow_state, bn_before=bn_before)
+
+
+@pytest.mark.timeout(60)
+def test_ema_shadows_match_numpy_recurrence(trained):
+    history = trained['history']
+    assert history['steps'] == list(range(1, EMA_STEPS + 1))
+    for initial_value, initial_shadow in zip(history['initial_values'], history['initial_shadows']):
+        np.testing.assert_array_equal(initial_shadow, initial_value)
+    expected = [s.astype(np.float64) for s in history['initial_shadows']]
+    decays = []
+    for step, values, shadows in zip(history['steps'], history['values'], history['shadows']):
+        decay = min(EMA_DECAY, (1.0 + step) / (10.0 + step))
+        decays.append(decay)
+        expected = [decay * e + (1 - decay) * v for e, v in zip(expected, values)]
+        for e, s in zip(expected, shadows):
+            np.testing.assert_allclose(s, e, rtol=1e-5, atol=1e-7)
+    assert decays[0] < EMA_DECAY and decays[-1] == EMA_DECAY
+    # The shadow lags: it is not simply the variable.
+    assert not np.allclose(history['shadows'][-1][0], history['values'][-1][0])
+
+
+@pytest.mark.timeout(60)
+def test_moving_statistics_change_with_training(trained):
+    for name, before in trained['bn_before'].items():
+        assert not np.allclose(trained['state'][name], before), name
+
+
+@pytest.mark.timeout(60)
+def test_eval_saver_loads_shadows_into_model_variables(trained):
+    with tf.Graph().as_default():
+        model = build(trained['hps'], 'eval')
+        mapping = model.variables_to_restore()
+        trainable = tf.compat.v1.trainable_variables()
+        assert mapping['init/conv/weights/ExponentialMovingAverage'].op.name == 'init/conv/weights'
+        assert mapping['unit_1_0/bn1/moving_mean'].op.name == 'unit_1_0/bn1/moving_mean'
+        assert mapping['global_step'] is model.global_step
+        assert len(mapping) == len(tf.compat.v1.global_variables())
+        with tf.compat.v1.Session() as session:
+            tf.compat.v1.train.Saver(mapping).restore(session, trained['checkpoint'])
+            restored = session.run({v.op.name: v for v in tf.compat.v1.global_variables()})
+    for v in trainable:
+        np.testing.assert_array_equal(restored[v.op.name], trained['shadow_state'][v.op.name])
+    for name, value in restored.items():
+        if name not in trained['shadow_state']:
+            np.testing.assert_array_equal(value, trained['state'][name])
+    assert restored['global_step'] == EMA_STEPS
+
+
+@pytest.mark.timeout(60)
+def test_eval_uses_moving_statistics_and_is_batch_independent(trained):
+    images, _ = random_batch(9, 10, seed=7)
+    with tf.Graph().as_default():
+        model = build(trained['hps'], 'eval')
+        graph = tf.compat.v1.get_default_graph()
+        bn_ops = [op for op in graph.get_operations() if op.type.startswith('FusedBatchNorm')]
+        assert len(bn_ops) == 2 * 3 + 1 and not any(op.get_attr('is_training') for op in bn_ops)
+        with tf.compat.v1.Session() as session:
+            tf.compat.v1.train.Saver().restore(session, trained['checkpoint'])  # raw weights
+            feed = {model.images: images}
+            bn_io = session.run([(op.inputs[0], op.outputs[0]) for op in bn_ops], feed)
+            batch_logits = session.run(model.logits, feed)
+            single_logits = [session.run(model.logits, {model.images: images[i:i + 1]})
+                             for i in range(len(images))]
+    epsilon = trained['hps'].bn_epsilon
+    state = trained['state']
+    for op, (x, y) in zip(bn_ops, bn_io):
+        scope = op.name.rsplit('/', 1)[0]
+        mean, variance = state[scope + '/moving_mean'], state[scope + '/moving_variance']
+        expected = (state[scope + '/gamma'] * (x - mean) / np.sqrt(variance + epsilon)
+                    + state[scope + '/beta'])
+        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.concatenate(single_logits), batch_logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.timeout(30)
+def test_train_mode_normalizes_with_the_batch():
+    # The contrast to the eval test above: in train mode the batch changes an image's logits.
+    images, labels = random_batch(6, 10, seed=8)
+    with tf.Graph().as_default():
+        model = build(tiny_hps(), 'train')
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            full = session.run(model.logits, {model.images: images})
+            half = session.run(model.logits, {model.images: images[:3]})
+    assert not np.allclose(full[:3], half, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.timeout(30)
+def test_moving_average_decay_zero_turns_ema_off():
+    images, labels = random_batch(4, 10, seed=9)
+    with tf.Graph().as_default():
+        model = build(tiny_hps(moving_average_decay=0.0), 'train',
+                      tf.constant(images), tf.constant(labels))
+        assert model.ema is None
+        names = {v.op.name for v in tf.compat.v1.global_variables()}
+        assert not any('ExponentialMovingAverage' in name for name in names)
+        assert set(model.variables_to_restore()) == names
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            session.run(model.train_op)
+            assert session.run(model.global_step) == 1
+
+
+# ---------------------------------------------------------------------------- structure
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+@pytest.mark.timeout(30)
+def test_nchw_graph_builds(mode):
+    # CPU kernels cannot run NCHW convolutions, so this only builds the graph.
+    hps = tiny_hps(data_format='NCHW', use_bottleneck=(mode == 'eval'))
+    with tf.Graph().as_default():
+        model = build(hps, mode)
+        convs = [op for op in tf.compat.v1.get_default_graph().get_operations()
+                 if op.type == 'Conv2D']
+        assert convs and all(op.get_attr('data_format') == b'NCHW' for op in convs)
+        assert model.logits.shape.as_list() == [None, 10]
+        assert model.features.shape.as_list() == [None, 256 if hps.use_bottleneck else 64]
+        assert (model.train_op is not None) == (mode == 'train')
+
+
+@pytest.mark.timeout(30)
+def test_second_tower_reuses_variables():
+    hps = tiny_hps()
+    with tf.Graph().as_default():
+        first = build(hps, 'train')
+        count = len(tf.compat.v1.global_variables())
+        with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
+            with tf.name_scope('tower_1'):
+                second = resnet_model.ResNet(hps, first.images, first.labels, 'train')
+                second._build_learning_rate()
+                second._build_model()
+        assert len(tf.compat.v1.global_variables()) == count
+        assert len(tf.compat.v1.get_collection(resnet_model.WEIGHT_DECAY_COLLECTION)) == 8
+        assert second.lrn_rate is first.lrn_rate
+        assert len(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)) == \
+            len(first.bn_update_ops) + len(second.bn_update_ops)
+
+
+@pytest.mark.timeout(30)
+def test_bad_mode_and_inputs_are_value_errors():
+    hps = tiny_hps()
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3])
+        labels = tf.compat.v1.placeholder(tf.float32, [None, 10])
+        with pytest.raises(ValueError, match="mode must be 'train' or 'eval'; got 'test'"):
+            resnet_model.ResNet(hps, images, labels, 'test')
+        with pytest.raises(ValueError, match='images must be a float tensor'):
+            resnet_model.ResNet(hps, tf.compat.v1.placeholder(tf.float32, [None, 32, 32]),
+                                labels, 'eval')
+        with pytest.raises(ValueError, match=r'labels must be one-hot float \[batch, 10\]'):
+            resnet_model.ResNet(hps, images, tf.compat.v1.placeholder(tf.float32, [None, 100]),
+                                'eval')
+        with pytest.raises(ValueError, match='hps must be a resnet_model.HParams'):
+            resnet_model.ResNet(dict(CLASSIC), images, labels, 'eval')
