@@ -1,0 +1,183 @@
+"""Eval beside training: score every new checkpoint on the whole eval set, once.
+
+`evaluate(hps, config)` watches config['log_root'] for checkpoints and scores each
+new one on the eval records, in file order, exactly once per checkpoint, using the
+moving-average shadows of the weights when the checkpoint has them. It writes
+`Precision`, `Best Precision` and `loss` at the checkpoint's global step to
+config['eval_dir'] and prints one line per checkpoint.
+"""
+import collections
+import json
+import os
+import time
+
+import tensorflow as tf
+from absl import logging
+
+import cifar_input
+import resnet_model
+import training
+
+Score = collections.namedtuple('Score', ['step', 'precision', 'loss', 'num_images', 'seconds'])
+
+SHADOW_SUFFIX = '/ExponentialMovingAverage'
+
+
+class EvalGraph(object):
+    """The eval-mode ResNet over a one-pass, in-order input queue, built once.
+
+    Queues live in the session, so each checkpoint gets a fresh session and with it
+    a fresh pass over the eval records.
+    """
+
+    def __init__(self, hps, config):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            with tf.compat.v1.device('/cpu:0'):
+                images, labels = cifar_input.build_input(
+                    config['dataset'], config['eval_data_path'], hps.batch_size, 'eval',
+                    num_epochs=1, label_mode=config.get('label_mode', 'fine'))
+            with tf.compat.v1.device(config.get('device', '/cpu:0')):
+                self.model = resnet_model.ResNet(hps, images, labels, 'eval')
+                self.model.build_graph()
+            correct = tf.equal(tf.argmax(self.model.logits, 1), tf.argmax(labels, 1))
+            self.fetches = {
+                'correct': tf.reduce_sum(tf.cast(correct, tf.int64)),
+                'count': tf.shape(labels)[0],
+                'loss': self.model.cross_entropy,
+            }
+            self.raw_saver = tf.compat.v1.train.Saver()
+            self.shadow_saver = tf.compat.v1.train.Saver(self.model.variables_to_restore())
+            self.local_init = tf.compat.v1.local_variables_initializer()
+
+    def score(self, checkpoint_path, use_moving_average=True, max_batches=0):
+        """Scores one checkpoint on the eval records; returns a Score.
+
+        Raises:
+          UnreadableCheckpoint: the checkpoint vanished or is corrupt; the caller skips it.
+          cifar_input.DataError: a bad record (for example a label out of range).
+        """
+        start = time.time()
+        with tf.compat.v1.Session(graph=self.graph, config=training.session_config()) as session:
+            self._restore(session, checkpoint_path, use_moving_average)
+            step = int(session.run(self.model.global_step))
+            session.run(self.local_init)
+            coord = tf.compat.v1.train.Coordinator()
+            threads = tf.compat.v1.train.start_queue_runners(session, coord=coord)
+            batches = correct = count = 0
+            loss_sum = 0.0
+            try:
+                while not coord.should_stop() and not (max_batches and batches >= max_batches):
+                    result = session.run(self.fetches)
+                    batches += 1
+                    correct += int(result['correct'])
+                    count += int(result['count'])
+                    loss_sum += float(result['loss']) * int(result['count'])
+            except tf.errors.OutOfRangeError:
+                pass
+            finally:
+                coord.request_stop()
+                try:
+                    coord.join(threads, stop_grace_period_secs=10)
+                except tf.errors.InvalidArgumentError as e:
+                    raise cifar_input.DataError(e.message.strip().splitlines()[0]) from None
+        if count == 0:
+            raise cifar_input.DataError('no eval records were read from %s' % checkpoint_path)
+        return Score(step, correct / count, loss_sum / count, count, time.time() - start)
+
+    def _restore(self, session, checkpoint_path, use_moving_average):
+        """Loads the shadows when wanted and present, else the raw weights."""
+        try:
+            has_shadows = any(name.endswith(SHADOW_SUFFIX)
+                              for name, _ in tf.train.list_variables(checkpoint_path))
+            saver = self.shadow_saver if (use_moving_average and has_shadows) else self.raw_saver
+            saver.restore(session, checkpoint_path)
+        except (tf.errors.OpError, ValueError) as e:
+            raise UnreadableCheckpoint('%s: %s' % (checkpoint_path, str(e).strip().splitlines()[0])) from None
+
+
+class UnreadableCheckpoint(Exception):
+    """A checkpoint removed between listing and loading, or a partial or corrupt one."""
+
+
+class EvalState(object):
+    """Which checkpoints were scored and the best precision, kept in eval_dir across restarts."""
+
+    def __init__(self, eval_dir):
+        self._path = os.path.join(eval_dir, 'eval_state.json')
+        self.scored = {}
+        self.best_precision = 0.0
+        if os.path.exists(self._path):
+            with open(self._path) as f:
+                saved = json.load(f)
+            self.scored = saved.get('scored', {})
+            self.best_precision = saved.get('best_precision', 0.0)
+
+    def record(self, checkpoint_path, score):
+        self.scored[os.path.basename(checkpoint_path)] = score.step
+        self.best_precision = max(self.best_precision, score.precision)
+        tmp = self._path + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump({'scored': self.scored, 'best_precision': self.best_precision}, f, indent=1)
+        os.replace(tmp, self._path)
+
+    def is_scored(self, checkpoint_path):
+        return os.path.basename(checkpoint_path) in self.scored
+
+
+def latest_checkpoint(log_root):
+    """The newest checkpoint path in log_root, or None (also when log_root does not exist yet)."""
+    if not os.path.isdir(log_root):
+        return None
+    return tf.train.latest_checkpoint(log_root)
+
+
+def new_checkpoints(log_root, state, interval_secs):
+    """Yields each new checkpoint path of log_root, sleeping between looks (no busy loop)."""
+    waiting_logged = False
+    while True:
+        path = latest_checkpoint(log_root)
+        if path and not state.is_scored(path):
+            waiting_logged = False
+            yield path
+            continue
+        if not waiting_logged:
+            logging.info('waiting for a new checkpoint in %s', log_root)
+            waiting_logged = True
+        time.sleep(interval_secs)
+
+
+def evaluate(hps, config, flag_values=None):
+    """Scores checkpoints until the one at config['train_steps'] (or one, with eval_once)."""
+    num_records = cifar_input.count_records(config['dataset'], config['eval_data_path'])
+    os.makedirs(config['eval_dir'], exist_ok=True)
+    training.write_config(config['eval_dir'], hps, config, flag_values)
+    expected = num_records if not config['eval_batch_count'] else min(
+        num_records, config['eval_batch_count'] * hps.batch_size)
+    logging.info('eval: %d of %d records of %s per checkpoint', expected, num_records,
+                 config['eval_data_path'])
+    evaluator = EvalGraph(hps, config)
+    state = EvalState(config['eval_dir'])
+    if config['eval_once']:
+        path = latest_checkpoint(config['log_root'])
+        if path is None:
+            raise training.TrainingError('no checkpoint in %s to evaluate: train first' % config['log_root'])
+        checkpoints = [path]
+    else:
+        checkpoints = new_checkpoints(config['log_root'], state, config['eval_interval_secs'])
+    for path in checkpoints:
+        try:
+            score = evaluator.score(path, config['eval_use_moving_average'], config['eval_batch_count'])
+        except UnreadableCheckpoint as e:
+            logging.warning('skipping checkpoint %s', e)
+            state.scored[os.path.basename(path)] = None
+            continue
+        state.record(path, score)
+        training.write_scalars(config['eval_dir'], score.step, {
+            'Precision': score.precision, 'Best Precision': state.best_precision, 'loss': score.loss})
+        print('step %d: precision %.4f, best precision %.4f, loss %.4f (%d images, %.1f s)'
+              % (score.step, score.precision, state.best_precision, score.loss, score.num_images,
+                 score.seconds), flush=True)
+        if score.step >= config['train_steps']:
+            logging.info('scored the checkpoint at --train_steps=%d; eval done', config['train_steps'])
+            break

@@ -1,0 +1,228 @@
+"""resnet_main.py end to end: real subprocesses, real checkpoints, real event files."""
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import synthetic
+import training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(REPO, 'resnet_main.py')
+
+# A tiny network that learns the synthetic classes in a few hundred steps.
+TINY = ['--num_residual_units=1', '--batch_size=32', '--log_every_n_steps=10']
+
+
+def run_main(*args, timeout=240, check=True):
+    """Runs resnet_main.py in a subprocess; returns the CompletedProcess."""
+    proc = subprocess.run([sys.executable, MAIN] + list(args), capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError('exit %d\nstdout:\n%s\nstderr:\n%s' % (proc.returncode, proc.stdout, proc.stderr[-5000:]))
+    return proc
+
+
+def start_main(*args):
+    return subprocess.Popen([sys.executable, MAIN] + list(args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def read_scalars(directory):
+    """{tag: {step: value}} from every event file in `directory`."""
+    import tensorflow as tf
+    scalars = {}
+    for path in sorted(glob.glob(os.path.join(directory, 'events.out.tfevents.*'))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.HasField('simple_value'):
+                    scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def eval_precisions(stdout):
+    """[(step, precision)] from eval's one line per checkpoint."""
+    return [(int(m.group(1)), float(m.group(2)))
+            for m in re.finditer(r'^step (\d+): precision ([0-9.]+)', stdout, re.M)]
+
+
+@pytest.fixture(scope='module')
+def learnable(tmp_path_factory):
+    directory = tmp_path_factory.mktemp('learnable')
+    return synthetic.write_learnable_dataset(directory, num_train=1000, num_test=200)
+
+
+@pytest.mark.timeout(400)
+def test_train_then_eval_once_learns(learnable, tmp_path):
+    train_path, test_path = learnable
+    log_root = str(tmp_path / 'run')
+    train = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                     '--log_root=' + log_root, '--train_steps=300', '--random_seed=1', *TINY)
+    assert 'step 300/300' in train.stderr
+    config = json.load(open(os.path.join(log_root, 'train', 'config.json')))
+    assert config['hparams']['num_residual_units'] == 1
+    assert config['config']['train_steps'] == 300
+
+    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                  '--log_root=' + log_root, '--eval_once', '--num_residual_units=1')
+    scores = eval_precisions(ev.stdout)
+    assert len(scores) == 1, ev.stdout
+    step, precision = scores[0]
+    assert step == 300
+    assert precision >= 0.9, ev.stdout
+    assert '(200 images' in ev.stdout  # the whole eval set, exactly once
+
+    # --eval_batch_count scores only that many batches.
+    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                  '--log_root=' + log_root, '--eval_once', '--num_residual_units=1',
+                  '--eval_batch_count=1', '--batch_size=64')
+    assert '(64 images' in ev.stdout, ev.stdout
+
+
+@pytest.mark.timeout(400)
+def test_train_and_eval_side_by_side(learnable, tmp_path):
+    train_path, test_path = learnable
+    log_root = str(tmp_path / 'run')
+    # Eval starts first: log_root does not exist yet, and it waits.
+    evaluator = start_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                           '--log_root=' + log_root, '--train_steps=120', '--eval_interval_secs=1',
+                           '--num_residual_units=1')
+    try:
+        time.sleep(1)
+        run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                 '--log_root=' + log_root, '--train_steps=120', '--save_checkpoints_steps=40', *TINY)
+        stdout, stderr = evaluator.communicate(timeout=180)
+    finally:
+        if evaluator.poll() is None:
+            evaluator.kill()
+            evaluator.communicate()
+    assert evaluator.returncode == 0, stderr[-3000:]
+    scores = eval_precisions(stdout)
+    steps = [step for step, _ in scores]
+    assert len(set(steps)) >= 2, stdout
+    assert len(steps) == len(set(steps)), 'a checkpoint was scored twice: %s' % stdout
+    assert steps[-1] == 120
+
+    train_scalars = read_scalars(os.path.join(log_root, 'train'))
+    for tag in ('cost', 'precision', 'learning_rate', 'examples_per_sec'):
+        assert tag in train_scalars, sorted(train_scalars)
+    assert 120 in train_scalars['examples_per_sec']
+    assert any('queue' in tag for tag in train_scalars), sorted(train_scalars)
+
+    eval_scalars = read_scalars(os.path.join(log_root, 'eval'))
+    assert sorted(eval_scalars['Precision']) == sorted(steps)
+    for step, precision in scores:
+        assert eval_scalars['Precision'][step] == pytest.approx(precision, abs=1e-4)
+    best = [eval_scalars['Best Precision'][s] for s in sorted(steps)]
+    assert best == sorted(best)
+    assert best[-1] == pytest.approx(max(p for _, p in scores), abs=1e-4)
+    assert set(eval_scalars['loss']) == set(steps)
+
+
+@pytest.mark.timeout(400)
+def test_resume_continues_step_and_schedule(learnable, tmp_path):
+    train_path, _ = learnable
+    log_root = str(tmp_path / 'run')
+    schedule = ['--lr_boundaries=30,60', '--lr_values=0.1,0.02,0.004']
+    first = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                     '--log_root=' + log_root, '--train_steps=40', *(TINY + schedule))
+    assert 'step 40/40' in first.stderr
+    second = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                      '--log_root=' + log_root, '--train_steps=80', *(TINY + schedule))
+    logged = [(int(m.group(1)), float(m.group(2))) for m in
+              re.finditer(r'step (\d+)/80 .*?, lr ([0-9.e-]+),', second.stderr)]
+    steps = [s for s, _ in logged]
+    assert steps == [50, 60, 70, 80], second.stderr[-3000:]
+    for step, lr in logged:
+        # The line at step s describes the step that ran at global step s - 1.
+        assert lr == pytest.approx(training.learning_rate_at(step - 1, [30, 60], [0.1, 0.02, 0.004], 1e-4))
+    import tensorflow as tf
+    assert tf.train.load_variable(tf.train.latest_checkpoint(log_root), 'global_step') == 80
+    lr_summaries = read_scalars(os.path.join(log_root, 'train'))['learning_rate']
+    assert lr_summaries[70] == pytest.approx(0.004)
+
+
+def test_learning_rate_schedule():
+    boundaries, values = [40000, 60000, 80000], [0.1, 0.01, 0.001, 0.0001]
+    rate = lambda step: training.learning_rate_at(step, boundaries, values, 0.0001)
+    assert rate(0) == 0.1
+    assert rate(39999) == 0.1
+    assert rate(40000) == 0.01
+    assert rate(60000) == 0.001
+    assert rate(90000) == 0.0001
+    assert training.learning_rate_at(10, [5], [0.1, 1e-6], 1e-4) == 1e-4  # the floor
+    with pytest.raises(ValueError, match='increase'):
+        training.check_schedule([10, 5], [0.1, 0.01, 0.001])
+    with pytest.raises(ValueError, match='one more'):
+        training.check_schedule([10], [0.1])
+
+
+FLAG_ERRORS = [
+    (['--batch_size=0'], '--batch_size=0'),
+    (['--train_steps=-5'], '--train_steps=-5'),
+    (['--lr_boundaries=100,50'], 'increase'),
+    (['--lr_boundaries=100', '--lr_values=0.1'], 'one more'),
+    (['--lr_values=0.1,abc', '--lr_boundaries=10'], '--lr_values'),
+    (['--mode=predict'], 'mode'),
+    (['--dataset=imagenet'], 'dataset'),
+    (['--optimizer=adam'], 'optimizer'),
+    (['--train_steps=ten'], 'train_steps'),
+    (['--relu_leakiness=1.5'], '--relu_leakiness'),
+    (['--moving_average_decay=1'], '--moving_average_decay'),
+    (['--num_gpus=64'], '--num_gpus=64'),
+    (['--image_size=64'], '--image_size=64'),
+    (['--label_mode=coarse'], 'coarse'),
+    (['--log_root=' + MAIN], 'not a directory'),
+    (['stray_argument'], 'stray_argument'),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('args, expected', FLAG_ERRORS)
+def test_flag_errors_exit_2_with_one_line(args, expected, capsys):
+    import resnet_main
+    resnet_main.FLAGS.unparse_flags()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            resnet_main.main(resnet_main.parse_flags(['resnet_main.py'] + args))
+    finally:
+        resnet_main.FLAGS.unparse_flags()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith('error: ') and expected in err, err
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('args', [['--mode=predict'], ['--batch_size=-1']])
+def test_flag_errors_in_a_real_process(args):
+    proc = run_main(*args, check=False, timeout=100)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_missing_data_names_the_download_command(tmp_path):
+    proc = run_main('--mode=train', '--dataset=cifar10', '--log_root=' + str(tmp_path / 'run'),
+                    check=False)
+    if os.path.exists(os.path.join(REPO, 'data', 'cifar-10-batches-bin')):
+        pytest.skip('CIFAR-10 is downloaded here')
+    assert proc.returncode != 0
+    assert 'download_cifar.py' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_help_lists_flags():
+    proc = run_main('--helpfull', check=False)
+    for flag in ('--train_steps', '--lr_boundaries', '--eval_batch_count', '--moving_average_decay',
+                 '--num_gpus', '--log_root'):
+        assert flag in proc.stdout + proc.stderr

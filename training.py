@@ -1,0 +1,251 @@
+"""The training loop: input queue -> ResNet -> MonitoredTrainingSession.
+
+`train(hps, config)` takes one `resnet_model.HParams` and a dict of plain settings
+(built by resnet_main.py from its flags): data paths, step counts, directories.
+It resumes from the latest checkpoint in config['log_root'] when there is one.
+"""
+import bisect
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import cifar_input
+import resnet_model
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on; the one-line message says why and what was kept."""
+
+
+def check_schedule(boundaries, values):
+    """Raises ValueError unless `values` has one more entry than increasing `boundaries`."""
+    if len(values) != len(boundaries) + 1:
+        raise ValueError('expected one more learning rate than boundaries, got %d rates and %d boundaries'
+                         % (len(values), len(boundaries)))
+    if any(b < 1 for b in boundaries):
+        raise ValueError('boundaries must be positive steps, got %s' % boundaries)
+    if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
+        raise ValueError('boundaries must increase, got %s' % ','.join(map(str, boundaries)))
+    if any(v <= 0 for v in values):
+        raise ValueError('learning rates must be positive, got %s' % ','.join(map(str, values)))
+
+
+def learning_rate_at(step, boundaries, values, min_lrn_rate):
+    """The learning rate of the step that runs at global step `step`.
+
+    values[i] applies from boundaries[i-1] (inclusive) to boundaries[i]; the
+    result is never below min_lrn_rate.
+    """
+    return max(values[bisect.bisect_right(boundaries, step)], min_lrn_rate)
+
+
+def session_config():
+    return tf.compat.v1.ConfigProto(allow_soft_placement=True)
+
+
+def forward_flops_per_image(hps):
+    """Forward-pass floating-point operations for one image, counted by TF's profiler."""
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [1, 32, 32, 3])
+        labels = tf.compat.v1.placeholder(tf.float32, [1, hps.num_classes])
+        resnet_model.ResNet(hps, images, labels, 'eval').build_graph()
+        options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+        options['output'] = 'none'
+        return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
+
+
+def write_config(directory, hps, config, flag_values=None):
+    """Writes the run's flags, HParams and settings as JSON, so results trace to settings."""
+    os.makedirs(directory, exist_ok=True)
+    record = {'hparams': hps._asdict(), 'config': config, 'flags': flag_values or {},
+              'tensorflow': tf.__version__, 'time': time.strftime('%Y-%m-%d %H:%M:%S')}
+    path = os.path.join(directory, 'config.json')
+    with open(path, 'w') as f:
+        json.dump(record, f, indent=2, sort_keys=True, default=str)
+    return path
+
+
+def write_scalars(directory, step, scalars):
+    """Appends scalar summaries {tag: value} at `step` to the event file of `directory`."""
+    with tf.Graph().as_default():  # FileWriter refuses to be created eagerly
+        writer = tf.compat.v1.summary.FileWriterCache.get(directory)
+    summary = tf.compat.v1.Summary(value=[
+        tf.compat.v1.Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()])
+    writer.add_summary(summary, step)
+    writer.flush()
+
+
+class _StepCountingHook(tf.compat.v1.train.SessionRunHook):
+    """Knows the global step of the next train step without an extra fetch.
+
+    One trainer increments the global step once per run of the train op, so the
+    value read when the session is created plus the number of runs is exact.
+    """
+
+    def __init__(self, model):
+        self._model = model
+        self.step = None
+
+    def after_create_session(self, session, coord):
+        self.step = int(session.run(self._model.global_step))
+
+    def after_run(self, run_context, run_values):
+        self.step += 1
+
+
+class LearningRateHook(_StepCountingHook):
+    """Sets the model's learning-rate variable from the schedule, only when it changes."""
+
+    def __init__(self, model, boundaries, values, min_lrn_rate):
+        super().__init__(model)
+        self._rate_at = lambda step: learning_rate_at(step, boundaries, values, min_lrn_rate)
+        self._current = None
+
+    def after_create_session(self, session, coord):
+        super().after_create_session(session, coord)
+        self._set(session)
+
+    def after_run(self, run_context, run_values):
+        super().after_run(run_context, run_values)
+        self._set(run_context.session)
+
+    def _set(self, session):
+        rate = self._rate_at(self.step)
+        if rate != self._current:
+            self._model.set_lrn_rate(session, rate)
+            self._current = rate
+
+
+class NanLossError(Exception):
+    def __init__(self, step):
+        super().__init__('loss is NaN or Inf at step %d' % step)
+        self.step = step
+
+
+class NanLossHook(_StepCountingHook):
+    """Stops training when the loss stops being finite, naming the step."""
+
+    def before_run(self, run_context):
+        return tf.compat.v1.train.SessionRunArgs(self._model.cost)
+
+    def after_run(self, run_context, run_values):
+        step = self.step
+        super().after_run(run_context, run_values)
+        if not np.isfinite(run_values.results):
+            raise NanLossError(step)
+
+
+class ProgressHook(_StepCountingHook):
+    """Every N steps: a log line (step, loss, precision, learning rate, examples/sec, ETA)
+    and the summaries of that same training step, plus examples/sec and global
+    steps/sec, written to the train directory at the step count.
+
+    The summaries are fetched with the train op they describe, never by an extra
+    session.run that would dequeue another batch.
+    """
+
+    def __init__(self, model, batch_size, train_steps, every_n_steps, summary_dir):
+        super().__init__(model)
+        self._fetches = {'cost': model.cost, 'precision': model.precision,
+                         'lrn_rate': model.lrn_rate, 'summaries': model.summaries}
+        self._batch_size = batch_size
+        self._train_steps = train_steps
+        self._every_n = every_n_steps
+        self._summary_dir = summary_dir
+        self._window_start = None
+
+    def after_create_session(self, session, coord):
+        super().after_create_session(session, coord)
+        self._window_start = (time.time(), self.step)
+
+    def before_run(self, run_context):
+        if (self.step + 1) % self._every_n == 0:
+            return tf.compat.v1.train.SessionRunArgs(self._fetches)
+        return None
+
+    def after_run(self, run_context, run_values):
+        super().after_run(run_context, run_values)
+        if run_values.results is None:
+            return
+        now, step = time.time(), self.step
+        start_time, start_step = self._window_start
+        self._window_start = (now, step)
+        steps_per_sec = (step - start_step) / max(now - start_time, 1e-9)
+        examples_per_sec = steps_per_sec * self._batch_size
+        eta_secs = (self._train_steps - step) / max(steps_per_sec, 1e-9)
+        r = run_values.results
+        logging.info('step %d/%d (%.1f%%): loss %.4f, precision %.4f, lr %g, %.1f examples/sec, ETA %s',
+                     step, self._train_steps, 100.0 * step / self._train_steps, r['cost'],
+                     r['precision'], r['lrn_rate'], examples_per_sec, format_duration(eta_secs))
+        writer = tf.compat.v1.summary.FileWriterCache.get(self._summary_dir)
+        writer.add_summary(r['summaries'], step)
+        write_scalars(self._summary_dir, step, {'examples_per_sec': examples_per_sec,
+                                                'global_step/sec': steps_per_sec})
+
+
+def format_duration(seconds):
+    seconds = int(round(seconds))
+    return '%d:%02d:%02d' % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+def build_train_graph(hps, config):
+    """Input queue on the CPU, the ResNet on config['device']. Returns the model."""
+    if config.get('random_seed') is not None:
+        tf.compat.v1.set_random_seed(config['random_seed'])
+    with tf.compat.v1.device('/cpu:0'):
+        images, labels = cifar_input.build_input(
+            config['dataset'], config['train_data_path'], hps.batch_size, 'train',
+            num_threads=config.get('num_input_threads'), label_mode=config.get('label_mode', 'fine'),
+            seed=config.get('random_seed'))
+    with tf.compat.v1.device(config.get('device', '/cpu:0')):
+        model = resnet_model.ResNet(hps, images, labels, 'train')
+        model.build_graph()
+    return model
+
+
+def train(hps, config, flag_values=None):
+    """Trains until config['train_steps'], resuming from config['log_root'].
+
+    Raises:
+      TrainingError: the loss became NaN or Inf (the last good checkpoint is kept).
+      cifar_input.DataError: bad data files, found before the graph runs.
+    """
+    cifar_input.check_files(config['dataset'], config['train_data_path'])
+    os.makedirs(config['log_root'], exist_ok=True)
+    write_config(config['train_dir'], hps, config, flag_values)
+    with tf.Graph().as_default():
+        model = build_train_graph(hps, config)
+        num_params = resnet_model.count_params(tf.compat.v1.trainable_variables())
+        logging.info('ResNet: %d trainable parameters, %.1f MFLOPs forward per image',
+                     num_params, forward_flops_per_image(hps) / 1e6)
+        hooks = [
+            tf.compat.v1.train.StopAtStepHook(last_step=config['train_steps']),
+            LearningRateHook(model, config['lr_boundaries'], config['lr_values'], hps.min_lrn_rate),
+            NanLossHook(model),
+            ProgressHook(model, hps.batch_size, config['train_steps'], config['log_every_n_steps'],
+                         config['train_dir']),
+        ]
+        scaffold = tf.compat.v1.train.Scaffold(
+            saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max']))
+        try:
+            with tf.compat.v1.train.MonitoredTrainingSession(
+                    checkpoint_dir=config['log_root'], scaffold=scaffold, hooks=hooks,
+                    save_checkpoint_secs=config.get('save_checkpoints_secs'),
+                    save_checkpoint_steps=config.get('save_checkpoints_steps'),
+                    # ProgressHook writes the summaries, at the same steps as its log line.
+                    save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=None,
+                    config=session_config()) as session:
+                while not session.should_stop():
+                    session.run(model.train_op)
+        except NanLossError as e:
+            last = tf.train.latest_checkpoint(config['log_root'])
+            raise TrainingError('%s; the last good checkpoint, %s, is kept' % (e, last or 'none yet')) from None
+        except tf.errors.InvalidArgumentError as e:
+            # The input pipeline's label check fails in a reader thread; show its message alone.
+            raise cifar_input.DataError(e.message.strip().splitlines()[0]) from None
+    logging.info('training done at step %d; checkpoints in %s', config['train_steps'], config['log_root'])
