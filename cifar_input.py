@@ -43,24 +43,26 @@ DATASET_NAMES = ('cifar10', 'cifar100', 'digits')
 DatasetInfo = collections.namedtuple('DatasetInfo', [
     'name', 'label_bytes', 'record_bytes', 'num_fine_classes',
     'num_coarse_classes',  # None for single-label datasets
-    'default_train_path', 'default_eval_path', 'download_command'])
+    'default_train_path', 'default_eval_path', 'download_command',
+    'random_flip',  # train-mode left-right flips: right for photos, wrong for digits
+])
 
 _DATASETS = {
     'cifar10': DatasetInfo(
         'cifar10', 1, 1 + IMAGE_BYTES, 10, None,
         os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'data_batch_*.bin'),
         os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'test_batch.bin'),
-        'python scripts/download_cifar.py --dataset=cifar10'),
+        'python scripts/download_cifar.py --dataset=cifar10', True),
     'cifar100': DatasetInfo(
         'cifar100', 2, 2 + IMAGE_BYTES, 100, 20,
         os.path.join(DATA_DIR, 'cifar-100-binary', 'train.bin'),
         os.path.join(DATA_DIR, 'cifar-100-binary', 'test.bin'),
-        'python scripts/download_cifar.py --dataset=cifar100'),
+        'python scripts/download_cifar.py --dataset=cifar100', True),
     'digits': DatasetInfo(
         'digits', 1, 1 + IMAGE_BYTES, 10, None,
         os.path.join(DATA_DIR, 'digits-bin', 'data_batch_1.bin'),
         os.path.join(DATA_DIR, 'digits-bin', 'test_batch.bin'),
-        'python scripts/make_sample_data.py'),
+        'python scripts/make_sample_data.py', False),
 }
 
 
@@ -330,10 +332,12 @@ def _read_example(filename_queue, info, label_offset, classes, label_mode):
     return image, label
 
 
-def _augment(image, crop_seed, flip_seed):
-    """Random 32x32 crop of the 36x36 zero-padded image and random left-right flip."""
+def _augment(image, crop_seed, flip_seed, flip):
+    """Random 32x32 crop of the 36x36 zero-padded image, and a random left-right flip if `flip`."""
     image = tf.image.resize_with_crop_or_pad(image, PADDED_SIZE, PADDED_SIZE)
     image = tf.image.random_crop(image, [IMAGE_SIZE, IMAGE_SIZE, IMAGE_DEPTH], seed=crop_seed)
+    if not flip:
+        return image
     return tf.image.random_flip_left_right(image, seed=flip_seed)
 
 
@@ -354,7 +358,8 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
       dataset: one of DATASET_NAMES.
       data_path: comma-separated glob patterns of record files.
       batch_size: images per dequeue; sizes the queues.
-      mode: 'train' (file order shuffled, several readers, random crop+flip,
+      mode: 'train' (file order shuffled, several readers, random crop and,
+        for photos (DatasetInfo.random_flip), left-right flip,
         RandomShuffleQueue) or 'eval' (file order, one reader, FIFOQueue).
       num_threads: train-mode reader threads, default max(2, cpu count);
         eval mode always uses exactly one, so this is ignored there.
@@ -402,7 +407,7 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
                 # Equal op seeds would give every thread, and crop and flip, the same random stream.
                 crop_seed, flip_seed = (None, None) if seed is None else (seed + 2 * thread + 1,
                                                                           seed + 2 * thread + 2)
-                image = _augment(image, crop_seed, flip_seed)
+                image = _augment(image, crop_seed, flip_seed, info.random_flip)
             enqueue_ops.append(queue.enqueue([tf.image.per_image_standardization(image), label]))
         # The default close_op closes the queue once every enqueue thread has
         # hit the end of the last epoch, so dequeue_up_to returns the remainder.

@@ -154,6 +154,26 @@ def test_train_mode_crops_flips_standardizes_with_several_threads(tmp_path):
     assert {flipped for _, _, flipped in seen} == {False, True}
 
 
+@pytest.mark.timeout(40)
+def test_digits_are_cropped_but_never_mirrored(tmp_path):
+    images = random_images(2, seed=5)
+    path = write_records(tmp_path / 'train.bin', images, np.arange(2))
+    candidates = [crop_flip_candidates(image) for image in images]
+    with tf.Graph().as_default():
+        batch = cifar_input.build_input('digits', path, 32, 'train', num_threads=2,
+                                        shuffle_capacity=64, seed=3)
+        results = run_queue(batch, max_runs=2)
+    seen = set()
+    for image, label in zip(np.concatenate([r[0] for r in results]),
+                            np.concatenate([r[1] for r in results]).argmax(axis=1)):
+        crops, params = candidates[label]
+        errors = np.abs(crops - image).max(axis=(1, 2, 3))
+        assert errors.min() < 1e-4
+        seen.add(params[errors.argmin()])
+    assert len({(dy, dx) for dy, dx, _ in seen}) > 1, 'crop offsets never vary'
+    assert not any(flipped for _, _, flipped in seen), seen
+
+
 @pytest.mark.timeout(30)
 def test_towers_dequeue_from_one_queue_and_queue_fill_is_summarized(two_files):
     pattern, _, _ = two_files
