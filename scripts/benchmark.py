@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Measures how fast this suite trains a ResNet, and how that compares to the hardware.
+
+    python scripts/benchmark.py                      # ResNet-32, batch 128, under 3 minutes
+    python scripts/benchmark.py --xla --intra_threads=2
+
+One process, one run: every figure is the median of several timed windows
+taken after warm-up, so the ratios between them are fair on a noisy machine.
+It prints a table, then one JSON object as the last line:
+
+  train_images_per_sec_synthetic  training steps fed from in-memory tensors (the ceiling)
+  train_images_per_sec            the train op fed by the real queue pipeline (50,000 records)
+  input_images_per_sec            the train-mode input pipeline alone
+  eval_images_per_sec             eval-mode forward passes
+  matmul_gflops                   the better of a float32 matmul through numpy and TensorFlow
+  train_flops_per_image           forward plus backward, counted from the graph by TF's profiler
+  train_gflops, efficiency        train_flops_per_image * rate, and its share of matmul_gflops
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--num_residual_units', type=int, default=5, help='n: depth 6n+2 (5 = ResNet-32)')
+    parser.add_argument('--batch_size', type=int, default=128)
+    parser.add_argument('--eval_batch_size', type=int, default=100)
+    parser.add_argument('--warmup_steps', type=int, default=5)
+    parser.add_argument('--steps', type=int, default=8, help='steps per timed window')
+    parser.add_argument('--windows', type=int, default=5, help='timed windows; the median is reported')
+    parser.add_argument('--num_records', type=int, default=50000, help='records in the real-pipeline file')
+    parser.add_argument('--device', choices=['cpu', 'gpu'], default='cpu')
+    parser.add_argument('--data_format', choices=['NHWC', 'NCHW'], default=None,
+                        help='default: NHWC on cpu, NCHW on gpu')
+    parser.add_argument('--xla', action='store_true', help='session-level XLA JIT compilation')
+    parser.add_argument('--onednn', choices=['on', 'off'], default='on',
+                        help='TF_ENABLE_ONEDNN_OPTS, set before TensorFlow is imported')
+    parser.add_argument('--intra_threads', type=int, default=0, help='0 = TensorFlow chooses')
+    parser.add_argument('--inter_threads', type=int, default=0, help='0 = TensorFlow chooses')
+    parser.add_argument('--input_threads', type=int, default=None, help='reader threads; default per cifar_input')
+    parser.add_argument('--matmul_size', type=int, default=2048)
+    parser.add_argument('--skip', default='', help='comma-separated parts to skip: synthetic,real,input,eval')
+    args = parser.parse_args(argv)
+    for name in ('num_residual_units', 'batch_size', 'eval_batch_size', 'steps', 'windows', 'num_records',
+                 'matmul_size'):
+        if getattr(args, name) < 1:
+            parser.error('--%s=%d: expected a positive integer' % (name, getattr(args, name)))
+    if args.data_format is None:
+        args.data_format = 'NCHW' if args.device == 'gpu' else 'NHWC'
+    if args.device == 'cpu' and args.data_format == 'NCHW':
+        parser.error('--data_format=NCHW: TensorFlow has no NCHW convolutions on the CPU')
+    return args
+
+
+def median_rate(run_step, items_per_step, warmup_steps, steps, windows):
+    """Median items/s over `windows` windows of `steps` calls, after warm-up."""
+    for _ in range(warmup_steps):
+        run_step()
+    rates = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(steps):
+            run_step()
+        rates.append(steps * items_per_step / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+class Bench(object):
+    """Builds each measured graph in its own tf.Graph and times it."""
+
+    def __init__(self, args, tf, cifar_input, resnet_model):
+        self.args, self.tf, self.cifar_input, self.resnet_model = args, tf, cifar_input, resnet_model
+        self.device = '/gpu:0' if args.device == 'gpu' else '/cpu:0'
+
+    def session_config(self):
+        tf = self.tf
+        config = tf.compat.v1.ConfigProto(allow_soft_placement=True,
+                                          intra_op_parallelism_threads=self.args.intra_threads,
+                                          inter_op_parallelism_threads=self.args.inter_threads)
+        if self.args.xla:
+            config.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
+        return config
+
+    def hparams(self, batch_size):
+        return self.resnet_model.HParams(
+            batch_size=batch_size, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1,
+            num_residual_units=self.args.num_residual_units, use_bottleneck=False,
+            weight_decay_rate=0.0002, relu_leakiness=0.1, optimizer='mom',
+            data_format=self.args.data_format)
+
+    def in_memory_batch(self, batch_size):
+        """Random images and one-hot labels held in variables on the device."""
+        tf = self.tf
+        images = tf.Variable(tf.random.normal([batch_size, 32, 32, 3]), trainable=False)
+        labels = tf.Variable(tf.one_hot(tf.random.uniform([batch_size], 0, 10, tf.int32), 10),
+                             trainable=False)
+        return images.read_value(), labels.read_value()
+
+    def time_graph(self, graph, fetch, items_per_step, with_queues=False):
+        tf = self.tf
+        with graph.as_default():
+            init = [tf.compat.v1.global_variables_initializer(), tf.compat.v1.local_variables_initializer()]
+        with tf.compat.v1.Session(graph=graph, config=self.session_config()) as session:
+            session.run(init)
+            coord = tf.compat.v1.train.Coordinator()
+            threads = tf.compat.v1.train.start_queue_runners(session, coord=coord) if with_queues else []
+            try:
+                return median_rate(lambda: session.run(fetch), items_per_step,
+                                   self.args.warmup_steps, self.args.steps, self.args.windows)
+            finally:
+                coord.request_stop()
+                coord.join(threads, stop_grace_period_secs=10)
+
+    def train_synthetic(self):
+        """(images/s, forward+backward FLOPs per image) of training from in-memory tensors."""
+        tf, batch = self.tf, self.args.batch_size
+        graph = tf.Graph()
+        with graph.as_default(), tf.compat.v1.device(self.device):
+            model = self.resnet_model.ResNet(self.hparams(batch), *self.in_memory_batch(batch), 'train')
+            model.build_graph()
+            options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+            options['output'] = 'none'
+            flops = tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
+        return self.time_graph(graph, model.train_op, batch), flops / batch
+
+    def train_real(self, data_path):
+        tf, batch = self.tf, self.args.batch_size
+        graph = tf.Graph()
+        with graph.as_default():
+            with tf.compat.v1.device('/cpu:0'):
+                images, labels = self.cifar_input.build_input('cifar10', data_path, batch, 'train',
+                                                              num_threads=self.args.input_threads)
+            with tf.compat.v1.device(self.device):
+                model = self.resnet_model.ResNet(self.hparams(batch), images, labels, 'train')
+                model.build_graph()
+        return self.time_graph(graph, model.train_op, batch, with_queues=True)
+
+    def input_only(self, data_path):
+        tf, batch = self.tf, self.args.batch_size
+        graph = tf.Graph()
+        with graph.as_default(), tf.compat.v1.device('/cpu:0'):
+            images, labels = self.cifar_input.build_input('cifar10', data_path, batch, 'train',
+                                                          num_threads=self.args.input_threads)
+            fetch = tf.group(images, labels)
+        return self.time_graph(graph, fetch, batch, with_queues=True)
+
+    def eval_forward(self):
+        tf, batch = self.tf, self.args.eval_batch_size
+        graph = tf.Graph()
+        with graph.as_default(), tf.compat.v1.device(self.device):
+            model = self.resnet_model.ResNet(self.hparams(batch), *self.in_memory_batch(batch), 'eval')
+            model.build_graph()
+        return self.time_graph(graph, model.logits.op, batch)
+
+    def matmul_gflops(self):
+        """(numpy GFLOP/s, TensorFlow GFLOP/s) of an n x n float32 matmul, medians."""
+        import numpy as np
+        tf, n = self.tf, self.args.matmul_size
+        a = np.random.rand(n, n).astype(np.float32)
+        b = np.random.rand(n, n).astype(np.float32)
+        flops = 2.0 * n ** 3
+        numpy_rate = median_rate(lambda: a @ b, flops, 2, 3, self.args.windows) / 1e9
+        graph = tf.Graph()
+        with graph.as_default(), tf.compat.v1.device(self.device):
+            x = tf.Variable(a)
+            y = tf.Variable(b)
+            product = tf.matmul(x, y)
+            fetch = tf.reduce_sum(product[0, :1])  # fetch a scalar, not n*n floats
+        tf_rate = self.time_graph(graph, fetch, flops) / 1e9
+        return numpy_rate, tf_rate
+
+
+def write_random_records(directory, num_records):
+    import numpy as np
+    path = os.path.join(directory, 'benchmark.bin')
+    rng = np.random.RandomState(0)
+    records = rng.randint(0, 256, size=(num_records, 3073), dtype=np.uint8)
+    records[:, 0] %= 10
+    records.tofile(path)
+    return path
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ['TF_ENABLE_ONEDNN_OPTS'] = '1' if args.onednn == 'on' else '0'
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    if args.device == 'cpu':
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''
+    sys.path.insert(0, REPO_ROOT)
+    import tensorflow as tf
+    tf.get_logger().setLevel('ERROR')
+    import cifar_input
+    import resnet_model
+
+    bench = Bench(args, tf, cifar_input, resnet_model)
+    skip = set(filter(None, args.skip.split(',')))
+    results = {}
+    numpy_gflops, tf_gflops = bench.matmul_gflops()
+    results['matmul_gflops_numpy'] = numpy_gflops
+    results['matmul_gflops_tensorflow'] = tf_gflops
+    results['matmul_gflops'] = max(numpy_gflops, tf_gflops)
+    if 'synthetic' not in skip:
+        rate, flops_per_image = bench.train_synthetic()
+        results['train_images_per_sec_synthetic'] = rate
+        results['train_flops_per_image'] = flops_per_image
+        results['train_gflops'] = rate * flops_per_image / 1e9
+        results['efficiency'] = results['train_gflops'] / results['matmul_gflops']
+    if not {'real', 'input'} <= skip:
+        with tempfile.TemporaryDirectory() as directory:
+            data_path = write_random_records(directory, args.num_records)
+            if 'input' not in skip:
+                results['input_images_per_sec'] = bench.input_only(data_path)
+            if 'real' not in skip:
+                results['train_images_per_sec'] = bench.train_real(data_path)
+    if 'eval' not in skip:
+        results['eval_images_per_sec'] = bench.eval_forward()
+    if 'train_images_per_sec' in results and 'train_images_per_sec_synthetic' in results:
+        results['real_over_synthetic'] = (results['train_images_per_sec']
+                                          / results['train_images_per_sec_synthetic'])
+    if 'input_images_per_sec' in results and 'train_images_per_sec' in results:
+        results['input_over_train'] = results['input_images_per_sec'] / results['train_images_per_sec']
+    results.update({
+        'depth': 6 * args.num_residual_units + 2, 'batch_size': args.batch_size,
+        'data_format': args.data_format, 'onednn': args.onednn == 'on', 'xla': args.xla,
+        'intra_threads': args.intra_threads, 'inter_threads': args.inter_threads,
+        'input_threads': args.input_threads, 'tensorflow': tf.__version__, 'device': args.device,
+        'cpu_count': os.cpu_count(), 'windows': args.windows, 'steps_per_window': args.steps,
+    })
+    print_table(results)
+    print(json.dumps(results, sort_keys=True))
+    return 0
+
+
+def print_table(results):
+    rows = [('train, in-memory input', 'train_images_per_sec_synthetic', 'images/s'),
+            ('train, real queue input', 'train_images_per_sec', 'images/s'),
+            ('input pipeline alone', 'input_images_per_sec', 'images/s'),
+            ('eval forward', 'eval_images_per_sec', 'images/s'),
+            ('matmul, numpy', 'matmul_gflops_numpy', 'GFLOP/s'),
+            ('matmul, TensorFlow', 'matmul_gflops_tensorflow', 'GFLOP/s'),
+            ('train FLOPs per image', 'train_flops_per_image', 'FLOP'),
+            ('train throughput', 'train_gflops', 'GFLOP/s'),
+            ('efficiency (train / matmul)', 'efficiency', ''),
+            ('real / in-memory train rate', 'real_over_synthetic', ''),
+            ('input / real train rate', 'input_over_train', '')]
+    print('ResNet-%d, batch %d, %s, oneDNN %s, XLA %s' % (
+        results['depth'], results['batch_size'], results['data_format'],
+        'on' if results['onednn'] else 'off', 'on' if results['xla'] else 'off'))
+    for label, key, unit in rows:
+        if key in results:
+            value = results[key]
+            text = ('%.3g' % value) if value >= 1e6 or value < 10 else ('%.1f' % value)
+            print('  %-30s %12s %s' % (label, text, unit))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
