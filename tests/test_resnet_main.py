@@ -226,3 +226,17 @@ def test_help_lists_flags():
     for flag in ('--train_steps', '--lr_boundaries', '--eval_batch_count', '--moving_average_decay',
                  '--num_gpus', '--log_root'):
         assert flag in proc.stdout + proc.stderr
+
+
+@pytest.mark.timeout(300)
+def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
+    """The README states the sample's precision; a short run already gets most of the way."""
+    log_root = str(tmp_path / 'digits')
+    run_main('--mode=train', '--dataset=digits', '--log_root=' + log_root, '--train_steps=300',
+             '--num_residual_units=1', '--batch_size=32', '--log_every_n_steps=100')
+    ev = run_main('--mode=eval', '--dataset=digits', '--log_root=' + log_root, '--eval_once',
+                  '--num_residual_units=1')
+    (step, precision), = eval_precisions(ev.stdout)
+    assert step == 300
+    assert '(300 images' in ev.stdout
+    assert precision >= 0.95, ev.stdout
