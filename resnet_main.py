@@ -60,7 +60,7 @@ flags.DEFINE_float('relu_leakiness', 0.1, 'Slope of the leaky ReLU for negative 
 
 # Optimisation.
 flags.DEFINE_integer('train_steps', None,
-                     'Training ends at this global step. Default: 80000 (the classic recipe), 1500 for digits.')
+                     'Training ends at this global step. Default: 80000 (the classic recipe), 1000 for digits.')
 flags.DEFINE_integer('batch_size', None, 'Images per step. Default: 128 in train mode, 100 in eval mode.')
 flags.DEFINE_enum('optimizer', 'mom', ['mom', 'sgd'], 'mom: momentum 0.9; sgd: plain gradient descent.')
 flags.DEFINE_float('weight_decay_rate', 0.0002, 'L2 weight decay on convolution and fully connected weights.')
@@ -96,7 +96,7 @@ flags.DEFINE_integer('num_gpus', 0, 'GPUs to use: 0 runs on the CPU, 1 on the fi
 DATASET_DEFAULTS = {
     'cifar10': {'train_steps': 80000, 'num_residual_units': 5},
     'cifar100': {'train_steps': 80000, 'num_residual_units': 5},
-    'digits': {'train_steps': 1500, 'num_residual_units': 2},
+    'digits': {'train_steps': 1000, 'num_residual_units': 2},
 }
 
 
