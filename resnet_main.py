@@ -91,7 +91,14 @@ flags.DEFINE_boolean('eval_use_moving_average', True,
                      'false scores the raw weights.')
 
 # Devices.
-flags.DEFINE_integer('num_gpus', 0, 'GPUs to use: 0 runs on the CPU, 1 on the first GPU.')
+flags.DEFINE_integer('num_gpus', 0,
+                     'GPUs to use: 0 runs on the CPU, 1 on the first GPU, N > 1 trains N data-parallel '
+                     'towers (each takes --batch_size/N images; eval always uses one device).')
+flags.DEFINE_enum('tower_device', 'gpu', ['gpu', 'cpu'],
+                  'With --num_gpus: gpu places tower i on GPU i; cpu on logical CPU device i '
+                  '(the same towers without GPUs, for testing).')
+flags.DEFINE_enum('variable_device', 'cpu', ['cpu', 'gpu'],
+                  'With --num_gpus > 1: where the shared variables live, the CPU or the first GPU.')
 
 DATASET_DEFAULTS = {
     'cifar10': {'train_steps': 80000, 'num_residual_units': 5},
@@ -168,10 +175,13 @@ def resolve_config(f):
 
     if f.num_gpus < 0:
         raise FlagError('--num_gpus=%d: expected 0 (CPU) or more' % f.num_gpus)
-    if f.num_gpus > 1:
-        raise FlagError('--num_gpus=%d: more than one GPU (towers) is not supported yet; use 0 or 1'
-                        % f.num_gpus)
-    if f.num_gpus > 0:
+    num_towers = f.num_gpus if f.num_gpus > 1 and f.mode == 'train' else 1
+    if batch_size % num_towers:
+        raise FlagError('--batch_size=%d: not divisible by --num_gpus=%d; each tower takes an equal '
+                        'share of the batch' % (batch_size, f.num_gpus))
+    if f.variable_device == 'gpu' and (f.num_gpus < 1 or f.tower_device == 'cpu'):
+        raise FlagError('--variable_device=gpu: needs GPU towers (--num_gpus >= 1, --tower_device=gpu)')
+    if f.num_gpus > 0 and f.tower_device == 'gpu':
         import tensorflow as tf
         visible = len(tf.config.list_physical_devices('GPU'))
         if f.num_gpus > visible:
@@ -208,7 +218,10 @@ def resolve_config(f):
         'eval_once': f.eval_once,
         'eval_interval_secs': f.eval_interval_secs,
         'eval_use_moving_average': f.eval_use_moving_average,
-        'device': '/gpu:0' if f.num_gpus == 1 else '/cpu:0',
+        'device': '/gpu:0' if f.num_gpus >= 1 and f.tower_device == 'gpu' else '/cpu:0',
+        'num_towers': num_towers,
+        'tower_device': f.tower_device,
+        'variable_device': '/%s:0' % f.variable_device,
     }
 
 

@@ -15,6 +15,7 @@ from absl import logging
 
 import cifar_input
 import resnet_model
+import towers
 
 
 class TrainingError(RuntimeError):
@@ -43,8 +44,12 @@ def learning_rate_at(step, boundaries, values, min_lrn_rate):
     return max(values[bisect.bisect_right(boundaries, step)], min_lrn_rate)
 
 
-def session_config():
-    return tf.compat.v1.ConfigProto(allow_soft_placement=True)
+def session_config(num_cpu_devices=1):
+    """Soft placement; num_cpu_devices > 1 makes that many logical CPU devices (CPU towers)."""
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    if num_cpu_devices > 1:
+        config.device_count['CPU'] = num_cpu_devices
+    return config
 
 
 def forward_flops_per_image(hps):
@@ -194,9 +199,14 @@ def format_duration(seconds):
 
 
 def build_train_graph(hps, config):
-    """Input queue on the CPU, the ResNet on config['device']. Returns the model."""
+    """Input queue on the CPU, the ResNet on config['device']. Returns the model.
+
+    With config['num_towers'] > 1, the towers of towers.py instead: a TowerModel.
+    """
     if config.get('random_seed') is not None:
         tf.compat.v1.set_random_seed(config['random_seed'])
+    if config.get('num_towers', 1) > 1:
+        return towers.build_train_towers(hps, config)
     with tf.compat.v1.device('/cpu:0'):
         images, labels = cifar_input.build_input(
             config['dataset'], config['train_data_path'], hps.batch_size, 'train',
@@ -239,7 +249,7 @@ def train(hps, config, flag_values=None):
                     save_checkpoint_steps=config.get('save_checkpoints_steps'),
                     # ProgressHook writes the summaries, at the same steps as its log line.
                     save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=None,
-                    config=session_config()) as session:
+                    config=session_config(towers.num_cpu_devices(config))) as session:
                 while not session.should_stop():
                     session.run(model.train_op)
         except NanLossError as e:

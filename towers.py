@@ -1,0 +1,204 @@
+"""Data-parallel training: N towers of the ResNet sharing one set of variables.
+
+In-graph replication. Each tower gets its own share of the global batch (its
+own dequeue, so no tower waits on another's decode) and builds the same ResNet
+on its own device; the variables live once, on a parameter device. Each tower
+computes its cost and gradients; `average_gradients` averages them and one
+optimizer step applies the mean, followed by the moving-average (EMA) update,
+exactly as with one device. The variables, optimizer slots and shadows have the
+names of the one-device graph, so checkpoints move freely between 1 and N
+towers and the one-device eval scores either.
+
+Weight decay: every tower's cost includes the same weight-decay term, so the
+averaged gradient is grad(mean cross-entropy) + grad(weight decay), as with one
+device.
+
+Batch norm: each tower normalizes with the moments of its own tower batch. The
+moving statistics get ONE update per step, from the mean over towers of the
+tower batch moments: the moving mean then moves toward the mean of the whole
+global batch (towers have equal sizes), exactly as with one device; the moving
+variance moves toward the mean of the towers' (unbiased) variances, which leaves
+out the small spread between the tower means.
+"""
+import tensorflow as tf
+
+import cifar_input
+import resnet_model
+
+TOWER_DEVICES = ('gpu', 'cpu')
+
+# Ops that hold a variable; the device function sends these to the parameter device.
+_VARIABLE_OPS = ('Variable', 'VariableV2', 'VarHandleOp')
+
+
+def tower_devices(num_towers, tower_device):
+    """['/gpu:0', '/gpu:1', ...] or ['/cpu:0', '/cpu:1', ...] (logical CPU devices)."""
+    if tower_device not in TOWER_DEVICES:
+        raise ValueError('tower_device must be one of %s; got %r' % (', '.join(TOWER_DEVICES), tower_device))
+    return ['/%s:%d' % (tower_device, i) for i in range(num_towers)]
+
+
+def num_cpu_devices(config):
+    """Logical CPU devices the session needs: one per tower for CPU towers, else 1."""
+    if config.get('num_towers', 1) > 1 and config.get('tower_device') == 'cpu':
+        return config['num_towers']
+    return 1
+
+
+def average_gradients(tower_grads):
+    """The mean over towers of each variable's gradient.
+
+    Args:
+      tower_grads: one list per tower of (gradient, variable) pairs; every tower
+        lists the same variables in the same order. A gradient may be None (the
+        variable does not affect the cost) only if it is None in every tower.
+    Returns:
+      [(mean gradient, variable)] in that order; the mean has the variable's
+      shape. With one tower, its own pairs.
+    Raises:
+      ValueError: no towers, or towers that disagree on the variables.
+    """
+    if not tower_grads:
+        raise ValueError('average_gradients: no towers')
+    lengths = {len(pairs) for pairs in tower_grads}
+    if len(lengths) != 1:
+        raise ValueError('average_gradients: towers list different numbers of variables: %s'
+                         % sorted(lengths))
+    if len(tower_grads) == 1:
+        return list(tower_grads[0])
+    averaged = []
+    for pairs in zip(*tower_grads):
+        variable = pairs[0][1]
+        if any(v is not variable for _, v in pairs):
+            raise ValueError('average_gradients: towers disagree on the variable at position %d (%s)'
+                             % (len(averaged), variable.name))
+        grads = [g for g, _ in pairs]
+        if all(g is None for g in grads):
+            averaged.append((None, variable))
+            continue
+        if any(g is None for g in grads):
+            raise ValueError('average_gradients: %s has a gradient in some towers only' % variable.name)
+        grads = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices -> dense
+        mean = tf.multiply(tf.add_n(grads), 1.0 / len(grads), name='mean_gradient')
+        averaged.append((mean, variable))
+    return averaged
+
+
+class _TowerResNet(resnet_model.ResNet):
+    """One tower's ResNet: keeps its batch-norm batch moments for the shared update.
+
+    batch_moments: [(moving variable, this tower's batch value)] in graph order.
+    """
+
+    def __init__(self, hps, images, labels):
+        super().__init__(hps, images, labels, 'train')
+        self.batch_moments = []
+
+    def _add_moving_update(self, moving, batch_value):
+        self.batch_moments.append((moving, batch_value))
+
+
+def _device_function(tower_device, variable_device):
+    """Places variables on variable_device and every other op on tower_device."""
+    def place(op):
+        return variable_device if op.type in _VARIABLE_OPS else tower_device
+    return place
+
+
+class TowerModel(object):
+    """N ResNet towers and one train op, with the attributes the training hooks use.
+
+    Args:
+      hps: resnet_model.HParams; hps.batch_size is the global batch.
+      tower_batches: one (images float32 [b, 32, 32, 3], labels float32 one-hot
+        [b, num_classes]) per tower; b = hps.batch_size / N.
+      devices: one device string per tower, e.g. tower_devices(N, 'gpu').
+      variable_device: where the variables live, e.g. '/cpu:0' or '/gpu:0'.
+
+    Attributes, over the whole global batch:
+      global_step, lrn_rate (the learning-rate variable), set_lrn_rate(session, value),
+      cost (mean of the tower costs), cross_entropy (mean), weight_decay,
+      precision (fraction of the global batch right), ema, train_op, summaries
+      (merge_all: the same tags as one ResNet), towers (the tower ResNets, whose
+      ops live under name scopes tower_0, tower_1, ...), tower_grads (per tower
+      [(gradient, variable)]), grads_and_vars (the averaged ones).
+    """
+
+    def __init__(self, hps, tower_batches, devices, variable_device):
+        if len(tower_batches) != len(devices) or not devices:
+            raise ValueError('TowerModel: %d tower batches for %d devices' % (len(tower_batches), len(devices)))
+        self.hps = hps
+        self.towers = [_TowerResNet(hps, images, labels) for images, labels in tower_batches]
+        lead = self.towers[0]
+        with tf.compat.v1.device(variable_device):
+            self.global_step = tf.compat.v1.train.get_or_create_global_step()
+            lead._build_learning_rate()
+            self.lrn_rate = lead.lrn_rate
+            lead.global_step = self.global_step
+            if hps.moving_average_decay > 0:
+                lead.ema = tf.compat.v1.train.ExponentialMovingAverage(
+                    hps.moving_average_decay, num_updates=self.global_step)
+        self.ema = lead.ema
+
+        self.tower_grads = []
+        scope = tf.compat.v1.get_variable_scope()
+        for i, (tower, device) in enumerate(zip(self.towers, devices)):
+            # Tower 0 creates the variables, the others reuse them; name scopes only
+            # prefix ops, so variable names match the one-device graph.
+            with tf.compat.v1.variable_scope(scope, reuse=i > 0), \
+                    tf.name_scope('tower_%d' % i), \
+                    tf.compat.v1.device(_device_function(device, variable_device)):
+                tower._build_model()
+                self.tower_grads.append(tower._compute_gradients(tower.cost))
+
+        with tf.compat.v1.device(variable_device), tf.name_scope('towers'):
+            self.cost = _mean([t.cost for t in self.towers], 'cost')
+            self.cross_entropy = _mean([t.cross_entropy for t in self.towers], 'cross_entropy')
+            self.weight_decay = lead.weight_decay
+            self.precision = _mean([t.precision for t in self.towers], 'precision')
+            self.grads_and_vars = average_gradients(self.tower_grads)
+            bn_updates = self._moving_statistics_updates()
+        with tf.compat.v1.device(variable_device):
+            self.train_op = lead._apply_gradients(self.grads_and_vars, bn_updates)
+        for tag, value in (('cost', self.cost), ('cross_entropy', self.cross_entropy),
+                           ('weight_decay', self.weight_decay), ('precision', self.precision),
+                           ('learning_rate', lead._effective_lrn_rate)):  # ResNet._add_summaries' tags
+            resnet_model._scalar_summary(tag, value)
+        self.summaries = tf.compat.v1.summary.merge_all()
+
+    def set_lrn_rate(self, session, value):
+        """Sets the shared learning-rate variable to `value` (a number >= 0)."""
+        self.towers[0].set_lrn_rate(session, value)
+
+    def _moving_statistics_updates(self):
+        """One update per moving mean/variance, toward the mean of the towers' batch moments."""
+        lead = self.towers[0]
+        for moments in zip(*[t.batch_moments for t in self.towers]):
+            moving = moments[0][0]
+            batch_mean = _mean([value for _, value in moments], 'batch_moment')
+            # The one-device update rule (the base class's, not the recording override).
+            resnet_model.ResNet._add_moving_update(lead, moving, batch_mean)
+        return lead.bn_update_ops
+
+
+def _mean(tensors, name):
+    return tf.multiply(tf.add_n(tensors), 1.0 / len(tensors), name=name)
+
+
+def build_train_towers(hps, config):
+    """The training input queue on the CPU, one dequeue per tower; returns a TowerModel.
+
+    config: the run's settings (resnet_main.resolve_config): num_towers,
+    tower_device ('gpu' or 'cpu'), variable_device, and the data settings.
+    """
+    num_towers = config['num_towers']
+    if hps.batch_size % num_towers:
+        raise ValueError('batch size %d is not divisible by %d towers' % (hps.batch_size, num_towers))
+    with tf.compat.v1.device('/cpu:0'):
+        input_queue = cifar_input.make_input_queue(
+            config['dataset'], config['train_data_path'], hps.batch_size, 'train',
+            num_threads=config.get('num_input_threads'), label_mode=config.get('label_mode', 'fine'),
+            seed=config.get('random_seed'))
+        tower_batches = [input_queue.dequeue(hps.batch_size // num_towers) for _ in range(num_towers)]
+    return TowerModel(hps, tower_batches, tower_devices(num_towers, config['tower_device']),
+                      config['variable_device'])
