@@ -3,6 +3,8 @@
   python resnet_main.py --mode=train --dataset=cifar10 --log_root=/tmp/resnet
   python resnet_main.py --mode=eval  --dataset=cifar10 --log_root=/tmp/resnet
   tensorboard --logdir=/tmp/resnet
+  python resnet_main.py --mode=extract --extract_data_path=... --features_path=train.npz
+  python resnet_main.py --mode=finetune --train_features=train.npz --eval_features=test.npz
 
 Train mode writes checkpoints to --log_root and summaries to --train_dir; eval mode,
 run as a second process beside training, scores every new checkpoint on the whole
@@ -22,16 +24,20 @@ from absl import logging  # noqa: E402
 
 import cifar_input  # noqa: E402
 import evaluation  # noqa: E402
+import features  # noqa: E402
 import resnet_model  # noqa: E402
 import training  # noqa: E402
+import transfer  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 # Data.
 flags.DEFINE_enum('dataset', 'cifar10', list(cifar_input.DATASET_NAMES),
                   'Dataset: cifar10, cifar100, or digits (the bundled sample in data/digits-bin).')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'],
-                  'train: run the training loop; eval: score each new checkpoint in --log_root.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'extract', 'finetune'],
+                  'train: run the training loop; eval: score each new checkpoint in --log_root; '
+                  'extract: save the bottleneck features of --extract_data_path; '
+                  'finetune: train a new softmax layer on saved features.')
 flags.DEFINE_string('train_data_path', None,
                     'Glob pattern(s), comma-separated, of the training record files. '
                     'Default: where the download script puts --dataset.')
@@ -89,6 +95,26 @@ flags.DEFINE_integer('eval_interval_secs', 10, 'Seconds between looks for a new 
 flags.DEFINE_boolean('eval_use_moving_average', True,
                      'Score the moving-average shadows of the weights when the checkpoint has them; '
                      'false scores the raw weights.')
+
+# Transfer: bottleneck features, fine-tuning, starting from another run.
+flags.DEFINE_string('checkpoint_path', None,
+                    'Extract mode: the checkpoint (a prefix such as runs/x/model.ckpt-300, or a '
+                    'directory) to use. Default: the latest in --log_root.')
+flags.DEFINE_string('extract_data_path', None,
+                    'Extract mode: glob pattern(s), comma-separated, of the records to run, once, in file order.')
+flags.DEFINE_string('features_path', None, 'Extract mode: the .npz file to write the features and labels to.')
+flags.DEFINE_string('train_features', None, 'Finetune mode: the features .npz to train the new layer on.')
+flags.DEFINE_string('eval_features', None, 'Finetune mode: the features .npz to score the new layer on.')
+flags.DEFINE_integer('finetune_epochs', 30, 'Finetune mode: passes over the train features.')
+flags.DEFINE_integer('finetune_batch_size', 128, 'Finetune mode: features per step.')
+flags.DEFINE_float('finetune_lrn_rate', 0.1, 'Finetune mode: learning rate of the new layer (momentum 0.9).')
+flags.DEFINE_string('init_checkpoint', None,
+                    'Train mode: start a new run from this checkpoint (prefix or directory) of another '
+                    'run: every layer but the fully connected one, whose classes may differ. Ignored '
+                    'once --log_root has its own checkpoint.')
+flags.DEFINE_boolean('freeze_restored_layers', False,
+                     'Train mode with --init_checkpoint: train only the new fully connected layer; '
+                     'the restored weights stay as they are (batch-norm statistics still adapt).')
 
 # Devices.
 flags.DEFINE_integer('num_gpus', 0,
@@ -159,6 +185,7 @@ def resolve_config(f):
         raise FlagError('--relu_leakiness=%g: expected a value in [0, 1)' % f.relu_leakiness)
     if f.weight_decay_rate < 0:
         raise FlagError('--weight_decay_rate=%g: expected 0 or more' % f.weight_decay_rate)
+    check_transfer_flags(f)
 
     if f.lr_boundaries is None:
         boundaries = [train_steps // 2, train_steps * 3 // 4, train_steps]
@@ -222,7 +249,39 @@ def resolve_config(f):
         'num_towers': num_towers,
         'tower_device': f.tower_device,
         'variable_device': '/%s:0' % f.variable_device,
+        'checkpoint_path': f.checkpoint_path,
+        'extract_data_path': f.extract_data_path,
+        'features_path': f.features_path,
+        'train_features': f.train_features,
+        'eval_features': f.eval_features,
+        'finetune_epochs': f.finetune_epochs,
+        'finetune_batch_size': f.finetune_batch_size,
+        'finetune_lrn_rate': f.finetune_lrn_rate,
+        'init_checkpoint': f.init_checkpoint,
+        'freeze_restored_layers': f.freeze_restored_layers,
     }
+
+
+def check_transfer_flags(f):
+    """FlagError unless the flags of extract, finetune and --init_checkpoint fit the mode."""
+    required = {'extract': ('extract_data_path', 'features_path'),
+                'finetune': ('train_features', 'eval_features')}.get(f.mode, ())
+    for name in required:
+        if not getattr(f, name):
+            raise FlagError('--mode=%s needs --%s' % (f.mode, name))
+    if f.features_path and os.path.isdir(f.features_path):
+        raise FlagError('--features_path=%s: is a directory; expected a file name such as features.npz'
+                        % f.features_path)
+    for name in ('finetune_epochs', 'finetune_batch_size'):
+        if getattr(f, name) < 1:
+            raise FlagError('--%s=%d: expected a positive integer' % (name, getattr(f, name)))
+    if f.finetune_lrn_rate <= 0:
+        raise FlagError('--finetune_lrn_rate=%g: expected a positive learning rate' % f.finetune_lrn_rate)
+    if f.mode == 'train' and f.freeze_restored_layers and not f.init_checkpoint:
+        raise FlagError('--freeze_restored_layers: needs --init_checkpoint, the run to restore from')
+    if f.mode == 'train' and f.freeze_restored_layers and f.num_gpus > 1:
+        raise FlagError('--freeze_restored_layers: not supported with --num_gpus > 1 towers yet; '
+                        'train the new layer on one device')
 
 
 def build_hparams(f, config):
@@ -266,10 +325,11 @@ def main(argv):
         hps = build_hparams(FLAGS, config)
     except (FlagError, cifar_input.DataError) as e:
         fail(str(e), 2)
-    run = training.train if config['mode'] == 'train' else evaluation.evaluate
+    run = {'train': training.train, 'eval': evaluation.evaluate,
+           'extract': features.extract_features, 'finetune': features.finetune}[config['mode']]
     try:
         run(hps, config, flag_values=FLAGS.flag_values_dict())
-    except training.TrainingError as e:
+    except (training.TrainingError, transfer.CheckpointError, features.FeaturesError) as e:
         fail(str(e), 1)
     except cifar_input.DataError as e:
         fail(str(e), 1)

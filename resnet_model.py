@@ -210,13 +210,21 @@ class ResNet:
         self._effective_lrn_rate = None
         self._lrn_rate_value = None
         self._lrn_rate_assign = None
+        self._is_frozen = None
 
     @property
     def _channels_last(self):
         return self.hps.data_format == 'NHWC'
 
-    def build_graph(self):
-        """Builds the whole graph in the default graph: model, cost, train op, summaries."""
+    def build_graph(self, is_frozen=None):
+        """Builds the whole graph in the default graph: model, cost, train op, summaries.
+
+        Args:
+          is_frozen: optional predicate on a trainable variable; the train op
+            leaves the variables it accepts unchanged (no gradient, no optimizer
+            slot), though their moving averages are kept as usual.
+        """
+        self._is_frozen = is_frozen
         self.global_step = tf.compat.v1.train.get_or_create_global_step()
         self._build_learning_rate()
         self._build_model()
@@ -429,10 +437,12 @@ class ResNet:
         return tf.compat.v1.train.MomentumOptimizer(self._effective_lrn_rate, self.hps.momentum)
 
     def _compute_gradients(self, cost):
-        """[(gradient, variable)] of `cost` for every trainable variable."""
+        """[(gradient, variable)] of `cost` for every trainable variable (None if frozen)."""
         variables = tf.compat.v1.trainable_variables()
-        gradients = tf.compat.v1.gradients(cost, variables, colocate_gradients_with_ops=True)
-        return list(zip(gradients, variables))
+        trained = [v for v in variables if not (self._is_frozen and self._is_frozen(v))]
+        gradients = tf.compat.v1.gradients(cost, trained, colocate_gradients_with_ops=True)
+        by_variable = {v.ref(): g for v, g in zip(trained, gradients)}
+        return [(by_variable.get(v.ref()), v) for v in variables]
 
     def _apply_gradients(self, grads_and_vars, update_ops):
         """The train op: optimizer step (+1 global step), then the EMA update, plus update_ops."""

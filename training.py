@@ -16,6 +16,7 @@ from absl import logging
 import cifar_input
 import resnet_model
 import towers
+import transfer
 
 
 class TrainingError(RuntimeError):
@@ -214,14 +215,21 @@ def build_train_graph(hps, config):
             seed=config.get('random_seed'))
     with tf.compat.v1.device(config.get('device', '/cpu:0')):
         model = resnet_model.ResNet(hps, images, labels, 'train')
-        model.build_graph()
+        # Frozen: every layer but the new fully connected one keeps its restored weights.
+        model.build_graph(is_frozen=(lambda v: not transfer.is_new_layer(v))
+                          if config.get('freeze_restored_layers') else None)
     return model
 
 
 def train(hps, config, flag_values=None):
     """Trains until config['train_steps'], resuming from config['log_root'].
 
+    A new run (no checkpoint in log_root yet) with config['init_checkpoint']
+    starts from that run's weights, all but the fully connected layer; with
+    config['freeze_restored_layers'] only that layer trains.
+
     Raises:
+      transfer.CheckpointError: the init checkpoint is missing or of another architecture.
       TrainingError: the loss became NaN or Inf (the last good checkpoint is kept).
       cifar_input.DataError: bad data files, found before the graph runs.
     """
@@ -241,7 +249,8 @@ def train(hps, config, flag_values=None):
                          config['train_dir']),
         ]
         scaffold = tf.compat.v1.train.Scaffold(
-            saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max']))
+            saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max']),
+            init_fn=transfer.warm_start_fn(model, config.get('init_checkpoint'), config['log_root']))
         try:
             with tf.compat.v1.train.MonitoredTrainingSession(
                     checkpoint_dir=config['log_root'], scaffold=scaffold, hooks=hooks,
