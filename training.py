@@ -15,6 +15,7 @@ from absl import logging
 
 import cifar_input
 import resnet_model
+import summaries
 
 
 class TrainingError(RuntimeError):
@@ -202,9 +203,12 @@ def build_train_graph(hps, config):
             config['dataset'], config['train_data_path'], hps.batch_size, 'train',
             num_threads=config.get('num_input_threads'), label_mode=config.get('label_mode', 'fine'),
             seed=config.get('random_seed'))
+        summaries.add_input_images(images)
     with tf.compat.v1.device(config.get('device', '/cpu:0')):
         model = resnet_model.ResNet(hps, images, labels, 'train')
         model.build_graph()
+    if config.get('summary_histograms'):
+        model.summaries = summaries.add_histograms(model)
     return model
 
 
