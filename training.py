@@ -15,6 +15,7 @@ from absl import logging
 
 import cifar_input
 import resnet_model
+import signals
 import summaries
 
 
@@ -215,6 +216,8 @@ def build_train_graph(hps, config):
 def train(hps, config, flag_values=None):
     """Trains until config['train_steps'], resuming from config['log_root'].
 
+    SIGINT (Ctrl-C) or SIGTERM stops it after the current step with a final checkpoint.
+
     Raises:
       TrainingError: the loss became NaN or Inf (the last good checkpoint is kept).
       cifar_input.DataError: bad data files, found before the graph runs.
@@ -237,14 +240,14 @@ def train(hps, config, flag_values=None):
         scaffold = tf.compat.v1.train.Scaffold(
             saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max']))
         try:
-            with tf.compat.v1.train.MonitoredTrainingSession(
+            with signals.stop_on_signals() as stop, tf.compat.v1.train.MonitoredTrainingSession(
                     checkpoint_dir=config['log_root'], scaffold=scaffold, hooks=hooks,
                     save_checkpoint_secs=config.get('save_checkpoints_secs'),
                     save_checkpoint_steps=config.get('save_checkpoints_steps'),
                     # ProgressHook writes the summaries, at the same steps as its log line.
                     save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=None,
                     config=session_config()) as session:
-                while not session.should_stop():
+                while not session.should_stop() and not stop.requested:
                     session.run(model.train_op)
         except NanLossError as e:
             last = tf.train.latest_checkpoint(config['log_root'])
@@ -252,4 +255,7 @@ def train(hps, config, flag_values=None):
         except tf.errors.InvalidArgumentError as e:
             # The input pipeline's label check fails in a reader thread; show its message alone.
             raise cifar_input.DataError(e.message.strip().splitlines()[0]) from None
+    if stop.requested:
+        logging.info('stopped by %s; saved %s', stop.signal_name, tf.train.latest_checkpoint(config['log_root']))
+        return
     logging.info('training done at step %d; checkpoints in %s', config['train_steps'], config['log_root'])
