@@ -164,6 +164,12 @@ def new_checkpoints(log_root, state, interval_secs):
         time.sleep(interval_secs)
 
 
+def final_step_scored(log_root, state, train_steps):
+    """True when the latest checkpoint was scored and is at (or past) train_steps."""
+    path = latest_checkpoint(log_root)
+    return bool(path) and state.is_scored(path) and (state.scored[os.path.basename(path)] or 0) >= train_steps
+
+
 def evaluate(hps, config, flag_values=None):
     """Scores checkpoints until the one at config['train_steps'] (or one, with eval_once)."""
     num_records = cifar_input.count_records(config['dataset'], config['eval_data_path'])
@@ -182,6 +188,10 @@ def evaluate(hps, config, flag_values=None):
             raise training.TrainingError('no checkpoint in %s to evaluate: train first' % config['log_root'])
         checkpoints = [path]
     else:
+        if final_step_scored(config['log_root'], state, config['train_steps']):
+            # A rerun on a finished run (the launcher's command again): nothing will come.
+            logging.info('the checkpoint at --train_steps=%d is already scored; eval done', config['train_steps'])
+            return
         checkpoints = new_checkpoints(config['log_root'], state, config['eval_interval_secs'])
     for path in checkpoints:
         try:

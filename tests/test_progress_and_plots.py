@@ -80,16 +80,18 @@ def write_cifar100(path, num_images, seed=0):
     return synthetic.write_records(path, synthetic.random_images(num_images, seed), fine, fine // 5)
 
 
-def save_random_checkpoint(hps, log_root):
-    """A train-mode ResNet's freshly initialized variables, saved at global step 0."""
+def save_random_checkpoint(hps, log_root, step):
+    """A train-mode ResNet's freshly initialized variables, saved at global step `step`."""
     with tf.Graph().as_default():
         images = tf.zeros([1, 32, 32, 3])
         labels = tf.one_hot([0], hps.num_classes)
-        resnet_model.ResNet(hps, images, labels, 'train').build_graph()
+        model = resnet_model.ResNet(hps, images, labels, 'train')
+        model.build_graph()
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
+            session.run(model.global_step.assign(step))
             return tf.compat.v1.train.Saver().save(session, os.path.join(log_root, 'model.ckpt'),
-                                                   global_step=0)
+                                                   global_step=step)
 
 
 def numpy_precisions(evaluator, checkpoint):
@@ -122,7 +124,7 @@ def test_cifar100_eval_writes_top_5_precision_and_progress(tmp_path, caplog, cap
                                num_residual_units=1, use_bottleneck=False, weight_decay_rate=0.0002,
                                relu_leakiness=0.1, optimizer='mom', moving_average_decay=0)
     log_root = str(tmp_path / 'run')
-    checkpoint = save_random_checkpoint(hps, log_root)
+    checkpoint = save_random_checkpoint(hps, log_root, step=1)
     config = {'dataset': 'cifar100', 'label_mode': 'fine', 'eval_data_path': eval_path,
               'log_root': log_root, 'eval_dir': os.path.join(log_root, 'eval'), 'train_steps': 1,
               'eval_batch_count': 0, 'eval_once': True, 'eval_interval_secs': 1,
@@ -137,14 +139,20 @@ def test_cifar100_eval_writes_top_5_precision_and_progress(tmp_path, caplog, cap
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 scalars[(value.tag, event.step)] = value.simple_value
-    assert scalars[('Precision@5', 0)] == pytest.approx(expected_top5, abs=1e-6)
-    assert scalars[('Precision', 0)] == pytest.approx(expected_top1, abs=1e-6)
+    assert scalars[('Precision@5', 1)] == pytest.approx(expected_top5, abs=1e-6)
+    assert scalars[('Precision', 1)] == pytest.approx(expected_top1, abs=1e-6)
     assert 'precision@5 %.4f' % expected_top5 in capsys.readouterr().out
 
     # 120 images in batches of 4: 30 batches, a progress line every 3 but not after the last.
-    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith('eval of step 0:')]
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith('eval of step 1:')]
     assert [line.split(',')[0] for line in progress] == [
-        'eval of step 0: batch %d/30 (%d%%)' % (b, 100 * b // 30) for b in range(3, 30, 3)]
+        'eval of step 1: batch %d/30 (%d%%)' % (b, 100 * b // 30) for b in range(3, 30, 3)]
+
+    # Run again beside a finished training (the launcher's command again): it ends at once.
+    started = time.time()
+    evaluation.evaluate(hps, dict(config, eval_once=False, eval_interval_secs=600))
+    assert time.time() - started < 60
+    assert 'already scored; eval done' in caplog.text
 
 
 @pytest.mark.timeout(10)
