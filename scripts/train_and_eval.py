@@ -44,20 +44,27 @@ class LaunchError(Exception):
     """A launcher flag or environment that cannot work; exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad launcher flag as a LaunchError (one line), not usage text."""
+
+    def error(self, message):
+        raise LaunchError(message)
+
+
 def parse_args(argv):
     """Splits argv into the launcher's options and the flags passed to resnet_main.py.
 
     Returns (options, passthrough). options also holds dataset, log_root, train_dir
     and eval_dir as the resnet_main.py processes will see them (they stay in passthrough).
     """
-    own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    own = _Parser(add_help=False, allow_abbrev=False)
     own.add_argument('--port', type=int)
     own.add_argument('--no_tensorboard', action='store_true')
     own.add_argument('--exit_when_done', action='store_true')
     own.add_argument('--stop_timeout_secs', type=float, default=300.0)
     own.add_argument('-h', '--help', action='store_true')
     options, passthrough = own.parse_known_args(argv)
-    shared = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    shared = _Parser(add_help=False, allow_abbrev=False)
     for name in ('dataset', 'log_root', 'train_dir', 'eval_dir', 'mode'):
         shared.add_argument('--' + name)
     paths, _ = shared.parse_known_args(passthrough)

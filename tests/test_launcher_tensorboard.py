@@ -192,11 +192,16 @@ def test_sigint_stops_all_three_after_a_final_checkpoint(tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_launcher_flag_errors_are_one_line_and_start_nothing(tmp_path):
-    proc = subprocess.run([sys.executable, LAUNCHER, '--mode=train', '--log_root=' + str(tmp_path)],
+@pytest.mark.parametrize('flag, error', [
+    ('--mode=train', 'error: --mode=train: the launcher runs both modes; leave --mode out'),
+    ('--port=abc', "error: argument --port: invalid int value: 'abc'"),
+    ('--port=70000', 'error: --port=70000: expected a port number in 1..65535'),
+])
+def test_launcher_flag_errors_are_one_line_and_start_nothing(tmp_path, flag, error):
+    proc = subprocess.run([sys.executable, LAUNCHER, flag, '--log_root=' + str(tmp_path)],
                           capture_output=True, text=True, timeout=50)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == ['error: --mode=train: the launcher runs both modes; leave --mode out']
+    assert proc.stderr.splitlines() == [error]
     assert proc.stdout == '' and os.listdir(str(tmp_path)) == []
 
 
