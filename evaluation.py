@@ -3,8 +3,8 @@
 `evaluate(hps, config)` watches config['log_root'] for checkpoints and scores each
 new one on the eval records, in file order, exactly once per checkpoint, using the
 moving-average shadows of the weights when the checkpoint has them. It writes
-`Precision`, `Best Precision` and `loss` at the checkpoint's global step to
-config['eval_dir'] and prints one line per checkpoint.
+`Precision`, `Best Precision` and `loss` (and `Precision@5` for CIFAR-100) at the
+checkpoint's global step to config['eval_dir'] and prints one line per checkpoint.
 """
 import collections
 import json
@@ -15,10 +15,16 @@ import tensorflow as tf
 from absl import logging
 
 import cifar_input
+import eval_progress
 import resnet_model
 import training
 
-Score = collections.namedtuple('Score', ['step', 'precision', 'loss', 'num_images', 'seconds'])
+# precision_at_5: top-5 precision, or None where it is not computed (see TOP_5_DATASETS).
+Score = collections.namedtuple('Score', ['step', 'precision', 'loss', 'num_images', 'seconds',
+                                         'precision_at_5'], defaults=(None,))
+
+# Top-5 precision says something only with many classes.
+TOP_5_DATASETS = ('cifar100',)
 
 SHADOW_SUFFIX = '/ExponentialMovingAverage'
 
@@ -46,12 +52,17 @@ class EvalGraph(object):
                 'count': tf.shape(labels)[0],
                 'loss': self.model.cross_entropy,
             }
+            if config['dataset'] in TOP_5_DATASETS:
+                in_top_5 = tf.nn.in_top_k(targets=tf.argmax(labels, 1), predictions=self.model.logits, k=5)
+                self.fetches['correct_at_5'] = tf.reduce_sum(tf.cast(in_top_5, tf.int64))
             self.raw_saver = tf.compat.v1.train.Saver()
             self.shadow_saver = tf.compat.v1.train.Saver(self.model.variables_to_restore())
             self.local_init = tf.compat.v1.local_variables_initializer()
 
-    def score(self, checkpoint_path, use_moving_average=True, max_batches=0):
+    def score(self, checkpoint_path, use_moving_average=True, max_batches=0, progress=None):
         """Scores one checkpoint on the eval records; returns a Score.
+
+        progress: an eval_progress.EvalProgress whose lines are logged as batches go by, or None.
 
         Raises:
           UnreadableCheckpoint: the checkpoint vanished or is corrupt; the caller skips it.
@@ -64,7 +75,7 @@ class EvalGraph(object):
             session.run(self.local_init)
             coord = tf.compat.v1.train.Coordinator()
             threads = tf.compat.v1.train.start_queue_runners(session, coord=coord)
-            batches = correct = count = 0
+            batches = correct = correct_at_5 = count = 0
             loss_sum = 0.0
             try:
                 while not coord.should_stop() and not (max_batches and batches >= max_batches):
@@ -73,6 +84,11 @@ class EvalGraph(object):
                     correct += int(result['correct'])
                     count += int(result['count'])
                     loss_sum += float(result['loss']) * int(result['count'])
+                    correct_at_5 += int(result.get('correct_at_5', 0))
+                    if progress is not None:
+                        line = progress.line(step, batches, count, time.time() - start)
+                        if line:
+                            logging.info(line)
             except tf.errors.OutOfRangeError:
                 pass
             finally:
@@ -83,7 +99,8 @@ class EvalGraph(object):
                     raise cifar_input.DataError(e.message.strip().splitlines()[0]) from None
         if count == 0:
             raise cifar_input.DataError('no eval records were read from %s' % checkpoint_path)
-        return Score(step, correct / count, loss_sum / count, count, time.time() - start)
+        precision_at_5 = correct_at_5 / count if 'correct_at_5' in self.fetches else None
+        return Score(step, correct / count, loss_sum / count, count, time.time() - start, precision_at_5)
 
     def _restore(self, session, checkpoint_path, use_moving_average):
         """Loads the shadows when wanted and present, else the raw weights."""
@@ -147,6 +164,12 @@ def new_checkpoints(log_root, state, interval_secs):
         time.sleep(interval_secs)
 
 
+def final_step_scored(log_root, state, train_steps):
+    """True when the latest checkpoint was scored and is at (or past) train_steps."""
+    path = latest_checkpoint(log_root)
+    return bool(path) and state.is_scored(path) and (state.scored[os.path.basename(path)] or 0) >= train_steps
+
+
 def evaluate(hps, config, flag_values=None):
     """Scores checkpoints until the one at config['train_steps'] (or one, with eval_once)."""
     num_records = cifar_input.count_records(config['dataset'], config['eval_data_path'])
@@ -157,6 +180,7 @@ def evaluate(hps, config, flag_values=None):
     logging.info('eval: %d of %d records of %s per checkpoint', expected, num_records,
                  config['eval_data_path'])
     evaluator = EvalGraph(hps, config)
+    progress = eval_progress.EvalProgress(expected, hps.batch_size)
     state = EvalState(config['eval_dir'])
     if config['eval_once']:
         path = latest_checkpoint(config['log_root'])
@@ -164,19 +188,28 @@ def evaluate(hps, config, flag_values=None):
             raise training.TrainingError('no checkpoint in %s to evaluate: train first' % config['log_root'])
         checkpoints = [path]
     else:
+        if final_step_scored(config['log_root'], state, config['train_steps']):
+            # A rerun on a finished run (the launcher's command again): nothing will come.
+            logging.info('the checkpoint at --train_steps=%d is already scored; eval done', config['train_steps'])
+            return
         checkpoints = new_checkpoints(config['log_root'], state, config['eval_interval_secs'])
     for path in checkpoints:
         try:
-            score = evaluator.score(path, config['eval_use_moving_average'], config['eval_batch_count'])
+            score = evaluator.score(path, config['eval_use_moving_average'], config['eval_batch_count'],
+                                    progress)
         except UnreadableCheckpoint as e:
             logging.warning('skipping checkpoint %s', e)
             state.scored[os.path.basename(path)] = None
             continue
         state.record(path, score)
-        training.write_scalars(config['eval_dir'], score.step, {
-            'Precision': score.precision, 'Best Precision': state.best_precision, 'loss': score.loss})
-        print('step %d: precision %.4f, best precision %.4f, loss %.4f (%d images, %.1f s)'
-              % (score.step, score.precision, state.best_precision, score.loss, score.num_images,
+        scalars = {'Precision': score.precision, 'Best Precision': state.best_precision, 'loss': score.loss}
+        top_5 = ''
+        if score.precision_at_5 is not None:
+            scalars['Precision@5'] = score.precision_at_5
+            top_5 = ', precision@5 %.4f' % score.precision_at_5
+        training.write_scalars(config['eval_dir'], score.step, scalars)
+        print('step %d: precision %.4f, best precision %.4f%s, loss %.4f (%d images, %.1f s)'
+              % (score.step, score.precision, state.best_precision, top_5, score.loss, score.num_images,
                  score.seconds), flush=True)
         if score.step >= config['train_steps']:
             logging.info('scored the checkpoint at --train_steps=%d; eval done', config['train_steps'])

@@ -87,6 +87,9 @@ flags.DEFINE_integer('save_checkpoints_steps', None, 'Save a checkpoint every N 
 flags.DEFINE_integer('save_checkpoints_secs', 120, 'Save a checkpoint every N seconds.')
 flags.DEFINE_integer('keep_checkpoint_max', 5, 'How many recent checkpoints to keep in --log_root.')
 flags.DEFINE_integer('log_every_n_steps', 100, 'Log a progress line and write summaries every N steps.')
+flags.DEFINE_boolean('summary_histograms', False,
+                     'Also write histograms of the weights and of each residual unit\'s output '
+                     'with the summaries (larger event files).')
 
 # Eval.
 flags.DEFINE_integer('eval_batch_count', 0, 'Eval batches per checkpoint; 0 scores the whole eval set.')
@@ -241,6 +244,7 @@ def resolve_config(f):
         'save_checkpoints_secs': None if f.save_checkpoints_steps else f.save_checkpoints_secs,
         'keep_checkpoint_max': f.keep_checkpoint_max,
         'log_every_n_steps': f.log_every_n_steps,
+        'summary_histograms': f.summary_histograms,
         'eval_batch_count': f.eval_batch_count,
         'eval_once': f.eval_once,
         'eval_interval_secs': f.eval_interval_secs,

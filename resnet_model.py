@@ -36,6 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 WEIGHT_DECAY_COLLECTION = 'weight_decay_variables'
+# The output of every residual unit, for activation histograms.
+ACTIVATIONS_COLLECTION = 'unit_activations'
 
 OPTIMIZERS = ('sgd', 'mom')
 DATA_FORMATS = ('NHWC', 'NCHW')
@@ -310,6 +312,7 @@ class ResNet:
                 with tf.compat.v1.variable_scope('unit_%d_%d' % (stage, i)):
                     x = unit(x, in_filters, out_filters, stride if i == 0 else 1,
                              shared_activation=(stage == 1 and i == 0))
+                    tf.compat.v1.add_to_collection(ACTIVATIONS_COLLECTION, x)
                 in_filters = out_filters
         return x
 
@@ -459,8 +462,11 @@ class ResNet:
                                               self.bn_update_ops)
 
     def _add_summaries(self):
-        """Scalar summaries with exactly these tags; learning_rate is the rate in use."""
-        for tag, value in (('cost', self.cost), ('cross_entropy', self.cross_entropy),
+        """Scalar summaries with exactly these tags; learning_rate is the rate in use.
+
+        total_loss is `cost` (cross-entropy plus weight decay), logged beside its two parts.
+        """
+        for tag, value in (('total_loss', self.cost), ('cross_entropy', self.cross_entropy),
                            ('weight_decay', self.weight_decay), ('precision', self.precision),
                            ('learning_rate', self._effective_lrn_rate)):
             _scalar_summary(tag, value)

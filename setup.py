@@ -6,7 +6,7 @@ setup(
     version='0.1.0',
     description='Residual networks on CIFAR-10/100 binary files with tf.compat.v1 queues',
     py_modules=['cifar_input', 'resnet_model', 'towers', 'training', 'evaluation', 'resnet_main',
-                'transfer', 'features'],
+                'transfer', 'features', 'summaries', 'signals', 'eval_progress'],
     python_requires='>=3.9',
     install_requires=[
         'tensorflow>=2.16',
@@ -14,7 +14,11 @@ setup(
         'absl-py',
     ],
     extras_require={
-        'test': ['pytest', 'pytest-timeout'],
+        # The tests start a real TensorBoard and draw a real plot.
+        'test': ['pytest', 'pytest-timeout', 'tensorboard', 'matplotlib'],
+        # scripts/train_and_eval.py starts TensorBoard; scripts/plot_curves.py draws with matplotlib.
+        'tensorboard': ['tensorboard'],
+        'plot': ['matplotlib'],
         # Only scripts/make_sample_data.py needs scikit-learn (the digits it ships).
         'sample': ['scikit-learn'],
     },

@@ -17,6 +17,8 @@ import cifar_input
 import resnet_model
 import towers
 import transfer
+import signals
+import summaries
 
 
 class TrainingError(RuntimeError):
@@ -213,11 +215,14 @@ def build_train_graph(hps, config):
             config['dataset'], config['train_data_path'], hps.batch_size, 'train',
             num_threads=config.get('num_input_threads'), label_mode=config.get('label_mode', 'fine'),
             seed=config.get('random_seed'))
+        summaries.add_input_images(images)
     with tf.compat.v1.device(config.get('device', '/cpu:0')):
         model = resnet_model.ResNet(hps, images, labels, 'train')
         # Frozen: every layer but the new fully connected one keeps its restored weights.
         model.build_graph(is_frozen=(lambda v: not transfer.is_new_layer(v))
                           if config.get('freeze_restored_layers') else None)
+    if config.get('summary_histograms'):
+        model.summaries = summaries.add_histograms(model)
     return model
 
 
@@ -227,6 +232,7 @@ def train(hps, config, flag_values=None):
     A new run (no checkpoint in log_root yet) with config['init_checkpoint']
     starts from that run's weights, all but the fully connected layer; with
     config['freeze_restored_layers'] only that layer trains.
+    SIGINT (Ctrl-C) or SIGTERM stops it after the current step with a final checkpoint.
 
     Raises:
       transfer.CheckpointError: the init checkpoint is missing or of another architecture.
@@ -252,14 +258,14 @@ def train(hps, config, flag_values=None):
             saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max']),
             init_fn=transfer.warm_start_fn(model, config.get('init_checkpoint'), config['log_root']))
         try:
-            with tf.compat.v1.train.MonitoredTrainingSession(
+            with signals.stop_on_signals() as stop, tf.compat.v1.train.MonitoredTrainingSession(
                     checkpoint_dir=config['log_root'], scaffold=scaffold, hooks=hooks,
                     save_checkpoint_secs=config.get('save_checkpoints_secs'),
                     save_checkpoint_steps=config.get('save_checkpoints_steps'),
                     # ProgressHook writes the summaries, at the same steps as its log line.
                     save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=None,
                     config=session_config(towers.num_cpu_devices(config))) as session:
-                while not session.should_stop():
+                while not session.should_stop() and not stop.requested:
                     session.run(model.train_op)
         except NanLossError as e:
             last = tf.train.latest_checkpoint(config['log_root'])
@@ -267,4 +273,7 @@ def train(hps, config, flag_values=None):
         except tf.errors.InvalidArgumentError as e:
             # The input pipeline's label check fails in a reader thread; show its message alone.
             raise cifar_input.DataError(e.message.strip().splitlines()[0]) from None
+    if stop.requested:
+        logging.info('stopped by %s; saved %s', stop.signal_name, tf.train.latest_checkpoint(config['log_root']))
+        return
     logging.info('training done at step %d; checkpoints in %s', config['train_steps'], config['log_root'])

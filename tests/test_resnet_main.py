@@ -110,7 +110,7 @@ def test_train_and_eval_side_by_side(learnable, tmp_path):
     assert steps[-1] == 120
 
     train_scalars = read_scalars(os.path.join(log_root, 'train'))
-    for tag in ('cost', 'precision', 'learning_rate', 'examples_per_sec'):
+    for tag in ('total_loss', 'cross_entropy', 'precision', 'learning_rate', 'examples_per_sec'):
         assert tag in train_scalars, sorted(train_scalars)
     assert 120 in train_scalars['examples_per_sec']
     assert any('queue' in tag for tag in train_scalars), sorted(train_scalars)

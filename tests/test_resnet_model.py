@@ -350,9 +350,9 @@ def test_summaries_hold_model_scalars_and_earlier_summaries():
             summary, cost, precision = session.run(
                 [model.summaries, model.cost, model.precision])
     values = {v.tag: v.simple_value for v in tf.compat.v1.Summary.FromString(summary).value}
-    assert set(values) == {'input/queue_fill', 'cost', 'cross_entropy', 'weight_decay',
+    assert set(values) == {'input/queue_fill', 'total_loss', 'cross_entropy', 'weight_decay',
                            'precision', 'learning_rate'}
-    assert values['cost'] == pytest.approx(cost) and values['precision'] == pytest.approx(precision)
+    assert values['total_loss'] == pytest.approx(cost) and values['precision'] == pytest.approx(precision)
     assert values['learning_rate'] == pytest.approx(0.1)
 
 

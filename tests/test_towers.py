@@ -178,7 +178,7 @@ def test_two_tower_run_learns_and_normal_eval_scores_it(tmp_path):
     config = json.load(open(os.path.join(log_root, 'train', 'config.json')))['config']
     assert (config['num_towers'], config['tower_device']) == (2, 'cpu')
     scalars = read_scalars(os.path.join(log_root, 'train'))
-    for tag in ('cost', 'precision', 'learning_rate', 'examples_per_sec'):
+    for tag in ('total_loss', 'precision', 'learning_rate', 'examples_per_sec'):
         assert tag in scalars, sorted(scalars)
     assert not any('tower' in tag for tag in scalars), sorted(scalars)
 

@@ -1,0 +1,133 @@
+"""Train loss and eval precision against step, from the event files, into a PNG.
+
+  python scripts/plot_curves.py runs/cifar10 curves.png
+
+For headless servers where TensorBoard is out of reach. Reads every event file
+under LOG_ROOT (each directory is a run: train, eval, ...) and draws two panels:
+loss (train total_loss and cross_entropy, eval loss, which is cross-entropy) and
+precision (train batch precision, eval Precision and Precision@5). Needs
+matplotlib: pip install matplotlib, or the project's 'plot' extra.
+"""
+import argparse
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# (tag, line style) per panel; 'cost' is the total loss of runs from before it was renamed.
+LOSS_TAGS = (('total_loss', '-'), ('cost', '-'), ('cross_entropy', '--'), ('loss', '-'))
+PRECISION_TAGS = (('precision', '-'), ('Precision', '-'), ('Precision@5', '--'))
+FIGURE_INCHES = (12, 4.5)
+DPI = 100
+
+
+class PlotError(Exception):
+    """Nothing to plot or no way to plot it; the message says which and what to do."""
+
+
+def event_files(log_root):
+    """{run: [event file paths]}, run being the directory relative to log_root ('.' for itself)."""
+    runs = {}
+    for directory, _, names in sorted(os.walk(log_root)):
+        paths = sorted(os.path.join(directory, n) for n in names if '.tfevents.' in n)
+        if paths:
+            runs[os.path.relpath(directory, log_root)] = paths
+    return runs
+
+
+def read_scalars(log_root):
+    """{run: {tag: [(step, value)] sorted by step}} of every scalar under log_root.
+
+    A step logged twice (a resumed run) keeps its last value. A file cut short
+    (training still writing it) gives what was read before the cut.
+    """
+    import tensorflow as tf
+    result = {}
+    for run, paths in event_files(log_root).items():
+        series = {}
+        for path in paths:
+            try:
+                for event in tf.compat.v1.train.summary_iterator(path):
+                    for value in event.summary.value:
+                        if value.HasField('simple_value'):
+                            series.setdefault(value.tag, {})[event.step] = value.simple_value
+            except tf.errors.DataLossError:
+                pass
+        if series:
+            result[run] = {tag: sorted(points.items()) for tag, points in series.items()}
+    return result
+
+
+def require_matplotlib():
+    """The matplotlib module, set to draw without a display; PlotError when it is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotError("matplotlib is not installed: pip install matplotlib "
+                        "(or pip install -e '.[plot]')") from None
+    matplotlib.use('Agg')
+    return matplotlib
+
+
+def plot(scalars, out_path, title=None):
+    """Draws the loss and precision panels of `scalars` (as read_scalars returns) into out_path."""
+    require_matplotlib()
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axes, precision_axes) = plt.subplots(1, 2, figsize=FIGURE_INCHES, dpi=DPI)
+    drawn = 0
+    for axes, tags, label in ((loss_axes, LOSS_TAGS, 'loss'), (precision_axes, PRECISION_TAGS, 'precision')):
+        for run in sorted(scalars):
+            for tag, style in tags:
+                points = scalars[run].get(tag)
+                if points:
+                    steps, values = zip(*points)
+                    axes.plot(steps, values, style, marker='.' if len(points) < 30 else None,
+                              label='%s %s' % (run, tag))
+                    drawn += 1
+        axes.set_xlabel('global step')
+        axes.set_ylabel(label)
+        axes.grid(True, alpha=0.3)
+        if axes.lines:
+            axes.legend(fontsize='small')
+    if not drawn:
+        plt.close(figure)
+        raise PlotError('no loss or precision scalars in the event files (tags %s)'
+                        % ', '.join(t for t, _ in LOSS_TAGS + PRECISION_TAGS))
+    precision_axes.set_ylim(0, 1)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    directory = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(directory, exist_ok=True)
+    figure.savefig(out_path, format='png')
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('log_root', help='directory of the runs (for example runs/cifar10)')
+    parser.add_argument('out_png', help='the PNG to write')
+    args = parser.parse_args(argv)
+    if not os.path.isdir(args.log_root):
+        sys.stderr.write('error: LOG_ROOT %s: not a directory\n' % args.log_root)
+        return 2
+    try:
+        require_matplotlib()  # before the slow part
+        if not event_files(args.log_root):
+            raise PlotError('no event files under %s: train first' % args.log_root)
+        import tensorflow as tf
+        tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)  # a deprecation notice
+        scalars = read_scalars(args.log_root)
+        if not scalars:
+            raise PlotError('no scalars in the event files under %s' % args.log_root)
+        plot(scalars, args.out_png, title=args.log_root)
+    except PlotError as e:
+        sys.stderr.write('error: %s\n' % e)
+        return 1
+    print('wrote %s (%s)' % (args.out_png, ', '.join(sorted(scalars))))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
