@@ -462,14 +462,20 @@ class ResNet:
                                               self.bn_update_ops)
 
     def _add_summaries(self):
-        """Scalar summaries with exactly these tags; learning_rate is the rate in use.
+        add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay, self.precision,
+                             self._effective_lrn_rate)
 
-        total_loss is `cost` (cross-entropy plus weight decay), logged beside its two parts.
-        """
-        for tag, value in (('total_loss', self.cost), ('cross_entropy', self.cross_entropy),
-                           ('weight_decay', self.weight_decay), ('precision', self.precision),
-                           ('learning_rate', self._effective_lrn_rate)):
-            _scalar_summary(tag, value)
+
+def add_scalar_summaries(cost, cross_entropy, weight_decay, precision, lrn_rate):
+    """The training scalars, with exactly these tags, for one model or several towers.
+
+    total_loss is `cost` (cross-entropy plus weight decay), logged beside its two
+    parts; learning_rate is the rate in use.
+    """
+    for tag, value in (('total_loss', cost), ('cross_entropy', cross_entropy),
+                       ('weight_decay', weight_decay), ('precision', precision),
+                       ('learning_rate', lrn_rate)):
+        _scalar_summary(tag, value)
 
 
 def _scalar_summary(tag, value):

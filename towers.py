@@ -160,10 +160,8 @@ class TowerModel(object):
             bn_updates = self._moving_statistics_updates()
         with tf.compat.v1.device(variable_device):
             self.train_op = lead._apply_gradients(self.grads_and_vars, bn_updates)
-        for tag, value in (('total_loss', self.cost), ('cross_entropy', self.cross_entropy),
-                           ('weight_decay', self.weight_decay), ('precision', self.precision),
-                           ('learning_rate', lead._effective_lrn_rate)):  # ResNet._add_summaries' tags
-            resnet_model._scalar_summary(tag, value)
+        resnet_model.add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay,
+                                          self.precision, lead._effective_lrn_rate)
         self.summaries = tf.compat.v1.summary.merge_all()
 
     def set_lrn_rate(self, session, value):
