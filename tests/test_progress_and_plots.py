@@ -129,7 +129,8 @@ def test_cifar100_eval_writes_top_5_precision_and_progress(tmp_path, caplog, cap
               'log_root': log_root, 'eval_dir': os.path.join(log_root, 'eval'), 'train_steps': 1,
               'eval_batch_count': 0, 'eval_once': True, 'eval_interval_secs': 1,
               'eval_use_moving_average': False, 'device': '/cpu:0'}
-    caplog.set_level(logging.INFO)
+    # The absl logger has its own level, which an earlier in-process flag parse may have raised.
+    caplog.set_level(logging.INFO, logger='absl')
     evaluation.evaluate(hps, config)
 
     expected_top1, expected_top5 = numpy_precisions(evaluation.EvalGraph(hps, config), checkpoint)
