@@ -22,6 +22,7 @@ from absl import logging  # noqa: E402
 
 import cifar_input  # noqa: E402
 import evaluation  # noqa: E402
+import guards  # noqa: E402
 import resnet_model  # noqa: E402
 import training  # noqa: E402
 
@@ -179,9 +180,12 @@ def resolve_config(f):
                             % (f.num_gpus, visible))
 
     log_root = f.log_root or os.path.join('runs', f.dataset)
-    for name, path in [('log_root', log_root), ('train_dir', f.train_dir), ('eval_dir', f.eval_dir)]:
-        if path and os.path.exists(path) and not os.path.isdir(path):
-            raise FlagError('--%s=%s: exists and is not a directory' % (name, path))
+    written = {'train': ('log_root', 'train_dir'), 'eval': ('eval_dir',)}.get(f.mode, ())
+    for name, path in [('log_root', log_root), ('train_dir', f.train_dir or os.path.join(log_root, 'train')),
+                       ('eval_dir', f.eval_dir or os.path.join(log_root, 'eval'))]:
+        problem = guards.output_dir_problem(path, writable=name in written)
+        if problem:
+            raise FlagError('--%s=%s: %s' % (name, path, problem))
 
     info = cifar_input.dataset_info(f.dataset)
     return {
@@ -228,7 +232,10 @@ def build_hparams(f, config):
 
 
 def fail(message, exit_code):
-    """Prints a one-line error to stderr and exits."""
+    """Prints a one-line error to stderr and exits; --verbosity=1 or more adds the stack trace."""
+    if sys.exc_info()[0] is not None and logging.get_verbosity() >= logging.DEBUG:
+        import traceback
+        traceback.print_exc()
     sys.stderr.write('error: %s\n' % message.strip().splitlines()[0])
     sys.stderr.flush()
     sys.exit(exit_code)
@@ -260,6 +267,8 @@ def main(argv):
         fail(str(e), 1)
     except cifar_input.DataError as e:
         fail(str(e), 1)
+    except (OSError, tf.errors.OpError) as e:
+        fail(guards.error_line(e), 1)
 
 
 if __name__ == '__main__':

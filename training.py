@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl import logging
 
 import cifar_input
+import guards
 import resnet_model
 
 
@@ -122,22 +123,80 @@ class LearningRateHook(_StepCountingHook):
 
 
 class NanLossError(Exception):
-    def __init__(self, step):
-        super().__init__('loss is NaN or Inf at step %d' % step)
+    def __init__(self, step, what='loss is'):
+        super().__init__('%s NaN or Inf at step %d' % (what, step))
         self.step = step
 
 
+def weights_finite(model):
+    """bool scalar: every float variable (weights, batch-norm moving statistics, momentum,
+    moving-average shadows) is finite after this step's update.
+
+    Fetched with the train op, so a diverging step is caught before the checkpoint
+    saver, which runs after the NaN check, can write its values.
+    """
+    with tf.control_dependencies([model.train_op]):
+        checks = [tf.reduce_all(tf.math.is_finite(v.read_value()))
+                  for v in tf.compat.v1.global_variables() if v.dtype.base_dtype.is_floating]
+        return tf.reduce_all(tf.stack(checks), name='weights_finite')
+
+
 class NanLossHook(_StepCountingHook):
-    """Stops training when the loss stops being finite, naming the step."""
+    """Stops training when the loss, or a variable after the update, stops being finite.
+
+    It must come before the checkpoint saver in the hook list, so that no checkpoint
+    of non-finite weights is ever written.
+    """
+
+    def __init__(self, model, weights_finite_check=None):
+        super().__init__(model)
+        self._fetches = {'cost': model.cost}
+        if weights_finite_check is not None:
+            self._fetches['weights_finite'] = weights_finite_check
 
     def before_run(self, run_context):
-        return tf.compat.v1.train.SessionRunArgs(self._model.cost)
+        return tf.compat.v1.train.SessionRunArgs(self._fetches)
 
     def after_run(self, run_context, run_values):
         step = self.step
         super().after_run(run_context, run_values)
-        if not np.isfinite(run_values.results):
+        if not np.isfinite(run_values.results['cost']):
             raise NanLossError(step)
+        if not run_values.results.get('weights_finite', True):
+            raise NanLossError(step, 'the model variables became')
+
+
+class StopOnSignalHook(_StepCountingHook):
+    """Ends the run after the current step once a stop signal came (guards.StopSignals).
+
+    The session then ends normally, so the checkpoint saver's end() saves the last step.
+    """
+
+    def __init__(self, model, stop_signals):
+        super().__init__(model)
+        self._stop_signals = stop_signals
+        self.stopped_at = None
+
+    def after_run(self, run_context, run_values):
+        super().after_run(run_context, run_values)
+        if self._stop_signals.requested and self.stopped_at is None:
+            self.stopped_at = self.step
+            run_context.request_stop()
+
+
+class SaveTracker(tf.compat.v1.train.CheckpointSaverListener):
+    """Knows whether a checkpoint save started and did not finish, and the last one saved."""
+
+    def __init__(self):
+        self.saving = None
+        self.last_saved = None
+
+    def before_save(self, session, global_step_value):
+        self.saving = int(global_step_value)
+
+    def after_save(self, session, global_step_value):
+        self.saving = None
+        self.last_saved = int(global_step_value)
 
 
 class ProgressHook(_StepCountingHook):
@@ -211,10 +270,22 @@ def build_train_graph(hps, config):
 def train(hps, config, flag_values=None):
     """Trains until config['train_steps'], resuming from config['log_root'].
 
+    SIGTERM or SIGINT ends the run after the current step with a checkpoint of that
+    step (run the same command to resume); a second signal exits at once.
+
     Raises:
-      TrainingError: the loss became NaN or Inf (the last good checkpoint is kept).
-      cifar_input.DataError: bad data files, found before the graph runs.
+      TrainingError: the loss became NaN or Inf, or a checkpoint could not be saved,
+        or the session failed; the message names the step and the last checkpoint,
+        which is kept.
+      cifar_input.DataError: bad data files, found before the graph runs, or a bad
+        record found by the reader threads.
     """
+    with guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
+                            'send it again to exit at once') as stop_signals:
+        _train(hps, config, flag_values, stop_signals)
+
+
+def _train(hps, config, flag_values, stop_signals):
     cifar_input.check_files(config['dataset'], config['train_data_path'])
     os.makedirs(config['log_root'], exist_ok=True)
     write_config(config['train_dir'], hps, config, flag_values)
@@ -223,29 +294,68 @@ def train(hps, config, flag_values=None):
         num_params = resnet_model.count_params(tf.compat.v1.trainable_variables())
         logging.info('ResNet: %d trainable parameters, %.1f MFLOPs forward per image',
                      num_params, forward_flops_per_image(hps) / 1e6)
+        scaffold = tf.compat.v1.train.Scaffold(
+            saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max']))
+        saves = SaveTracker()
+        stop_hook = StopOnSignalHook(model, stop_signals)
+        run_error = None
         hooks = [
             tf.compat.v1.train.StopAtStepHook(last_step=config['train_steps']),
             LearningRateHook(model, config['lr_boundaries'], config['lr_values'], hps.min_lrn_rate),
-            NanLossHook(model),
+            NanLossHook(model, weights_finite(model)),
             ProgressHook(model, hps.batch_size, config['train_steps'], config['log_every_n_steps'],
                          config['train_dir']),
+            stop_hook,
+            # After the NaN check: MonitoredTrainingSession would put its own saver first.
+            tf.compat.v1.train.CheckpointSaverHook(
+                config['log_root'], save_secs=config.get('save_checkpoints_secs'),
+                save_steps=config.get('save_checkpoints_steps'), scaffold=scaffold, listeners=[saves]),
         ]
-        scaffold = tf.compat.v1.train.Scaffold(
-            saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max']))
         try:
             with tf.compat.v1.train.MonitoredTrainingSession(
                     checkpoint_dir=config['log_root'], scaffold=scaffold, hooks=hooks,
-                    save_checkpoint_secs=config.get('save_checkpoints_secs'),
-                    save_checkpoint_steps=config.get('save_checkpoints_steps'),
+                    save_checkpoint_secs=None, save_checkpoint_steps=None,
                     # ProgressHook writes the summaries, at the same steps as its log line.
                     save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=None,
                     config=session_config()) as session:
                 while not session.should_stop():
-                    session.run(model.train_op)
+                    try:
+                        session.run(model.train_op)
+                    except tf.errors.OutOfRangeError as e:
+                        run_error = e
+                        raise
+            if run_error is not None:
+                # The session ends quietly on an OutOfRangeError, which is also how TF
+                # reports "File too large" from a checkpoint save; training has no input end.
+                raise run_error
         except NanLossError as e:
-            last = tf.train.latest_checkpoint(config['log_root'])
-            raise TrainingError('%s; the last good checkpoint, %s, is kept' % (e, last or 'none yet')) from None
+            raise TrainingError('%s; the last good checkpoint, %s, is kept'
+                                % (e, last_checkpoint(config))) from None
         except tf.errors.InvalidArgumentError as e:
-            # The input pipeline's label check fails in a reader thread; show its message alone.
-            raise cifar_input.DataError(e.message.strip().splitlines()[0]) from None
+            # The input pipeline's label check fails in a reader thread.
+            raise cifar_input.data_error(e) from e
+        except (TrainingError, cifar_input.DataError):
+            raise
+        except Exception as e:
+            if saves.saving is not None:
+                raise TrainingError('cannot save checkpoint %d in %s: %s; the last checkpoint, %s, is kept'
+                                    % (saves.saving, config['log_root'], guards.error_line(e),
+                                       last_checkpoint(config))) from e
+            if isinstance(e, (tf.errors.OpError, OSError)):
+                at_step = '' if stop_hook.step is None else 'at step %d: ' % stop_hook.step
+                raise TrainingError('%s%s; the last checkpoint, %s, is kept'
+                                    % (at_step, guards.error_line(e), last_checkpoint(config))) from e
+            raise
+    if stop_hook.stopped_at is not None:
+        logging.warning('stopped by %s at step %d; checkpoint %s saved; run the same command to resume',
+                        stop_signals.signal_name, stop_hook.stopped_at, last_checkpoint(config))
+        return
     logging.info('training done at step %d; checkpoints in %s', config['train_steps'], config['log_root'])
+
+
+def last_checkpoint(config):
+    """The newest checkpoint path in config['log_root'], or 'none yet'."""
+    try:
+        return tf.train.latest_checkpoint(config['log_root']) or 'none yet'
+    except (tf.errors.OpError, OSError):
+        return 'unknown (%s is unreadable)' % config['log_root']
