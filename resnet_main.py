@@ -75,7 +75,8 @@ flags.DEFINE_string('lr_values', None,
                     'Default: --lrn_rate times 1, 0.1, 0.01, 0.001.')
 flags.DEFINE_float('moving_average_decay', 0.999,
                    'Decay of the exponential moving average of the weights that eval uses; 0 turns it off.')
-flags.DEFINE_integer('random_seed', None, 'Seed of the graph and the input shuffling, for repeatable runs.')
+flags.DEFINE_integer('random_seed', None, 'Seed of the graph and the input shuffling; with '
+                     '--num_input_threads=1, CPU runs repeat step for step.')
 
 # Checkpoints and logging.
 flags.DEFINE_integer('save_checkpoints_steps', None, 'Save a checkpoint every N steps (instead of seconds).')
