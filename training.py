@@ -128,42 +128,38 @@ class NanLossError(Exception):
         self.step = step
 
 
-def weights_finite(model):
-    """bool scalar: every float variable (weights, batch-norm moving statistics, momentum,
-    moving-average shadows) is finite after this step's update.
-
-    Fetched with the train op, so a diverging step is caught before the checkpoint
-    saver, which runs after the NaN check, can write its values.
-    """
-    with tf.control_dependencies([model.train_op]):
-        checks = [tf.reduce_all(tf.math.is_finite(v.read_value()))
-                  for v in tf.compat.v1.global_variables() if v.dtype.base_dtype.is_floating]
-        return tf.reduce_all(tf.stack(checks), name='weights_finite')
-
-
 class NanLossHook(_StepCountingHook):
-    """Stops training when the loss, or a variable after the update, stops being finite.
+    """Stops training when the loss stops being finite, naming the step.
 
-    It must come before the checkpoint saver in the hook list, so that no checkpoint
-    of non-finite weights is ever written.
+    It must come before the checkpoint saver in the hook list, so that the weights
+    of a diverged step are never saved.
     """
-
-    def __init__(self, model, weights_finite_check=None):
-        super().__init__(model)
-        self._fetches = {'cost': model.cost}
-        if weights_finite_check is not None:
-            self._fetches['weights_finite'] = weights_finite_check
 
     def before_run(self, run_context):
-        return tf.compat.v1.train.SessionRunArgs(self._fetches)
+        return tf.compat.v1.train.SessionRunArgs(self._model.cost)
 
     def after_run(self, run_context, run_values):
         step = self.step
         super().after_run(run_context, run_values)
-        if not np.isfinite(run_values.results['cost']):
+        if not np.isfinite(run_values.results):
             raise NanLossError(step)
-        if not run_values.results.get('weights_finite', True):
-            raise NanLossError(step, 'the model variables became')
+
+
+class FiniteVariablesCheck(tf.compat.v1.train.CheckpointSaverListener):
+    """Refuses to save a checkpoint holding a NaN or Inf value.
+
+    The loss can stay finite for a step whose update already overflowed a weight or a
+    batch-norm moving variance; this check runs once per save, not per step.
+    """
+
+    def __init__(self):
+        checks = [tf.reduce_all(tf.math.is_finite(v)) for v in tf.compat.v1.global_variables()
+                  if v.dtype.base_dtype.is_floating]
+        self._all_finite = tf.reduce_all(tf.stack(checks), name='variables_finite')
+
+    def before_save(self, session, global_step_value):
+        if not session.run(self._all_finite):
+            raise NanLossError(int(global_step_value), 'the model variables are')
 
 
 class StopOnSignalHook(_StepCountingHook):
@@ -302,14 +298,15 @@ def _train(hps, config, flag_values, stop_signals):
         hooks = [
             tf.compat.v1.train.StopAtStepHook(last_step=config['train_steps']),
             LearningRateHook(model, config['lr_boundaries'], config['lr_values'], hps.min_lrn_rate),
-            NanLossHook(model, weights_finite(model)),
+            NanLossHook(model),
             ProgressHook(model, hps.batch_size, config['train_steps'], config['log_every_n_steps'],
                          config['train_dir']),
             stop_hook,
             # After the NaN check: MonitoredTrainingSession would put its own saver first.
             tf.compat.v1.train.CheckpointSaverHook(
                 config['log_root'], save_secs=config.get('save_checkpoints_secs'),
-                save_steps=config.get('save_checkpoints_steps'), scaffold=scaffold, listeners=[saves]),
+                save_steps=config.get('save_checkpoints_steps'), scaffold=scaffold,
+                listeners=[FiniteVariablesCheck(), saves]),
         ]
         try:
             with tf.compat.v1.train.MonitoredTrainingSession(

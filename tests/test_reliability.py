@@ -375,7 +375,7 @@ def diverged(learnable, tmp_path_factory):
 @pytest.mark.timeout(120)
 def test_nan_loss_stops_naming_the_step_and_the_finite_checkpoint_it_keeps(diverged):
     log_root, message = diverged
-    found = re.match(r'(loss is|the model variables became) NaN or Inf at step (\d+); '
+    found = re.match(r'(loss is|the model variables are) NaN or Inf at step (\d+); '
                      r'the last good checkpoint, (\S+), is kept$', message)
     assert found, message
     assert int(found.group(2)) >= 12
@@ -386,6 +386,35 @@ def test_nan_loss_stops_naming_the_step_and_the_finite_checkpoint_it_keeps(diver
         for name, value in read_checkpoint(os.path.join(log_root, 'model.ckpt-%d' % step)).items():
             if np.issubdtype(np.asarray(value).dtype, np.floating):
                 assert np.all(np.isfinite(value)), (step, name)
+
+
+@pytest.mark.timeout(120)
+def test_nan_loss_between_saves_names_the_step_and_keeps_the_first_checkpoint(learnable, tmp_path):
+    train_path, _ = learnable
+    log_root = str(tmp_path / 'run')
+    hps, config = resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                           '--log_root=' + log_root, '--train_steps=60', '--save_checkpoints_steps=1000',
+                           '--lr_boundaries=12', '--lr_values=0.1,1e6', '--log_every_n_steps=100'] + TINY)
+    with pytest.raises(training.TrainingError) as error:
+        training.train(hps, config)
+    found = re.match(r'loss is NaN or Inf at step (\d+); the last good checkpoint, (\S+), is kept$',
+                     str(error.value))
+    assert found and int(found.group(1)) >= 12, str(error.value)
+    assert found.group(2) == os.path.join(log_root, 'model.ckpt-0')
+    assert checkpoint_steps(log_root) == [0]  # the diverged weights were not saved at the end
+
+
+def test_a_checkpoint_holding_inf_is_refused():
+    with tf.Graph().as_default():
+        weights = tf.compat.v1.get_variable('w', initializer=tf.constant([1.0, 2.0]))
+        tf.compat.v1.get_variable('step', initializer=tf.constant(3, tf.int64))
+        check = training.FiniteVariablesCheck()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            check.before_save(session, 3)  # finite: no error
+            session.run(weights.assign([1.0, np.inf]))
+            with pytest.raises(training.NanLossError, match='the model variables are NaN or Inf at step 3'):
+                check.before_save(session, 3)
 
 
 @pytest.mark.timeout(60)
