@@ -139,7 +139,7 @@ def output_dir_problem(path, writable=True):
         existing = parent
     if not os.path.isdir(existing):
         return 'cannot be created: %s is a file, not a directory' % existing
-    if writable and not os.access(existing, os.W_OK | os.X_OK):
+    if writable and not os.access(existing, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
         what = 'is' if existing == path else 'cannot be created: %s is' % existing
         return '%s not writable (%s)' % (what, _access_reason(existing))
     return None

@@ -350,6 +350,30 @@ def test_output_dir_problem_names_the_reason(tmp_path):
     assert guards.output_dir_problem(str(tmp_path / 'f' / 'x'), writable=False).startswith('cannot be created')
 
 
+@pytest.mark.timeout(60)
+def test_unwritable_log_root_is_a_flag_error_at_start(capsys):
+    """As root, the check runs with the effective uid of nobody, for whom 0555 means read-only."""
+    directory = tempfile.mkdtemp(dir='/tmp')
+    try:
+        os.chmod(directory, 0o555)
+        log_root = os.path.join(directory, 'run')
+        as_root = os.geteuid() == 0
+        if as_root:
+            os.seteuid(65534)
+        try:
+            problem = guards.output_dir_problem(log_root)
+            code, err = run_main_in_process(['--mode=train', '--dataset=digits', '--log_root=' + log_root], capsys)
+        finally:
+            if as_root:
+                os.seteuid(0)
+        assert problem == 'cannot be created: %s is not writable (permission denied)' % directory
+        assert_one_line_error(code, err, 2, '--log_root=' + log_root, 'not writable (permission denied)')
+        assert not os.path.exists(log_root)
+    finally:
+        os.chmod(directory, 0o755)
+        shutil.rmtree(directory)
+
+
 # ---------------------------------------------------------------- NaN, corrupt checkpoints
 
 @pytest.fixture(scope='module')
