@@ -283,6 +283,12 @@ def train(hps, config, flag_values=None):
 
 def _train(hps, config, flag_values, stop_signals):
     cifar_input.check_files(config['dataset'], config['train_data_path'])
+    done = checkpoint_step(config['log_root'])
+    if done is not None and done >= config['train_steps']:
+        # Without this, MonitoredTrainingSession would run one more step before stopping.
+        logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
+                     config['log_root'], done, config['train_steps'])
+        return
     os.makedirs(config['log_root'], exist_ok=True)
     write_config(config['train_dir'], hps, config, flag_values)
     with tf.Graph().as_default():
@@ -348,6 +354,17 @@ def _train(hps, config, flag_values, stop_signals):
                         stop_signals.signal_name, stop_hook.stopped_at, last_checkpoint(config))
         return
     logging.info('training done at step %d; checkpoints in %s', config['train_steps'], config['log_root'])
+
+
+def checkpoint_step(log_root):
+    """The global step of the newest checkpoint in log_root, or None (none, or unreadable)."""
+    if not os.path.isdir(log_root):
+        return None
+    try:
+        path = tf.train.latest_checkpoint(log_root)
+        return None if path is None else int(tf.train.load_variable(path, 'global_step'))
+    except (tf.errors.OpError, OSError, ValueError):
+        return None
 
 
 def last_checkpoint(config):

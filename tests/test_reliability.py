@@ -190,7 +190,7 @@ def learnable(tmp_path_factory):
 
 # ---------------------------------------------------------------- kill, stop, resume, repeat
 
-SCHEDULE = ['--lr_boundaries=15,25', '--lr_values=0.1,0.02,0.004']
+SCHEDULE = ['--lr_boundaries=15,30', '--lr_values=0.1,0.02,0.004']
 
 
 @pytest.mark.timeout(240)
@@ -200,13 +200,13 @@ def test_sigterm_saves_sigkill_resumes_and_seeded_runs_repeat(learnable, tmp_pat
     same losses for their first 20 steps."""
     train_path, _ = learnable
     common = ['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
-              '--train_steps=30', '--save_checkpoints_steps=10', '--log_every_n_steps=1',
+              '--train_steps=40', '--save_checkpoints_steps=10', '--log_every_n_steps=1',
               '--keep_checkpoint_max=10', '--random_seed=7', '--num_input_threads=1'] + TINY + SCHEDULE
     root_a, root_b = str(tmp_path / 'a'), str(tmp_path / 'b')
     a = Process(common + ['--log_root=' + root_a])
     b = Process(common + ['--log_root=' + root_b])
     try:
-        a.wait_for(r'step 22/30', timeout=150)
+        a.wait_for(r'step 22/40', timeout=150)
         a.proc.send_signal(signal.SIGTERM)
         deadline = time.time() + 150
         while latest_step(root_b) is None or latest_step(root_b) < 20:
@@ -225,10 +225,10 @@ def test_sigterm_saves_sigkill_resumes_and_seeded_runs_repeat(learnable, tmp_pat
     assert 'Traceback' not in a.stderr
     stop_step = int(stopped.group(1))
     assert stop_step >= 22 and latest_step(root_a) == stop_step
-    assert max(logged_steps(a.stderr, 30)) == stop_step  # nothing ran after the save
+    assert max(logged_steps(a.stderr, 40)) == stop_step  # nothing ran after the save
 
     # Repeatable: the same losses, step by step.
-    losses_a, losses_b = logged_steps(a.stderr, 30), logged_steps(b.stderr, 30)
+    losses_a, losses_b = logged_steps(a.stderr, 40), logged_steps(b.stderr, 40)
     first_20 = list(range(1, 21))
     assert [losses_a[s][0] for s in first_20] == [losses_b[s][0] for s in first_20]
 
@@ -244,15 +244,15 @@ def test_sigterm_saves_sigkill_resumes_and_seeded_runs_repeat(learnable, tmp_pat
     resumed = subprocess.run([sys.executable, MAIN] + common + ['--log_root=' + root_b],
                              capture_output=True, text=True, cwd=REPO, timeout=180)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    logged = logged_steps(resumed.stderr, 30)
-    assert min(logged) == resume_step + 1 and max(logged) == 30, sorted(logged)
+    logged = logged_steps(resumed.stderr, 40)
+    assert min(logged) == resume_step + 1 and max(logged) == 40, sorted(logged)
     for step, (_, lr) in logged.items():  # the line at step s describes the step run at s - 1
-        assert lr == pytest.approx(training.learning_rate_at(step - 1, [15, 25], [0.1, 0.02, 0.004], 1e-4))
-    assert latest_step(root_b) == 30
+        assert lr == pytest.approx(training.learning_rate_at(step - 1, [15, 30], [0.1, 0.02, 0.004], 1e-4))
+    assert latest_step(root_b) == 40
     assert_all_checkpoints_loadable(root_b)
     # The resumed run saved its first step again: its shadows are the restored ones, not fresh.
     again = read_checkpoint(os.path.join(root_b, 'model.ckpt-%d' % resume_step))
-    final = read_checkpoint(os.path.join(root_b, 'model.ckpt-30'))
+    final = read_checkpoint(os.path.join(root_b, 'model.ckpt-40'))
     for name in shadows:
         np.testing.assert_array_equal(again[name], before[name])
     assert any(not np.allclose(final[name], before[name]) for name in shadows)
@@ -433,6 +433,19 @@ def test_a_checkpoint_holding_inf_is_refused():
             session.run(weights.assign([1.0, np.inf]))
             with pytest.raises(training.NanLossError, match='the model variables are NaN or Inf at step 3'):
                 check.before_save(session, 3)
+
+
+@pytest.mark.timeout(60)
+def test_the_same_command_after_the_last_step_trains_nothing(diverged, learnable, tmp_path):
+    train_path, _ = learnable
+    log_root = str(tmp_path / 'run')
+    shutil.copytree(diverged[0], log_root)
+    step = latest_step(log_root)
+    files = sorted(os.listdir(log_root))
+    hps, config = resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                           '--log_root=' + log_root, '--train_steps=%d' % step] + TINY)
+    training.train(hps, config)
+    assert sorted(os.listdir(log_root)) == files and latest_step(log_root) == step
 
 
 @pytest.mark.timeout(60)
