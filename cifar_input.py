@@ -21,6 +21,7 @@ import collections
 import glob
 import numbers
 import os
+import re
 import sys
 
 if __name__ == '__main__':
@@ -68,6 +69,24 @@ _DATASETS = {
 
 class DataError(ValueError):
     """One-line message naming the file/flag/value and what was expected."""
+
+
+def data_error(op_error):
+    """The DataError of a bad record found at run time by a reader thread.
+
+    `op_error` is the tf.errors.OpError that the reader threads' coordinator
+    re-raised; a failed label check becomes the one-line message record_summary
+    gives, naming the file, the record and the label. Other errors keep their
+    first line.
+    """
+    text = getattr(op_error, 'message', None) or str(op_error)
+    found = _LABEL_CHECK_MESSAGE.search(text)
+    if found:
+        return DataError('record file %r, record %s: label %s out of range; %s'
+                         % (found.group('file'), found.group('record'), found.group('label'),
+                            found.group('expected')))
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return DataError(lines[0] if lines else type(op_error).__name__)
 
 
 class _NoMatchError(DataError):
@@ -311,6 +330,12 @@ def _check_positive_int(flag, value, allow_none=False):
         raise DataError('%s must be an integer >= 1, got %r' % (flag, value))
 
 
+# What the label check of _read_example prints when it fails.
+_LABEL_CHECK_MESSAGE = re.compile(
+    r'label out of range: record\] \[(?P<file>.*):(?P<record>\d+)\] \[has label\] \[(?P<label>-?\d+)\] '
+    r'\[but (?P<expected>[^\]]*)\]')
+
+
 def _read_example(filename_queue, info, label_offset, classes, label_mode):
     """One record: (image float32 [32, 32, 3], label int32 []).
 
@@ -341,13 +366,20 @@ def _augment(image, crop_seed, flip_seed, flip):
     return tf.image.random_flip_left_right(image, seed=flip_seed)
 
 
-def _queue_sizes(mode, batch_size, shuffle_capacity):
-    """(capacity, min_after_dequeue) of the batch queue."""
+def _queue_sizes(mode, batch_size, shuffle_capacity, repeatable=False):
+    """(capacity, min_after_dequeue) of the batch queue.
+
+    repeatable: a train queue that takes an element only when it is full, so each
+    random draw picks from the same records whatever the timing of the reader
+    thread and the trainer. With one reader thread and a seed, the batches are
+    then the same in every run; each batch is read while the step waits for it.
+    """
     if mode == 'eval':
         return 4 * batch_size, 0
-    if shuffle_capacity is None:
-        return 16 * batch_size, 8 * batch_size
-    return shuffle_capacity, shuffle_capacity // 2
+    capacity = 16 * batch_size if shuffle_capacity is None else shuffle_capacity
+    if repeatable:
+        return capacity, capacity - 1
+    return capacity, capacity // 2
 
 
 def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shuffle_capacity=None,
@@ -370,6 +402,8 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
         starting the queue runners.
       label_mode: 'fine' or 'coarse' (cifar100 only).
       seed: op seed for file shuffling, the shuffle queue and augmentation.
+        With a seed and num_threads=1, train batches are the same in every run
+        (the shuffle queue then waits to be full before each draw; slower).
 
     All arguments and files are checked (check_files) before any op is made.
     """
@@ -390,7 +424,8 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
         num_threads = 1
     elif num_threads is None:
         num_threads = max(2, os.cpu_count() or 1)
-    capacity, min_after_dequeue = _queue_sizes(mode, batch_size, shuffle_capacity)
+    capacity, min_after_dequeue = _queue_sizes(mode, batch_size, shuffle_capacity,
+                                               repeatable=train and seed is not None and num_threads == 1)
     with tf.name_scope('input'):
         filename_queue = tf.compat.v1.train.string_input_producer(
             files, num_epochs=num_epochs, shuffle=train, seed=seed)
@@ -442,12 +477,19 @@ def main(argv=None):
     parser.add_argument('--data_path', default=None,
                         help="comma-separated file patterns; default: the dataset's default train path")
     parser.add_argument('--label_mode', default='fine', choices=LABEL_MODES)
+    parser.add_argument('--verbosity', '-v', type=int, default=0,
+                        help='1 or more: print the stack trace of an error too')
     args = parser.parse_args(argv)
     data_path = args.data_path or dataset_info(args.dataset).default_train_path
     try:
         print(format_summary(record_summary(args.dataset, data_path, args.label_mode)))
-    except DataError as e:
-        print('error: %s' % e, file=sys.stderr)
+    except (DataError, OSError) as e:
+        if args.verbosity >= 1:
+            import traceback
+            traceback.print_exc()
+        message = ('%s: %s' % (e.filename, e.strerror) if isinstance(e, OSError) and e.strerror
+                   else str(e).strip().splitlines()[0])
+        print('error: %s' % message, file=sys.stderr)
         return 1
     return 0
 

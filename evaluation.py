@@ -16,6 +16,7 @@ from absl import logging
 
 import cifar_input
 import eval_progress
+import guards
 import resnet_model
 import training
 
@@ -96,7 +97,7 @@ class EvalGraph(object):
                 try:
                     coord.join(threads, stop_grace_period_secs=10)
                 except tf.errors.InvalidArgumentError as e:
-                    raise cifar_input.DataError(e.message.strip().splitlines()[0]) from None
+                    raise cifar_input.data_error(e) from None
         if count == 0:
             raise cifar_input.DataError('no eval records were read from %s' % checkpoint_path)
         precision_at_5 = correct_at_5 / count if 'correct_at_5' in self.fetches else None
@@ -125,10 +126,15 @@ class EvalState(object):
         self.scored = {}
         self.best_precision = 0.0
         if os.path.exists(self._path):
-            with open(self._path) as f:
-                saved = json.load(f)
-            self.scored = saved.get('scored', {})
-            self.best_precision = saved.get('best_precision', 0.0)
+            try:
+                with open(self._path) as f:
+                    saved = json.load(f)
+                self.scored = dict(saved.get('scored', {}))
+                self.best_precision = float(saved.get('best_precision', 0.0))
+            except (ValueError, TypeError, AttributeError) as e:
+                logging.warning('ignoring unreadable %s (%s): checkpoints may be scored again',
+                                self._path, str(e).splitlines()[0])
+                self.scored, self.best_precision = {}, 0.0
 
     def record(self, checkpoint_path, score):
         self.scored[os.path.basename(checkpoint_path)] = score.step
@@ -171,7 +177,18 @@ def final_step_scored(log_root, state, train_steps):
 
 
 def evaluate(hps, config, flag_values=None):
-    """Scores checkpoints until the one at config['train_steps'] (or one, with eval_once)."""
+    """Scores checkpoints until the one at config['train_steps'] (or one, with eval_once).
+
+    SIGTERM or SIGINT stops it at once (a score in progress is dropped); it returns normally.
+    """
+    try:
+        with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
+            _evaluate(hps, config, flag_values)
+    except guards.Stopped as e:
+        logging.warning('eval stopped by %s', e.signal_name)
+
+
+def _evaluate(hps, config, flag_values):
     num_records = cifar_input.count_records(config['dataset'], config['eval_data_path'])
     os.makedirs(config['eval_dir'], exist_ok=True)
     training.write_config(config['eval_dir'], hps, config, flag_values)
@@ -198,6 +215,8 @@ def evaluate(hps, config, flag_values=None):
             score = evaluator.score(path, config['eval_use_moving_average'], config['eval_batch_count'],
                                     progress)
         except UnreadableCheckpoint as e:
+            if config['eval_once']:
+                raise training.TrainingError('cannot evaluate checkpoint %s' % e) from None
             logging.warning('skipping checkpoint %s', e)
             state.scored[os.path.basename(path)] = None
             continue

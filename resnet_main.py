@@ -25,6 +25,7 @@ from absl import logging  # noqa: E402
 import cifar_input  # noqa: E402
 import evaluation  # noqa: E402
 import features  # noqa: E402
+import guards  # noqa: E402
 import resnet_model  # noqa: E402
 import training  # noqa: E402
 import transfer  # noqa: E402
@@ -80,7 +81,8 @@ flags.DEFINE_string('lr_values', None,
                     'Default: --lrn_rate times 1, 0.1, 0.01, 0.001.')
 flags.DEFINE_float('moving_average_decay', 0.999,
                    'Decay of the exponential moving average of the weights that eval uses; 0 turns it off.')
-flags.DEFINE_integer('random_seed', None, 'Seed of the graph and the input shuffling, for repeatable runs.')
+flags.DEFINE_integer('random_seed', None, 'Seed of the graph and the input shuffling; with '
+                     '--num_input_threads=1, CPU runs repeat step for step.')
 
 # Checkpoints and logging.
 flags.DEFINE_integer('save_checkpoints_steps', None, 'Save a checkpoint every N steps (instead of seconds).')
@@ -219,9 +221,12 @@ def resolve_config(f):
                             % (f.num_gpus, visible))
 
     log_root = f.log_root or os.path.join('runs', f.dataset)
-    for name, path in [('log_root', log_root), ('train_dir', f.train_dir), ('eval_dir', f.eval_dir)]:
-        if path and os.path.exists(path) and not os.path.isdir(path):
-            raise FlagError('--%s=%s: exists and is not a directory' % (name, path))
+    written = {'train': ('log_root', 'train_dir'), 'eval': ('eval_dir',)}.get(f.mode, ())
+    for name, path in [('log_root', log_root), ('train_dir', f.train_dir or os.path.join(log_root, 'train')),
+                       ('eval_dir', f.eval_dir or os.path.join(log_root, 'eval'))]:
+        problem = guards.output_dir_problem(path, writable=name in written)
+        if problem:
+            raise FlagError('--%s=%s: %s' % (name, path, problem))
 
     info = cifar_input.dataset_info(f.dataset)
     return {
@@ -304,7 +309,10 @@ def build_hparams(f, config):
 
 
 def fail(message, exit_code):
-    """Prints a one-line error to stderr and exits."""
+    """Prints a one-line error to stderr and exits; --verbosity=1 or more adds the stack trace."""
+    if sys.exc_info()[0] is not None and logging.get_verbosity() >= logging.DEBUG:
+        import traceback
+        traceback.print_exc()
     sys.stderr.write('error: %s\n' % message.strip().splitlines()[0])
     sys.stderr.flush()
     sys.exit(exit_code)
@@ -337,6 +345,8 @@ def main(argv):
         fail(str(e), 1)
     except cifar_input.DataError as e:
         fail(str(e), 1)
+    except (OSError, tf.errors.OpError) as e:
+        fail(guards.error_line(e), 1)
 
 
 if __name__ == '__main__':

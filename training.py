@@ -14,10 +14,10 @@ import tensorflow as tf
 from absl import logging
 
 import cifar_input
+import guards
 import resnet_model
 import towers
 import transfer
-import signals
 import summaries
 
 
@@ -130,13 +130,17 @@ class LearningRateHook(_StepCountingHook):
 
 
 class NanLossError(Exception):
-    def __init__(self, step):
-        super().__init__('loss is NaN or Inf at step %d' % step)
+    def __init__(self, step, what='loss is'):
+        super().__init__('%s NaN or Inf at step %d' % (what, step))
         self.step = step
 
 
 class NanLossHook(_StepCountingHook):
-    """Stops training when the loss stops being finite, naming the step."""
+    """Stops training when the loss stops being finite, naming the step.
+
+    It must come before the checkpoint saver in the hook list, so that the weights
+    of a diverged step are never saved.
+    """
 
     def before_run(self, run_context):
         return tf.compat.v1.train.SessionRunArgs(self._model.cost)
@@ -146,6 +150,56 @@ class NanLossHook(_StepCountingHook):
         super().after_run(run_context, run_values)
         if not np.isfinite(run_values.results):
             raise NanLossError(step)
+
+
+class FiniteVariablesCheck(tf.compat.v1.train.CheckpointSaverListener):
+    """Refuses to save a checkpoint holding a NaN or Inf value.
+
+    The loss can stay finite for a step whose update already overflowed a weight or a
+    batch-norm moving variance; this check runs once per save, not per step.
+    """
+
+    def __init__(self):
+        checks = [tf.reduce_all(tf.math.is_finite(v)) for v in tf.compat.v1.global_variables()
+                  if v.dtype.base_dtype.is_floating]
+        self._all_finite = tf.reduce_all(tf.stack(checks), name='variables_finite')
+
+    def before_save(self, session, global_step_value):
+        if not session.run(self._all_finite):
+            raise NanLossError(int(global_step_value), 'the model variables are')
+
+
+class StopOnSignalHook(_StepCountingHook):
+    """Ends the run after the current step once a stop signal came (guards.StopSignals).
+
+    The session then ends normally, so the checkpoint saver's end() saves the last step.
+    """
+
+    def __init__(self, model, stop_signals):
+        super().__init__(model)
+        self._stop_signals = stop_signals
+        self.stopped_at = None
+
+    def after_run(self, run_context, run_values):
+        super().after_run(run_context, run_values)
+        if self._stop_signals.requested and self.stopped_at is None:
+            self.stopped_at = self.step
+            run_context.request_stop()
+
+
+class SaveTracker(tf.compat.v1.train.CheckpointSaverListener):
+    """Knows whether a checkpoint save started and did not finish, and the last one saved."""
+
+    def __init__(self):
+        self.saving = None
+        self.last_saved = None
+
+    def before_save(self, session, global_step_value):
+        self.saving = int(global_step_value)
+
+    def after_save(self, session, global_step_value):
+        self.saving = None
+        self.last_saved = int(global_step_value)
 
 
 class ProgressHook(_StepCountingHook):
@@ -232,14 +286,30 @@ def train(hps, config, flag_values=None):
     A new run (no checkpoint in log_root yet) with config['init_checkpoint']
     starts from that run's weights, all but the fully connected layer; with
     config['freeze_restored_layers'] only that layer trains.
-    SIGINT (Ctrl-C) or SIGTERM stops it after the current step with a final checkpoint.
+    SIGTERM or SIGINT ends the run after the current step with a checkpoint of that
+    step (run the same command to resume); a second signal exits at once.
 
     Raises:
       transfer.CheckpointError: the init checkpoint is missing or of another architecture.
-      TrainingError: the loss became NaN or Inf (the last good checkpoint is kept).
-      cifar_input.DataError: bad data files, found before the graph runs.
+      TrainingError: the loss became NaN or Inf, or a checkpoint could not be saved,
+        or the session failed; the message names the step and the last checkpoint,
+        which is kept.
+      cifar_input.DataError: bad data files, found before the graph runs, or a bad
+        record found by the reader threads.
     """
+    with guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
+                            'send it again to exit at once') as stop_signals:
+        _train(hps, config, flag_values, stop_signals)
+
+
+def _train(hps, config, flag_values, stop_signals):
     cifar_input.check_files(config['dataset'], config['train_data_path'])
+    done = checkpoint_step(config['log_root'])
+    if done is not None and done >= config['train_steps']:
+        # Without this, MonitoredTrainingSession would run one more step before stopping.
+        logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
+                     config['log_root'], done, config['train_steps'])
+        return
     os.makedirs(config['log_root'], exist_ok=True)
     write_config(config['train_dir'], hps, config, flag_values)
     with tf.Graph().as_default():
@@ -247,33 +317,81 @@ def train(hps, config, flag_values=None):
         num_params = resnet_model.count_params(tf.compat.v1.trainable_variables())
         logging.info('ResNet: %d trainable parameters, %.1f MFLOPs forward per image',
                      num_params, forward_flops_per_image(hps) / 1e6)
+        scaffold = tf.compat.v1.train.Scaffold(
+            saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max']),
+            init_fn=transfer.warm_start_fn(model, config.get('init_checkpoint'), config['log_root']))
+        saves = SaveTracker()
+        stop_hook = StopOnSignalHook(model, stop_signals)
+        run_error = None
         hooks = [
             tf.compat.v1.train.StopAtStepHook(last_step=config['train_steps']),
             LearningRateHook(model, config['lr_boundaries'], config['lr_values'], hps.min_lrn_rate),
             NanLossHook(model),
             ProgressHook(model, hps.batch_size, config['train_steps'], config['log_every_n_steps'],
                          config['train_dir']),
+            stop_hook,
+            # After the NaN check: MonitoredTrainingSession would put its own saver first.
+            tf.compat.v1.train.CheckpointSaverHook(
+                config['log_root'], save_secs=config.get('save_checkpoints_secs'),
+                save_steps=config.get('save_checkpoints_steps'), scaffold=scaffold,
+                listeners=[FiniteVariablesCheck(), saves]),
         ]
-        scaffold = tf.compat.v1.train.Scaffold(
-            saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max']),
-            init_fn=transfer.warm_start_fn(model, config.get('init_checkpoint'), config['log_root']))
         try:
-            with signals.stop_on_signals() as stop, tf.compat.v1.train.MonitoredTrainingSession(
+            with tf.compat.v1.train.MonitoredTrainingSession(
                     checkpoint_dir=config['log_root'], scaffold=scaffold, hooks=hooks,
-                    save_checkpoint_secs=config.get('save_checkpoints_secs'),
-                    save_checkpoint_steps=config.get('save_checkpoints_steps'),
+                    save_checkpoint_secs=None, save_checkpoint_steps=None,
                     # ProgressHook writes the summaries, at the same steps as its log line.
                     save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=None,
                     config=session_config(towers.num_cpu_devices(config))) as session:
-                while not session.should_stop() and not stop.requested:
-                    session.run(model.train_op)
+                while not session.should_stop():
+                    try:
+                        session.run(model.train_op)
+                    except tf.errors.OutOfRangeError as e:
+                        run_error = e
+                        raise
+            if run_error is not None:
+                # The session ends quietly on an OutOfRangeError, which is also how TF
+                # reports "File too large" from a checkpoint save; training has no input end.
+                raise run_error
         except NanLossError as e:
-            last = tf.train.latest_checkpoint(config['log_root'])
-            raise TrainingError('%s; the last good checkpoint, %s, is kept' % (e, last or 'none yet')) from None
+            raise TrainingError('%s; the last good checkpoint, %s, is kept'
+                                % (e, last_checkpoint(config))) from None
         except tf.errors.InvalidArgumentError as e:
-            # The input pipeline's label check fails in a reader thread; show its message alone.
-            raise cifar_input.DataError(e.message.strip().splitlines()[0]) from None
-    if stop.requested:
-        logging.info('stopped by %s; saved %s', stop.signal_name, tf.train.latest_checkpoint(config['log_root']))
+            # The input pipeline's label check fails in a reader thread.
+            raise cifar_input.data_error(e) from e
+        except (TrainingError, cifar_input.DataError):
+            raise
+        except Exception as e:
+            if saves.saving is not None:
+                raise TrainingError('cannot save checkpoint %d in %s: %s; the last checkpoint, %s, is kept'
+                                    % (saves.saving, config['log_root'], guards.error_line(e),
+                                       last_checkpoint(config))) from e
+            if isinstance(e, (tf.errors.OpError, OSError)):
+                at_step = '' if stop_hook.step is None else 'at step %d: ' % stop_hook.step
+                raise TrainingError('%s%s; the last checkpoint, %s, is kept'
+                                    % (at_step, guards.error_line(e), last_checkpoint(config))) from e
+            raise
+    if stop_hook.stopped_at is not None:
+        logging.warning('stopped by %s at step %d; checkpoint %s saved; run the same command to resume',
+                        stop_signals.signal_name, stop_hook.stopped_at, last_checkpoint(config))
         return
     logging.info('training done at step %d; checkpoints in %s', config['train_steps'], config['log_root'])
+
+
+def checkpoint_step(log_root):
+    """The global step of the newest checkpoint in log_root, or None (none, or unreadable)."""
+    if not os.path.isdir(log_root):
+        return None
+    try:
+        path = tf.train.latest_checkpoint(log_root)
+        return None if path is None else int(tf.train.load_variable(path, 'global_step'))
+    except (tf.errors.OpError, OSError, ValueError):
+        return None
+
+
+def last_checkpoint(config):
+    """The newest checkpoint path in config['log_root'], or 'none yet'."""
+    try:
+        return tf.train.latest_checkpoint(config['log_root']) or 'none yet'
+    except (tf.errors.OpError, OSError):
+        return 'unknown (%s is unreadable)' % config['log_root']

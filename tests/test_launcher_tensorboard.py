@@ -182,7 +182,7 @@ def test_sigint_stops_all_three_after_a_final_checkpoint(tmp_path):
     pids = child_pids(output)
     assert sorted(pids) == ['eval', 'tensorboard', 'train'], output[-3000:]
     assert_all_gone(pids)
-    assert re.search(r'^\[train\] .*stopped by SIGINT; saved ', output, re.M), output[-3000:]
+    assert re.search(r'^\[train\] .*stopped by SIGINT at step \d+; checkpoint \S+ saved', output, re.M), output[-3000:]
     saved = re.search(r'^stopped; latest checkpoint: (.*model\.ckpt-(\d+))$', output, re.M)
     assert saved, output[-3000:]
     # Periodic checkpoints come every 120 s: this one is the stop's.

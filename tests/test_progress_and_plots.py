@@ -1,8 +1,7 @@
-"""In-process: stop signals, eval progress lines, top-5 precision, and the plot script."""
+"""In-process: eval progress lines, top-5 precision, and the plot script."""
 import glob
 import logging
 import os
-import signal
 import struct
 import sys
 import time
@@ -14,7 +13,6 @@ import tensorflow as tf
 import eval_progress
 import evaluation
 import resnet_model
-import signals
 import synthetic
 import training
 
@@ -30,33 +28,6 @@ def wait_for(condition, timeout=5.0):
     while not condition() and time.time() < deadline:
         time.sleep(0.01)
     return condition()
-
-
-@pytest.mark.timeout(30)
-@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
-def test_first_signal_requests_a_stop_and_the_second_acts_as_before(signum):
-    before = signal.getsignal(signum)
-    with signals.stop_on_signals() as stop:
-        assert not stop.requested
-        os.kill(os.getpid(), signum)
-        assert wait_for(lambda: stop.requested)
-        assert stop.signal_name == signal.Signals(signum).name
-        # The previous handler is back: a second Ctrl-C interrupts at once.
-        assert signal.getsignal(signum) == before
-        if signum == signal.SIGINT:
-            with pytest.raises(KeyboardInterrupt):
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(5)
-    assert signal.getsignal(signum) == before
-
-
-@pytest.mark.timeout(30)
-def test_handlers_are_restored_when_no_signal_came():
-    before = [signal.getsignal(s) for s in signals.STOP_SIGNALS]
-    with signals.stop_on_signals() as stop:
-        assert all(signal.getsignal(s) != b for s, b in zip(signals.STOP_SIGNALS, before))
-    assert not stop.requested
-    assert [signal.getsignal(s) for s in signals.STOP_SIGNALS] == before
 
 
 @pytest.mark.timeout(10)

@@ -1,0 +1,165 @@
+"""Keeping a run's work: stop signals, output directories, one-line errors.
+
+No TensorFlow import here, so the signal handling is cheap to test on its own.
+
+- `StopSignals`: while active, the first SIGTERM or SIGINT asks the program to
+  stop (training saves a checkpoint first; eval stops at once) and a second
+  one exits the process at once.
+- `output_dir_problem`: why a directory cannot be created or written, before
+  a run starts.
+- `error_line`: the one-line message of an OSError or TensorFlow error.
+"""
+import os
+import signal
+import threading
+
+from absl import logging
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Stopped(BaseException):
+    """Raised in the main thread by a stop signal when StopSignals(raise_at_once=True).
+
+    A BaseException, like KeyboardInterrupt, so `except Exception` does not swallow it.
+    """
+
+    def __init__(self, signal_name):
+        super().__init__('stopped by %s' % signal_name)
+        self.signal_name = signal_name
+
+
+class StopSignals(object):
+    """Context manager: SIGTERM and SIGINT ask to stop; a second one exits at once.
+
+    First signal: `requested` becomes True and `signal_name` names it; with
+    raise_at_once=True the main thread also gets `Stopped` (at its next Python
+    bytecode, which includes waking from time.sleep). Second signal: the process
+    exits at once with status 128 + the signal number.
+
+    A watcher thread reads the signal numbers from the interpreter's wakeup fd,
+    so `requested` is set and a second signal still exits even while the main
+    thread is blocked inside TensorFlow (Python-level handlers only run when the
+    main thread returns to the interpreter). Only the main thread can install
+    signal handlers; in another thread this context manager does nothing.
+
+    Args:
+      raise_at_once: raise Stopped in the main thread on the first signal.
+      first_message: logged on the first signal; '%s' is replaced by the signal name.
+    """
+
+    def __init__(self, raise_at_once=False, first_message='%s: stopping; send it again to exit at once'):
+        self.raise_at_once = raise_at_once
+        self.first_message = first_message
+        self.signal_name = None
+        self._requested = threading.Event()
+        self._count = 0
+        self._lock = threading.Lock()
+        self._active = False
+
+    @property
+    def requested(self):
+        return self._requested.is_set()
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._old_handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        self._old_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        self._watcher = threading.Thread(target=self._watch, name='stop-signals', daemon=True)
+        self._watcher.start()
+        self._active = True
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        if not self._active:
+            return False
+        self._active = False
+        signal.set_wakeup_fd(self._old_wakeup_fd)
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        os.write(self._write_fd, b'\0')  # 0 is no signal: it tells the watcher to end
+        self._watcher.join(5)
+        os.close(self._write_fd)
+        os.close(self._read_fd)
+        return False
+
+    def _on_signal(self, signum, frame):
+        """Python-level handler, in the main thread; the watcher does the counting."""
+        self._note(signum)
+        if self.raise_at_once:
+            raise Stopped(self.signal_name)
+
+    def _note(self, signum):
+        with self._lock:
+            if self.signal_name is None:
+                self.signal_name = signal.Signals(signum).name
+        self._requested.set()
+
+    def _watch(self):
+        while True:
+            try:
+                data = os.read(self._read_fd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum == 0:
+                    return
+                if signum not in STOP_SIGNALS:  # another handled signal, such as SIGALRM
+                    continue
+                self._count += 1
+                name = signal.Signals(signum).name
+                if self._count == 1:
+                    self._note(signum)
+                    logging.warning(self.first_message, name)
+                else:
+                    os.write(2, ('error: %s again: exiting at once\n' % name).encode())
+                    os._exit(128 + signum)
+
+
+def output_dir_problem(path, writable=True):
+    """Why directory `path` cannot be used for output, or None when it can.
+
+    `path` need not exist yet: its nearest existing ancestor must then be a
+    directory this process may write into (so that it can be created). Nothing
+    is created. os.access also reports a read-only file system, even to root.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        return 'exists and is not a directory'
+    existing = path
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        return 'cannot be created: %s is a file, not a directory' % existing
+    if writable and not os.access(existing, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        what = 'is' if existing == path else 'cannot be created: %s is' % existing
+        return '%s not writable (%s)' % (what, _access_reason(existing))
+    return None
+
+
+def _access_reason(path):
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return 'read-only file system'
+    except OSError:
+        pass
+    return 'permission denied'
+
+
+def error_line(error):
+    """One line describing an OSError, a TensorFlow OpError or any exception."""
+    if isinstance(error, OSError) and error.strerror:
+        if error.filename is not None:
+            return '%s: %s' % (error.filename, error.strerror)
+        return error.strerror
+    text = getattr(error, 'message', None) or str(error) or type(error).__name__
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
