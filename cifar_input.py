@@ -18,6 +18,7 @@ download: python cifar_input.py --dataset=cifar10 [--data_path=...]
 """
 import argparse
 import collections
+import contextlib
 import glob
 import numbers
 import os
@@ -69,6 +70,28 @@ _DATASETS = {
 
 class DataError(ValueError):
     """One-line message naming the file/flag/value and what was expected."""
+
+
+@contextlib.contextmanager
+def running_queues(session):
+    """Runs the graph's queue runners under a Coordinator for the `with` block.
+
+    Yields the Coordinator. The end of a `num_epochs` pass (OutOfRangeError)
+    ends the block quietly; on exit the threads are always stopped and joined,
+    and a bad record found by a reader thread comes out as a DataError.
+    """
+    coord = tf.compat.v1.train.Coordinator()
+    threads = tf.compat.v1.train.start_queue_runners(session, coord=coord)
+    try:
+        yield coord
+    except tf.errors.OutOfRangeError:
+        pass
+    finally:
+        coord.request_stop()
+        try:
+            coord.join(threads, stop_grace_period_secs=10)
+        except tf.errors.InvalidArgumentError as e:
+            raise data_error(e) from None
 
 
 def data_error(op_error):

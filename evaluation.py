@@ -74,11 +74,9 @@ class EvalGraph(object):
             self._restore(session, checkpoint_path, use_moving_average)
             step = int(session.run(self.model.global_step))
             session.run(self.local_init)
-            coord = tf.compat.v1.train.Coordinator()
-            threads = tf.compat.v1.train.start_queue_runners(session, coord=coord)
             batches = correct = correct_at_5 = count = 0
             loss_sum = 0.0
-            try:
+            with cifar_input.running_queues(session) as coord:
                 while not coord.should_stop() and not (max_batches and batches >= max_batches):
                     result = session.run(self.fetches)
                     batches += 1
@@ -90,14 +88,6 @@ class EvalGraph(object):
                         line = progress.line(step, batches, count, time.time() - start)
                         if line:
                             logging.info(line)
-            except tf.errors.OutOfRangeError:
-                pass
-            finally:
-                coord.request_stop()
-                try:
-                    coord.join(threads, stop_grace_period_secs=10)
-                except tf.errors.InvalidArgumentError as e:
-                    raise cifar_input.data_error(e) from None
         if count == 0:
             raise cifar_input.DataError('no eval records were read from %s' % checkpoint_path)
         precision_at_5 = correct_at_5 / count if 'correct_at_5' in self.fetches else None

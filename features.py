@@ -86,10 +86,8 @@ def extract_features(hps, config, flag_values=None):
             raise transfer.CheckpointError('cannot restore %s: %s'
                                            % (checkpoint, str(e).strip().splitlines()[0])) from None
         session.run(local_init)
-        coord = tf.compat.v1.train.Coordinator()
-        threads = tf.compat.v1.train.start_queue_runners(session, coord=coord)
         done = 0
-        try:
+        with cifar_input.running_queues(session) as coord:
             while not coord.should_stop():
                 result = session.run(fetches)
                 rows.append(result['features'])
@@ -98,14 +96,6 @@ def extract_features(hps, config, flag_values=None):
                 done += len(result['labels'])
                 if batches % config.get('log_every_n_steps', 100) == 0:
                     _log_progress(done, num_records, time.time() - start)
-        except tf.errors.OutOfRangeError:
-            pass
-        finally:
-            coord.request_stop()
-            try:
-                coord.join(threads, stop_grace_period_secs=10)
-            except tf.errors.InvalidArgumentError as e:
-                raise cifar_input.DataError(e.message.strip().splitlines()[0]) from None
     features = np.concatenate(rows).astype(np.float32)
     labels = np.concatenate(label_rows).astype(np.int64)
     if len(labels) != num_records:

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+import in_process
 import synthetic
 import training
 
@@ -186,15 +187,8 @@ FLAG_ERRORS = [
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize('args, expected', FLAG_ERRORS)
 def test_flag_errors_exit_2_with_one_line(args, expected, capsys):
-    import resnet_main
-    resnet_main.FLAGS.unparse_flags()
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            resnet_main.main(resnet_main.parse_flags(['resnet_main.py'] + args))
-    finally:
-        resnet_main.FLAGS.unparse_flags()
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    code, err = in_process.main_exit(args, capsys)
+    assert code == 2
     assert len(err.splitlines()) == 1, err
     assert err.startswith('error: ') and expected in err, err
 

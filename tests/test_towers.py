@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import in_process
 import resnet_model
 import synthetic
 import towers
@@ -220,14 +221,7 @@ def test_tower_flags_resolve():
     (['--num_gpus=2', '--tower_device=tpu'], 'tower_device'),
 ])
 def test_tower_flag_errors_exit_2_with_one_line(args, expected, capsys):
-    import resnet_main
-    resnet_main.FLAGS.unparse_flags()
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            resnet_main.main(resnet_main.parse_flags(['resnet_main.py'] + args))
-    finally:
-        resnet_main.FLAGS.unparse_flags()
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    code, err = in_process.main_exit(args, capsys)
+    assert code == 2
     assert len(err.splitlines()) == 1, err
     assert err.startswith('error: ') and expected in err, err
