@@ -94,6 +94,11 @@ def running_queues(session):
             raise data_error(e) from None
 
 
+def is_bad_record_error(error):
+    """True when `error` is a reader thread's failed label check (see data_error)."""
+    return bool(_LABEL_CHECK_MESSAGE.search(getattr(error, 'message', None) or str(error)))
+
+
 def data_error(op_error):
     """The DataError of a bad record found at run time by a reader thread.
 
@@ -159,7 +164,8 @@ def list_files(data_path):
         pattern = os.path.expanduser(pattern.strip())
         if not pattern:
             continue
-        matches = sorted(glob.glob(pattern))
+        # A path that exists is itself, even when it holds glob characters such as '['.
+        matches = [pattern] if os.path.exists(pattern) else sorted(glob.glob(pattern))
         if not matches:
             raise _NoMatchError('no file matches data_path pattern %r' % pattern)
         files.extend(f for f in matches if f not in files)

@@ -9,6 +9,7 @@ checkpoint's global step to config['eval_dir'] and prints one line per checkpoin
 import collections
 import json
 import os
+import re
 import time
 
 import tensorflow as tf
@@ -121,7 +122,7 @@ class EvalState(object):
                     saved = json.load(f)
                 self.scored = dict(saved.get('scored', {}))
                 self.best_precision = float(saved.get('best_precision', 0.0))
-            except (ValueError, TypeError, AttributeError) as e:
+            except (OSError, ValueError, TypeError, AttributeError) as e:
                 logging.warning('ignoring unreadable %s (%s): checkpoints may be scored again',
                                 self._path, str(e).splitlines()[0])
                 self.scored, self.best_precision = {}, 0.0
@@ -158,6 +159,12 @@ def new_checkpoints(log_root, state, interval_secs):
             logging.info('waiting for a new checkpoint in %s', log_root)
             waiting_logged = True
         time.sleep(interval_secs)
+
+
+def step_in_name(checkpoint_path):
+    """The global step a checkpoint's name ends with ('model.ckpt-1200' -> 1200), or -1."""
+    found = re.search(r'-(\d+)$', checkpoint_path)
+    return int(found.group(1)) if found else -1
 
 
 def final_step_scored(log_root, state, train_steps):
@@ -209,6 +216,11 @@ def _evaluate(hps, config, flag_values):
                 raise training.TrainingError('cannot evaluate checkpoint %s' % e) from None
             logging.warning('skipping checkpoint %s', e)
             state.scored[os.path.basename(path)] = None
+            if step_in_name(path) >= config['train_steps']:
+                # Training is over: no later checkpoint will come to wait for.
+                logging.warning('the last checkpoint, at --train_steps=%d, is unreadable; eval done',
+                                config['train_steps'])
+                break
             continue
         state.record(path, score)
         scalars = {'Precision': score.precision, 'Best Precision': state.best_precision, 'loss': score.loss}

@@ -156,7 +156,7 @@ def load_features(path):
         with np.load(path, allow_pickle=False) as data:
             features, labels = data['features'], data['labels']
             metadata = json.loads(str(data['metadata']))
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, TypeError) as e:  # TypeError: an .npy, not an .npz
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FeaturesError('%r is not a features file from --mode=extract (%s)' % (path, reason)) from None
     if not isinstance(metadata, dict):

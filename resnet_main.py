@@ -10,6 +10,7 @@ Train mode writes checkpoints to --log_root and summaries to --train_dir; eval m
 run as a second process beside training, scores every new checkpoint on the whole
 eval set and writes its summaries to --eval_dir. Only this module reads flags.
 """
+import math
 import os
 import sys
 
@@ -180,7 +181,7 @@ def resolve_config(f):
                         % f.image_size)
     if f.label_mode == 'coarse' and f.dataset != 'cifar100':
         raise FlagError('--label_mode=coarse: only cifar100 has coarse labels, not %s' % f.dataset)
-    if f.lrn_rate <= 0:
+    if not (f.lrn_rate > 0 and math.isfinite(f.lrn_rate)):
         raise FlagError('--lrn_rate=%g: expected a positive learning rate' % f.lrn_rate)
     if f.min_lrn_rate < 0:
         raise FlagError('--min_lrn_rate=%g: expected 0 or more' % f.min_lrn_rate)
@@ -221,9 +222,13 @@ def resolve_config(f):
                             % (f.num_gpus, visible))
 
     log_root = f.log_root or os.path.join('runs', f.dataset)
-    written = {'train': ('log_root', 'train_dir'), 'eval': ('eval_dir',)}.get(f.mode, ())
-    for name, path in [('log_root', log_root), ('train_dir', f.train_dir or os.path.join(log_root, 'train')),
-                       ('eval_dir', f.eval_dir or os.path.join(log_root, 'eval'))]:
+    written = {'train': ('log_root', 'train_dir'), 'eval': ('eval_dir',), 'finetune': ('log_root',),
+               'extract': ('features_path',)}.get(f.mode, ())
+    outputs = [('log_root', log_root), ('train_dir', f.train_dir or os.path.join(log_root, 'train')),
+               ('eval_dir', f.eval_dir or os.path.join(log_root, 'eval'))]
+    if f.mode == 'extract' and f.features_path:
+        outputs.append(('features_path', os.path.dirname(os.path.abspath(f.features_path))))
+    for name, path in outputs:
         problem = guards.output_dir_problem(path, writable=name in written)
         if problem:
             raise FlagError('--%s=%s: %s' % (name, path, problem))
@@ -284,7 +289,7 @@ def check_transfer_flags(f):
     for name in ('finetune_epochs', 'finetune_batch_size'):
         if getattr(f, name) < 1:
             raise FlagError('--%s=%d: expected a positive integer' % (name, getattr(f, name)))
-    if f.finetune_lrn_rate <= 0:
+    if not (f.finetune_lrn_rate > 0 and math.isfinite(f.finetune_lrn_rate)):
         raise FlagError('--finetune_lrn_rate=%g: expected a positive learning rate' % f.finetune_lrn_rate)
     if f.mode == 'train' and f.freeze_restored_layers and not f.init_checkpoint:
         raise FlagError('--freeze_restored_layers: needs --init_checkpoint, the run to restore from')
@@ -341,9 +346,8 @@ def main(argv):
            'extract': features.extract_features, 'finetune': features.finetune}[config['mode']]
     try:
         run(hps, config, flag_values=FLAGS.flag_values_dict())
-    except (training.TrainingError, transfer.CheckpointError, features.FeaturesError) as e:
-        fail(str(e), 1)
-    except cifar_input.DataError as e:
+    except (training.TrainingError, transfer.CheckpointError, features.FeaturesError,
+            cifar_input.DataError) as e:
         fail(str(e), 1)
     except (OSError, tf.errors.OpError) as e:
         fail(guards.error_line(e), 1)

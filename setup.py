@@ -14,8 +14,8 @@ setup(
         'absl-py',
     ],
     extras_require={
-        # The tests start a real TensorBoard and draw a real plot.
-        'test': ['pytest', 'pytest-timeout', 'tensorboard', 'matplotlib'],
+        # The tests start a real TensorBoard, draw a real plot and regenerate the digits sample.
+        'test': ['pytest', 'pytest-timeout', 'tensorboard', 'matplotlib', 'scikit-learn'],
         # scripts/train_and_eval.py starts TensorBoard; scripts/plot_curves.py draws with matplotlib.
         'tensorboard': ['tensorboard'],
         'plot': ['matplotlib'],

@@ -26,15 +26,20 @@ def add_histograms(model):
 
     Tags: 'weights/<variable name>' (for example 'weights/unit_1_0/conv1/weights')
     and 'activations/<unit scope>' (for example 'activations/unit_2_0').
-    Call after model.build_graph(); returns the merge of all the graph's summaries,
+    With towers, the activations are the first tower's. Call after
+    model.build_graph(); returns the merge of all the graph's summaries,
     to use in place of model.summaries.
     """
-    graph = model.logits.graph
+    graph = model.global_step.graph
     with graph.as_default(), tf.name_scope('histograms'):
         for variable in graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES):
             _histogram('weights/' + variable.op.name, variable)
         for activation in graph.get_collection(resnet_model.ACTIVATIONS_COLLECTION):
             scope = activation.op.name.rsplit('/', 1)[0]
+            if scope.startswith('tower_'):  # several towers: the first one's, under one-device tags
+                if not scope.startswith('tower_0/'):
+                    continue
+                scope = scope.split('/', 1)[1]
             _histogram('activations/' + scope, activation)
         return tf.compat.v1.summary.merge_all()
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 import cifar_input
 import resnet_model
+import summaries
 
 TOWER_DEVICES = ('gpu', 'cpu')
 
@@ -198,5 +199,6 @@ def build_train_towers(hps, config):
             num_threads=config.get('num_input_threads'), label_mode=config.get('label_mode', 'fine'),
             seed=config.get('random_seed'))
         tower_batches = [input_queue.dequeue(hps.batch_size // num_towers) for _ in range(num_towers)]
+        summaries.add_input_images(tower_batches[0][0])
     return TowerModel(hps, tower_batches, tower_devices(num_towers, config['tower_device']),
                       config['variable_device'])

@@ -6,6 +6,7 @@ It resumes from the latest checkpoint in config['log_root'] when there is one.
 """
 import bisect
 import json
+import math
 import os
 import time
 
@@ -34,8 +35,8 @@ def check_schedule(boundaries, values):
         raise ValueError('boundaries must be positive steps, got %s' % boundaries)
     if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
         raise ValueError('boundaries must increase, got %s' % ','.join(map(str, boundaries)))
-    if any(v <= 0 for v in values):
-        raise ValueError('learning rates must be positive, got %s' % ','.join(map(str, values)))
+    if any(not math.isfinite(v) or v <= 0 for v in values):
+        raise ValueError('learning rates must be positive numbers, got %s' % ','.join(map(str, values)))
 
 
 def learning_rate_at(step, boundaries, values, min_lrn_rate):
@@ -263,7 +264,15 @@ def build_train_graph(hps, config):
     if config.get('random_seed') is not None:
         tf.compat.v1.set_random_seed(config['random_seed'])
     if config.get('num_towers', 1) > 1:
-        return towers.build_train_towers(hps, config)
+        model = towers.build_train_towers(hps, config)
+    else:
+        model = _build_one_device(hps, config)
+    if config.get('summary_histograms'):
+        model.summaries = summaries.add_histograms(model)
+    return model
+
+
+def _build_one_device(hps, config):
     with tf.compat.v1.device('/cpu:0'):
         images, labels = cifar_input.build_input(
             config['dataset'], config['train_data_path'], hps.batch_size, 'train',
@@ -275,8 +284,6 @@ def build_train_graph(hps, config):
         # Frozen: every layer but the new fully connected one keeps its restored weights.
         model.build_graph(is_frozen=(lambda v: not transfer.is_new_layer(v))
                           if config.get('freeze_restored_layers') else None)
-    if config.get('summary_histograms'):
-        model.summaries = summaries.add_histograms(model)
     return model
 
 
@@ -356,9 +363,6 @@ def _train(hps, config, flag_values, stop_signals):
         except NanLossError as e:
             raise TrainingError('%s; the last good checkpoint, %s, is kept'
                                 % (e, last_checkpoint(config))) from None
-        except tf.errors.InvalidArgumentError as e:
-            # The input pipeline's label check fails in a reader thread.
-            raise cifar_input.data_error(e) from e
         except (TrainingError, cifar_input.DataError):
             raise
         except Exception as e:
@@ -366,6 +370,9 @@ def _train(hps, config, flag_values, stop_signals):
                 raise TrainingError('cannot save checkpoint %d in %s: %s; the last checkpoint, %s, is kept'
                                     % (saves.saving, config['log_root'], guards.error_line(e),
                                        last_checkpoint(config))) from e
+            if cifar_input.is_bad_record_error(e):
+                # The input pipeline's label check fails in a reader thread.
+                raise cifar_input.data_error(e) from e
             if isinstance(e, (tf.errors.OpError, OSError)):
                 at_step = '' if stop_hook.step is None else 'at step %d: ' % stop_hook.step
                 raise TrainingError('%s%s; the last checkpoint, %s, is kept'

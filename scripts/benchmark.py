@@ -52,6 +52,11 @@ def parse_args(argv):
                  'matmul_size'):
         if getattr(args, name) < 1:
             parser.error('--%s=%d: expected a positive integer' % (name, getattr(args, name)))
+    if args.input_threads is not None and args.input_threads < 1:
+        parser.error('--input_threads=%d: expected a positive integer' % args.input_threads)
+    for name in ('intra_threads', 'inter_threads'):
+        if getattr(args, name) < 0:
+            parser.error('--%s=%d: expected 0 (TensorFlow chooses) or more' % (name, getattr(args, name)))
     if args.data_format is None:
         args.data_format = 'NCHW' if args.device == 'gpu' else 'NHWC'
     if args.device == 'cpu' and args.data_format == 'NCHW':

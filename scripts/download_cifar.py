@@ -339,6 +339,9 @@ def main(argv=None):
     except DownloadError as e:
         print('error: %s' % e, file=sys.stderr)
         return 1
+    except OSError as e:
+        print('error: --data_dir=%s: %s' % (data_dir, e.strerror or e), file=sys.stderr)
+        return 1
     print('%s: extracted to %s' % (args.dataset, folder))
     print_summaries(args.dataset, folder)
     return 0

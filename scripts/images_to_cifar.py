@@ -139,6 +139,8 @@ def _npz_images(path, images):
 
 
 def _npz_labels(path, labels, num_images):
+    if num_images == 0 or labels.size == 0:
+        raise ConversionError('%s: no images; expected at least one' % path)
     if labels.ndim != 1 or len(labels) != num_images:
         raise ConversionError('%s: labels have shape %s; expected [%d], one per image'
                               % (path, list(labels.shape), num_images))
@@ -171,7 +173,8 @@ def read_npz(path):
     images = _npz_images(path, images)
     num_classes = int(labels.max()) + 1
     if 'label_names' in contents:
-        names = [str(name) for name in contents['label_names'].reshape(-1)]
+        names = [name.decode('utf-8') if isinstance(name, bytes) else str(name)
+                 for name in contents['label_names'].reshape(-1)]
         if len(names) < num_classes:
             raise ConversionError('%s: %d label_names for labels up to %d; expected at least %d'
                                   % (path, len(names), num_classes - 1, num_classes))
@@ -292,8 +295,11 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         report = convert(args.input, args.output_dir, args.test_fraction, args.seed)
-    except ConversionError as e:
+    except (ConversionError, cifar_input.DataError) as e:
         print('error: %s' % e, file=sys.stderr)
+        return 1
+    except OSError as e:
+        print('error: --output_dir=%s: %s' % (args.output_dir, e.strerror or e), file=sys.stderr)
         return 1
     print(report)
     return 0

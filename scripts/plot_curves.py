@@ -125,6 +125,9 @@ def main(argv=None):
     except PlotError as e:
         sys.stderr.write('error: %s\n' % e)
         return 1
+    except OSError as e:
+        sys.stderr.write('error: OUT_PNG %s: %s\n' % (args.out_png, e.strerror or e))
+        return 1
     print('wrote %s (%s)' % (args.out_png, ', '.join(sorted(scalars))))
     return 0
 

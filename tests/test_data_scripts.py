@@ -463,6 +463,29 @@ def test_images_to_cifar_too_many_classes(tmp_path, capsys):
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.timeout(60)
+def test_images_to_cifar_bad_outputs_and_inputs_are_one_line_errors(tmp_path, capsys):
+    converter = _load_script('images_to_cifar.py')
+    labels = np.arange(10) % 2
+    images = np.zeros((10, 32, 32, 3), np.uint8)
+    np.savez(tmp_path / 'ok.npz', images=images, labels=labels,
+             label_names=np.array([b'cat', b'dog']))  # byte strings, as older numpy saves them
+    np.savez(tmp_path / 'empty.npz', images=images[:0], labels=labels[:0])
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    cases = [(['--input=%s' % (tmp_path / 'empty.npz'), '--output_dir=%s' % (tmp_path / 'o1')], 'no images'),
+             (['--input=%s' % (tmp_path / 'ok.npz'), '--output_dir=%s' % blocker], '--output_dir=')]
+    for argv, expected in cases:
+        assert converter.main(argv) == 1
+        stderr = capsys.readouterr().err
+        assert stderr.count('\n') == 1 and stderr.startswith('error: ') and expected in stderr, stderr
+    # An output folder whose name holds glob characters is a literal path, and names are text.
+    output = tmp_path / 'out[1]'
+    assert converter.main(['--input=%s' % (tmp_path / 'ok.npz'), '--output_dir=%s' % output]) == 0
+    capsys.readouterr()
+    assert cifar_input.label_names('cifar10', str(output / 'test_batch.bin')) == ['cat', 'dog']
+
+
 # ---------------------------------------------------------------- the bundled sample
 
 DIGIT_NAMES = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine']

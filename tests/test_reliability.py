@@ -738,3 +738,35 @@ def test_fuzzed_files_and_patterns_end_in_a_data_error_or_valid_batches(tmp_path
         outcomes.append(run_fuzz_case(kwargs))
     # Every outcome occurs, so the loop tested each path.
     assert {'data error', 'label error', 'batches'} <= set(outcomes), outcomes
+
+
+@pytest.mark.timeout(30)
+def test_unreadable_eval_state_is_ignored_with_a_warning(tmp_path):
+    os.makedirs(str(tmp_path / 'eval_state.json'))  # a directory where the file should be
+    state = evaluation.EvalState(str(tmp_path))
+    assert state.scored == {} and state.best_precision == 0.0
+
+
+@pytest.mark.timeout(30)
+def test_a_numpy_array_file_is_not_a_features_file(tmp_path):
+    import features
+    path = str(tmp_path / 'features.npy')
+    np.save(path, np.zeros((3, 4), np.float32))
+    with pytest.raises(features.FeaturesError, match='is not a features file'):
+        features.load_features(path)
+
+
+def test_checkpoint_step_from_its_name():
+    assert evaluation.step_in_name('/runs/x/model.ckpt-1200') == 1200
+    assert evaluation.step_in_name('/runs/x/model.ckpt') == -1
+
+
+@pytest.mark.timeout(60)
+def test_unwritable_features_path_is_a_flag_error(tmp_path, capsys):
+    import in_process
+    blocker = tmp_path / 'file'
+    blocker.write_text('not a directory')
+    code, err = in_process.main_exit(['--mode=extract', '--extract_data_path=x.bin',
+                                      '--features_path=%s' % (blocker / 'features.npz')], capsys)
+    assert code == 2
+    assert err.startswith('error: --features_path=') and len(err.splitlines()) == 1, err

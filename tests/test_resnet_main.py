@@ -170,6 +170,8 @@ FLAG_ERRORS = [
     (['--lr_boundaries=100,50'], 'increase'),
     (['--lr_boundaries=100', '--lr_values=0.1'], 'one more'),
     (['--lr_values=0.1,abc', '--lr_boundaries=10'], '--lr_values'),
+    (['--lr_values=0.1,nan', '--lr_boundaries=10'], 'positive numbers'),
+    (['--lr_values=inf,0.1', '--lr_boundaries=10'], 'positive numbers'),
     (['--mode=predict'], 'mode'),
     (['--dataset=imagenet'], 'dataset'),
     (['--optimizer=adam'], 'optimizer'),

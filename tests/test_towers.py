@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cifar_input
 import in_process
 import resnet_model
 import synthetic
@@ -225,3 +226,26 @@ def test_tower_flag_errors_exit_2_with_one_line(args, expected, capsys):
     assert code == 2
     assert len(err.splitlines()) == 1, err
     assert err.startswith('error: ') and expected in err, err
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize('num_towers', [1, 2])
+def test_image_and_histogram_summaries_have_the_same_tags_for_1_and_2_towers(tmp_path, num_towers):
+    train_path, _ = synthetic.write_learnable_dataset(tmp_path, num_train=64, num_test=8)
+    config = {'dataset': 'cifar10', 'train_data_path': train_path, 'num_towers': num_towers,
+              'tower_device': 'cpu', 'variable_device': '/cpu:0', 'device': '/cpu:0',
+              'summary_histograms': True, 'num_input_threads': 1}
+    with tf.Graph().as_default():
+        model = training.build_train_graph(tiny_hps(2 * TOWER_BATCH), config)
+        ops = [op for op in tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.SUMMARIES)]
+        image_ops = [op for op in ops if op.op.type == 'ImageSummary']
+        with tf.compat.v1.Session(config=training.session_config(num_towers)) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            with cifar_input.running_queues(session):
+                tags = summary_tags(session, model.summaries)
+    assert len(image_ops) == 1
+    assert 'input_images/image/0' in tags
+    assert 'activations/unit_1_0' in tags and 'activations/unit_3_0' in tags
+    assert 'weights/unit_1_0/conv1/weights' in tags
+    assert not any('tower_' in tag for tag in tags), tags
+    assert len([t for t in tags if t.startswith('activations/')]) == 3  # one per unit, not per tower
