@@ -288,6 +288,21 @@ def test_missing_inputs_are_one_line_errors(data, trained, tmp_path, capsys):
         assert expected in line, line
 
 
+@pytest.mark.timeout(60)
+def test_extract_bad_records_are_one_line_errors(trained, tmp_path, capsys):
+    truncated = tmp_path / 'truncated.bin'
+    truncated.write_bytes(b'\0' * 5000)  # not a whole number of 3,073-byte records
+    bad_label = synthetic.write_records(str(tmp_path / 'bad_label.bin'), synthetic.random_images(3),
+                                        [1, 12, 2])
+    for path, expected in [(str(truncated), 'not a whole number'), (bad_label, 'label 12 out of range')]:
+        assert main_in_process('--mode=extract', '--dataset=cifar10', '--num_residual_units=1',
+                               '--log_root=' + trained, '--extract_data_path=' + path,
+                               '--features_path=' + str(tmp_path / 'f.npz')) == 1
+        line = one_error_line(capsys.readouterr().err)
+        assert expected in line and path in line, line
+    assert not (tmp_path / 'f.npz').exists()
+
+
 TRANSFER_FLAG_ERRORS = [
     (['--mode=extract', '--features_path=f.npz'], '--mode=extract needs --extract_data_path'),
     (['--mode=extract', '--extract_data_path=x.bin'], '--mode=extract needs --features_path'),
