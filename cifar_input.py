@@ -32,6 +32,8 @@ if __name__ == '__main__':
 import numpy as np
 import tensorflow as tf
 
+import guards
+
 IMAGE_SIZE = 32
 IMAGE_DEPTH = 3
 IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * IMAGE_DEPTH
@@ -104,8 +106,8 @@ def data_error(op_error):
 
     `op_error` is the tf.errors.OpError that the reader threads' coordinator
     re-raised; a failed label check becomes the one-line message record_summary
-    gives, naming the file, the record and the label. Other errors keep their
-    first line.
+    gives, naming the file, the record and the label. Other errors keep the
+    line that states their cause (guards.error_line).
     """
     text = getattr(op_error, 'message', None) or str(op_error)
     found = _LABEL_CHECK_MESSAGE.search(text)
@@ -113,8 +115,7 @@ def data_error(op_error):
         return DataError('record file %r, record %s: label %s out of range; %s'
                          % (found.group('file'), found.group('record'), found.group('label'),
                             found.group('expected')))
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return DataError(lines[0] if lines else type(op_error).__name__)
+    return DataError(guards.error_line(op_error))
 
 
 class _NoMatchError(DataError):

@@ -161,5 +161,10 @@ def error_line(error):
             return '%s: %s' % (error.filename, error.strerror)
         return error.strerror
     text = getattr(error, 'message', None) or str(error) or type(error).__name__
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    lines = [line.rstrip() for line in str(text).strip().splitlines() if line.strip()]
+    # TensorFlow may open with a header ('Graph execution error:'), an indented stack of
+    # where the failing op was defined and a "Node: 'name'" line; the cause is the first
+    # line that is none of these.
+    causes = [line for line in lines
+              if not (line[0].isspace() or line.endswith(':') or line.startswith('Node: '))]
+    return (causes or [line.strip() for line in lines] or [type(error).__name__])[0]

@@ -770,3 +770,16 @@ def test_unwritable_features_path_is_a_flag_error(tmp_path, capsys):
                                       '--features_path=%s' % (blocker / 'features.npz')], capsys)
     assert code == 2
     assert err.startswith('error: --features_path=') and len(err.splitlines()) == 1, err
+
+
+def test_error_line_finds_the_cause_under_tensorflow_headers():
+    class GraphError(Exception):
+        def __init__(self, message):
+            super().__init__(message)
+            self.message = message
+    wrapped = GraphError("Graph execution error:\n\nDetected at node 'save/SaveV2' defined at (most recent "
+                         "call last):\n  File \"a.py\", line 3, in <module>\n    main()\nNode: 'save/SaveV2'\n"
+                         "run/model.ckpt-20.data: File too large\n\t [[{{node save/SaveV2}}]]")
+    assert guards.error_line(wrapped) == 'run/model.ckpt-20.data: File too large'
+    assert guards.error_line(GraphError('Graph execution error:\n\nno space\n\t [[{{node x}}]]')) == 'no space'
+    assert guards.error_line(OSError(28, 'No space left on device', '/x')) == '/x: No space left on device'
