@@ -64,6 +64,10 @@ flags.DEFINE_integer('num_residual_units', None,
                      '(5 = ResNet-32). Default: 5, or 2 for digits.')
 flags.DEFINE_boolean('use_bottleneck', False, 'Bottleneck (1x1, 3x3, 1x1) units instead of plain ones.')
 flags.DEFINE_integer('width', 1, 'Width multiplier k of the filters (k=10 with n=4 is WRN-28-10).')
+flags.DEFINE_enum('data_format', None, list(resnet_model.DATA_FORMATS),
+                  'Layout of the activations: NCHW (channels first) is faster on GPUs, NHWC on CPUs. '
+                  'Default: NCHW when training on GPUs, NHWC on the CPU. Input images are NHWC either way, '
+                  'and checkpoints do not depend on it.')
 flags.DEFINE_float('relu_leakiness', 0.1, 'Slope of the leaky ReLU for negative inputs, in [0, 1).')
 
 # Optimisation.
@@ -221,6 +225,13 @@ def resolve_config(f):
             raise FlagError('--num_gpus=%d: TensorFlow sees %d GPU(s) on this machine'
                             % (f.num_gpus, visible))
 
+    device = '/gpu:0' if f.num_gpus >= 1 and f.tower_device == 'gpu' else '/cpu:0'
+    data_format = f.data_format or ('NCHW' if device.startswith('/gpu') else 'NHWC')
+    if (data_format == 'NCHW' and device == '/cpu:0'
+            and os.environ.get('TF_ENABLE_ONEDNN_OPTS') == '0'):
+        raise FlagError('--data_format=NCHW: on the CPU only oneDNN runs NCHW, and TF_ENABLE_ONEDNN_OPTS=0 '
+                        'turns it off; use NHWC')
+
     log_root = f.log_root or os.path.join('runs', f.dataset)
     written = {'train': ('log_root', 'train_dir'), 'eval': ('eval_dir',), 'finetune': ('log_root',),
                'extract': ('features_path',)}.get(f.mode, ())
@@ -259,7 +270,8 @@ def resolve_config(f):
         'eval_once': f.eval_once,
         'eval_interval_secs': f.eval_interval_secs,
         'eval_use_moving_average': f.eval_use_moving_average,
-        'device': '/gpu:0' if f.num_gpus >= 1 and f.tower_device == 'gpu' else '/cpu:0',
+        'device': device,
+        'data_format': data_format,
         'num_towers': num_towers,
         'tower_device': f.tower_device,
         'variable_device': '/%s:0' % f.variable_device,
@@ -308,7 +320,7 @@ def build_hparams(f, config):
             num_residual_units=config['num_residual_units'], use_bottleneck=f.use_bottleneck,
             weight_decay_rate=f.weight_decay_rate, relu_leakiness=f.relu_leakiness,
             optimizer=f.optimizer, width=f.width,
-            moving_average_decay=f.moving_average_decay)
+            moving_average_decay=f.moving_average_decay, data_format=config['data_format'])
     except ValueError as e:
         raise FlagError(str(e)) from None
 

@@ -30,6 +30,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--num_residual_units', type=int, default=5, help='n: depth 6n+2 (5 = ResNet-32)')
+    parser.add_argument('--width', type=int, default=1, help='k: filters times k (n=4, k=10 is WRN-28-10)')
     parser.add_argument('--batch_size', type=int, default=128)
     parser.add_argument('--eval_batch_size', type=int, default=100)
     parser.add_argument('--warmup_steps', type=int, default=5)
@@ -48,7 +49,7 @@ def parse_args(argv):
     parser.add_argument('--matmul_size', type=int, default=2048)
     parser.add_argument('--skip', default='', help='comma-separated parts to skip: synthetic,real,input,eval')
     args = parser.parse_args(argv)
-    for name in ('num_residual_units', 'batch_size', 'eval_batch_size', 'steps', 'windows', 'num_records',
+    for name in ('num_residual_units', 'width', 'batch_size', 'eval_batch_size', 'steps', 'windows', 'num_records',
                  'matmul_size'):
         if getattr(args, name) < 1:
             parser.error('--%s=%d: expected a positive integer' % (name, getattr(args, name)))
@@ -59,8 +60,8 @@ def parse_args(argv):
             parser.error('--%s=%d: expected 0 (TensorFlow chooses) or more' % (name, getattr(args, name)))
     if args.data_format is None:
         args.data_format = 'NCHW' if args.device == 'gpu' else 'NHWC'
-    if args.device == 'cpu' and args.data_format == 'NCHW':
-        parser.error('--data_format=NCHW: TensorFlow has no NCHW convolutions on the CPU')
+    if args.device == 'cpu' and args.data_format == 'NCHW' and args.onednn == 'off':
+        parser.error('--data_format=NCHW: on the CPU only oneDNN has NCHW kernels; drop --onednn=off')
     return args
 
 
@@ -96,7 +97,7 @@ class Bench(object):
     def hparams(self, batch_size):
         return self.resnet_model.HParams(
             batch_size=batch_size, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1,
-            num_residual_units=self.args.num_residual_units, use_bottleneck=False,
+            num_residual_units=self.args.num_residual_units, width=self.args.width, use_bottleneck=False,
             weight_decay_rate=0.0002, relu_leakiness=0.1, optimizer='mom',
             data_format=self.args.data_format)
 
@@ -124,16 +125,30 @@ class Bench(object):
                 coord.join(threads, stop_grace_period_secs=10)
 
     def train_synthetic(self):
-        """(images/s, forward+backward FLOPs per image) of training from in-memory tensors."""
+        """Images/s of training from in-memory tensors."""
         tf, batch = self.tf, self.args.batch_size
         graph = tf.Graph()
         with graph.as_default(), tf.compat.v1.device(self.device):
             model = self.resnet_model.ResNet(self.hparams(batch), *self.in_memory_batch(batch), 'train')
             model.build_graph()
+        return self.time_graph(graph, model.train_op, batch)
+
+    def train_flops_per_image(self):
+        """Forward plus backward FLOPs per image, counted by TF's profiler.
+
+        Counted on an NHWC float32 graph of the same network: the profiler misses
+        NCHW gradient shapes, and the arithmetic is the same in every layout and dtype.
+        """
+        tf, batch = self.tf, self.args.batch_size
+        hps = self.hparams(batch)._replace(data_format='NHWC')
+        graph = tf.Graph()
+        with graph.as_default():
+            images = tf.compat.v1.placeholder(tf.float32, [batch, 32, 32, 3])
+            labels = tf.compat.v1.placeholder(tf.float32, [batch, 10])
+            self.resnet_model.ResNet(hps, images, labels, 'train').build_graph()
             options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
             options['output'] = 'none'
-            flops = tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
-        return self.time_graph(graph, model.train_op, batch), flops / batch
+            return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops / batch
 
     def train_real(self, data_path):
         tf, batch = self.tf, self.args.batch_size
@@ -212,7 +227,7 @@ def main(argv=None):
     results['matmul_gflops_tensorflow'] = tf_gflops
     results['matmul_gflops'] = max(numpy_gflops, tf_gflops)
     if 'synthetic' not in skip:
-        rate, flops_per_image = bench.train_synthetic()
+        rate, flops_per_image = bench.train_synthetic(), bench.train_flops_per_image()
         results['train_images_per_sec_synthetic'] = rate
         results['train_flops_per_image'] = flops_per_image
         results['train_gflops'] = rate * flops_per_image / 1e9
@@ -232,7 +247,7 @@ def main(argv=None):
     if 'input_images_per_sec' in results and 'train_images_per_sec' in results:
         results['input_over_train'] = results['input_images_per_sec'] / results['train_images_per_sec']
     results.update({
-        'depth': 6 * args.num_residual_units + 2, 'batch_size': args.batch_size,
+        'depth': 6 * args.num_residual_units + 2, 'width': args.width, 'batch_size': args.batch_size,
         'data_format': args.data_format, 'onednn': args.onednn == 'on', 'xla': args.xla,
         'intra_threads': args.intra_threads, 'inter_threads': args.inter_threads,
         'input_threads': args.input_threads, 'tensorflow': tf.__version__, 'device': args.device,
@@ -255,8 +270,10 @@ def print_table(results):
             ('efficiency (train / matmul)', 'efficiency', ''),
             ('real / in-memory train rate', 'real_over_synthetic', ''),
             ('input / real train rate', 'input_over_train', '')]
-    print('ResNet-%d, batch %d, %s, oneDNN %s, XLA %s' % (
-        results['depth'], results['batch_size'], results['data_format'],
+    name = 'ResNet-%d' % results['depth'] if results['width'] == 1 else 'WRN-%d-%d' % (
+        results['depth'], results['width'])
+    print('%s, batch %d, %s, oneDNN %s, XLA %s' % (
+        name, results['batch_size'], results['data_format'],
         'on' if results['onednn'] else 'off', 'on' if results['xla'] else 'off'))
     for label, key, unit in rows:
         if key in results:

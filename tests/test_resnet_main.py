@@ -236,3 +236,36 @@ def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
     assert step == 300
     assert '(300 images' in ev.stdout
     assert precision >= 0.95, ev.stdout
+
+
+@pytest.mark.timeout(60)
+def test_data_format_defaults_to_nhwc_on_the_cpu(capsys, monkeypatch, tmp_path):
+    import resnet_main
+    resnet_main.FLAGS.unparse_flags()
+    try:
+        resnet_main.parse_flags(['resnet_main.py', '--log_root=' + str(tmp_path / 'run')])
+        config = resnet_main.resolve_config(resnet_main.FLAGS)
+        assert config['device'] == '/cpu:0' and config['data_format'] == 'NHWC'
+        assert resnet_main.build_hparams(resnet_main.FLAGS, config).data_format == 'NHWC'
+    finally:
+        resnet_main.FLAGS.unparse_flags()
+    monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', '0')
+    code, err = in_process.main_exit(['--data_format=NCHW'], capsys)
+    assert code == 2 and err.startswith('error: --data_format=NCHW:') and 'NHWC' in err, err
+
+
+@pytest.mark.timeout(400)
+def test_nchw_checkpoints_score_in_nhwc(learnable, tmp_path):
+    # The GPU layout trained on the CPU (through oneDNN); eval in the CPU layout reads it.
+    train_path, test_path = learnable
+    log_root = str(tmp_path / 'run')
+    train = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                     '--log_root=' + log_root, '--train_steps=200', '--random_seed=2',
+                     '--data_format=NCHW', *TINY)
+    assert 'step 200/200' in train.stderr
+    config = json.load(open(os.path.join(log_root, 'train', 'config.json')))
+    assert config['hparams']['data_format'] == 'NCHW'
+    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                  '--log_root=' + log_root, '--eval_once', '--num_residual_units=1')
+    [(step, precision)] = eval_precisions(ev.stdout)
+    assert step == 200 and precision >= 0.8, ev.stdout

@@ -1,4 +1,5 @@
 """Tests of resnet_model: HParams validation, shapes, parameter counts, training behaviour."""
+import os
 import pickle
 
 import numpy as np
@@ -497,19 +498,50 @@ def test_moving_average_decay_zero_turns_ema_off():
 
 # ---------------------------------------------------------------------------- structure
 
-@pytest.mark.parametrize('mode', ['train', 'eval'])
-@pytest.mark.timeout(30)
-def test_nchw_graph_builds(mode):
-    # CPU kernels cannot run NCHW convolutions, so this only builds the graph.
-    hps = tiny_hps(data_format='NCHW', use_bottleneck=(mode == 'eval'))
+def _run_layout(hps, mode, images, labels, values=None):
+    """Runs one step in a fresh graph: (logits, cost, features, trained weights, variable values).
+
+    `values` (name -> array) sets the variables first, so two layouts can start equal.
+    """
     with tf.Graph().as_default():
-        model = build(hps, mode)
-        convs = [op for op in tf.compat.v1.get_default_graph().get_operations()
-                 if op.type == 'Conv2D']
-        assert convs and all(op.get_attr('data_format') == b'NCHW' for op in convs)
-        assert model.logits.shape.as_list() == [None, 10]
-        assert model.features.shape.as_list() == [None, 256 if hps.use_bottleneck else 64]
-        assert (model.train_op is not None) == (mode == 'train')
+        model = build(hps, mode, tf.constant(images), tf.constant(labels))
+        variables = tf.compat.v1.global_variables()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            if values is not None:
+                for v in variables:
+                    v.load(values[v.op.name], session)
+            start = {v.op.name: session.run(v) for v in variables}
+            logits, cost, features = session.run([model.logits, model.cost, model.features])
+            trained = {}
+            if mode == 'train':
+                session.run(model.train_op)
+                trained = {v.op.name: session.run(v) for v in variables}
+    return logits, cost, features, trained, start
+
+
+@pytest.mark.skipif(os.environ.get('TF_ENABLE_ONEDNN_OPTS') == '0',
+                    reason='NCHW runs on the CPU only through oneDNN')
+@pytest.mark.parametrize('mode, use_bottleneck', [('train', False), ('eval', True)])
+@pytest.mark.timeout(60)
+def test_nchw_computes_what_nhwc_computes(mode, use_bottleneck):
+    # The GPU default layout, checked on the CPU (oneDNN runs NCHW): same weights,
+    # same images -> the same logits, cost, features and one training step.
+    images, labels = random_batch(8, 10, seed=3)
+    hps = tiny_hps(use_bottleneck=use_bottleneck)
+    logits, cost, features, trained, start = _run_layout(hps, mode, images, labels)
+    nchw = _run_layout(hps._replace(data_format='NCHW'), mode, images, labels, values=start)
+    np.testing.assert_allclose(nchw[0], logits, rtol=1e-4, atol=1e-4)
+    assert nchw[1] == pytest.approx(cost, rel=1e-5)
+    np.testing.assert_allclose(nchw[2], features, rtol=1e-4, atol=1e-5)
+    assert set(nchw[3]) == set(trained)
+    for name, value in trained.items():
+        # Compare the updates; float32 sums in another order differ by ~1e-5 of a step.
+        update, nchw_update = value - start[name], nchw[3][name] - start[name]
+        assert np.max(np.abs(nchw_update - update)) <= 1e-2 * np.max(np.abs(update)) + 1e-7, name
+    if mode == 'train':
+        moved = [n for n in trained if not np.array_equal(trained[n], start[n])]
+        assert 'unit_1_0/conv1/weights' in moved and 'unit_last/bn/moving_mean' in moved
 
 
 @pytest.mark.timeout(30)
