@@ -144,6 +144,23 @@ def test_staged_run_stops_on_sigterm_with_its_step_saved_resumes_there_and_learn
 
 
 @pytest.mark.timeout(120)
+def test_seeded_staged_and_unstaged_runs_train_on_the_same_batches(learnable, tmp_path):
+    """Staging drops no batch and reorders none: with one reader thread and a seed, the
+    staged run logs the unstaged run's losses step by step."""
+    train_path, _ = learnable
+    losses = {}
+    for flag in ('--stage_input', '--nostage_input'):
+        hps, config = resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                               '--log_root=' + str(tmp_path / flag), '--train_steps=6', '--log_every_n_steps=1',
+                               '--random_seed=7', '--num_input_threads=1', flag] + TINY)
+        with AbslRecords() as records:
+            training.train(hps, config)
+        losses[flag] = {step: loss for step, (loss, _) in logged_steps('\n'.join(records.messages), 6).items()}
+    assert sorted(losses['--stage_input']) == list(range(1, 7))
+    assert losses['--stage_input'] == losses['--nostage_input']
+
+
+@pytest.mark.timeout(120)
 def test_two_cpu_towers_stage_each_batch_on_their_own_device_and_train(learnable, tmp_path):
     train_path, _ = learnable
     log_root = str(tmp_path / 'run')
