@@ -135,6 +135,10 @@ flags.DEFINE_enum('tower_device', 'gpu', ['gpu', 'cpu'],
                   '(the same towers without GPUs, for testing).')
 flags.DEFINE_enum('variable_device', 'cpu', ['cpu', 'gpu'],
                   'With --num_gpus > 1: where the shared variables live, the CPU or the first GPU.')
+flags.DEFINE_boolean('stage_input', None,
+                     'Train mode: copy the next batch onto the training device(s) while the current step '
+                     'runs (a staging area; each step trains on the batch staged by the step before). '
+                     'Default: on when training on GPU(s), off on the CPU.')
 
 DATASET_DEFAULTS = {
     'cifar10': {'train_steps': 80000, 'num_residual_units': 5},
@@ -275,6 +279,8 @@ def resolve_config(f):
         'num_towers': num_towers,
         'tower_device': f.tower_device,
         'variable_device': '/%s:0' % f.variable_device,
+        'stage_input': default_stage_input(f.num_gpus, f.tower_device) if f.stage_input is None
+                       else bool(f.stage_input),
         'checkpoint_path': f.checkpoint_path,
         'extract_data_path': f.extract_data_path,
         'features_path': f.features_path,
@@ -308,6 +314,11 @@ def check_transfer_flags(f):
     if f.mode == 'train' and f.freeze_restored_layers and f.num_gpus > 1:
         raise FlagError('--freeze_restored_layers: not supported with --num_gpus > 1 towers yet; '
                         'train the new layer on one device')
+
+
+def default_stage_input(num_gpus, tower_device):
+    """--stage_input when not given: on for GPU training, off on the CPU (no copy to hide)."""
+    return num_gpus >= 1 and tower_device == 'gpu'
 
 
 def build_hparams(f, config):

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 import cifar_input
 import resnet_model
+import staging
 import summaries
 
 TOWER_DEVICES = ('gpu', 'cpu')
@@ -188,7 +189,8 @@ def build_train_towers(hps, config):
     """The training input queue on the CPU, one dequeue per tower; returns a TowerModel.
 
     config: the run's settings (resnet_main.resolve_config): num_towers,
-    tower_device ('gpu' or 'cpu'), variable_device, and the data settings.
+    tower_device ('gpu' or 'cpu'), variable_device, stage_input (stage each
+    tower's batch on its own device, staging.py), and the data settings.
     """
     num_towers = config['num_towers']
     if hps.batch_size % num_towers:
@@ -199,6 +201,9 @@ def build_train_towers(hps, config):
             num_threads=config.get('num_input_threads'), label_mode=config.get('label_mode', 'fine'),
             seed=config.get('random_seed'))
         tower_batches = [input_queue.dequeue(hps.batch_size // num_towers) for _ in range(num_towers)]
+        devices = tower_devices(num_towers, config['tower_device'])
+        if config.get('stage_input'):
+            tower_batches = [staging.stage(images, labels, device)
+                             for (images, labels), device in zip(tower_batches, devices)]
         summaries.add_input_images(tower_batches[0][0])
-    return TowerModel(hps, tower_batches, tower_devices(num_towers, config['tower_device']),
-                      config['variable_device'])
+    return TowerModel(hps, tower_batches, devices, config['variable_device'])

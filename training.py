@@ -17,6 +17,7 @@ from absl import logging
 import cifar_input
 import guards
 import resnet_model
+import staging
 import towers
 import transfer
 import summaries
@@ -259,6 +260,9 @@ def format_duration(seconds):
 def build_train_graph(hps, config):
     """Input queue on the CPU, the ResNet on config['device']. Returns the model.
 
+    With config['stage_input'], each batch is staged onto the device a step ahead
+    (staging.py); train() then adds the StagingHook.
+
     With config['num_towers'] > 1, the towers of towers.py instead: a TowerModel.
     """
     if config.get('random_seed') is not None:
@@ -278,6 +282,8 @@ def _build_one_device(hps, config):
             config['dataset'], config['train_data_path'], hps.batch_size, 'train',
             num_threads=config.get('num_input_threads'), label_mode=config.get('label_mode', 'fine'),
             seed=config.get('random_seed'))
+        if config.get('stage_input'):
+            images, labels = staging.stage(images, labels, config.get('device', '/cpu:0'))
         summaries.add_input_images(images)
     with tf.compat.v1.device(config.get('device', '/cpu:0')):
         model = resnet_model.ResNet(hps, images, labels, 'train')
@@ -343,6 +349,8 @@ def _train(hps, config, flag_values, stop_signals):
                 save_steps=config.get('save_checkpoints_steps'), scaffold=scaffold,
                 listeners=[FiniteVariablesCheck(), saves]),
         ]
+        if staging.put_ops():
+            hooks.append(staging.StagingHook(staging.put_ops()))
         try:
             with tf.compat.v1.train.MonitoredTrainingSession(
                     checkpoint_dir=config['log_root'], scaffold=scaffold, hooks=hooks,
