@@ -40,6 +40,9 @@ def parse_args(argv):
     parser.add_argument('--device', choices=['cpu', 'gpu'], default='cpu')
     parser.add_argument('--data_format', choices=['NHWC', 'NCHW'], default=None,
                         help='default: NHWC on cpu, NCHW on gpu')
+    parser.add_argument('--stage_input', choices=['on', 'off'], default=None,
+                        help='the real pipeline through a staging area on the device (staging.py); '
+                             'default: on for gpu, off for cpu, as in resnet_main.py')
     parser.add_argument('--xla', action='store_true', help='session-level XLA JIT compilation')
     parser.add_argument('--onednn', choices=['on', 'off'], default='on',
                         help='TF_ENABLE_ONEDNN_OPTS, set before TensorFlow is imported')
@@ -58,6 +61,7 @@ def parse_args(argv):
     for name in ('intra_threads', 'inter_threads'):
         if getattr(args, name) < 0:
             parser.error('--%s=%d: expected 0 (TensorFlow chooses) or more' % (name, getattr(args, name)))
+    args.stage_input = (args.device == 'gpu') if args.stage_input is None else args.stage_input == 'on'
     if args.data_format is None:
         args.data_format = 'NCHW' if args.device == 'gpu' else 'NHWC'
     if args.device == 'cpu' and args.data_format == 'NCHW' and args.onednn == 'off':
@@ -81,8 +85,9 @@ def median_rate(run_step, items_per_step, warmup_steps, steps, windows):
 class Bench(object):
     """Builds each measured graph in its own tf.Graph and times it."""
 
-    def __init__(self, args, tf, cifar_input, resnet_model):
+    def __init__(self, args, tf, cifar_input, resnet_model, staging):
         self.args, self.tf, self.cifar_input, self.resnet_model = args, tf, cifar_input, resnet_model
+        self.staging = staging
         self.device = '/gpu:0' if args.device == 'gpu' else '/cpu:0'
 
     def session_config(self):
@@ -109,7 +114,8 @@ class Bench(object):
                              trainable=False)
         return images.read_value(), labels.read_value()
 
-    def time_graph(self, graph, fetch, items_per_step, with_queues=False):
+    def time_graph(self, graph, fetch, items_per_step, with_queues=False, prime=None):
+        """Median items/s of session.run(fetch); `prime` runs once after the queues start."""
         tf = self.tf
         with graph.as_default():
             init = [tf.compat.v1.global_variables_initializer(), tf.compat.v1.local_variables_initializer()]
@@ -118,6 +124,8 @@ class Bench(object):
             coord = tf.compat.v1.train.Coordinator()
             threads = tf.compat.v1.train.start_queue_runners(session, coord=coord) if with_queues else []
             try:
+                if prime is not None:
+                    session.run(prime)
                 return median_rate(lambda: session.run(fetch), items_per_step,
                                    self.args.warmup_steps, self.args.steps, self.args.windows)
             finally:
@@ -157,10 +165,14 @@ class Bench(object):
             with tf.compat.v1.device('/cpu:0'):
                 images, labels = self.cifar_input.build_input('cifar10', data_path, batch, 'train',
                                                               num_threads=self.args.input_threads)
+                if self.args.stage_input:
+                    images, labels = self.staging.stage(images, labels, self.device)
             with tf.compat.v1.device(self.device):
                 model = self.resnet_model.ResNet(self.hparams(batch), images, labels, 'train')
                 model.build_graph()
-        return self.time_graph(graph, model.train_op, batch, with_queues=True)
+            put_ops = self.staging.put_ops() or None
+        return self.time_graph(graph, [model.train_op, put_ops or []], batch, with_queues=True,
+                               prime=put_ops)
 
     def input_only(self, data_path):
         tf, batch = self.tf, self.args.batch_size
@@ -218,8 +230,9 @@ def main(argv=None):
     tf.get_logger().setLevel('ERROR')
     import cifar_input
     import resnet_model
+    import staging
 
-    bench = Bench(args, tf, cifar_input, resnet_model)
+    bench = Bench(args, tf, cifar_input, resnet_model, staging)
     skip = set(filter(None, args.skip.split(',')))
     results = {}
     numpy_gflops, tf_gflops = bench.matmul_gflops()
@@ -250,7 +263,8 @@ def main(argv=None):
         'depth': 6 * args.num_residual_units + 2, 'width': args.width, 'batch_size': args.batch_size,
         'data_format': args.data_format, 'onednn': args.onednn == 'on', 'xla': args.xla,
         'intra_threads': args.intra_threads, 'inter_threads': args.inter_threads,
-        'input_threads': args.input_threads, 'tensorflow': tf.__version__, 'device': args.device,
+        'input_threads': args.input_threads, 'stage_input': args.stage_input, 'tensorflow': tf.__version__,
+        'device': args.device,
         'cpu_count': os.cpu_count(), 'windows': args.windows, 'steps_per_window': args.steps,
     })
     print_table(results)
