@@ -131,6 +131,10 @@ flags.DEFINE_enum('tower_device', 'gpu', ['gpu', 'cpu'],
                   '(the same towers without GPUs, for testing).')
 flags.DEFINE_enum('variable_device', 'cpu', ['cpu', 'gpu'],
                   'With --num_gpus > 1: where the shared variables live, the CPU or the first GPU.')
+flags.DEFINE_enum('compute_dtype', 'float32', list(resnet_model.COMPUTE_DTYPES),
+                  'Precision of the convolutions and batch norm (train, eval and extract): float32, or '
+                  'mixed precision for GPUs, float16 (with dynamic loss scaling) or bfloat16; variables '
+                  'and checkpoints stay float32 either way. On CPUs the 16-bit types are slow.')
 
 DATASET_DEFAULTS = {
     'cifar10': {'train_steps': 80000, 'num_residual_units': 5},
@@ -308,7 +312,7 @@ def build_hparams(f, config):
             num_residual_units=config['num_residual_units'], use_bottleneck=f.use_bottleneck,
             weight_decay_rate=f.weight_decay_rate, relu_leakiness=f.relu_leakiness,
             optimizer=f.optimizer, width=f.width,
-            moving_average_decay=f.moving_average_decay)
+            moving_average_decay=f.moving_average_decay, compute_dtype=f.compute_dtype)
     except ValueError as e:
         raise FlagError(str(e)) from None
 
