@@ -134,7 +134,8 @@ flags.DEFINE_enum('variable_device', 'cpu', ['cpu', 'gpu'],
 flags.DEFINE_enum('compute_dtype', 'float32', list(resnet_model.COMPUTE_DTYPES),
                   'Precision of the convolutions and batch norm (train, eval and extract): float32, or '
                   'mixed precision for GPUs, float16 (with dynamic loss scaling) or bfloat16; variables '
-                  'and checkpoints stay float32 either way. On CPUs the 16-bit types are slow.')
+                  'and checkpoints stay float32 either way. On CPUs float16 is slow; bfloat16 may be '
+                  'faster on CPUs with bfloat16 instructions (AVX512_BF16, AMX).')
 
 DATASET_DEFAULTS = {
     'cifar10': {'train_steps': 80000, 'num_residual_units': 5},
