@@ -139,6 +139,11 @@ flags.DEFINE_boolean('stage_input', None,
                      'Train mode: copy the next batch onto the training device(s) while the current step '
                      'runs (a staging area; each step trains on the batch staged by the step before). '
                      'Default: on when training on GPU(s), off on the CPU.')
+flags.DEFINE_enum('compute_dtype', 'float32', list(resnet_model.COMPUTE_DTYPES),
+                  'Precision of the convolutions and batch norm (train, eval and extract): float32, or '
+                  'mixed precision for GPUs, float16 (with dynamic loss scaling) or bfloat16; variables '
+                  'and checkpoints stay float32 either way. On CPUs float16 is slow; bfloat16 may be '
+                  'faster on CPUs with bfloat16 instructions (AVX512_BF16, AMX).')
 
 DATASET_DEFAULTS = {
     'cifar10': {'train_steps': 80000, 'num_residual_units': 5},
@@ -331,7 +336,8 @@ def build_hparams(f, config):
             num_residual_units=config['num_residual_units'], use_bottleneck=f.use_bottleneck,
             weight_decay_rate=f.weight_decay_rate, relu_leakiness=f.relu_leakiness,
             optimizer=f.optimizer, width=f.width,
-            moving_average_decay=f.moving_average_decay, data_format=config['data_format'])
+            moving_average_decay=f.moving_average_decay, data_format=config['data_format'],
+            compute_dtype=f.compute_dtype)
     except ValueError as e:
         raise FlagError(str(e)) from None
 

@@ -27,6 +27,13 @@ Conventions:
   * Bottleneck units put their stride on the 3x3 convolution, so the strided
     unit does not discard three quarters of its input before looking at it.
   * The final activation (unit_last) is a plain ReLU, so `features` are >= 0.
+  * Mixed precision (compute_dtype float16 or bfloat16): the images and each
+    convolution's weights are cast to the compute dtype where they are used, and
+    fused batch norm takes 16-bit activations with float32 gamma, beta and
+    statistics. Every variable is float32, so checkpoints do not depend on the
+    dtype. `features` are cast back to float32: the fully connected layer, cost,
+    weight decay and precision are float32. float16 training scales the loss
+    (loss_scaling.py).
 """
 import collections
 import math
@@ -35,12 +42,15 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+import loss_scaling
+
 WEIGHT_DECAY_COLLECTION = 'weight_decay_variables'
 # The output of every residual unit, for activation histograms.
 ACTIVATIONS_COLLECTION = 'unit_activations'
 
 OPTIMIZERS = ('sgd', 'mom')
 DATA_FORMATS = ('NHWC', 'NCHW')
+COMPUTE_DTYPES = ('float32', 'float16', 'bfloat16')
 MODES = ('train', 'eval')
 
 # The smallest epsilon fused batch norm accepts (it silently raises smaller ones).
@@ -52,8 +62,9 @@ _HParamsBase = collections.namedtuple(
     'HParams',
     ['batch_size', 'num_classes', 'min_lrn_rate', 'lrn_rate', 'num_residual_units',
      'use_bottleneck', 'weight_decay_rate', 'relu_leakiness', 'optimizer',
-     'width', 'momentum', 'bn_decay', 'bn_epsilon', 'moving_average_decay', 'data_format'],
-    defaults=(1, 0.9, 0.9, 1e-3, 0.999, 'NHWC'))
+     'width', 'momentum', 'bn_decay', 'bn_epsilon', 'moving_average_decay', 'data_format',
+     'compute_dtype'],
+    defaults=(1, 0.9, 0.9, 1e-3, 0.999, 'NHWC', 'float32'))
 
 
 class HParams(_HParamsBase):
@@ -77,6 +88,9 @@ class HParams(_HParamsBase):
       moving_average_decay: decay of the exponential moving average of the
         trainable variables; 0 turns it off.
       data_format: 'NHWC' (CPU) or 'NCHW' (faster on GPU); inputs are NHWC always.
+      compute_dtype: 'float32', or 'float16' / 'bfloat16' for mixed precision:
+        convolutions and batch norm compute in 16 bits while every variable
+        stays float32 (float16 trains with dynamic loss scaling).
 
     Invalid values raise ValueError naming the field and the allowed values;
     `_replace` validates too.
@@ -145,6 +159,7 @@ def _validated(fields):
                                       True, False)
     out['optimizer'] = _check_choice('optimizer', fields['optimizer'], OPTIMIZERS)
     out['data_format'] = _check_choice('data_format', fields['data_format'], DATA_FORMATS)
+    out['compute_dtype'] = _check_choice('compute_dtype', fields['compute_dtype'], COMPUTE_DTYPES)
     return out
 
 
@@ -186,6 +201,8 @@ class ResNet:
       bn_update_ops: the moving mean/variance assign ops (train mode), also in
         tf.compat.v1.GraphKeys.UPDATE_OPS.
       ema: the ExponentialMovingAverage of the trainable variables, or None.
+      loss_scale: (train mode, compute_dtype float16) the
+        loss_scaling.DynamicLossScale of the train op, else None.
       train_op: (train mode) optimizer step, then the moving-average update,
         plus the batch-norm updates.
       summaries: tf.compat.v1.summary.merge_all() of the graph.
@@ -205,6 +222,7 @@ class ResNet:
         self.logits = self.predictions = self.features = None
         self.cross_entropy = self.weight_decay = self.cost = self.precision = None
         self.ema = None
+        self.loss_scale = None
         self.train_op = None
         self.summaries = None
         self.bn_update_ops = []
@@ -234,6 +252,7 @@ class ResNet:
             self.ema = tf.compat.v1.train.ExponentialMovingAverage(
                 self.hps.moving_average_decay, num_updates=self.global_step)
         if self.mode == 'train':
+            self._build_loss_scale()
             self._build_train_op()
         self._add_summaries()
         self.summaries = tf.compat.v1.summary.merge_all()
@@ -281,14 +300,14 @@ class ResNet:
 
     def _build_model(self):
         """Forward pass, cost and precision."""
-        x = self.images
+        x = self._in_compute_dtype(self.images)
         if not self._channels_last:
             x = tf.transpose(x, [0, 3, 1, 2])
         with tf.compat.v1.variable_scope('init'):
             x = self._conv('conv', x, 3, int(self.images.shape[3]), _STEM_FILTERS, 1)
         x = self._residual_stages(x)
         with tf.compat.v1.variable_scope('unit_last'):
-            x = tf.nn.relu(self._batch_norm('bn', x))
+            x = tf.cast(tf.nn.relu(self._batch_norm('bn', x)), tf.float32)
             self.features = tf.reduce_mean(x, axis=[1, 2] if self._channels_last else [2, 3],
                                            name='features')
         with tf.compat.v1.variable_scope('logit'):
@@ -361,7 +380,10 @@ class ResNet:
         return tf.nn.relu(x)
 
     def _batch_norm(self, name, x):
-        """Fused batch norm; train mode also builds the moving-statistics updates."""
+        """Fused batch norm; train mode also builds the moving-statistics updates.
+
+        x may be 16-bit: gamma, beta and the batch and moving statistics stay float32.
+        """
         channels = int(x.shape[3 if self._channels_last else 1])
         with tf.compat.v1.variable_scope(name):
             beta = tf.compat.v1.get_variable(
@@ -410,7 +432,13 @@ class ResNet:
                 'weights', [kernel_size, kernel_size, in_filters, out_filters],
                 tf.compat.v1.variance_scaling_initializer(
                     scale=2.0, mode='fan_out', distribution='untruncated_normal'))
-            return tf.nn.conv2d(x, weights, stride, 'SAME', data_format=self.hps.data_format)
+            return tf.nn.conv2d(x, self._in_compute_dtype(weights), stride, 'SAME',
+                                data_format=self.hps.data_format)
+
+    def _in_compute_dtype(self, x):
+        """x (a tensor or variable) cast to hps.compute_dtype; the gradient flows back cast."""
+        dtype = tf.as_dtype(self.hps.compute_dtype)
+        return x if x.dtype.base_dtype == dtype else tf.cast(x, dtype)
 
     def _fully_connected(self, x, out_dim):
         weights = self._weight_variable(
@@ -439,18 +467,36 @@ class ResNet:
             return tf.compat.v1.train.GradientDescentOptimizer(self._effective_lrn_rate)
         return tf.compat.v1.train.MomentumOptimizer(self._effective_lrn_rate, self.hps.momentum)
 
+    def _build_loss_scale(self):
+        """float16 training needs a loss scale (bfloat16 has float32's exponent range)."""
+        if self.hps.compute_dtype == 'float16':
+            self.loss_scale = loss_scaling.DynamicLossScale()
+
     def _compute_gradients(self, cost):
-        """[(gradient, variable)] of `cost` for every trainable variable (None if frozen)."""
+        """[(gradient, variable)] of `cost` for every trainable variable (None if frozen).
+
+        With a loss scale the gradients come from the scaled cost, divided by the scale again.
+        """
         variables = tf.compat.v1.trainable_variables()
         trained = [v for v in variables if not (self._is_frozen and self._is_frozen(v))]
-        gradients = tf.compat.v1.gradients(cost, trained, colocate_gradients_with_ops=True)
+        differentiate = (tf.compat.v1.gradients if self.loss_scale is None
+                         else self.loss_scale.gradients)
+        gradients = differentiate(cost, trained, colocate_gradients_with_ops=True)
         by_variable = {v.ref(): g for v, g in zip(trained, gradients)}
         return [(by_variable.get(v.ref()), v) for v in variables]
 
     def _apply_gradients(self, grads_and_vars, update_ops):
-        """The train op: optimizer step (+1 global step), then the EMA update, plus update_ops."""
-        step = self._make_optimizer().apply_gradients(
-            grads_and_vars, global_step=self.global_step, name='apply_gradients')
+        """The train op: optimizer step (+1 global step), then the EMA update, plus update_ops.
+
+        With a loss scale, a step whose gradients overflowed skips the optimizer
+        step (still +1 global step) and the scale adapts.
+        """
+        optimizer = self._make_optimizer()
+        if self.loss_scale is None:
+            step = optimizer.apply_gradients(
+                grads_and_vars, global_step=self.global_step, name='apply_gradients')
+        else:
+            step = self.loss_scale.apply_if_finite(optimizer, grads_and_vars, self.global_step)
         if self.ema is not None:
             with tf.control_dependencies([step]):
                 # Reads the global step after the increment: decay_t uses t = new step.
@@ -463,19 +509,22 @@ class ResNet:
 
     def _add_summaries(self):
         add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay, self.precision,
-                             self._effective_lrn_rate)
+                             self._effective_lrn_rate, self.loss_scale)
 
 
-def add_scalar_summaries(cost, cross_entropy, weight_decay, precision, lrn_rate):
+def add_scalar_summaries(cost, cross_entropy, weight_decay, precision, lrn_rate, loss_scale=None):
     """The training scalars, with exactly these tags, for one model or several towers.
 
     total_loss is `cost` (cross-entropy plus weight decay), logged beside its two
-    parts; learning_rate is the rate in use.
+    parts; learning_rate is the rate in use; loss_scale (float16 training) the
+    scale of a loss_scaling.DynamicLossScale, when given.
     """
     for tag, value in (('total_loss', cost), ('cross_entropy', cross_entropy),
                        ('weight_decay', weight_decay), ('precision', precision),
                        ('learning_rate', lrn_rate)):
         _scalar_summary(tag, value)
+    if loss_scale is not None:
+        _scalar_summary('loss_scale', loss_scale.scale)
 
 
 def _scalar_summary(tag, value):

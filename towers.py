@@ -120,7 +120,8 @@ class TowerModel(object):
     Attributes, over the whole global batch:
       global_step, lrn_rate (the learning-rate variable), set_lrn_rate(session, value),
       cost (mean of the tower costs), cross_entropy (mean), weight_decay,
-      precision (fraction of the global batch right), ema, train_op, summaries
+      precision (fraction of the global batch right), ema, loss_scale (float16: the
+      one loss_scaling.DynamicLossScale of all towers, else None), train_op, summaries
       (merge_all: the same tags as one ResNet), towers (the tower ResNets, whose
       ops live under name scopes tower_0, tower_1, ...), tower_grads (per tower
       [(gradient, variable)]), grads_and_vars (the averaged ones).
@@ -140,7 +141,12 @@ class TowerModel(object):
             if hps.moving_average_decay > 0:
                 lead.ema = tf.compat.v1.train.ExponentialMovingAverage(
                     hps.moving_average_decay, num_updates=self.global_step)
+            # float16: one loss scale for all towers, checked on the averaged gradients.
+            lead._build_loss_scale()
         self.ema = lead.ema
+        self.loss_scale = lead.loss_scale
+        for tower in self.towers:
+            tower.loss_scale = self.loss_scale
 
         self.tower_grads = []
         scope = tf.compat.v1.get_variable_scope()
@@ -163,7 +169,7 @@ class TowerModel(object):
         with tf.compat.v1.device(variable_device):
             self.train_op = lead._apply_gradients(self.grads_and_vars, bn_updates)
         resnet_model.add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay,
-                                          self.precision, lead._effective_lrn_rate)
+                                          self.precision, lead._effective_lrn_rate, self.loss_scale)
         self.summaries = tf.compat.v1.summary.merge_all()
 
     def set_lrn_rate(self, session, value):

@@ -59,7 +59,7 @@ def test_classic_hparams_call_works_verbatim():
                                'num_residual_units', 'use_bottleneck', 'weight_decay_rate',
                                'relu_leakiness', 'optimizer')
     assert (hps.width, hps.momentum, hps.bn_decay, hps.bn_epsilon, hps.moving_average_decay,
-            hps.data_format) == (1, 0.9, 0.9, 1e-3, 0.999, 'NHWC')
+            hps.data_format, hps.compute_dtype) == (1, 0.9, 0.9, 1e-3, 0.999, 'NHWC', 'float32')
     assert hps.num_residual_units == 5 and hps.optimizer == 'mom'
 
 
@@ -102,6 +102,8 @@ def test_hparams_normalize_numbers():
     ('bn_epsilon', 1e-7, r'a number in \[1.001e-05, inf\)'),
     ('moving_average_decay', 1.0, r'a number in \[0, 1\)'),
     ('data_format', 'NCWH', "one of 'NHWC', 'NCHW'"),
+    ('compute_dtype', 'float64', "one of 'float32', 'float16', 'bfloat16'"),
+    ('compute_dtype', tf.float16, "one of 'float32', 'float16', 'bfloat16'"),
 ])
 @pytest.mark.timeout(10)
 def test_invalid_hparams_name_field_and_allowed_values(field, value, allowed):

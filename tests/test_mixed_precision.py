@@ -1,0 +1,283 @@
+"""Mixed precision: 16-bit graphs with float32 variables, dynamic loss scaling (float16),
+towers, and checkpoints that move between float32 and float16 runs."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import evaluation
+import in_process
+import loss_scaling
+import resnet_main
+import resnet_model
+import synthetic
+import towers
+import training
+from test_resnet_main import TINY, eval_precisions, read_scalars, run_main
+
+BATCH = 8
+
+
+def tiny_hps(compute_dtype, batch_size=BATCH):
+    return resnet_model.HParams(batch_size=batch_size, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1,
+                                num_residual_units=1, use_bottleneck=False, weight_decay_rate=0.0002,
+                                relu_leakiness=0.1, optimizer='mom', compute_dtype=compute_dtype)
+
+
+def fixed_batch(n, seed=0):
+    """(images float32 [n, 32, 32, 3] standardized-like noise, one-hot labels float32 [n, 10])."""
+    rng = np.random.RandomState(seed)
+    images = rng.normal(0.0, 1.0, size=(n, 32, 32, 3)).astype(np.float32)
+    return images, np.eye(10, dtype=np.float32)[rng.randint(0, 10, size=n)]
+
+
+def build_train_model(compute_dtype, images=None, is_frozen=None):
+    """A tiny train-mode ResNet on a constant batch (or on the `images` tensor) in the default graph."""
+    batch_images, labels = fixed_batch(BATCH)
+    images = tf.constant(batch_images) if images is None else images
+    model = resnet_model.ResNet(tiny_hps(compute_dtype), images, tf.constant(labels), 'train')
+    model.build_graph(is_frozen=is_frozen)
+    return model
+
+
+def initialize(session):
+    session.run([tf.compat.v1.global_variables_initializer(), tf.compat.v1.local_variables_initializer()])
+
+
+def weights_and_slots(session):
+    """{name: value} of the trainable variables and their momentum slots."""
+    variables = [v for v in tf.compat.v1.global_variables()
+                 if v.trainable or v.op.name.endswith('/Momentum')]
+    return dict(zip([v.op.name for v in variables], session.run(variables)))
+
+
+def changed(before, after):
+    return sorted(name for name in before if not np.array_equal(before[name], after[name]))
+
+
+def scale_state(session, model):
+    """(loss scale, finite steps in a row, global step)."""
+    return tuple(session.run([model.loss_scale.scale, model.loss_scale.good_steps, model.global_step]))
+
+
+def graph_variables():
+    return {v.op.name: (v.dtype.base_dtype.name, v.shape.as_list()) for v in tf.compat.v1.global_variables()}
+
+
+def resolve(args):
+    """(hps, config) as resnet_main builds them from `args`."""
+    f = resnet_main.FLAGS
+    f.unparse_flags()
+    try:
+        f(['resnet_main.py'] + list(args))
+        config = resnet_main.resolve_config(f)
+        return resnet_main.build_hparams(f, config), config
+    finally:
+        f.unparse_flags()
+
+
+def checkpoint_dtypes(path):
+    return {name: dtype.name for name, dtype in
+            tf.compat.v1.train.NewCheckpointReader(path).get_variable_to_dtype_map().items()}
+
+
+# ---------------------------------------------------------------- the graph
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('compute_dtype', ['float16', 'bfloat16'])
+def test_16_bit_graph_keeps_float32_variables_and_a_float32_head(compute_dtype):
+    with tf.Graph().as_default():
+        build_train_model('float32')
+        reference = graph_variables()
+    with tf.Graph().as_default() as graph:
+        model = build_train_model(compute_dtype)
+        # The same variables, all float32: checkpoints do not depend on the compute dtype.
+        assert graph_variables() == reference
+        local = sorted(v.op.name for v in tf.compat.v1.local_variables())
+        if compute_dtype == 'float16':
+            assert local == ['loss_scale', 'loss_scale_good_steps']
+            assert model.loss_scale is not None
+        else:
+            assert local == [] and model.loss_scale is None
+        dtype = tf.as_dtype(compute_dtype)
+        forward = [op for op in graph.get_operations() if not op.name.startswith('gradients')]
+        convs = [op for op in forward if op.type == 'Conv2D']
+        norms = [op for op in forward if op.type == 'FusedBatchNormV3']
+        assert len(convs) == 7 and len(norms) == 7
+        assert all(op.get_attr('T') == dtype for op in convs + norms)
+        assert all(op.get_attr('U') == tf.float32 for op in norms)  # gamma, beta, moments
+        for tensor in (model.features, model.logits, model.cost, model.weight_decay, model.precision):
+            assert tensor.dtype == tf.float32, tensor
+        with tf.compat.v1.Session() as session:
+            initialize(session)
+            costs = [session.run([model.train_op, model.cost])[1] for _ in range(4)]
+            tags = {v.tag for v in tf.compat.v1.Summary.FromString(session.run(model.summaries)).value}
+        assert np.all(np.isfinite(costs)) and costs[-1] < costs[0], costs
+        assert ('loss_scale' in tags) == (compute_dtype == 'float16'), tags
+
+
+# ---------------------------------------------------------------- loss scaling
+
+@pytest.mark.timeout(60)
+def test_overflow_skips_the_update_halves_the_scale_and_counts_the_step():
+    with tf.Graph().as_default():
+        model = build_train_model('float16')
+        with tf.compat.v1.Session() as session:
+            initialize(session)
+            assert scale_state(session, model) == (2.0 ** 15, 0, 0)
+            start = weights_and_slots(session)
+            session.run(model.train_op)  # a finite step: every weight moves, the momentum slots fill
+            assert scale_state(session, model) == (2.0 ** 15, 1, 1)
+            before = weights_and_slots(session)
+            assert changed(start, before) == sorted(start)
+
+            # Scaled by 1e38, the backward pass overflows float16 while the cost stays finite.
+            model.loss_scale.scale.load(1e38, session)
+            _, cost = session.run([model.train_op, model.cost])
+            assert np.isfinite(cost)
+            assert changed(before, weights_and_slots(session)) == []
+            scale, good_steps, step = scale_state(session, model)
+            assert scale == pytest.approx(5e37, rel=1e-6) and (good_steps, step) == (0, 2)
+
+
+def overflowing_images_model(**kwargs):
+    """A float16 model whose images default to a finite batch; feed `model.fed_images` 1e5s
+    (beyond float16's 65504) to overflow even at loss scale 1."""
+    images, _ = fixed_batch(BATCH)
+    fed = tf.compat.v1.placeholder_with_default(images, [BATCH, 32, 32, 3])
+    model = build_train_model('float16', images=fed, **kwargs)
+    model.fed_images = fed
+    return model, np.full_like(images, 1e5)
+
+
+@pytest.mark.timeout(60)
+def test_frozen_variables_keep_working_with_loss_scaling():
+    with tf.Graph().as_default():
+        model, huge = overflowing_images_model(is_frozen=lambda v: not v.op.name.startswith('logit/'))
+        with tf.compat.v1.Session() as session:
+            initialize(session)
+            start = weights_and_slots(session)
+            session.run(model.train_op)
+            before = weights_and_slots(session)
+            assert changed(start, before) == ['logit/biases', 'logit/biases/Momentum',
+                                              'logit/weights', 'logit/weights/Momentum']
+            session.run(model.train_op, feed_dict={model.fed_images: huge})
+            assert changed(before, weights_and_slots(session)) == []
+            assert scale_state(session, model) == (2.0 ** 14, 0, 2)
+
+
+@pytest.mark.timeout(60)
+def test_scale_doubles_after_the_finite_steps_threshold_and_never_drops_below_1(monkeypatch):
+    monkeypatch.setattr(loss_scaling, 'GROWTH_INTERVAL', 3)
+    with tf.Graph().as_default():
+        model, huge = overflowing_images_model()
+        assert model.loss_scale.growth_interval == 3
+        with tf.compat.v1.Session() as session:
+            initialize(session)
+            states = []
+            for _ in range(4):
+                session.run(model.train_op)
+                states.append(scale_state(session, model))
+            assert states == [(2.0 ** 15, 1, 1), (2.0 ** 15, 2, 2), (2.0 ** 16, 0, 3), (2.0 ** 16, 1, 4)]
+
+            # Images beyond float16's range overflow even at scale 1: the scale stays 1.
+            model.loss_scale.scale.load(1.5, session)
+            for expected_step in (5, 6):
+                before = weights_and_slots(session)
+                session.run(model.train_op, feed_dict={model.fed_images: huge})
+                assert changed(before, weights_and_slots(session)) == []
+                assert scale_state(session, model) == (1.0, 0, expected_step)
+
+
+@pytest.mark.timeout(90)
+def test_float16_towers_share_one_scale_checked_on_the_averaged_gradients():
+    images, labels = fixed_batch(2 * BATCH)
+    with tf.Graph().as_default():
+        halves = [(tf.constant(images[i::2]), tf.constant(labels[i::2])) for i in range(2)]
+        model = towers.TowerModel(tiny_hps('float16', 2 * BATCH), halves, towers.tower_devices(2, 'cpu'),
+                                  '/cpu:0')
+        assert all(tower.loss_scale is model.loss_scale for tower in model.towers)
+        assert sorted(v.op.name for v in tf.compat.v1.local_variables()) == [
+            'loss_scale', 'loss_scale_good_steps']
+        with tf.compat.v1.Session(config=training.session_config(2)) as session:
+            initialize(session)
+            before = weights_and_slots(session)
+            session.run(model.train_op)
+            assert scale_state(session, model) == (2.0 ** 15, 1, 1)
+            after = weights_and_slots(session)
+            assert len(changed(before, after)) == len(before)
+
+            model.loss_scale.scale.load(1e38, session)
+            session.run(model.train_op)
+            assert changed(after, weights_and_slots(session)) == []
+            scale, good_steps, step = scale_state(session, model)
+            assert scale == pytest.approx(5e37, rel=1e-6) and (good_steps, step) == (0, 2)
+
+
+# ---------------------------------------------------------------- real runs and checkpoints
+
+@pytest.fixture(scope='module')
+def learnable(tmp_path_factory):
+    return synthetic.write_learnable_dataset(tmp_path_factory.mktemp('learnable'), num_train=1000,
+                                             num_test=200)
+
+
+@pytest.mark.timeout(240)
+def test_float16_learns_and_checkpoints_move_between_float16_and_float32(learnable, tmp_path):
+    train_path, test_path = learnable
+    log_root = str(tmp_path / 'run')
+    common = ['--dataset=cifar10', '--log_root=' + log_root, '--random_seed=1'] + TINY
+
+    def train(steps, compute_dtype):
+        hps, config = resolve(['--mode=train', '--train_data_path=' + train_path, '--train_steps=%d' % steps,
+                               '--compute_dtype=' + compute_dtype] + common)
+        training.train(hps, config)
+        path = tf.train.latest_checkpoint(log_root)
+        assert tf.train.load_variable(path, 'global_step') == steps
+        return path
+
+    def score(path, compute_dtype):
+        hps, config = resolve(['--mode=eval', '--eval_data_path=' + test_path,
+                               '--compute_dtype=' + compute_dtype] + common)
+        return evaluation.EvalGraph(hps, config).score(path)
+
+    # 40-50 steps reach 90-100% (two reader threads vary the batches); chance is 10%.
+    learned = train(50, 'float16')
+    as_float32, as_float16 = score(learned, 'float32'), score(learned, 'float16')
+    assert as_float32.step == 50 and as_float32.num_images == 200
+    assert as_float32.precision >= 0.8, as_float32
+    assert as_float16.precision == pytest.approx(as_float32.precision, abs=0.02)
+    assert as_float16.loss == pytest.approx(as_float32.loss, rel=0.05, abs=0.01)
+
+    # float16 -> float32 -> float16: each run resumes the other's checkpoint.
+    resumed_in_float32 = train(55, 'float32')
+    resumed_in_float16 = train(60, 'float16')
+    dtypes = checkpoint_dtypes(learned)
+    assert dtypes == checkpoint_dtypes(resumed_in_float32) == checkpoint_dtypes(resumed_in_float16)
+    assert not any(name.startswith('loss_scale') for name in dtypes)
+    assert {dtype for name, dtype in dtypes.items() if name != 'global_step'} == {'float32'}
+    assert score(resumed_in_float16, 'float32').precision >= 0.8
+
+
+@pytest.mark.timeout(240)
+def test_float16_run_end_to_end_scored_by_a_float32_eval(learnable, tmp_path):
+    train_path, test_path = learnable
+    log_root = str(tmp_path / 'run')
+    run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path, '--log_root=' + log_root,
+             '--train_steps=10', '--compute_dtype=float16', *(TINY[:2] + ['--log_every_n_steps=5']))
+    loss_scales = read_scalars(os.path.join(log_root, 'train'))['loss_scale']
+    assert sorted(loss_scales) == [5, 10]
+    assert all(value >= 1 and np.log2(value) == int(np.log2(value)) for value in loss_scales.values())
+
+    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path, '--log_root=' + log_root,
+                  '--eval_once', '--num_residual_units=1')  # the default float32 scores it
+    assert [step for step, _ in eval_precisions(ev.stdout)] == [10], ev.stdout
+    assert '(200 images' in ev.stdout
+
+
+@pytest.mark.timeout(30)
+def test_unknown_compute_dtype_is_a_one_line_flag_error(capsys):
+    code, err = in_process.main_exit(['--compute_dtype=float64'], capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith('error: ') and '--compute_dtype' in err, err
