@@ -40,6 +40,8 @@ def parse_args(argv):
     parser.add_argument('--device', choices=['cpu', 'gpu'], default='cpu')
     parser.add_argument('--data_format', choices=['NHWC', 'NCHW'], default=None,
                         help='default: NHWC on cpu, NCHW on gpu')
+    parser.add_argument('--compute_dtype', choices=['float32', 'float16', 'bfloat16'], default='float32',
+                        help='precision of convolutions and batch norm (resnet_main.py --compute_dtype)')
     parser.add_argument('--stage_input', choices=['on', 'off'], default=None,
                         help='the real pipeline through a staging area on the device (staging.py); '
                              'default: on for gpu, off for cpu, as in resnet_main.py')
@@ -104,7 +106,7 @@ class Bench(object):
             batch_size=batch_size, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1,
             num_residual_units=self.args.num_residual_units, width=self.args.width, use_bottleneck=False,
             weight_decay_rate=0.0002, relu_leakiness=0.1, optimizer='mom',
-            data_format=self.args.data_format)
+            data_format=self.args.data_format, compute_dtype=self.args.compute_dtype)
 
     def in_memory_batch(self, batch_size):
         """Random images and one-hot labels held in variables on the device."""
@@ -148,7 +150,7 @@ class Bench(object):
         NCHW gradient shapes, and the arithmetic is the same in every layout and dtype.
         """
         tf, batch = self.tf, self.args.batch_size
-        hps = self.hparams(batch)._replace(data_format='NHWC')
+        hps = self.hparams(batch)._replace(data_format='NHWC', compute_dtype='float32')
         graph = tf.Graph()
         with graph.as_default():
             images = tf.compat.v1.placeholder(tf.float32, [batch, 32, 32, 3])
@@ -261,7 +263,8 @@ def main(argv=None):
         results['input_over_train'] = results['input_images_per_sec'] / results['train_images_per_sec']
     results.update({
         'depth': 6 * args.num_residual_units + 2, 'width': args.width, 'batch_size': args.batch_size,
-        'data_format': args.data_format, 'onednn': args.onednn == 'on', 'xla': args.xla,
+        'data_format': args.data_format, 'compute_dtype': args.compute_dtype,
+        'onednn': args.onednn == 'on', 'xla': args.xla,
         'intra_threads': args.intra_threads, 'inter_threads': args.inter_threads,
         'input_threads': args.input_threads, 'stage_input': args.stage_input, 'tensorflow': tf.__version__,
         'device': args.device,
@@ -286,8 +289,8 @@ def print_table(results):
             ('input / real train rate', 'input_over_train', '')]
     name = 'ResNet-%d' % results['depth'] if results['width'] == 1 else 'WRN-%d-%d' % (
         results['depth'], results['width'])
-    print('%s, batch %d, %s, oneDNN %s, XLA %s' % (
-        name, results['batch_size'], results['data_format'],
+    print('%s, batch %d, %s, %s, oneDNN %s, XLA %s' % (
+        name, results['batch_size'], results['data_format'], results['compute_dtype'],
         'on' if results['onednn'] else 'off', 'on' if results['xla'] else 'off'))
     for label, key, unit in rows:
         if key in results:

@@ -10,7 +10,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 KEYS = ('train_images_per_sec_synthetic', 'train_images_per_sec', 'input_images_per_sec',
         'eval_images_per_sec', 'matmul_gflops', 'train_gflops', 'train_flops_per_image', 'efficiency',
-        'depth', 'batch_size', 'input_threads', 'stage_input', 'data_format', 'onednn', 'xla', 'tensorflow', 'device')
+        'depth', 'batch_size', 'input_threads', 'stage_input', 'data_format', 'compute_dtype', 'onednn', 'xla', 'tensorflow', 'device')
 
 
 @pytest.mark.timeout(180)
@@ -39,14 +39,15 @@ def test_benchmark_nchw_wide_and_staged():
     # The profiler misses NCHW gradient shapes; the benchmark counts on the NHWC twin.
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, 'scripts', 'benchmark.py'), '--num_residual_units=1',
-         '--width=2', '--data_format=NCHW', '--batch_size=8', '--warmup_steps=1', '--steps=2',
+         '--width=2', '--data_format=NCHW', '--compute_dtype=bfloat16', '--batch_size=8', '--warmup_steps=1', '--steps=2',
          '--windows=2', '--matmul_size=128', '--num_records=500', '--stage_input=on',
          '--skip=input,eval'],
         capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'WRN-8-2, batch 8, NCHW' in proc.stdout
+    assert 'WRN-8-2, batch 8, NCHW, bfloat16' in proc.stdout
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result['data_format'] == 'NCHW' and result['width'] == 2
+    assert result['compute_dtype'] == 'bfloat16'
     assert result['stage_input'] is True
     assert result['train_images_per_sec_synthetic'] > 0 and result['train_images_per_sec'] > 0
     # Width 2 has about 4x the convolution work of ResNet-8's tens of MFLOPs.
