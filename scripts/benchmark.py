@@ -5,7 +5,11 @@
     python scripts/benchmark.py --xla --intra_threads=2
 
 One process, one run: every figure is the median of several timed windows
-taken after warm-up, so the ratios between them are fair on a noisy machine.
+taken after warm-up, and the windows of the figures take turns (synthetic,
+real, eval, matmul, synthetic, ...), so a load that comes and goes on a shared
+machine touches every figure alike and the ratios between them are fair. The
+input pipeline alone is timed first, on its own (between turns its queue would
+fill up for free).
 It prints a table, then one JSON object as the last line:
 
   train_images_per_sec_synthetic  training steps fed from in-memory tensors (the ceiling)
@@ -17,6 +21,7 @@ It prints a table, then one JSON object as the last line:
   train_gflops, efficiency        train_flops_per_image * rate, and its share of matmul_gflops
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -35,7 +40,7 @@ def parse_args(argv):
     parser.add_argument('--eval_batch_size', type=int, default=100)
     parser.add_argument('--warmup_steps', type=int, default=5)
     parser.add_argument('--steps', type=int, default=8, help='steps per timed window')
-    parser.add_argument('--windows', type=int, default=5, help='timed windows; the median is reported')
+    parser.add_argument('--windows', type=int, default=9, help='timed windows; the median is reported')
     parser.add_argument('--num_records', type=int, default=50000, help='records in the real-pipeline file')
     parser.add_argument('--device', choices=['cpu', 'gpu'], default='cpu')
     parser.add_argument('--data_format', choices=['NHWC', 'NCHW'], default=None,
@@ -71,17 +76,24 @@ def parse_args(argv):
     return args
 
 
-def median_rate(run_step, items_per_step, warmup_steps, steps, windows):
-    """Median items/s over `windows` windows of `steps` calls, after warm-up."""
-    for _ in range(warmup_steps):
-        run_step()
-    rates = []
-    for _ in range(windows):
-        start = time.perf_counter()
-        for _ in range(steps):
+def interleaved_medians(run_steps, warmup_steps, steps, windows):
+    """{name: median items/s} of several measurements whose windows take turns.
+
+    run_steps: {name: (run_step, items_per_step)}. Each run_step is called
+    warmup_steps times first; then each of `windows` rounds times `steps` calls
+    of every run_step in turn.
+    """
+    for run_step, _ in run_steps.values():
+        for _ in range(warmup_steps):
             run_step()
-        rates.append(steps * items_per_step / (time.perf_counter() - start))
-    return statistics.median(rates)
+    rates = {name: [] for name in run_steps}
+    for _ in range(windows):
+        for name, (run_step, items_per_step) in run_steps.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                run_step()
+            rates[name].append(steps * items_per_step / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 class Bench(object):
@@ -116,8 +128,13 @@ class Bench(object):
                              trainable=False)
         return images.read_value(), labels.read_value()
 
-    def time_graph(self, graph, fetch, items_per_step, with_queues=False, prime=None):
-        """Median items/s of session.run(fetch); `prime` runs once after the queues start."""
+    @contextlib.contextmanager
+    def session_step(self, graph, fetch, with_queues=False, prime=None):
+        """Yields run_step(), one session.run(fetch) in an initialized session of `graph`.
+
+        with_queues starts the queue runners (stopped through a Coordinator on
+        exit); `prime` runs once after they start.
+        """
         tf = self.tf
         with graph.as_default():
             init = [tf.compat.v1.global_variables_initializer(), tf.compat.v1.local_variables_initializer()]
@@ -128,20 +145,19 @@ class Bench(object):
             try:
                 if prime is not None:
                     session.run(prime)
-                return median_rate(lambda: session.run(fetch), items_per_step,
-                                   self.args.warmup_steps, self.args.steps, self.args.windows)
+                yield lambda: session.run(fetch)
             finally:
                 coord.request_stop()
                 coord.join(threads, stop_grace_period_secs=10)
 
     def train_synthetic(self):
-        """Images/s of training from in-memory tensors."""
+        """A session_step of training from in-memory tensors."""
         tf, batch = self.tf, self.args.batch_size
         graph = tf.Graph()
         with graph.as_default(), tf.compat.v1.device(self.device):
             model = self.resnet_model.ResNet(self.hparams(batch), *self.in_memory_batch(batch), 'train')
             model.build_graph()
-        return self.time_graph(graph, model.train_op, batch)
+        return self.session_step(graph, model.train_op)
 
     def train_flops_per_image(self):
         """Forward plus backward FLOPs per image, counted by TF's profiler.
@@ -173,8 +189,7 @@ class Bench(object):
                 model = self.resnet_model.ResNet(self.hparams(batch), images, labels, 'train')
                 model.build_graph()
             put_ops = self.staging.put_ops() or None
-        return self.time_graph(graph, [model.train_op, put_ops or []], batch, with_queues=True,
-                               prime=put_ops)
+        return self.session_step(graph, [model.train_op, put_ops or []], with_queues=True, prime=put_ops)
 
     def input_only(self, data_path):
         tf, batch = self.tf, self.args.batch_size
@@ -183,7 +198,7 @@ class Bench(object):
             images, labels = self.cifar_input.build_input('cifar10', data_path, batch, 'train',
                                                           num_threads=self.args.input_threads)
             fetch = tf.group(images, labels)
-        return self.time_graph(graph, fetch, batch, with_queues=True)
+        return self.session_step(graph, fetch, with_queues=True)
 
     def eval_forward(self):
         tf, batch = self.tf, self.args.eval_batch_size
@@ -191,24 +206,19 @@ class Bench(object):
         with graph.as_default(), tf.compat.v1.device(self.device):
             model = self.resnet_model.ResNet(self.hparams(batch), *self.in_memory_batch(batch), 'eval')
             model.build_graph()
-        return self.time_graph(graph, model.logits.op, batch)
+        return self.session_step(graph, model.logits.op)
 
-    def matmul_gflops(self):
-        """(numpy GFLOP/s, TensorFlow GFLOP/s) of an n x n float32 matmul, medians."""
+    def matmul(self):
+        """(numpy run_step, TensorFlow session_step, FLOPs per step) of an n x n float32 matmul."""
         import numpy as np
         tf, n = self.tf, self.args.matmul_size
         a = np.random.rand(n, n).astype(np.float32)
         b = np.random.rand(n, n).astype(np.float32)
-        flops = 2.0 * n ** 3
-        numpy_rate = median_rate(lambda: a @ b, flops, 2, 3, self.args.windows) / 1e9
         graph = tf.Graph()
         with graph.as_default(), tf.compat.v1.device(self.device):
-            x = tf.Variable(a)
-            y = tf.Variable(b)
-            product = tf.matmul(x, y)
+            product = tf.matmul(tf.Variable(a), tf.Variable(b))
             fetch = tf.reduce_sum(product[0, :1])  # fetch a scalar, not n*n floats
-        tf_rate = self.time_graph(graph, fetch, flops) / 1e9
-        return numpy_rate, tf_rate
+        return (lambda: a @ b), self.session_step(graph, fetch), 2.0 * n ** 3
 
 
 def write_random_records(directory, num_records):
@@ -236,26 +246,36 @@ def main(argv=None):
 
     bench = Bench(args, tf, cifar_input, resnet_model, staging)
     skip = set(filter(None, args.skip.split(',')))
-    results = {}
-    numpy_gflops, tf_gflops = bench.matmul_gflops()
-    results['matmul_gflops_numpy'] = numpy_gflops
-    results['matmul_gflops_tensorflow'] = tf_gflops
-    results['matmul_gflops'] = max(numpy_gflops, tf_gflops)
-    if 'synthetic' not in skip:
-        rate, flops_per_image = bench.train_synthetic(), bench.train_flops_per_image()
-        results['train_images_per_sec_synthetic'] = rate
-        results['train_flops_per_image'] = flops_per_image
-        results['train_gflops'] = rate * flops_per_image / 1e9
-        results['efficiency'] = results['train_gflops'] / results['matmul_gflops']
-    if not {'real', 'input'} <= skip:
-        with tempfile.TemporaryDirectory() as directory:
+    batch = args.batch_size
+    with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as sessions:
+        numpy_matmul, tf_matmul, matmul_flops = bench.matmul()
+        results = {}
+        if not {'real', 'input'} <= skip:
             data_path = write_random_records(directory, args.num_records)
-            if 'input' not in skip:
-                results['input_images_per_sec'] = bench.input_only(data_path)
-            if 'real' not in skip:
-                results['train_images_per_sec'] = bench.train_real(data_path)
-    if 'eval' not in skip:
-        results['eval_images_per_sec'] = bench.eval_forward()
+        if 'input' not in skip:
+            # On its own: between its turns its queue would fill up, and the next
+            # window would time dequeues of ready batches instead of the readers.
+            with bench.input_only(data_path) as run_input:
+                results.update(interleaved_medians({'input_images_per_sec': (run_input, batch)},
+                                                   args.warmup_steps, args.steps, args.windows))
+        run_steps = {}
+        if 'synthetic' not in skip:
+            run_steps['train_images_per_sec_synthetic'] = (sessions.enter_context(bench.train_synthetic()), batch)
+        if 'real' not in skip:
+            run_steps['train_images_per_sec'] = (sessions.enter_context(bench.train_real(data_path)), batch)
+        if 'eval' not in skip:
+            run_steps['eval_images_per_sec'] = (sessions.enter_context(bench.eval_forward()),
+                                                args.eval_batch_size)
+        run_steps['matmul_flops_numpy'] = (numpy_matmul, matmul_flops)
+        run_steps['matmul_flops_tensorflow'] = (sessions.enter_context(tf_matmul), matmul_flops)
+        results.update(interleaved_medians(run_steps, args.warmup_steps, args.steps, args.windows))
+    results['matmul_gflops_numpy'] = results.pop('matmul_flops_numpy') / 1e9
+    results['matmul_gflops_tensorflow'] = results.pop('matmul_flops_tensorflow') / 1e9
+    results['matmul_gflops'] = max(results['matmul_gflops_numpy'], results['matmul_gflops_tensorflow'])
+    if 'synthetic' not in skip:
+        results['train_flops_per_image'] = bench.train_flops_per_image()
+        results['train_gflops'] = results['train_images_per_sec_synthetic'] * results['train_flops_per_image'] / 1e9
+        results['efficiency'] = results['train_gflops'] / results['matmul_gflops']
     if 'train_images_per_sec' in results and 'train_images_per_sec_synthetic' in results:
         results['real_over_synthetic'] = (results['train_images_per_sec']
                                           / results['train_images_per_sec_synthetic'])
