@@ -39,6 +39,8 @@ class DynamicLossScale(object):
       scale: float32 scalar local variable 'loss_scale'.
       good_steps: int64 scalar local variable 'loss_scale_good_steps', the finite
         steps since the scale last changed.
+      skipped_in_a_row: int64 scalar local variable 'loss_scale_skipped_in_a_row',
+        the overflowed (skipped) steps since the last finite one.
     """
 
     def __init__(self, initial_scale=None, growth_interval=None):
@@ -49,6 +51,7 @@ class DynamicLossScale(object):
                              'got %r and %r' % (MIN_SCALE, initial_scale, growth_interval))
         self.scale = _local_variable('loss_scale', tf.float32, self.initial_scale)
         self.good_steps = _local_variable('loss_scale_good_steps', tf.int64, 0)
+        self.skipped_in_a_row = _local_variable('loss_scale_skipped_in_a_row', tf.int64, 0)
 
     def gradients(self, cost, variables, **kwargs):
         """d cost / d variables, differentiated as cost * scale, then divided by the scale.
@@ -87,4 +90,6 @@ class DynamicLossScale(object):
         new_scale = tf.where(finite, tf.where(grow, doubled, scale),
                              tf.maximum(scale * 0.5, MIN_SCALE))
         new_good_steps = tf.where(grow, tf.constant(0, tf.int64), good_steps)
-        return tf.group(self.scale.assign(new_scale), self.good_steps.assign(new_good_steps))
+        skipped = tf.where(finite, tf.constant(0, tf.int64), self.skipped_in_a_row.read_value() + 1)
+        return tf.group(self.scale.assign(new_scale), self.good_steps.assign(new_good_steps),
+                        self.skipped_in_a_row.assign(skipped))

@@ -240,6 +240,9 @@ def resolve_config(f):
             and os.environ.get('TF_ENABLE_ONEDNN_OPTS') == '0'):
         raise FlagError('--data_format=NCHW: on the CPU only oneDNN runs NCHW, and TF_ENABLE_ONEDNN_OPTS=0 '
                         'turns it off; use NHWC')
+    if data_format == 'NCHW' and device == '/cpu:0' and f.compute_dtype == 'float16':
+        raise FlagError('--data_format=NCHW: float16 on the CPU runs on TensorFlow\'s generic kernels, '
+                        'which pool NHWC only; use NHWC')
 
     log_root = f.log_root or os.path.join('runs', f.dataset)
     written = {'train': ('log_root', 'train_dir'), 'eval': ('eval_dir',), 'finetune': ('log_root',),

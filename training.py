@@ -16,6 +16,7 @@ from absl import logging
 
 import cifar_input
 import guards
+import loss_scaling
 import resnet_model
 import staging
 import towers
@@ -152,6 +153,34 @@ class NanLossHook(_StepCountingHook):
         super().after_run(run_context, run_values)
         if not np.isfinite(run_values.results):
             raise NanLossError(step)
+
+
+class StuckLossScaleError(NanLossError):
+    def __init__(self, step, skipped):
+        Exception.__init__(self, 'float16 gradients overflow even at loss scale 1: the %d steps up to '
+                           'step %d were all skipped; train in bfloat16 or float32' % (skipped, step))
+        self.step = step
+
+
+class LossScaleHook(_StepCountingHook):
+    """Stops float16 training that no longer learns: every step overflowing at loss scale 1.
+
+    Such steps are skipped with a finite loss, so NanLossHook never fires; after
+    max_skipped of them in a row the run stops, naming the step.
+    """
+
+    def __init__(self, model, max_skipped=50):
+        super().__init__(model)
+        self._fetches = [model.loss_scale.scale, model.loss_scale.skipped_in_a_row]
+        self._max_skipped = max_skipped
+
+    def after_run(self, run_context, run_values):
+        step = self.step
+        super().after_run(run_context, run_values)
+        # Read after the step: fetched with it, the values could predate its update.
+        scale, skipped = run_context.session.run(self._fetches)
+        if skipped >= self._max_skipped and scale <= loss_scaling.MIN_SCALE:
+            raise StuckLossScaleError(step, int(skipped))
 
 
 class FiniteVariablesCheck(tf.compat.v1.train.CheckpointSaverListener):
@@ -349,6 +378,8 @@ def _train(hps, config, flag_values, stop_signals):
                 save_steps=config.get('save_checkpoints_steps'), scaffold=scaffold,
                 listeners=[FiniteVariablesCheck(), saves]),
         ]
+        if model.loss_scale is not None:
+            hooks.insert(hooks.index(stop_hook), LossScaleHook(model))
         if staging.put_ops():
             hooks.append(staging.StagingHook(staging.put_ops()))
         try:

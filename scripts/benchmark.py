@@ -7,9 +7,10 @@
 One process, one run: every figure is the median of several timed windows
 taken after warm-up, and the windows of the figures take turns (synthetic,
 real, eval, matmul, synthetic, ...), so a load that comes and goes on a shared
-machine touches every figure alike and the ratios between them are fair. The
-input pipeline alone is timed first, on its own (between turns its queue would
-fill up for free).
+machine touches every figure alike and the ratios between them are fair. Before
+each timed window of the real pipeline, untimed steps take the batches its
+queue gathered while the other figures ran. The input pipeline alone is timed
+first, on its own.
 It prints a table, then one JSON object as the last line:
 
   train_images_per_sec_synthetic  training steps fed from in-memory tensors (the ceiling)
@@ -19,6 +20,7 @@ It prints a table, then one JSON object as the last line:
   matmul_gflops                   the better of a float32 matmul through numpy and TensorFlow
   train_flops_per_image           forward plus backward, counted from the graph by TF's profiler
   train_gflops, efficiency        train_flops_per_image * rate, and its share of matmul_gflops
+                                  (float32 peak, also for --compute_dtype=bfloat16 or float16)
 """
 import argparse
 import contextlib
@@ -30,6 +32,10 @@ import tempfile
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Batches a full train queue gives before its readers must keep up: cifar_input's
+# shuffle queue holds 16 batches and keeps half of them.
+READY_BATCHES = 8
 
 
 def parse_args(argv):
@@ -73,22 +79,30 @@ def parse_args(argv):
         args.data_format = 'NCHW' if args.device == 'gpu' else 'NHWC'
     if args.device == 'cpu' and args.data_format == 'NCHW' and args.onednn == 'off':
         parser.error('--data_format=NCHW: on the CPU only oneDNN has NCHW kernels; drop --onednn=off')
+    if args.device == 'cpu' and args.data_format == 'NCHW' and args.compute_dtype == 'float16':
+        parser.error('--data_format=NCHW: float16 on the CPU runs on generic kernels that pool NHWC only')
     return args
 
 
 def interleaved_medians(run_steps, warmup_steps, steps, windows):
     """{name: median items/s} of several measurements whose windows take turns.
 
-    run_steps: {name: (run_step, items_per_step)}. Each run_step is called
-    warmup_steps times first; then each of `windows` rounds times `steps` calls
-    of every run_step in turn.
+    run_steps: {name: (run_step, items_per_step)} or (run_step, items_per_step,
+    settle_steps). Each run_step is called warmup_steps times first; then each
+    of `windows` rounds, every run_step in turn makes settle_steps untimed calls
+    and `steps` timed ones. A queue-fed step settles: while the other figures
+    ran, its queue filled up for free, and the untimed calls take those batches
+    so that a slow input shows in the timed ones.
     """
-    for run_step, _ in run_steps.values():
+    run_steps = {name: tuple(spec) + (0,) * (3 - len(spec)) for name, spec in run_steps.items()}
+    for run_step, _, _ in run_steps.values():
         for _ in range(warmup_steps):
             run_step()
     rates = {name: [] for name in run_steps}
     for _ in range(windows):
-        for name, (run_step, items_per_step) in run_steps.items():
+        for name, (run_step, items_per_step, settle_steps) in run_steps.items():
+            for _ in range(settle_steps):
+                run_step()
             start = time.perf_counter()
             for _ in range(steps):
                 run_step()
@@ -262,7 +276,8 @@ def main(argv=None):
         if 'synthetic' not in skip:
             run_steps['train_images_per_sec_synthetic'] = (sessions.enter_context(bench.train_synthetic()), batch)
         if 'real' not in skip:
-            run_steps['train_images_per_sec'] = (sessions.enter_context(bench.train_real(data_path)), batch)
+            run_steps['train_images_per_sec'] = (sessions.enter_context(bench.train_real(data_path)), batch,
+                                                 READY_BATCHES)
         if 'eval' not in skip:
             run_steps['eval_images_per_sec'] = (sessions.enter_context(bench.eval_forward()),
                                                 args.eval_batch_size)
@@ -304,7 +319,7 @@ def print_table(results):
             ('matmul, TensorFlow', 'matmul_gflops_tensorflow', 'GFLOP/s'),
             ('train FLOPs per image', 'train_flops_per_image', 'FLOP'),
             ('train throughput', 'train_gflops', 'GFLOP/s'),
-            ('efficiency (train / matmul)', 'efficiency', ''),
+            ('efficiency (train / float32 matmul)', 'efficiency', ''),
             ('real / in-memory train rate', 'real_over_synthetic', ''),
             ('input / real train rate', 'input_over_train', '')]
     name = 'ResNet-%d' % results['depth'] if results['width'] == 1 else 'WRN-%d-%d' % (

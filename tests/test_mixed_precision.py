@@ -96,7 +96,7 @@ def test_16_bit_graph_keeps_float32_variables_and_a_float32_head(compute_dtype):
         assert graph_variables() == reference
         local = sorted(v.op.name for v in tf.compat.v1.local_variables())
         if compute_dtype == 'float16':
-            assert local == ['loss_scale', 'loss_scale_good_steps']
+            assert local == ['loss_scale', 'loss_scale_good_steps', 'loss_scale_skipped_in_a_row']
             assert model.loss_scale is not None
         else:
             assert local == [] and model.loss_scale is None
@@ -191,6 +191,24 @@ def test_scale_doubles_after_the_finite_steps_threshold_and_never_drops_below_1(
 
 
 @pytest.mark.timeout(90)
+def test_training_stops_when_every_step_overflows_at_scale_1():
+    with tf.Graph().as_default():
+        model, huge = overflowing_images_model()
+        hook = training.LossScaleHook(model, max_skipped=3)
+        with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as session:
+            session.run(model.train_op)  # finite: the counter stays 0
+            raw = session._tf_sess()
+            assert raw.run(model.loss_scale.skipped_in_a_row) == 0
+            model.loss_scale.scale.load(2.0, raw)
+            session.run(model.train_op, feed_dict={model.fed_images: huge})  # skipped, scale 1
+            session.run(model.train_op, feed_dict={model.fed_images: huge})  # skipped at scale 1
+            assert raw.run([model.loss_scale.scale, model.loss_scale.skipped_in_a_row]) == [1.0, 2]
+            with pytest.raises(training.StuckLossScaleError,
+                               match='overflow even at loss scale 1: the 3 steps up to step 3 were all'):
+                session.run(model.train_op, feed_dict={model.fed_images: huge})
+
+
+@pytest.mark.timeout(90)
 def test_float16_towers_share_one_scale_checked_on_the_averaged_gradients():
     images, labels = fixed_batch(2 * BATCH)
     with tf.Graph().as_default():
@@ -199,7 +217,7 @@ def test_float16_towers_share_one_scale_checked_on_the_averaged_gradients():
                                   '/cpu:0')
         assert all(tower.loss_scale is model.loss_scale for tower in model.towers)
         assert sorted(v.op.name for v in tf.compat.v1.local_variables()) == [
-            'loss_scale', 'loss_scale_good_steps']
+            'loss_scale', 'loss_scale_good_steps', 'loss_scale_skipped_in_a_row']
         with tf.compat.v1.Session(config=training.session_config(2)) as session:
             initialize(session)
             before = weights_and_slots(session)

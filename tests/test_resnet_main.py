@@ -249,6 +249,8 @@ def test_data_format_defaults_to_nhwc_on_the_cpu(capsys, monkeypatch, tmp_path):
         assert resnet_main.build_hparams(resnet_main.FLAGS, config).data_format == 'NHWC'
     finally:
         resnet_main.FLAGS.unparse_flags()
+    code, err = in_process.main_exit(['--data_format=NCHW', '--compute_dtype=float16'], capsys)
+    assert code == 2 and err.startswith('error: --data_format=NCHW: float16') and 'NHWC' in err, err
     monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', '0')
     code, err = in_process.main_exit(['--data_format=NCHW'], capsys)
     assert code == 2 and err.startswith('error: --data_format=NCHW:') and 'NHWC' in err, err

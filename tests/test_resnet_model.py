@@ -538,9 +538,11 @@ def test_nchw_computes_what_nhwc_computes(mode, use_bottleneck):
     np.testing.assert_allclose(nchw[2], features, rtol=1e-4, atol=1e-5)
     assert set(nchw[3]) == set(trained)
     for name, value in trained.items():
-        # Compare the updates; float32 sums in another order differ by ~1e-5 of a step.
+        # Compare the updates as a whole: batch norm's backward pass over 8 images
+        # cancels large terms, so float32 sums in another order move single
+        # elements by a percent or so; a layout mistake would move them all by ~100%.
         update, nchw_update = value - start[name], nchw[3][name] - start[name]
-        assert np.max(np.abs(nchw_update - update)) <= 1e-2 * np.max(np.abs(update)) + 1e-7, name
+        assert np.linalg.norm(nchw_update - update) <= 3e-2 * np.linalg.norm(update) + 1e-7, name
     if mode == 'train':
         moved = [n for n in trained if not np.array_equal(trained[n], start[n])]
         assert 'unit_1_0/conv1/weights' in moved and 'unit_last/bn/moving_mean' in moved
