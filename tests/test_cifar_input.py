@@ -25,11 +25,12 @@ def standardize(images):
     return (images - mean) / np.maximum(std, 1.0 / np.sqrt(3072))
 
 
-def run_queue(fetches, max_runs, init_local=False):
+def run_queue(fetches, max_runs, init_local=False, after_stop=None):
     """Runs `fetches` (built in the current default graph) until OutOfRangeError or max_runs.
 
-    Returns the list of results. Queue runners go through a Coordinator; an
-    error in a runner thread is re-raised by coord.join().
+    Returns the list of results, followed by the value of `after_stop` when
+    given: fetches run once the queue runners have stopped. Queue runners go
+    through a Coordinator; an error in a runner thread is re-raised by coord.join().
     """
     results = []
     with tf.compat.v1.Session() as sess:
@@ -45,6 +46,8 @@ def run_queue(fetches, max_runs, init_local=False):
         finally:
             coord.request_stop()
             coord.join(threads)
+        if after_stop is not None:
+            results.append(sess.run(after_stop))
     return results
 
 
@@ -134,14 +137,16 @@ def test_train_mode_crops_flips_standardizes_with_several_threads(tmp_path):
         assert batch[1].shape.as_list() == [16, 10]
         readers = [op for op in graph.get_operations() if op.type == 'FixedLengthRecordReaderV2']
         assert len(readers) == 3
+        # Read after the runners stop: a reader waiting for a file name holds its
+        # lock, so a count fetched beside the batch could block an op thread.
         produced = [tf.raw_ops.ReaderNumRecordsProducedV2(reader_handle=r.outputs[0]) for r in readers]
         runners = graph.get_collection(tf.compat.v1.GraphKeys.QUEUE_RUNNERS)
         assert sorted(len(r.enqueue_ops) for r in runners) == [1, 3]  # filename producer, readers
-        results = run_queue([batch, produced], max_runs=4)
+        *results, produced_counts = run_queue(batch, max_runs=4, after_stop=produced)
     assert len(results) == 4
-    assert all(n > 0 for n in results[-1][1]), 'a reader thread produced nothing: %s' % results[-1][1]
-    out_images = np.concatenate([r[0][0] for r in results])
-    out_labels = np.concatenate([r[0][1] for r in results]).argmax(axis=1)
+    assert all(n > 0 for n in produced_counts), 'a reader thread produced nothing: %s' % produced_counts
+    out_images = np.concatenate([r[0] for r in results])
+    out_labels = np.concatenate([r[1] for r in results]).argmax(axis=1)
     np.testing.assert_allclose(out_images.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)
     np.testing.assert_allclose(out_images.std(axis=(1, 2, 3)), 1.0, atol=1e-3)
     seen = set()
