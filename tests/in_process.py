@@ -12,3 +12,16 @@ def main_exit(args, capsys):
     finally:
         resnet_main.FLAGS.unparse_flags()
     return exit_info.value.code, capsys.readouterr().err
+
+
+def resolve(args):
+    """(hps, config) of resnet_main for `args`, as the program would build them; flags reset after."""
+    import resnet_main
+    f = resnet_main.FLAGS
+    f.unparse_flags()
+    try:
+        f(['resnet_main.py'] + list(args))
+        config = resnet_main.resolve_config(f)
+        return resnet_main.build_hparams(f, config), config
+    finally:
+        f.unparse_flags()

@@ -9,7 +9,6 @@ import tensorflow as tf
 import evaluation
 import in_process
 import loss_scaling
-import resnet_main
 import resnet_model
 import synthetic
 import towers
@@ -63,18 +62,6 @@ def scale_state(session, model):
 
 def graph_variables():
     return {v.op.name: (v.dtype.base_dtype.name, v.shape.as_list()) for v in tf.compat.v1.global_variables()}
-
-
-def resolve(args):
-    """(hps, config) as resnet_main builds them from `args`."""
-    f = resnet_main.FLAGS
-    f.unparse_flags()
-    try:
-        f(['resnet_main.py'] + list(args))
-        config = resnet_main.resolve_config(f)
-        return resnet_main.build_hparams(f, config), config
-    finally:
-        f.unparse_flags()
 
 
 def checkpoint_dtypes(path):
@@ -248,7 +235,7 @@ def test_float16_learns_and_checkpoints_move_between_float16_and_float32(learnab
     common = ['--dataset=cifar10', '--log_root=' + log_root, '--random_seed=1'] + TINY
 
     def train(steps, compute_dtype):
-        hps, config = resolve(['--mode=train', '--train_data_path=' + train_path, '--train_steps=%d' % steps,
+        hps, config = in_process.resolve(['--mode=train', '--train_data_path=' + train_path, '--train_steps=%d' % steps,
                                '--compute_dtype=' + compute_dtype] + common)
         training.train(hps, config)
         path = tf.train.latest_checkpoint(log_root)
@@ -256,7 +243,7 @@ def test_float16_learns_and_checkpoints_move_between_float16_and_float32(learnab
         return path
 
     def score(path, compute_dtype):
-        hps, config = resolve(['--mode=eval', '--eval_data_path=' + test_path,
+        hps, config = in_process.resolve(['--mode=eval', '--eval_data_path=' + test_path,
                                '--compute_dtype=' + compute_dtype] + common)
         return evaluation.EvalGraph(hps, config).score(path)
 

@@ -24,6 +24,7 @@ from absl import logging
 import cifar_input
 import evaluation
 import guards
+import in_process
 import resnet_main
 import synthetic
 import training
@@ -34,18 +35,6 @@ TINY = ['--num_residual_units=1', '--batch_size=32']
 
 
 # ---------------------------------------------------------------- helpers
-
-def resolve(args):
-    """(hps, config) of resnet_main for `args`, as the program would build them."""
-    f = resnet_main.FLAGS
-    f.unparse_flags()
-    try:
-        f(['resnet_main.py'] + list(args))
-        config = resnet_main.resolve_config(f)
-        return resnet_main.build_hparams(f, config), config
-    finally:
-        f.unparse_flags()
-
 
 def run_main_in_process(args, capsys):
     """resnet_main.main on `args` in this process; returns (exit code, stderr)."""
@@ -381,7 +370,7 @@ def diverged(learnable, tmp_path_factory):
     """A run whose learning rate jumps to 1e6 at step 12: (log_root, TrainingError message)."""
     train_path, _ = learnable
     log_root = str(tmp_path_factory.mktemp('diverged') / 'run')
-    hps, config = resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+    hps, config = in_process.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                            '--log_root=' + log_root, '--train_steps=40', '--save_checkpoints_steps=5',
                            '--keep_checkpoint_max=20', '--lr_boundaries=12', '--lr_values=0.1,1e6',
                            '--log_every_n_steps=100'] + TINY)
@@ -410,7 +399,7 @@ def test_nan_loss_stops_naming_the_step_and_the_finite_checkpoint_it_keeps(diver
 def test_nan_loss_between_saves_names_the_step_and_keeps_the_first_checkpoint(learnable, tmp_path):
     train_path, _ = learnable
     log_root = str(tmp_path / 'run')
-    hps, config = resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+    hps, config = in_process.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                            '--log_root=' + log_root, '--train_steps=60', '--save_checkpoints_steps=1000',
                            '--lr_boundaries=12', '--lr_values=0.1,1e6', '--log_every_n_steps=100'] + TINY)
     with pytest.raises(training.TrainingError) as error:
@@ -442,7 +431,7 @@ def test_the_same_command_after_the_last_step_trains_nothing(diverged, learnable
     shutil.copytree(diverged[0], log_root)
     step = latest_step(log_root)
     files = sorted(os.listdir(log_root))
-    hps, config = resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+    hps, config = in_process.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                            '--log_root=' + log_root, '--train_steps=%d' % step] + TINY)
     training.train(hps, config)
     assert sorted(os.listdir(log_root)) == files and latest_step(log_root) == step
@@ -487,7 +476,7 @@ def test_eval_skips_a_corrupt_checkpoint_and_scores_the_next(diverged, learnable
     args = ['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path, '--log_root=' + log_root,
             '--train_steps=%d' % newest_step, '--eval_interval_secs=1'] + TINY
 
-    hps, config = resolve(args + ['--eval_once'])
+    hps, config = in_process.resolve(args + ['--eval_once'])
     with pytest.raises(training.TrainingError, match='cannot evaluate checkpoint .*ckpt-%s'
                        % corrupted.rsplit('-', 1)[1]):
         evaluation.evaluate(hps, config)
@@ -498,7 +487,7 @@ def test_eval_skips_a_corrupt_checkpoint_and_scores_the_next(diverged, learnable
                 shutil.move(path, log_root)
             tf.compat.v1.train.update_checkpoint_state(log_root, newest, good)
 
-    hps, config = resolve(args)
+    hps, config = in_process.resolve(args)
     capsys.readouterr()
     with AbslRecords(pattern='skipping checkpoint') as records:
         helper = threading.Thread(target=bring_back_the_newest)
@@ -514,7 +503,7 @@ def test_eval_skips_a_corrupt_checkpoint_and_scores_the_next(diverged, learnable
 @pytest.mark.timeout(60)
 def test_a_checkpoint_rotated_away_is_unreadable_not_fatal(diverged, learnable, tmp_path):
     _, test_path = learnable
-    hps, config = resolve(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+    hps, config = in_process.resolve(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
                            '--log_root=' + diverged[0]] + TINY)
     evaluator = evaluation.EvalGraph(hps, config)
     with pytest.raises(evaluation.UnreadableCheckpoint, match='ckpt-123456'):

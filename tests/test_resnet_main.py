@@ -240,15 +240,9 @@ def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_data_format_defaults_to_nhwc_on_the_cpu(capsys, monkeypatch, tmp_path):
-    import resnet_main
-    resnet_main.FLAGS.unparse_flags()
-    try:
-        resnet_main.parse_flags(['resnet_main.py', '--log_root=' + str(tmp_path / 'run')])
-        config = resnet_main.resolve_config(resnet_main.FLAGS)
-        assert config['device'] == '/cpu:0' and config['data_format'] == 'NHWC'
-        assert resnet_main.build_hparams(resnet_main.FLAGS, config).data_format == 'NHWC'
-    finally:
-        resnet_main.FLAGS.unparse_flags()
+    hps, config = in_process.resolve(['--log_root=' + str(tmp_path / 'run')])
+    assert config['device'] == '/cpu:0' and config['data_format'] == 'NHWC'
+    assert hps.data_format == 'NHWC'
     code, err = in_process.main_exit(['--data_format=NCHW', '--compute_dtype=float16'], capsys)
     assert code == 2 and err.startswith('error: --data_format=NCHW: float16') and 'NHWC' in err, err
     monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', '0')
