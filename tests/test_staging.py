@@ -17,8 +17,9 @@ import resnet_main
 import staging
 import synthetic
 import training
+from in_process import resolve
 from test_reliability import (AbslRecords, Process, assert_one_line_error, latest_step, logged_steps,
-                              resolve, run_main_in_process, write_bad_label_file)
+                              run_main_in_process, write_bad_label_file)
 from test_resnet_main import eval_precisions
 
 TINY = ['--num_residual_units=1', '--batch_size=32']
