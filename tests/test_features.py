@@ -143,7 +143,9 @@ def test_extract_then_finetune_matches_the_network(data, trained, tmp_path, caps
                            '--random_seed=3') == 0
     printed = capsys.readouterr().out
     head_precision = float(printed.split('finetune: precision ')[1].split(',')[0])
-    assert abs(head_precision - network_precision) <= 0.05, (head_precision, network_precision)
+    # A new head on the features does about as well as the network's own layer, or
+    # better: that layer had only the network's 100 steps (one CI run: 1.0 against 0.895).
+    assert head_precision >= network_precision - 0.05, (head_precision, network_precision)
     head = tf.train.latest_checkpoint(os.path.join(out, 'finetune'))
     assert head is not None
     assert tf.train.load_variable(head, 'logit/weights').shape == (64, 10)
