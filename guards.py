@@ -8,10 +8,15 @@ No TensorFlow import here, so the signal handling is cheap to test on its own.
 - `output_dir_problem`: why a directory cannot be created or written, before
   a run starts.
 - `error_line`: the one-line message of an OSError or TensorFlow error.
+- `RunLock`: one process at a time per run directory (a second trainer is refused).
+- `replace_file`: writes a small file in one step (whole or not at all).
 """
+import fcntl
 import os
 import signal
+import socket
 import threading
+import time
 
 from absl import logging
 
@@ -168,3 +173,80 @@ def error_line(error):
     causes = [line for line in lines
               if not (line[0].isspace() or line.endswith(':') or line.startswith('Node: '))]
     return (causes or [line.strip() for line in lines] or [type(error).__name__])[0]
+
+
+class LockedError(RuntimeError):
+    """Another live process holds the lock; the message names it."""
+
+
+class RunLock(object):
+    """Context manager: an exclusive lock on `path`, held by this process while active.
+
+    The lock is an flock(2) on the file, so the kernel releases it when the
+    process ends in any way, kill -9 included; the file itself stays. It holds
+    the holder's pid, host and start time, for the message of a refused process;
+    a clean exit empties it, so content left in an unlocked file is the trace of
+    a process that was killed, and the next holder logs that it takes over.
+
+    Args:
+      path: the lock file; its directory must exist.
+      owner: what the holder is, for the messages ('trainer').
+      flag: how the user named the directory, for the messages ('--log_root=runs/x').
+    Raises (on entry):
+      LockedError: another process holds the lock.
+    """
+
+    def __init__(self, path, owner, flag):
+        self.path = path
+        self._owner = owner
+        self._flag = flag
+        self._file = None
+
+    def __enter__(self):
+        lock_file = open(self.path, 'a+')
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_from_start(lock_file) or 'a process that has not written its name yet'
+            lock_file.close()
+            raise LockedError('%s: another %s is using this run: %s; stop it first, or give another '
+                              'directory' % (self._flag, self._owner, holder)) from None
+        left = _read_from_start(lock_file)
+        if left:
+            logging.info('%s: taking over the lock left by %s, which is no longer running', self.path, left)
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write('pid %d on host %s since %s\n' % (os.getpid(), socket.gethostname(),
+                                                          time.strftime('%Y-%m-%d %H:%M:%S')))
+        lock_file.flush()
+        self._file = lock_file
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        try:
+            self._file.seek(0)
+            self._file.truncate()
+        except OSError:
+            pass  # a full or read-only disk: the kernel releases the lock all the same
+        self._file.close()  # closing the last descriptor releases the flock
+        return False
+
+
+def _read_from_start(open_file):
+    open_file.seek(0)
+    return open_file.read().strip()
+
+
+def replace_file(path, text):
+    """Writes `text` to `path` through a temporary file and a rename: a crash leaves the old
+    file or the new one, never a part of it. Raises OSError."""
+    tmp = '%s.tmp-%d' % (path, os.getpid())
+    try:
+        with open(tmp, 'w') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
