@@ -12,7 +12,7 @@ queue fed by `QueueRunner` threads. Start them with
 `tf.compat.v1.train.start_queue_runners(sess, coord)`; with `num_epochs` set,
 run `tf.compat.v1.local_variables_initializer()` first.
 
-Host side (numpy, no graph): `list_files`, `check_files`, `count_records`,
+Host side (numpy, no graph): `list_files`, `check_files`, `changed_file_error`, `count_records`,
 `read_records`, `label_names`, `record_summary`. Run this file to check a
 download: python cifar_input.py --dataset=cifar10 [--data_path=...]
 """
@@ -217,6 +217,32 @@ def _count_file_records(info, path):
                         'truncated download, or another dataset\'s file%s'
                         % (path, size, info.record_bytes, info.name, hint))
     return size // info.record_bytes
+
+
+def changed_file_error(dataset, checked):
+    """A DataError for the first file of `checked` that changed since it was checked, or None.
+
+    checked: [(file, number of records)] from check_files. A file that is gone,
+    shrank, or no longer holds whole records changed; one that grew by whole
+    records did not (its records are as good as the others). The reader threads
+    would read such a file silently: they drop a partial record at a file's end.
+    """
+    info = dataset_info(dataset)
+    for path, num_records in checked:
+        then = num_records * info.record_bytes
+        try:
+            now = os.path.getsize(path)
+        except OSError as e:
+            return DataError('record file %r: %s; it was there when training started'
+                             % (path, e.strerror or e))
+        if now % info.record_bytes:
+            return DataError('record file %r is %d bytes, not a whole number of %d-byte %s records: it '
+                             'changed during training (%d bytes at the start)'
+                             % (path, now, info.record_bytes, info.name, then))
+        if now < then:
+            return DataError('record file %r shrank to %d records during training (%d at the start)'
+                             % (path, now // info.record_bytes, num_records))
+    return None
 
 
 def count_records(dataset, data_path):

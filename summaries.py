@@ -1,11 +1,24 @@
-"""Training summaries beyond the model's scalars: input images and histograms.
+"""Training summaries beyond the model's scalars: input images and histograms; and
+what happens when an event file cannot be written.
 
-Both only add summary ops to the graph's SUMMARIES collection; training fetches
-the merged summaries together with the train op every --log_every_n_steps, so
-the images and histograms describe the very batch and weights of that step.
+Both summary kinds only add summary ops to the graph's SUMMARIES collection;
+training fetches the merged summaries together with the train op every
+--log_every_n_steps, so the images and histograms describe the very batch and
+weights of that step.
+
+TensorFlow's event-file writer writes in a thread of its own. When that fails (a
+full disk), the thread logs an error, prints its traceback and dies; the error
+comes out again from the next write or flush. `writer_errors_reported_once`
+silences the thread's own report, so the caller can say it in one line
+(`write_error_line`).
 """
+import contextlib
+import logging as std_logging
+import threading
+
 import tensorflow as tf
 
+import guards
 import resnet_model
 
 INPUT_IMAGES_TAG = 'input_images'
@@ -49,3 +62,40 @@ def _histogram(tag, values):
     summary = tf.raw_ops.HistogramSummary(tag=tag, values=values)
     tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.SUMMARIES, summary)
     return summary
+
+
+class SummaryWriteError(RuntimeError):
+    """An event file that cannot be written; the message names the directory and the cause."""
+
+
+def write_error_line(directory, error):
+    """'cannot write summaries to DIR: <cause>' for an error out of an event-file writer."""
+    return 'cannot write summaries to %s: %s' % (directory, guards.error_line(error))
+
+
+_WRITER_THREAD = 'EventLoggerThread'
+
+
+class _WriterThreadError(std_logging.Filter):
+    def filter(self, record):
+        return not record.getMessage().startswith('EventFileWriter writer thread error')
+
+
+@contextlib.contextmanager
+def writer_errors_reported_once():
+    """While active, a failing event-file writer thread prints neither a log line nor a
+    traceback; its error still comes out of the next write or flush."""
+    previous_hook = threading.excepthook
+    log_filter = _WriterThreadError()
+
+    def hook(args):
+        if args.thread is None or args.thread.name != _WRITER_THREAD:
+            previous_hook(args)
+
+    threading.excepthook = hook
+    tf.get_logger().addFilter(log_filter)
+    try:
+        yield
+    finally:
+        tf.get_logger().removeFilter(log_filter)
+        threading.excepthook = previous_hook
