@@ -15,11 +15,14 @@ import time
 import tensorflow as tf
 from absl import logging
 
+import checkpoints
 import cifar_input
 import eval_progress
 import guards
 import resnet_model
+import run_settings
 import training
+import transfer
 
 # precision_at_5: top-5 precision, or None where it is not computed (see TOP_5_DATASETS).
 Score = collections.namedtuple('Score', ['step', 'precision', 'loss', 'num_images', 'seconds',
@@ -57,6 +60,7 @@ class EvalGraph(object):
             if config['dataset'] in TOP_5_DATASETS:
                 in_top_5 = tf.nn.in_top_k(targets=tf.argmax(labels, 1), predictions=self.model.logits, k=5)
                 self.fetches['correct_at_5'] = tf.reduce_sum(tf.cast(in_top_5, tf.int64))
+            self.network = transfer.network_variables(tf.compat.v1.global_variables())
             self.raw_saver = tf.compat.v1.train.Saver()
             self.shadow_saver = tf.compat.v1.train.Saver(self.model.variables_to_restore())
             self.local_init = tf.compat.v1.local_variables_initializer()
@@ -68,9 +72,11 @@ class EvalGraph(object):
 
         Raises:
           UnreadableCheckpoint: the checkpoint vanished or is corrupt; the caller skips it.
+          transfer.CheckpointError: the checkpoint is of another network than this one.
           cifar_input.DataError: a bad record (for example a label out of range).
         """
         start = time.time()
+        self._check_architecture(checkpoint_path)
         with tf.compat.v1.Session(graph=self.graph, config=training.session_config()) as session:
             self._restore(session, checkpoint_path, use_moving_average)
             step = int(session.run(self.model.global_step))
@@ -94,6 +100,15 @@ class EvalGraph(object):
         precision_at_5 = correct_at_5 / count if 'correct_at_5' in self.fetches else None
         return Score(step, correct / count, loss_sum / count, count, time.time() - start, precision_at_5)
 
+    def _check_architecture(self, checkpoint_path):
+        """UnreadableCheckpoint when its variables cannot be listed, CheckpointError for another network."""
+        try:
+            transfer.checkpoint_shapes(checkpoint_path)
+        except transfer.CheckpointError:
+            raise UnreadableCheckpoint('%s: %s' % (checkpoint_path, checkpoints.problem(checkpoint_path)
+                                                   or 'its index cannot be read')) from None
+        transfer.check_architecture(checkpoint_path, self.network, ignore=lambda v: False)
+
     def _restore(self, session, checkpoint_path, use_moving_average):
         """Loads the shadows when wanted and present, else the raw weights."""
         try:
@@ -102,7 +117,8 @@ class EvalGraph(object):
             saver = self.shadow_saver if (use_moving_average and has_shadows) else self.raw_saver
             saver.restore(session, checkpoint_path)
         except (tf.errors.OpError, ValueError) as e:
-            raise UnreadableCheckpoint('%s: %s' % (checkpoint_path, str(e).strip().splitlines()[0])) from None
+            raise UnreadableCheckpoint('%s: %s' % (checkpoint_path, checkpoints.problem(checkpoint_path)
+                                                   or guards.error_line(e))) from None
 
 
 class UnreadableCheckpoint(Exception):
@@ -110,17 +126,24 @@ class UnreadableCheckpoint(Exception):
 
 
 class EvalState(object):
-    """Which checkpoints were scored and the best precision, kept in eval_dir across restarts."""
+    """Which checkpoints were scored and the best precision, kept in eval_dir across restarts.
+
+    Skipped checkpoints are remembered in this process only, with their index
+    file's time: a checkpoint written again under the same name (a trainer that
+    resumed before it) is tried again.
+    """
 
     def __init__(self, eval_dir):
         self._path = os.path.join(eval_dir, 'eval_state.json')
         self.scored = {}
         self.best_precision = 0.0
+        self._skipped = {}
         if os.path.exists(self._path):
             try:
                 with open(self._path) as f:
                     saved = json.load(f)
-                self.scored = dict(saved.get('scored', {}))
+                self.scored = {name: step for name, step in dict(saved.get('scored', {})).items()
+                               if step is not None}
                 self.best_precision = float(saved.get('best_precision', 0.0))
             except (OSError, ValueError, TypeError, AttributeError) as e:
                 logging.warning('ignoring unreadable %s (%s): checkpoints may be scored again',
@@ -130,27 +153,31 @@ class EvalState(object):
     def record(self, checkpoint_path, score):
         self.scored[os.path.basename(checkpoint_path)] = score.step
         self.best_precision = max(self.best_precision, score.precision)
-        tmp = self._path + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump({'scored': self.scored, 'best_precision': self.best_precision}, f, indent=1)
-        os.replace(tmp, self._path)
+        guards.replace_file(self._path, json.dumps({'scored': self.scored,
+                                                    'best_precision': self.best_precision}, indent=1))
+
+    def skip(self, checkpoint_path):
+        self._skipped[os.path.basename(checkpoint_path)] = _index_time(checkpoint_path)
 
     def is_scored(self, checkpoint_path):
-        return os.path.basename(checkpoint_path) in self.scored
+        """True when scored, or skipped and not written again since."""
+        name = os.path.basename(checkpoint_path)
+        return name in self.scored or (name in self._skipped
+                                       and self._skipped[name] == _index_time(checkpoint_path))
 
 
-def latest_checkpoint(log_root):
-    """The newest checkpoint path in log_root, or None (also when log_root does not exist yet)."""
-    if not os.path.isdir(log_root):
+def _index_time(checkpoint_path):
+    try:
+        return os.stat(checkpoint_path + '.index').st_mtime_ns
+    except OSError:
         return None
-    return tf.train.latest_checkpoint(log_root)
 
 
 def new_checkpoints(log_root, state, interval_secs):
     """Yields each new checkpoint path of log_root, sleeping between looks (no busy loop)."""
     waiting_logged = False
     while True:
-        path = latest_checkpoint(log_root)
+        path = checkpoints.latest(log_root)
         if path and not state.is_scored(path):
             waiting_logged = False
             yield path
@@ -169,69 +196,132 @@ def step_in_name(checkpoint_path):
 
 def final_step_scored(log_root, state, train_steps):
     """True when the latest checkpoint was scored and is at (or past) train_steps."""
-    path = latest_checkpoint(log_root)
-    return bool(path) and state.is_scored(path) and (state.scored[os.path.basename(path)] or 0) >= train_steps
+    path = checkpoints.latest(log_root)
+    return bool(path) and (state.scored.get(os.path.basename(path)) or 0) >= train_steps
+
+
+def run_started(log_root):
+    """True once log_root has the settings of its run or a checkpoint."""
+    return os.path.exists(run_settings.path(log_root)) or checkpoints.latest(log_root) is not None
+
+
+def wait_for_run(log_root, interval_secs):
+    """Waits until run_started(log_root); False when a stop signal came first."""
+    logging.info('waiting for training to start in %s', log_root)
+    try:
+        with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
+            while not run_started(log_root):
+                time.sleep(interval_secs)
+    except guards.Stopped as e:
+        logging.warning('eval stopped by %s', e.signal_name)
+        return False
+    return True
+
+
+LOCK_FILE = 'eval.lock'
 
 
 def evaluate(hps, config, flag_values=None):
     """Scores checkpoints until the one at config['train_steps'] (or one, with eval_once).
 
+    A checkpoint that cannot be restored (rotated away, damaged) is skipped with a
+    warning that says why, and the newest older one not scored yet is scored instead.
     SIGTERM or SIGINT stops it at once (a score in progress is dropped); it returns normally.
+
+    Raises:
+      guards.LockedError: another eval writes to config['eval_dir'].
+      transfer.CheckpointError: a checkpoint of another network (other model flags).
+      training.TrainingError: eval_once found no checkpoint that restores.
+      cifar_input.DataError: bad eval records, or records that changed since the start.
+      summaries.SummaryWriteError: the eval event file cannot be written.
     """
+    checked = cifar_input.check_files(config['dataset'], config['eval_data_path'])
+    os.makedirs(config['eval_dir'], exist_ok=True)
     try:
-        with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
-            _evaluate(hps, config, flag_values)
+        with guards.RunLock(os.path.join(config['eval_dir'], LOCK_FILE), 'eval',
+                            '--eval_dir=%s' % config['eval_dir']):
+            with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
+                _evaluate(hps, config, flag_values, checked)
     except guards.Stopped as e:
         logging.warning('eval stopped by %s', e.signal_name)
 
 
-def _evaluate(hps, config, flag_values):
-    num_records = cifar_input.count_records(config['dataset'], config['eval_data_path'])
-    os.makedirs(config['eval_dir'], exist_ok=True)
-    training.write_config(config['eval_dir'], hps, config, flag_values)
-    expected = num_records if not config['eval_batch_count'] else min(
-        num_records, config['eval_batch_count'] * hps.batch_size)
-    logging.info('eval: %d of %d records of %s per checkpoint', expected, num_records,
-                 config['eval_data_path'])
-    evaluator = EvalGraph(hps, config)
-    progress = eval_progress.EvalProgress(expected, hps.batch_size)
-    state = EvalState(config['eval_dir'])
-    if config['eval_once']:
-        path = latest_checkpoint(config['log_root'])
-        if path is None:
-            raise training.TrainingError('no checkpoint in %s to evaluate: train first' % config['log_root'])
-        checkpoints = [path]
-    else:
-        if final_step_scored(config['log_root'], state, config['train_steps']):
-            # A rerun on a finished run (the launcher's command again): nothing will come.
-            logging.info('the checkpoint at --train_steps=%d is already scored; eval done', config['train_steps'])
-            return
-        checkpoints = new_checkpoints(config['log_root'], state, config['eval_interval_secs'])
-    for path in checkpoints:
-        try:
-            score = evaluator.score(path, config['eval_use_moving_average'], config['eval_batch_count'],
-                                    progress)
-        except UnreadableCheckpoint as e:
-            if config['eval_once']:
-                raise training.TrainingError('cannot evaluate checkpoint %s' % e) from None
-            logging.warning('skipping checkpoint %s', e)
-            state.scored[os.path.basename(path)] = None
-            if step_in_name(path) >= config['train_steps']:
-                # Training is over: no later checkpoint will come to wait for.
-                logging.warning('the last checkpoint, at --train_steps=%d, is unreadable; eval done',
-                                config['train_steps'])
-                break
-            continue
-        state.record(path, score)
-        scalars = {'Precision': score.precision, 'Best Precision': state.best_precision, 'loss': score.loss}
+class _Scorer(object):
+    """Scores a checkpoint, or the newest older one that restores; reports each score."""
+
+    def __init__(self, hps, config, flag_values, checked):
+        self.config = config
+        self.checked = checked
+        num_records = sum(n for _, n in self.checked)
+        training.write_config(config['eval_dir'], hps, config, flag_values)
+        self.expected = num_records if not config['eval_batch_count'] else min(
+            num_records, config['eval_batch_count'] * hps.batch_size)
+        logging.info('eval: %d of %d records of %s per checkpoint', self.expected, num_records,
+                     config['eval_data_path'])
+        self.evaluator = EvalGraph(hps, config)
+        self.progress = eval_progress.EvalProgress(self.expected, hps.batch_size)
+        self.state = EvalState(config['eval_dir'])
+
+    def score_newest_readable(self, path):
+        """Scores `path`, or else the newest older checkpoint not scored yet that restores.
+
+        Returns the Score, or None when none of them restores (each is skipped with a warning).
+        """
+        log_root = self.config['log_root']
+        older = [p for step, p in reversed(checkpoints.on_disk(log_root))
+                 if step < step_in_name(path) and not self.state.is_scored(p)]
+        for candidate in [path] + older:
+            error = cifar_input.changed_file_error(self.config['dataset'], self.checked)
+            if error is not None:
+                raise error
+            try:
+                score = self.evaluator.score(candidate, self.config['eval_use_moving_average'],
+                                             self.config['eval_batch_count'], self.progress)
+            except UnreadableCheckpoint as e:
+                logging.warning('skipping checkpoint %s', e)
+                self.state.skip(candidate)
+                continue
+            if score.num_images != self.expected:
+                raise cifar_input.DataError('read %d of the %d eval records of %s: the files changed'
+                                            % (score.num_images, self.expected, self.config['eval_data_path']))
+            self._report(candidate, score)
+            return score
+        return None
+
+    def _report(self, path, score):
+        self.state.record(path, score)
+        scalars = {'Precision': score.precision, 'Best Precision': self.state.best_precision, 'loss': score.loss}
         top_5 = ''
         if score.precision_at_5 is not None:
             scalars['Precision@5'] = score.precision_at_5
             top_5 = ', precision@5 %.4f' % score.precision_at_5
-        training.write_scalars(config['eval_dir'], score.step, scalars)
+        training.write_scalars(self.config['eval_dir'], score.step, scalars)
         print('step %d: precision %.4f, best precision %.4f%s, loss %.4f (%d images, %.1f s)'
-              % (score.step, score.precision, state.best_precision, top_5, score.loss, score.num_images,
+              % (score.step, score.precision, self.state.best_precision, top_5, score.loss, score.num_images,
                  score.seconds), flush=True)
-        if score.step >= config['train_steps']:
-            logging.info('scored the checkpoint at --train_steps=%d; eval done', config['train_steps'])
+
+
+def _evaluate(hps, config, flag_values, checked):
+    scorer = _Scorer(hps, config, flag_values, checked)
+    log_root, train_steps = config['log_root'], config['train_steps']
+    if config['eval_once']:
+        path = checkpoints.latest(log_root)
+        if path is None:
+            raise training.TrainingError('no checkpoint in %s to evaluate: train first' % log_root)
+        if scorer.score_newest_readable(path) is None:
+            raise training.TrainingError('cannot evaluate: no checkpoint in %s restores (see the warnings)'
+                                         % log_root)
+        return
+    if final_step_scored(log_root, scorer.state, train_steps):
+        # A rerun on a finished run (the launcher's command again): nothing will come.
+        logging.info('the checkpoint at --train_steps=%d is already scored; eval done', train_steps)
+        return
+    for path in new_checkpoints(log_root, scorer.state, config['eval_interval_secs']):
+        score = scorer.score_newest_readable(path)
+        if step_in_name(path) >= train_steps:
+            # Training is over: no later checkpoint will come to wait for.
+            if score is None or score.step < step_in_name(path):
+                logging.warning('the last checkpoint, %s, cannot be restored; eval done', path)
+            else:
+                logging.info('scored the checkpoint at --train_steps=%d; eval done', train_steps)
             break

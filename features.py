@@ -243,7 +243,7 @@ def finetune(hps, config, flag_values=None):
             tf.compat.v1.set_random_seed(config['random_seed'])
         layer = SoftmaxLayer(train_x.shape[1], num_classes, config['finetune_lrn_rate'],
                              hps.momentum, hps.weight_decay_rate)
-        saver = tf.compat.v1.train.Saver(max_to_keep=1)
+        saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
         with tf.compat.v1.Session(config=training.session_config()) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             for epoch in range(1, epochs + 1):

@@ -19,17 +19,24 @@ import sys
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
+try:  # TensorFlow takes seconds to import: a Ctrl-C then is one line, not a traceback.
+    from absl import app
+    from absl import flags
+    from absl import logging
 
-import cifar_input  # noqa: E402
-import evaluation  # noqa: E402
-import features  # noqa: E402
-import guards  # noqa: E402
-import resnet_model  # noqa: E402
-import training  # noqa: E402
-import transfer  # noqa: E402
+    import checkpoints
+    import cifar_input
+    import evaluation
+    import features
+    import guards
+    import resnet_model
+    import run_settings
+    import summaries
+    import training
+    import transfer
+except KeyboardInterrupt:
+    sys.stderr.write('error: interrupted by SIGINT while starting; nothing was written\n')
+    sys.exit(130)
 
 FLAGS = flags.FLAGS
 
@@ -167,22 +174,167 @@ def parse_list(name, text, convert):
 def resolve_config(f):
     """Checks the flags and returns the run's plain settings as a dict.
 
+    The settings of run_settings.KEYS come from the flags for a new run; eval, a
+    resumed trainer and extract take the ones their flags leave out from the run
+    (resolve_settings).
+
     Args:
       f: the parsed absl flag values (FLAGS).
     Raises:
       FlagError: naming the flag and what was expected.
+      run_settings.SettingsError: a model flag that differs from the run's, or a
+        settings file that cannot be read.
     """
-    defaults = DATASET_DEFAULTS[f.dataset]
+    log_root = f.log_root or os.path.join('runs', f.dataset)
+    settings, changes = resolve_settings(f, log_root)
+    check_numbers(f, settings)
+    check_transfer_flags(f)
+    devices = resolve_devices(f, settings['batch_size'])
+    if f.mode == 'train' and settings['freeze_restored_layers'] and devices['num_towers'] > 1:
+        raise FlagError('--freeze_restored_layers: not supported with --num_gpus > 1 towers yet; '
+                        'train the new layer on one device')
+    check_outputs(f, log_root)
+    info = cifar_input.dataset_info(settings['dataset'])
+    return dict(settings, **devices, **{
+        'mode': f.mode,
+        'settings_changes': changes,
+        'train_data_path': f.train_data_path or info.default_train_path,
+        'eval_data_path': f.eval_data_path or info.default_eval_path,
+        'num_input_threads': f.num_input_threads,
+        'log_root': log_root,
+        'train_dir': f.train_dir or os.path.join(log_root, 'train'),
+        'eval_dir': f.eval_dir or os.path.join(log_root, 'eval'),
+        'random_seed': f.random_seed,
+        'save_checkpoints_steps': f.save_checkpoints_steps,
+        'save_checkpoints_secs': None if f.save_checkpoints_steps else f.save_checkpoints_secs,
+        'keep_checkpoint_max': f.keep_checkpoint_max,
+        'log_every_n_steps': f.log_every_n_steps,
+        'summary_histograms': f.summary_histograms,
+        'eval_batch_count': f.eval_batch_count,
+        'eval_once': f.eval_once,
+        'eval_interval_secs': f.eval_interval_secs,
+        'eval_use_moving_average': f.eval_use_moving_average,
+        'checkpoint_path': f.checkpoint_path,
+        'extract_data_path': f.extract_data_path,
+        'features_path': f.features_path,
+        'train_features': f.train_features,
+        'eval_features': f.eval_features,
+        'finetune_epochs': f.finetune_epochs,
+        'finetune_batch_size': f.finetune_batch_size,
+        'finetune_lrn_rate': f.finetune_lrn_rate,
+        'init_checkpoint': f.init_checkpoint,
+        'compute_dtype': f.compute_dtype,
+    })
+
+
+def flag_settings(f, dataset=None):
+    """The settings of run_settings.KEYS as the flags and their defaults give them (a new run)."""
+    dataset = dataset or f.dataset
+    defaults = DATASET_DEFAULTS[dataset]
     train_steps = f.train_steps if f.train_steps is not None else defaults['train_steps']
-    batch_size = f.batch_size if f.batch_size is not None else (128 if f.mode == 'train' else 100)
-    units = f.num_residual_units if f.num_residual_units is not None else defaults['num_residual_units']
-    for name, value in [('train_steps', train_steps), ('batch_size', batch_size),
-                        ('num_residual_units', units), ('width', f.width),
-                        ('log_every_n_steps', f.log_every_n_steps),
-                        ('keep_checkpoint_max', f.keep_checkpoint_max),
-                        ('eval_interval_secs', f.eval_interval_secs)]:
-        if value < 1:
-            raise FlagError('--%s=%s: expected a positive integer' % (name, value))
+    if f.lr_boundaries is None:
+        boundaries = [train_steps // 2, train_steps * 3 // 4, train_steps]
+    else:
+        boundaries = parse_list('lr_boundaries', f.lr_boundaries, int)
+    return {
+        'dataset': dataset,
+        'label_mode': f.label_mode,
+        'num_residual_units': (f.num_residual_units if f.num_residual_units is not None
+                               else defaults['num_residual_units']),
+        'use_bottleneck': f.use_bottleneck,
+        'width': f.width,
+        'relu_leakiness': f.relu_leakiness,
+        'batch_size': f.batch_size if f.batch_size is not None else (128 if f.mode == 'train' else 100),
+        'optimizer': f.optimizer,
+        'weight_decay_rate': f.weight_decay_rate,
+        'moving_average_decay': f.moving_average_decay,
+        'lr_boundaries': boundaries,
+        'lr_values': (parse_list('lr_values', f.lr_values, float) if f.lr_values is not None
+                      else default_rates(f.lrn_rate, len(boundaries))),
+        'min_lrn_rate': f.min_lrn_rate,
+        'train_steps': train_steps,
+        'freeze_restored_layers': f.freeze_restored_layers,
+    }
+
+
+def default_rates(initial, num_boundaries):
+    """The default learning rates: `initial`, divided by 10 at each boundary."""
+    return [initial / 10 ** i for i in range(num_boundaries + 1)]
+
+
+# The settings each mode takes from the run when its flags leave them out.
+_FROM_THE_RUN = {
+    'train': run_settings.KEYS,
+    'eval': run_settings.MODEL_KEYS + ('train_steps',),
+    # Extract's --dataset and --label_mode describe the records, not the network.
+    'extract': run_settings.MODEL_KEYS[2:],
+}
+
+
+def resolve_settings(f, log_root):
+    """(settings {key: value} of run_settings.KEYS, [changes to the run's recipe, as text]).
+
+    Eval, extract and a trainer resuming a run (its log_root has a checkpoint)
+    take each setting their flags leave out from the run's settings file; a model
+    flag given with another value than the run's is a SettingsError.
+    """
+    run_dir = run_dir_of(f, log_root)
+    saved = saved_settings(f.mode, run_dir)
+    keys = [key for key in _FROM_THE_RUN[f.mode] if key in saved] if saved else ()
+    dataset = saved['dataset'] if 'dataset' in keys and not f['dataset'].present else f.dataset
+    settings = flag_settings(f, dataset)
+    given = {key: settings[key] for key in keys if f[key].present}
+    if saved:
+        run_settings.differences(run_dir, saved, given)
+        settings.update({key: saved[key] for key in keys if key not in given})
+    if 'lr_boundaries' in keys and 'lr_values' in keys:
+        settings['lr_boundaries'], settings['lr_values'] = resumed_schedule(f, saved)
+    changes = ['%s instead of the run\'s %s' % (run_settings.as_flag(key, settings[key]),
+                                                run_settings.as_flag(key, saved[key]))
+               for key in run_settings.TRAINING_KEYS
+               if key in keys and key != 'train_steps' and settings[key] != saved[key]]
+    return settings, changes
+
+
+def saved_settings(mode, run_dir):
+    """The settings of the run in run_dir, or None: a mode that has none, a new run, none saved."""
+    if mode == 'train' and checkpoints.latest(run_dir) is None:
+        return None
+    return run_settings.read(run_dir) if mode in _FROM_THE_RUN else None
+
+
+def run_dir_of(f, log_root):
+    """The run directory: --log_root, or in extract mode --checkpoint_path's (a directory or a prefix)."""
+    path = (f.checkpoint_path if f.mode == 'extract' else None) or log_root
+    return path if os.path.isdir(path) or path == log_root else os.path.dirname(path)
+
+
+def resumed_schedule(f, saved):
+    """(boundaries, rates) of a resumed run: the run's, with what the flags change.
+
+    --train_steps moves only the end: the run's boundaries stay unless
+    --lr_boundaries is given. --lr_values replaces the rates; --lrn_rate alone
+    (another initial rate than the run's) makes the default rates from it.
+    """
+    boundaries = (parse_list('lr_boundaries', f.lr_boundaries, int) if f['lr_boundaries'].present
+                  else saved['lr_boundaries'])
+    if f['lr_values'].present:
+        return boundaries, parse_list('lr_values', f.lr_values, float)
+    new_rate = f['lrn_rate'].present and f.lrn_rate != saved['lr_values'][0]
+    if new_rate or len(saved['lr_values']) != len(boundaries) + 1:
+        initial = f.lrn_rate if new_rate else saved['lr_values'][0]
+        return boundaries, default_rates(initial, len(boundaries))
+    return boundaries, saved['lr_values']
+
+
+def check_numbers(f, settings):
+    """FlagError unless every number and choice of the flags and settings can work."""
+    for name in ('train_steps', 'batch_size', 'num_residual_units', 'width'):
+        if settings[name] < 1:
+            raise FlagError('--%s=%s: expected a positive integer' % (name, settings[name]))
+    for name in ('log_every_n_steps', 'keep_checkpoint_max', 'eval_interval_secs'):
+        if getattr(f, name) < 1:
+            raise FlagError('--%s=%s: expected a positive integer' % (name, getattr(f, name)))
     for name in ('save_checkpoints_steps', 'save_checkpoints_secs', 'num_input_threads'):
         value = getattr(f, name)
         if value is not None and value < 1:
@@ -192,33 +344,24 @@ def resolve_config(f):
     if f.image_size != 32:
         raise FlagError('--image_size=%d: CIFAR records hold 32x32 images; only 32 is supported'
                         % f.image_size)
-    if f.label_mode == 'coarse' and f.dataset != 'cifar100':
-        raise FlagError('--label_mode=coarse: only cifar100 has coarse labels, not %s' % f.dataset)
+    if settings['label_mode'] == 'coarse' and settings['dataset'] != 'cifar100':
+        raise FlagError('--label_mode=coarse: only cifar100 has coarse labels, not %s' % settings['dataset'])
     if not (f.lrn_rate > 0 and math.isfinite(f.lrn_rate)):
         raise FlagError('--lrn_rate=%g: expected a positive learning rate' % f.lrn_rate)
-    if f.min_lrn_rate < 0:
-        raise FlagError('--min_lrn_rate=%g: expected 0 or more' % f.min_lrn_rate)
-    if not 0 <= f.moving_average_decay < 1:
-        raise FlagError('--moving_average_decay=%g: expected a value in [0, 1)' % f.moving_average_decay)
-    if not 0 <= f.relu_leakiness < 1:
-        raise FlagError('--relu_leakiness=%g: expected a value in [0, 1)' % f.relu_leakiness)
-    if f.weight_decay_rate < 0:
-        raise FlagError('--weight_decay_rate=%g: expected 0 or more' % f.weight_decay_rate)
-    check_transfer_flags(f)
-
-    if f.lr_boundaries is None:
-        boundaries = [train_steps // 2, train_steps * 3 // 4, train_steps]
-    else:
-        boundaries = parse_list('lr_boundaries', f.lr_boundaries, int)
-    if f.lr_values is None:
-        values = [f.lrn_rate * 0.1 ** i for i in range(len(boundaries) + 1)]
-    else:
-        values = parse_list('lr_values', f.lr_values, float)
+    for name, low, high in [('min_lrn_rate', 0, None), ('moving_average_decay', 0, 1),
+                            ('relu_leakiness', 0, 1), ('weight_decay_rate', 0, None)]:
+        value = settings[name]
+        if value < low or (high is not None and value >= high):
+            expected = 'a value in [%g, %g)' % (low, high) if high is not None else '%g or more' % low
+            raise FlagError('--%s=%g: expected %s' % (name, value, expected))
     try:
-        training.check_schedule(boundaries, values)
+        training.check_schedule(settings['lr_boundaries'], settings['lr_values'])
     except ValueError as e:
         raise FlagError('--lr_boundaries/--lr_values: %s' % e) from None
 
+
+def resolve_devices(f, batch_size):
+    """{device, data_format, num_towers, tower_device, variable_device, stage_input}; FlagError."""
     if f.num_gpus < 0:
         raise FlagError('--num_gpus=%d: expected 0 (CPU) or more' % f.num_gpus)
     num_towers = f.num_gpus if f.num_gpus > 1 and f.mode == 'train' else 1
@@ -243,8 +386,19 @@ def resolve_config(f):
     if data_format == 'NCHW' and device == '/cpu:0' and f.compute_dtype == 'float16':
         raise FlagError('--data_format=NCHW: float16 on the CPU runs on TensorFlow\'s generic kernels, '
                         'which pool NHWC only; use NHWC')
+    return {
+        'device': device,
+        'data_format': data_format,
+        'num_towers': num_towers,
+        'tower_device': f.tower_device,
+        'variable_device': '/%s:0' % f.variable_device,
+        'stage_input': default_stage_input(f.num_gpus, f.tower_device) if f.stage_input is None
+                       else bool(f.stage_input),
+    }
 
-    log_root = f.log_root or os.path.join('runs', f.dataset)
+
+def check_outputs(f, log_root):
+    """FlagError naming the flag of an output directory that cannot be created or written."""
     written = {'train': ('log_root', 'train_dir'), 'eval': ('eval_dir',), 'finetune': ('log_root',),
                'extract': ('features_path',)}.get(f.mode, ())
     outputs = [('log_root', log_root), ('train_dir', f.train_dir or os.path.join(log_root, 'train')),
@@ -255,51 +409,6 @@ def resolve_config(f):
         problem = guards.output_dir_problem(path, writable=name in written)
         if problem:
             raise FlagError('--%s=%s: %s' % (name, path, problem))
-
-    info = cifar_input.dataset_info(f.dataset)
-    return {
-        'dataset': f.dataset,
-        'mode': f.mode,
-        'label_mode': f.label_mode,
-        'train_data_path': f.train_data_path or info.default_train_path,
-        'eval_data_path': f.eval_data_path or info.default_eval_path,
-        'num_input_threads': f.num_input_threads,
-        'log_root': log_root,
-        'train_dir': f.train_dir or os.path.join(log_root, 'train'),
-        'eval_dir': f.eval_dir or os.path.join(log_root, 'eval'),
-        'train_steps': train_steps,
-        'batch_size': batch_size,
-        'num_residual_units': units,
-        'lr_boundaries': boundaries,
-        'lr_values': values,
-        'random_seed': f.random_seed,
-        'save_checkpoints_steps': f.save_checkpoints_steps,
-        'save_checkpoints_secs': None if f.save_checkpoints_steps else f.save_checkpoints_secs,
-        'keep_checkpoint_max': f.keep_checkpoint_max,
-        'log_every_n_steps': f.log_every_n_steps,
-        'summary_histograms': f.summary_histograms,
-        'eval_batch_count': f.eval_batch_count,
-        'eval_once': f.eval_once,
-        'eval_interval_secs': f.eval_interval_secs,
-        'eval_use_moving_average': f.eval_use_moving_average,
-        'device': device,
-        'data_format': data_format,
-        'num_towers': num_towers,
-        'tower_device': f.tower_device,
-        'variable_device': '/%s:0' % f.variable_device,
-        'stage_input': default_stage_input(f.num_gpus, f.tower_device) if f.stage_input is None
-                       else bool(f.stage_input),
-        'checkpoint_path': f.checkpoint_path,
-        'extract_data_path': f.extract_data_path,
-        'features_path': f.features_path,
-        'train_features': f.train_features,
-        'eval_features': f.eval_features,
-        'finetune_epochs': f.finetune_epochs,
-        'finetune_batch_size': f.finetune_batch_size,
-        'finetune_lrn_rate': f.finetune_lrn_rate,
-        'init_checkpoint': f.init_checkpoint,
-        'freeze_restored_layers': f.freeze_restored_layers,
-    }
 
 
 def check_transfer_flags(f):
@@ -319,9 +428,6 @@ def check_transfer_flags(f):
         raise FlagError('--finetune_lrn_rate=%g: expected a positive learning rate' % f.finetune_lrn_rate)
     if f.mode == 'train' and f.freeze_restored_layers and not f.init_checkpoint:
         raise FlagError('--freeze_restored_layers: needs --init_checkpoint, the run to restore from')
-    if f.mode == 'train' and f.freeze_restored_layers and f.num_gpus > 1:
-        raise FlagError('--freeze_restored_layers: not supported with --num_gpus > 1 towers yet; '
-                        'train the new layer on one device')
 
 
 def default_stage_input(num_gpus, tower_device):
@@ -329,18 +435,18 @@ def default_stage_input(num_gpus, tower_device):
     return num_gpus >= 1 and tower_device == 'gpu'
 
 
-def build_hparams(f, config):
-    """The one HParams of the run, from the flags and the resolved config."""
+def build_hparams(config):
+    """The one HParams of the run, from the resolved config."""
     num_classes = cifar_input.num_classes(config['dataset'], config['label_mode'])
     try:
         return resnet_model.HParams(
             batch_size=config['batch_size'], num_classes=num_classes,
-            min_lrn_rate=f.min_lrn_rate, lrn_rate=config['lr_values'][0],
-            num_residual_units=config['num_residual_units'], use_bottleneck=f.use_bottleneck,
-            weight_decay_rate=f.weight_decay_rate, relu_leakiness=f.relu_leakiness,
-            optimizer=f.optimizer, width=f.width,
-            moving_average_decay=f.moving_average_decay, data_format=config['data_format'],
-            compute_dtype=f.compute_dtype)
+            min_lrn_rate=config['min_lrn_rate'], lrn_rate=config['lr_values'][0],
+            num_residual_units=config['num_residual_units'], use_bottleneck=config['use_bottleneck'],
+            weight_decay_rate=config['weight_decay_rate'], relu_leakiness=config['relu_leakiness'],
+            optimizer=config['optimizer'], width=config['width'],
+            moving_average_decay=config['moving_average_decay'], data_format=config['data_format'],
+            compute_dtype=config['compute_dtype'])
     except ValueError as e:
         raise FlagError(str(e)) from None
 
@@ -364,25 +470,51 @@ def parse_flags(argv):
 
 
 def main(argv):
+    try:
+        run(argv)
+    except KeyboardInterrupt:  # a stop signal before or outside the modes' own handling
+        fail('interrupted by SIGINT', 130)
+
+
+def run(argv):
     # absl's handler already prints TensorFlow's Python log records; don't print them twice.
     import tensorflow as tf
     tf.get_logger().propagate = False
     if len(argv) > 1:
         fail('unexpected arguments %s; flags look like --name=value' % ' '.join(argv[1:]), 2)
+    hps, config = configure()
+    if config['mode'] == 'eval' and not config['eval_once'] and not evaluation.run_started(config['log_root']):
+        # Started before training: the model settings come with the run's first trainer. The
+        # eval files can be checked now if --dataset says how to read them.
+        if FLAGS['dataset'].present:
+            try:
+                cifar_input.check_files(config['dataset'], config['eval_data_path'])
+            except cifar_input.DataError as e:
+                fail(str(e), 1)
+        if not evaluation.wait_for_run(config['log_root'], config['eval_interval_secs']):
+            return
+        hps, config = configure()
+    mode = {'train': training.train, 'eval': evaluation.evaluate,
+            'extract': features.extract_features, 'finetune': features.finetune}[config['mode']]
     try:
-        config = resolve_config(FLAGS)
-        hps = build_hparams(FLAGS, config)
-    except (FlagError, cifar_input.DataError) as e:
-        fail(str(e), 2)
-    run = {'train': training.train, 'eval': evaluation.evaluate,
-           'extract': features.extract_features, 'finetune': features.finetune}[config['mode']]
-    try:
-        run(hps, config, flag_values=FLAGS.flag_values_dict())
-    except (training.TrainingError, transfer.CheckpointError, features.FeaturesError,
-            cifar_input.DataError) as e:
+        mode(hps, config, flag_values=FLAGS.flag_values_dict())
+    except (training.TrainingError, transfer.CheckpointError, checkpoints.CheckpointError,
+            features.FeaturesError, cifar_input.DataError, guards.LockedError,
+            run_settings.SettingsError, summaries.SummaryWriteError) as e:
         fail(str(e), 1)
     except (OSError, tf.errors.OpError) as e:
         fail(guards.error_line(e), 1)
+
+
+def configure():
+    """(hps, config) from FLAGS and the run's settings; exits with one line when they cannot work."""
+    try:
+        config = resolve_config(FLAGS)
+        return build_hparams(config), config
+    except (FlagError, cifar_input.DataError) as e:
+        fail(str(e), 2)
+    except run_settings.SettingsError as e:
+        fail(str(e), 1)
 
 
 if __name__ == '__main__':

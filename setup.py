@@ -6,7 +6,8 @@ setup(
     version='0.1.0',
     description='Residual networks on CIFAR-10/100 binary files with tf.compat.v1 queues',
     py_modules=['cifar_input', 'resnet_model', 'towers', 'training', 'evaluation', 'resnet_main',
-                'transfer', 'features', 'summaries', 'eval_progress', 'guards', 'staging', 'loss_scaling'],
+                'transfer', 'features', 'summaries', 'eval_progress', 'guards', 'staging', 'loss_scaling',
+                'checkpoints', 'run_settings'],
     python_requires='>=3.9',
     install_requires=[
         'tensorflow>=2.16',

@@ -14,10 +14,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import checkpoints
 import cifar_input
 import guards
 import loss_scaling
 import resnet_model
+import run_settings
 import staging
 import towers
 import transfer
@@ -71,24 +73,35 @@ def forward_flops_per_image(hps):
 
 
 def write_config(directory, hps, config, flag_values=None):
-    """Writes the run's flags, HParams and settings as JSON, so results trace to settings."""
+    """Writes the run's flags, HParams and settings as JSON, so results trace to settings.
+
+    Returns the path, or None when `directory` is the log root itself, whose
+    config.json is the run's settings file (run_settings), not to be overwritten.
+    """
+    if os.path.realpath(directory) == os.path.realpath(config['log_root']):
+        return None
     os.makedirs(directory, exist_ok=True)
     record = {'hparams': hps._asdict(), 'config': config, 'flags': flag_values or {},
               'tensorflow': tf.__version__, 'time': time.strftime('%Y-%m-%d %H:%M:%S')}
     path = os.path.join(directory, 'config.json')
-    with open(path, 'w') as f:
-        json.dump(record, f, indent=2, sort_keys=True, default=str)
+    guards.replace_file(path, json.dumps(record, indent=2, sort_keys=True, default=str))
     return path
 
 
 def write_scalars(directory, step, scalars):
-    """Appends scalar summaries {tag: value} at `step` to the event file of `directory`."""
+    """Appends scalar summaries {tag: value} at `step` to the event file of `directory`.
+
+    Raises summaries.SummaryWriteError when the event file cannot be written.
+    """
     with tf.Graph().as_default():  # FileWriter refuses to be created eagerly
         writer = tf.compat.v1.summary.FileWriterCache.get(directory)
     summary = tf.compat.v1.Summary(value=[
         tf.compat.v1.Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()])
-    writer.add_summary(summary, step)
-    writer.flush()
+    try:
+        writer.add_summary(summary, step)
+        writer.flush()
+    except Exception as e:  # the writer thread's error: IndexError, OSError or an OpError
+        raise summaries.SummaryWriteError(summaries.write_error_line(directory, e)) from e
 
 
 class _StepCountingHook(tf.compat.v1.train.SessionRunHook):
@@ -239,7 +252,9 @@ class ProgressHook(_StepCountingHook):
     steps/sec, written to the train directory at the step count.
 
     The summaries are fetched with the train op they describe, never by an extra
-    session.run that would dequeue another batch.
+    session.run that would dequeue another batch. When they cannot be written (a
+    full disk), it asks the session to stop, so the last steps are saved, and keeps
+    the error's one-line message in `write_error`.
     """
 
     def __init__(self, model, batch_size, train_steps, every_n_steps, summary_dir):
@@ -251,6 +266,8 @@ class ProgressHook(_StepCountingHook):
         self._every_n = every_n_steps
         self._summary_dir = summary_dir
         self._window_start = None
+        self._writer = None
+        self.write_error = None
 
     def after_create_session(self, session, coord):
         super().after_create_session(session, coord)
@@ -275,10 +292,49 @@ class ProgressHook(_StepCountingHook):
         logging.info('step %d/%d (%.1f%%): loss %.4f, precision %.4f, lr %g, %.1f examples/sec, ETA %s',
                      step, self._train_steps, 100.0 * step / self._train_steps, r['cost'],
                      r['precision'], r['lrn_rate'], examples_per_sec, format_duration(eta_secs))
-        writer = tf.compat.v1.summary.FileWriterCache.get(self._summary_dir)
-        writer.add_summary(r['summaries'], step)
-        write_scalars(self._summary_dir, step, {'examples_per_sec': examples_per_sec,
-                                                'global_step/sec': steps_per_sec})
+        if self.write_error is not None:
+            return
+        try:
+            self._writer = tf.compat.v1.summary.FileWriterCache.get(self._summary_dir)
+            self._writer.add_summary(r['summaries'], step)
+            write_scalars(self._summary_dir, step, {'examples_per_sec': examples_per_sec,
+                                                    'global_step/sec': steps_per_sec})
+        except Exception as e:  # the writer thread's error: IndexError, OSError or an OpError
+            self.write_error = summaries.write_error_line(self._summary_dir, e)
+            run_context.request_stop()
+
+    def end(self, session):
+        """Writes out what is left; runs before the checkpoint saver's final save."""
+        if self._writer is not None and self.write_error is None:
+            try:
+                self._writer.flush()
+            except Exception as e:  # the writer thread's error: IndexError, OSError or an OpError
+                self.write_error = summaries.write_error_line(self._summary_dir, e)
+
+
+class DataFilesHook(tf.compat.v1.train.SessionRunHook):
+    """Stops the run, with a checkpoint, once a training file changes under it.
+
+    The reader threads would go on silently: they drop a partial record at the end
+    of a file. Once a second at most, it compares the files' sizes with those that
+    cifar_input.check_files found at the start; `error` is then the DataError.
+    """
+
+    def __init__(self, dataset, checked, every_secs=1.0):
+        self._dataset = dataset
+        self._checked = checked
+        self._every_secs = every_secs
+        self._next_look = 0.0
+        self.error = None
+
+    def after_run(self, run_context, run_values):
+        now = time.monotonic()
+        if self.error is not None or now < self._next_look:
+            return
+        self._next_look = now + self._every_secs
+        self.error = cifar_input.changed_file_error(self._dataset, self._checked)
+        if self.error is not None:
+            run_context.request_stop()
 
 
 def format_duration(seconds):
@@ -322,122 +378,195 @@ def _build_one_device(hps, config):
     return model
 
 
+LOCK_FILE = 'trainer.lock'
+
+
 def train(hps, config, flag_values=None):
     """Trains until config['train_steps'], resuming from config['log_root'].
 
-    A new run (no checkpoint in log_root yet) with config['init_checkpoint']
+    Only one trainer works on a run: a second one is refused (guards.LockedError).
+    It resumes from the newest checkpoint of log_root that restores (see
+    checkpoints.prepare_resume) and writes the run's settings (run_settings). A
+    new run (no checkpoint in log_root yet) with config['init_checkpoint']
     starts from that run's weights, all but the fully connected layer; with
     config['freeze_restored_layers'] only that layer trains.
     SIGTERM or SIGINT ends the run after the current step with a checkpoint of that
-    step (run the same command to resume); a second signal exits at once.
+    step (run the same command to resume); a second signal exits at once. So does
+    a summary that cannot be written or a training file that changes, with an error.
 
     Raises:
-      transfer.CheckpointError: the init checkpoint is missing or of another architecture.
-      TrainingError: the loss became NaN or Inf, or a checkpoint could not be saved,
-        or the session failed; the message names the step and the last checkpoint,
-        which is kept.
+      guards.LockedError: another trainer works on log_root.
+      checkpoints.CheckpointError: log_root has checkpoints, but none restores.
+      transfer.CheckpointError: the init checkpoint is missing or of another
+        architecture, or the checkpoint to resume from is of another one.
+      TrainingError: the loss became NaN or Inf, or a checkpoint or summary could
+        not be saved, or the session failed; the message names the step and the
+        last checkpoint, which is kept.
       cifar_input.DataError: bad data files, found before the graph runs, or a bad
-        record found by the reader threads.
+        record found by the reader threads, or a file that changed during training.
     """
-    with guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
-                            'send it again to exit at once') as stop_signals:
-        _train(hps, config, flag_values, stop_signals)
+    data_files = cifar_input.check_files(config['dataset'], config['train_data_path'])
+    log_root = config['log_root']
+    os.makedirs(log_root, exist_ok=True)
+    with guards.RunLock(os.path.join(log_root, LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
+        resume_from = checkpoints.prepare_resume(log_root)
+        done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
+        if done is not None and done >= config['train_steps']:
+            # Without this, MonitoredTrainingSession would run one more step before stopping.
+            logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
+                         log_root, done, config['train_steps'])
+            return
+        with guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
+                                'send it again to exit at once') as stop_signals:
+            with summaries.writer_errors_reported_once():
+                _train(hps, config, flag_values, resume_from, data_files, stop_signals)
 
 
-def _train(hps, config, flag_values, stop_signals):
-    cifar_input.check_files(config['dataset'], config['train_data_path'])
-    done = checkpoint_step(config['log_root'])
-    if done is not None and done >= config['train_steps']:
-        # Without this, MonitoredTrainingSession would run one more step before stopping.
-        logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
-                     config['log_root'], done, config['train_steps'])
-        return
-    os.makedirs(config['log_root'], exist_ok=True)
+def _write_settings(hps, config, flag_values, resume_from):
+    """The run's settings file, this start's record, and a log line for each change of the recipe."""
+    run_settings.write(config['log_root'], config)
     write_config(config['train_dir'], hps, config, flag_values)
+    for change in config.get('settings_changes', ()):
+        logging.warning('from step %d: %s', int(tf.train.load_variable(resume_from, 'global_step')), change)
+    logging.info('learning rate: %s', describe_schedule(config['lr_boundaries'], config['lr_values'],
+                                                        hps.min_lrn_rate))
+
+
+def describe_schedule(boundaries, values, min_lrn_rate):
+    """'0.1 until step 40000, 0.01 until step 60000, then 0.001; never below 0.0001'."""
+    spans = ['%g until step %d' % (value, boundary) for value, boundary in zip(values, boundaries)]
+    return '%s, then %g; never below %g' % (', '.join(spans), values[-1], min_lrn_rate)
+
+
+class _StopCauses(object):
+    """The hooks that can end a run early, and the one-line message of why it ended."""
+
+    def __init__(self, model, config, data_files, stop_signals):
+        self.signal = StopOnSignalHook(model, stop_signals)
+        self.summaries = ProgressHook(model, config['batch_size'], config['train_steps'],
+                                      config['log_every_n_steps'], config['train_dir'])
+        self.data = DataFilesHook(config['dataset'], data_files)
+
+    def error_after_saving(self, checkpoint):
+        """The error to raise once the session ended normally, or None."""
+        if self.data.error is not None:
+            return cifar_input.DataError('%s; checkpoint %s saved' % (self.data.error, checkpoint))
+        if self.summaries.write_error is not None:
+            return TrainingError('%s; checkpoint %s saved; free space and run the same command to resume'
+                                 % (self.summaries.write_error, checkpoint))
+        return None
+
+
+def _train(hps, config, flag_values, resume_from, data_files, stop_signals):
     with tf.Graph().as_default():
         model = build_train_graph(hps, config)
         num_params = resnet_model.count_params(tf.compat.v1.trainable_variables())
         logging.info('ResNet: %d trainable parameters, %.1f MFLOPs forward per image',
                      num_params, forward_flops_per_image(hps) / 1e6)
+        if resume_from is not None:
+            # Before the settings are written: a run without them has only its checkpoint to say
+            # what network it is.
+            transfer.check_resumable(resume_from, tf.compat.v1.global_variables())
+        _write_settings(hps, config, flag_values, resume_from)
         scaffold = tf.compat.v1.train.Scaffold(
-            saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max']),
-            init_fn=transfer.warm_start_fn(model, config.get('init_checkpoint'), config['log_root']))
+            saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max'], save_relative_paths=True),
+            init_fn=transfer.warm_start_fn(model, config.get('init_checkpoint'), resume_from))
         saves = SaveTracker()
-        stop_hook = StopOnSignalHook(model, stop_signals)
-        run_error = None
-        hooks = [
-            tf.compat.v1.train.StopAtStepHook(last_step=config['train_steps']),
-            LearningRateHook(model, config['lr_boundaries'], config['lr_values'], hps.min_lrn_rate),
-            NanLossHook(model),
-            ProgressHook(model, hps.batch_size, config['train_steps'], config['log_every_n_steps'],
-                         config['train_dir']),
-            stop_hook,
-            # After the NaN check: MonitoredTrainingSession would put its own saver first.
-            tf.compat.v1.train.CheckpointSaverHook(
-                config['log_root'], save_secs=config.get('save_checkpoints_secs'),
-                save_steps=config.get('save_checkpoints_steps'), scaffold=scaffold,
-                listeners=[FiniteVariablesCheck(), saves]),
-        ]
-        if model.loss_scale is not None:
-            hooks.insert(hooks.index(stop_hook), LossScaleHook(model))
-        if staging.put_ops():
-            hooks.append(staging.StagingHook(staging.put_ops()))
+        causes = _StopCauses(model, config, data_files, stop_signals)
         try:
-            with tf.compat.v1.train.MonitoredTrainingSession(
-                    checkpoint_dir=config['log_root'], scaffold=scaffold, hooks=hooks,
-                    save_checkpoint_secs=None, save_checkpoint_steps=None,
-                    # ProgressHook writes the summaries, at the same steps as its log line.
-                    save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=None,
-                    config=session_config(towers.num_cpu_devices(config))) as session:
-                while not session.should_stop():
-                    try:
-                        session.run(model.train_op)
-                    except tf.errors.OutOfRangeError as e:
-                        run_error = e
-                        raise
-            if run_error is not None:
-                # The session ends quietly on an OutOfRangeError, which is also how TF
-                # reports "File too large" from a checkpoint save; training has no input end.
-                raise run_error
+            _run_session(model, config, scaffold, _hooks(model, config, scaffold, saves, causes))
         except NanLossError as e:
             raise TrainingError('%s; the last good checkpoint, %s, is kept'
                                 % (e, last_checkpoint(config))) from None
         except (TrainingError, cifar_input.DataError):
             raise
         except Exception as e:
-            if saves.saving is not None:
-                raise TrainingError('cannot save checkpoint %d in %s: %s; the last checkpoint, %s, is kept'
-                                    % (saves.saving, config['log_root'], guards.error_line(e),
-                                       last_checkpoint(config))) from e
-            if cifar_input.is_bad_record_error(e):
-                # The input pipeline's label check fails in a reader thread.
-                raise cifar_input.data_error(e) from e
-            if isinstance(e, (tf.errors.OpError, OSError)):
-                at_step = '' if stop_hook.step is None else 'at step %d: ' % stop_hook.step
-                raise TrainingError('%s%s; the last checkpoint, %s, is kept'
-                                    % (at_step, guards.error_line(e), last_checkpoint(config))) from e
-            raise
-    if stop_hook.stopped_at is not None:
+            error = _session_error(e, config, saves, causes)
+            if error is None:
+                raise
+            raise error from e
+        error = causes.error_after_saving(last_checkpoint(config))
+        if error is None:
+            error = _flush_summaries(config, last_checkpoint(config))
+        if error is not None:
+            raise error
+    if causes.signal.stopped_at is not None:
         logging.warning('stopped by %s at step %d; checkpoint %s saved; run the same command to resume',
-                        stop_signals.signal_name, stop_hook.stopped_at, last_checkpoint(config))
+                        stop_signals.signal_name, causes.signal.stopped_at, last_checkpoint(config))
         return
     logging.info('training done at step %d; checkpoints in %s', config['train_steps'], config['log_root'])
 
 
-def checkpoint_step(log_root):
-    """The global step of the newest checkpoint in log_root, or None (none, or unreadable)."""
-    if not os.path.isdir(log_root):
+def _hooks(model, config, scaffold, saves, causes):
+    """The session's hooks, in the order they must run."""
+    hooks = [
+        tf.compat.v1.train.StopAtStepHook(last_step=config['train_steps']),
+        LearningRateHook(model, config['lr_boundaries'], config['lr_values'], config['min_lrn_rate']),
+        NanLossHook(model),
+        causes.summaries,
+        causes.data,
+        causes.signal,
+        # After the NaN check: MonitoredTrainingSession would put its own saver first.
+        tf.compat.v1.train.CheckpointSaverHook(
+            config['log_root'], save_secs=config.get('save_checkpoints_secs'),
+            save_steps=config.get('save_checkpoints_steps'), scaffold=scaffold,
+            listeners=[FiniteVariablesCheck(), saves]),
+    ]
+    if model.loss_scale is not None:
+        hooks.insert(hooks.index(causes.signal), LossScaleHook(model))
+    if staging.put_ops():
+        hooks.append(staging.StagingHook(staging.put_ops()))
+    return hooks
+
+
+def _run_session(model, config, scaffold, hooks):
+    run_error = None
+    with tf.compat.v1.train.MonitoredTrainingSession(
+            checkpoint_dir=config['log_root'], scaffold=scaffold, hooks=hooks,
+            save_checkpoint_secs=None, save_checkpoint_steps=None,
+            # ProgressHook writes the summaries, at the same steps as its log line.
+            save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=None,
+            config=session_config(towers.num_cpu_devices(config))) as session:
+        while not session.should_stop():
+            try:
+                session.run(model.train_op)
+            except tf.errors.OutOfRangeError as e:
+                run_error = e
+                raise
+    if run_error is not None:
+        # The session ends quietly on an OutOfRangeError, which is also how TF
+        # reports "File too large" from a checkpoint save; training has no input end.
+        raise run_error
+
+
+def _session_error(error, config, saves, causes):
+    """The one-line error (TrainingError or DataError) of an exception out of the session, or
+    None for one to raise as it is (a CheckpointError of --init_checkpoint, a bug)."""
+    if saves.saving is not None:
+        also = '' if causes.summaries.write_error is None else ' (after: %s)' % causes.summaries.write_error
+        return TrainingError('cannot save checkpoint %d in %s: %s%s; the last checkpoint, %s, is kept'
+                             % (saves.saving, config['log_root'], guards.error_line(error), also,
+                                last_checkpoint(config)))
+    if cifar_input.is_bad_record_error(error):
+        # The input pipeline's label check fails in a reader thread.
+        return cifar_input.data_error(error)
+    if not isinstance(error, (tf.errors.OpError, OSError)):
         return None
+    at_step = '' if causes.signal.step is None else 'at step %d: ' % causes.signal.step
+    return TrainingError('%s%s; the last checkpoint, %s, is kept'
+                         % (at_step, guards.error_line(error), last_checkpoint(config)))
+
+
+def _flush_summaries(config, checkpoint):
+    """Writes out the event file of log_root (graph, checkpoint events); a TrainingError if it cannot be."""
     try:
-        path = tf.train.latest_checkpoint(log_root)
-        return None if path is None else int(tf.train.load_variable(path, 'global_step'))
-    except (tf.errors.OpError, OSError, ValueError):
-        return None
+        tf.compat.v1.summary.FileWriterCache.get(config['log_root']).flush()
+    except Exception as e:  # the writer thread's error: IndexError, OSError or an OpError
+        return TrainingError('%s; checkpoint %s saved; free space and run the same command to resume'
+                             % (summaries.write_error_line(config['log_root'], e), checkpoint))
+    return None
 
 
 def last_checkpoint(config):
     """The newest checkpoint path in config['log_root'], or 'none yet'."""
-    try:
-        return tf.train.latest_checkpoint(config['log_root']) or 'none yet'
-    except (tf.errors.OpError, OSError):
-        return 'unknown (%s is unreadable)' % config['log_root']
+    return checkpoints.latest(config['log_root']) or 'none yet'

@@ -10,6 +10,8 @@ import os
 import tensorflow as tf
 from absl import logging
 
+import checkpoints
+
 # The fully connected layer: it depends on the number of classes, so it is
 # never restored from another run; it is the "new layer" of a fine-tuned network.
 NEW_LAYER_SCOPE = 'logit'
@@ -19,8 +21,8 @@ _BOOKKEEPING = ('global_step', 'learning_rate')
 _SHOWN_MISMATCHES = 3
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable, or of another architecture."""
+# A checkpoint that is missing, unreadable, or of another architecture.
+CheckpointError = checkpoints.CheckpointError
 
 
 def find_checkpoint(path):
@@ -28,17 +30,21 @@ def find_checkpoint(path):
 
     Args:
       path: a checkpoint prefix (runs/x/model.ckpt-300, or one of its
-        .index/.data-* files), or a directory: its latest checkpoint.
+        .index/.data-* files), or a directory: its newest checkpoint that restores
+        (a warning for each newer one that does not).
     Raises:
       CheckpointError: nothing readable there.
     """
     path = os.path.expanduser(path)
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest is None or not tf.io.gfile.exists(latest + '.index'):
-            raise CheckpointError('no checkpoint in directory %r: train first, or name a checkpoint '
-                                  'such as %s' % (path, os.path.join(path, 'model.ckpt-1000')))
-        return latest
+        newest, skipped = checkpoints.newest_restorable(path)
+        for prefix, reason in skipped:
+            logging.warning('skipping checkpoint %s: %s', prefix, reason)
+        if newest is None:
+            raise CheckpointError('no checkpoint in directory %r%s: train first, or name a checkpoint '
+                                  'such as %s' % (path, ' restores' if skipped else '',
+                                                  os.path.join(path, 'model.ckpt-1000')))
+        return newest
     for suffix in ('.index', '.meta'):
         if path.endswith(suffix):
             path = path[:-len(suffix)]
@@ -117,13 +123,33 @@ def check_architecture(checkpoint_path, variables, ignore=is_new_layer):
             problems.append('the checkpoint has %s %s, which this network lacks' % (name, saved[name]))
     if problems:
         more = len(problems) - _SHOWN_MISMATCHES
+        flags = ('--num_residual_units, --width and --use_bottleneck'
+                 if any(not p.startswith(NEW_LAYER_SCOPE + '/') for p in problems)
+                 else '--dataset and --label_mode: the number of classes')
         raise CheckpointError(
-            'checkpoint %s does not match this network (check --num_residual_units, --width and '
-            '--use_bottleneck): %s%s' % (checkpoint_path, '; '.join(problems[:_SHOWN_MISMATCHES]),
-                                         '; and %d more' % more if more > 0 else ''))
+            'checkpoint %s does not match this network (check %s): %s%s'
+            % (checkpoint_path, flags, '; '.join(problems[:_SHOWN_MISMATCHES]),
+               '; and %d more' % more if more > 0 else ''))
 
 
-def warm_start_fn(model, init_checkpoint, log_root):
+def check_resumable(checkpoint_path, variables):
+    """Raises CheckpointError unless the checkpoint holds every one of `variables`, with its shape.
+
+    For a run that resumes from its own checkpoint: the network (fully connected
+    layer included), then the optimizer slots and moving averages.
+    """
+    check_architecture(checkpoint_path, network_variables(variables), ignore=lambda v: False)
+    saved = checkpoint_shapes(checkpoint_path)
+    missing = [v.op.name for v in variables if v.op.name not in saved]
+    if missing:
+        flags = ' and '.join(flag for suffix, flag in [('/Momentum', '--optimizer or --freeze_restored_layers'),
+                                                       ('/ExponentialMovingAverage', '--moving_average_decay')]
+                             if any(name.endswith(suffix) for name in missing)) or 'the flags'
+        raise CheckpointError('checkpoint %s has no %s (and %d more): it was trained with other %s; '
+                              'resume with the run\'s' % (checkpoint_path, missing[0], len(missing) - 1, flags))
+
+
+def warm_start_fn(model, init_checkpoint, resume_from):
     """A tf.compat.v1.train.Scaffold init_fn that starts `model` from another run's weights.
 
     It restores every network variable except the fully connected layer (so the
@@ -132,15 +158,14 @@ def warm_start_fn(model, init_checkpoint, log_root):
     and the learning rate start fresh. Call it in the training graph before the
     session is created.
 
-    Returns None when there is no `init_checkpoint`, or when `log_root` already
-    has a checkpoint: then the run resumes from its own checkpoint instead.
+    Returns None when there is no `init_checkpoint`, or when the run resumes from
+    its own checkpoint `resume_from` (a prefix, or None for a new run).
     Raises CheckpointError for a missing checkpoint or another architecture.
     """
     if not init_checkpoint:
         return None
-    own = tf.train.latest_checkpoint(log_root) if os.path.isdir(log_root) else None
-    if own is not None:
-        logging.info('resuming from %s; --init_checkpoint is only used to start a run', own)
+    if resume_from is not None:
+        logging.info('resuming from %s; --init_checkpoint is only used to start a run', resume_from)
         return None
     path = find_checkpoint(init_checkpoint)
     graph = tf.compat.v1.get_default_graph()

@@ -9,3 +9,22 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+
+import pytest  # noqa: E402
+
+# The run of the `tiny_run` fixture: 60 steps, a checkpoint every 20, the newest 2 kept.
+TINY_RUN_ARGS = ['--mode=train', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
+                 '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
+                 '--log_every_n_steps=20']
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+    """A finished run of ResNet-8 on the bundled digits (checkpoints 40 and 60), trained by
+    resnet_main.py in a subprocess with an absolute --log_root. Tests copy it; none changes it."""
+    import processes
+    log_root = str(tmp_path_factory.mktemp('tiny_run') / 'run')
+    done = processes.run(*(TINY_RUN_ARGS + ['--log_root=' + log_root]))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert processes.checkpoint_steps(log_root) == [40, 60], os.listdir(log_root)
+    return log_root

@@ -22,6 +22,6 @@ def resolve(args):
     try:
         f(['resnet_main.py'] + list(args))
         config = resnet_main.resolve_config(f)
-        return resnet_main.build_hparams(f, config), config
+        return resnet_main.build_hparams(config), config
     finally:
         f.unparse_flags()

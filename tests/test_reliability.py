@@ -28,9 +28,9 @@ import in_process
 import resnet_main
 import synthetic
 import training
+from processes import (MAIN, REPO, TINY_DIGITS, Process, assert_one_line_error, checkpoint_steps,
+                       error_lines, logged_steps)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MAIN = os.path.join(REPO, 'resnet_main.py')
 TINY = ['--num_residual_units=1', '--batch_size=32']
 
 
@@ -48,20 +48,6 @@ def run_main_in_process(args, capsys):
     finally:
         f.unparse_flags()
     return exit_info.value.code, capsys.readouterr().err
-
-
-def error_lines(stderr):
-    return [line for line in stderr.splitlines() if line.startswith('error:')]
-
-
-def assert_one_line_error(code, stderr, expected_code, *fragments):
-    assert code == expected_code, stderr[-3000:]
-    lines = error_lines(stderr)
-    assert len(lines) == 1, stderr[-3000:]
-    assert 'Traceback' not in stderr, stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 class AbslRecords(object):
@@ -92,59 +78,6 @@ class AbslRecords(object):
         logging.get_absl_logger().removeHandler(self._handler)
 
 
-class Process(object):
-    """A resnet_main.py subprocess whose stderr lines are collected as they come."""
-
-    def __init__(self, args, **popen_args):
-        self.proc = subprocess.Popen([sys.executable, MAIN] + list(args), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, cwd=REPO, **popen_args)
-        self.lines = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    @property
-    def stderr(self):
-        return ''.join(self.lines)
-
-    def wait_for(self, pattern, timeout):
-        """Waits until a stderr line matches `pattern`; returns the match."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            for line in list(self.lines):
-                found = re.search(pattern, line)
-                if found:
-                    return found
-            if self.proc.poll() is not None:
-                self._reader.join(5)
-                break
-            time.sleep(0.05)
-        raise AssertionError('no line matching %r (exit %s):\n%s'
-                             % (pattern, self.proc.poll(), self.stderr[-4000:]))
-
-    def wait(self, timeout):
-        try:
-            self.proc.wait(timeout=timeout)
-        finally:
-            self.kill()
-        self._reader.join(10)
-        return self.proc.returncode
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def checkpoint_steps(log_root):
-    """Steps of the checkpoints whose index file exists in log_root, sorted."""
-    return sorted(int(re.search(r'model\.ckpt-(\d+)\.index$', p).group(1))
-                  for p in glob.glob(os.path.join(log_root, 'model.ckpt-*.index')))
-
-
 def latest_step(log_root):
     path = tf.train.latest_checkpoint(log_root)
     return None if path is None else int(path.rsplit('-', 1)[1])
@@ -163,12 +96,6 @@ def assert_all_checkpoints_loadable(log_root):
         values = read_checkpoint(os.path.join(log_root, 'model.ckpt-%d' % step))
         assert int(values['global_step']) == step
     return steps
-
-
-def logged_steps(stderr, total):
-    """{step: (loss text, lr)} of the progress lines 'step N/total ...: loss X, ..., lr Y'."""
-    return {int(m.group(1)): (m.group(2), float(m.group(3))) for m in re.finditer(
-        r'step (\d+)/%d .*?: loss ([0-9.naif]+), precision [0-9.]+, lr ([0-9.e+-]+),' % total, stderr)}
 
 
 @pytest.fixture(scope='module')
@@ -284,7 +211,7 @@ def test_sigint_stops_a_waiting_eval_at_once(learnable, tmp_path):
     evaluator = Process(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
                          '--log_root=' + str(tmp_path / 'not_yet'), '--eval_interval_secs=30'] + TINY)
     try:
-        evaluator.wait_for('waiting for a new checkpoint', timeout=100)
+        evaluator.wait_for('waiting for training to start', timeout=100)
         start = time.time()
         evaluator.proc.send_signal(signal.SIGINT)
         assert evaluator.wait(20) == 0, evaluator.stderr[-3000:]
@@ -476,28 +403,38 @@ def test_eval_skips_a_corrupt_checkpoint_and_scores_the_next(diverged, learnable
     args = ['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path, '--log_root=' + log_root,
             '--train_steps=%d' % newest_step, '--eval_interval_secs=1'] + TINY
 
-    hps, config = in_process.resolve(args + ['--eval_once'])
-    with pytest.raises(training.TrainingError, match='cannot evaluate checkpoint .*ckpt-%s'
-                       % corrupted.rsplit('-', 1)[1]):
-        evaluation.evaluate(hps, config)
+    step = {path: int(path.rsplit('-', 1)[1]) for path in good}
 
-    def bring_back_the_newest():
+    def eval_with_records(extra_args, helper=None):
+        """Runs evaluate in this process: ([skip warnings], [steps scored])."""
+        hps, config = in_process.resolve(args + extra_args)
+        capsys.readouterr()
+        with AbslRecords(pattern='skipping checkpoint') as records:
+            thread = threading.Thread(target=helper, args=(records,)) if helper else None
+            if thread:
+                thread.start()
+            evaluation.evaluate(hps, config)
+            if thread:
+                thread.join()
+        skips = [m for m in records.messages if 'skipping checkpoint' in m]
+        return skips, [int(s) for s in re.findall(r'^step (\d+): precision', capsys.readouterr().out, re.M)]
+
+    # Once: the newest checkpoint is corrupt, so the one before it is scored.
+    skips, scored = eval_with_records(['--eval_once'])
+    assert len(skips) == 1 and corrupted in skips[0] and 'damaged' in skips[0], skips
+    assert scored == [step[good[-3]]]
+
+    def bring_back_the_newest(records):
         if records.seen.wait(60):
             for path in glob.glob(os.path.join(aside, '*')):
                 shutil.move(path, log_root)
             tf.compat.v1.train.update_checkpoint_state(log_root, newest, good)
 
-    hps, config = in_process.resolve(args)
-    capsys.readouterr()
-    with AbslRecords(pattern='skipping checkpoint') as records:
-        helper = threading.Thread(target=bring_back_the_newest)
-        helper.start()
-        evaluation.evaluate(hps, config)
-        helper.join()
-    skips = [m for m in records.messages if 'skipping checkpoint' in m]
-    assert len(skips) == 1 and corrupted in skips[0], records.messages
-    scored = re.findall(r'^step (\d+): precision', capsys.readouterr().out, re.M)
-    assert scored == [str(newest_step)]
+    # Beside training: the corrupt one is skipped for the newest older one not scored yet,
+    # then the next new checkpoint is scored.
+    skips, scored = eval_with_records([], bring_back_the_newest)
+    assert len(skips) == 1 and corrupted in skips[0], skips
+    assert scored == [step[p] for p in good[:-3][-1:]] + [newest_step]
 
 
 @pytest.mark.timeout(60)
@@ -506,7 +443,8 @@ def test_a_checkpoint_rotated_away_is_unreadable_not_fatal(diverged, learnable, 
     hps, config = in_process.resolve(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
                            '--log_root=' + diverged[0]] + TINY)
     evaluator = evaluation.EvalGraph(hps, config)
-    with pytest.raises(evaluation.UnreadableCheckpoint, match='ckpt-123456'):
+    with pytest.raises(evaluation.UnreadableCheckpoint, match=r'ckpt-123456: it was deleted \(training keeps only '
+                       r'the newest --keep_checkpoint_max checkpoints\)$'):
         evaluator.score(os.path.join(str(tmp_path), 'model.ckpt-123456'))
 
 
@@ -772,3 +710,106 @@ def test_error_line_finds_the_cause_under_tensorflow_headers():
     assert guards.error_line(wrapped) == 'run/model.ckpt-20.data: File too large'
     assert guards.error_line(GraphError('Graph execution error:\n\nno space\n\t [[{{node x}}]]')) == 'no space'
     assert guards.error_line(OSError(28, 'No space left on device', '/x')) == '/x: No space left on device'
+
+
+# ---------------------------------------------------------------- one trainer per run, writers, live data, Ctrl-C
+
+LONG_RUN = ['--mode=train', '--train_steps=100000', '--save_checkpoints_steps=100000']
+
+
+@pytest.mark.timeout(300)
+def test_a_second_trainer_is_refused_and_a_killed_trainers_lock_is_taken_over(tmp_path):
+    log_root = str(tmp_path / 'run')
+    first = Process(TINY_DIGITS + LONG_RUN + ['--log_root=' + log_root, '--log_every_n_steps=10'])
+    try:
+        first.wait_for(r'step 10/', timeout=150)
+        second = subprocess.run([sys.executable, MAIN] + TINY_DIGITS + [
+            '--mode=train', '--train_steps=30', '--log_root=' + log_root], capture_output=True, text=True,
+            cwd=REPO, timeout=150)
+        assert_one_line_error(second.returncode, second.stderr, 1, '--log_root=' + log_root,
+                              'pid %d' % first.proc.pid)
+        assert first.proc.poll() is None  # the first one trains on
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.wait(30) == -signal.SIGKILL
+    finally:
+        first.kill()
+    resumed = subprocess.run([sys.executable, MAIN] + TINY_DIGITS + [
+        '--mode=train', '--train_steps=20', '--log_root=' + log_root], capture_output=True, text=True,
+        cwd=REPO, timeout=150)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    taken = [line for line in resumed.stderr.splitlines() if 'lock' in line]
+    assert len(taken) == 1 and 'pid %d' % first.proc.pid in taken[0], resumed.stderr[-3000:]
+    assert checkpoint_steps(log_root)[-1] == 20
+
+
+@pytest.mark.timeout(300)
+def test_a_full_disk_under_the_summary_writer_is_one_line_and_a_final_checkpoint(tmp_path):
+    """The file-size limit is set above the checkpoint's size, so the growing event file of the
+    train directory (histograms every step) is the first file to hit it."""
+    log_root = str(tmp_path / 'run')
+    trainer = Process(TINY_DIGITS + LONG_RUN + ['--log_root=' + log_root, '--log_every_n_steps=1',
+                                                '--summary_histograms'])
+    try:
+        trainer.wait_for(r'step 5/', timeout=150)
+        events = glob.glob(os.path.join(log_root, 'train', 'events.out.tfevents.*'))[0]
+        data = glob.glob(os.path.join(log_root, 'model.ckpt-0.data-*'))[0]
+        limit = max(os.path.getsize(events), os.path.getsize(data)) + 100 * 1024
+        resource.prlimit(trainer.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        code = trainer.wait(120)
+    finally:
+        trainer.kill()
+    line = assert_one_line_error(code, trainer.stderr, 1, 'cannot write summaries to',
+                                 os.path.join(log_root, 'train'), 'File too large')
+    last_step = max(logged_steps(trainer.stderr, 100000))
+    assert checkpoint_steps(log_root)[-1] == last_step > 5  # the steps since ckpt-0 were saved
+    assert 'model.ckpt-%d saved' % last_step in line
+
+
+@pytest.mark.timeout(300)
+def test_a_training_file_truncated_during_the_run_stops_it_with_a_checkpoint(tmp_path):
+    data = str(tmp_path / 'train.bin')
+    shutil.copy(os.path.join(REPO, 'data', 'digits-bin', 'data_batch_1.bin'), data)
+    log_root = str(tmp_path / 'run')
+    trainer = Process(TINY_DIGITS + LONG_RUN + ['--log_root=' + log_root, '--train_data_path=' + data,
+                                                '--log_every_n_steps=10'])
+    try:
+        trainer.wait_for(r'step 10/', timeout=150)
+        size = os.path.getsize(data)
+        os.truncate(data, size - 1000)  # a partial record at the end
+        code = trainer.wait(120)
+    finally:
+        trainer.kill()
+    line = assert_one_line_error(code, trainer.stderr, 1, "record file '%s'" % data,
+                                 'not a whole number of 3073-byte digits records',
+                                 'changed during training', '%d bytes at the start' % size)
+    saved = checkpoint_steps(log_root)[-1]
+    assert saved >= 10 and 'model.ckpt-%d saved' % saved in line
+
+
+def tensorflow_is_loading(pid):
+    try:
+        with open('/proc/%d/maps' % pid) as f:
+            return 'tensorflow' in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_while_tensorflow_imports_is_one_line(tmp_path):
+    proc = subprocess.Popen([sys.executable, MAIN, '--mode=train', '--dataset=digits',
+                             '--log_root=' + str(tmp_path / 'run')],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.time() + 60
+        while not tensorflow_is_loading(proc.pid):
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_one_line_error(proc.returncode, stderr, 130, 'interrupted by SIGINT')
+    assert 'KeyboardInterrupt' not in stderr
+    assert not os.path.exists(str(tmp_path / 'run'))

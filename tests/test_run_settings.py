@@ -1,0 +1,171 @@
+"""A run's settings, fixed when it starts: eval and a resumed trainer read them from the run's
+config.json, refuse model flags that differ, and an extended run keeps its learning-rate schedule.
+
+The end-to-end tests run resnet_main.py in real subprocesses on copies of the `tiny_run`
+fixture (conftest.py): ResNet-8 (--num_residual_units=1, not the digits default of 2),
+60 steps of batch 32 with the default schedule (0.1, then 0.01 from step 30, 0.001 from 45,
+0.0001 from 60).
+"""
+import json
+import os
+
+import pytest
+
+import in_process
+import run_settings
+import training
+from processes import TINY_DIGITS, assert_one_line_error, copy_run, logged_steps, run, snapshot
+
+TINY_RUN_SCHEDULE = ([30, 45, 60], [0.1, 0.01, 0.001, 0.0001])
+
+
+@pytest.mark.timeout(300)
+def test_eval_reads_the_model_from_the_run_and_refuses_model_flags_that_differ(tiny_run, tmp_path):
+    run_dir = copy_run(tiny_run, tmp_path / 'run')
+    # No model flags at all: the network is the run's (ResNet-8), and so is --train_steps.
+    scored = run('--mode=eval', '--dataset=digits', '--log_root=' + run_dir, '--eval_interval_secs=1')
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert scored.stdout.startswith('step 60: precision'), scored.stdout + scored.stderr[-3000:]
+
+    for flags, named in [(['--width=2', '--eval_once'], '--width=2'),
+                         (['--num_residual_units=2'], '--num_residual_units=2')]:
+        refused = run('--mode=eval', *TINY_DIGITS, '--log_root=' + run_dir, '--eval_interval_secs=1', *flags)
+        assert_one_line_error(refused.returncode, refused.stderr, 1, named,
+                                     os.path.join(run_dir, 'config.json'))
+        assert refused.stdout == '', refused.stdout
+
+
+@pytest.mark.timeout(300)
+def test_resuming_with_other_model_flags_is_one_line_and_writes_nothing(tiny_run, tmp_path):
+    run_dir = copy_run(tiny_run, tmp_path / 'run')
+    before = snapshot(run_dir)
+    refused = run('--mode=train', '--dataset=digits', '--num_residual_units=2', '--nouse_bottleneck',
+                  '--batch_size=32', '--log_root=' + run_dir, '--train_steps=80')
+    line = assert_one_line_error(refused.returncode, refused.stderr, 1, '--num_residual_units=2')
+    assert '--num_residual_units=1' in line and 'use_bottleneck' not in line  # only what differs
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.timeout(300)
+def test_an_extended_run_keeps_its_schedule_unless_given_a_new_one(tiny_run, tmp_path):
+    run_dir = copy_run(tiny_run, tmp_path / 'run')
+    extended = run('--mode=train', *TINY_DIGITS, '--log_root=' + run_dir, '--train_steps=100',
+                   '--log_every_n_steps=20')
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    rates = logged_steps(extended.stderr, 100)
+    assert sorted(rates) == [80, 100], extended.stderr[-3000:]
+    for step, (_, lr) in rates.items():  # the line at step s describes the step run at s - 1
+        assert lr == pytest.approx(training.learning_rate_at(step - 1, *TINY_RUN_SCHEDULE, 1e-4))
+    assert 'learning rate: 0.1 until step 30, 0.01 until step 45, 0.001 until step 60, then 0.0001' \
+        in extended.stderr
+
+    changed = run('--mode=train', *TINY_DIGITS, '--log_root=' + run_dir, '--train_steps=120',
+                  '--log_every_n_steps=20', '--lr_boundaries=110', '--lr_values=0.05,0.002')
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert {s: lr for s, (_, lr) in logged_steps(changed.stderr, 120).items()} == {
+        120: pytest.approx(0.002)}
+    saved = json.load(open(os.path.join(run_dir, 'config.json')))
+    assert (saved['lr_boundaries'], saved['lr_values'], saved['train_steps']) == ([110], [0.05, 0.002], 120)
+
+
+# ---------------------------------------------------------------- resolving flags against a run
+
+# A complete settings file, as a digits run with the defaults writes it.
+DIGITS_DEFAULTS = dict(dataset='digits', label_mode='fine', num_residual_units=2, use_bottleneck=False,
+                       width=1, relu_leakiness=0.1, batch_size=128, optimizer='mom', weight_decay_rate=0.0002,
+                       moving_average_decay=0.999, lr_boundaries=[500, 750, 1000],
+                       lr_values=[0.1, 0.01, 0.001, 0.0001], min_lrn_rate=0.0001, train_steps=1000,
+                       freeze_restored_layers=False)
+
+
+def write_run(log_root, **changes):
+    settings = dict(DIGITS_DEFAULTS, **changes)
+    run_settings.write(str(log_root), settings)
+    return settings
+
+
+def test_flags_not_given_come_from_the_run(tmp_path):
+    saved = write_run(tmp_path, dataset='digits', num_residual_units=3, width=2, relu_leakiness=0.2,
+                      train_steps=700)
+    hps, config = in_process.resolve(['--mode=eval', '--log_root=' + str(tmp_path)])
+    assert config['dataset'] == 'digits' and config['train_steps'] == 700
+    assert (hps.num_residual_units, hps.width, hps.relu_leakiness) == (3, 2, 0.2)
+    assert hps.batch_size == 100  # eval's own batch, not the run's
+    assert saved['batch_size'] != 100
+
+
+def test_a_resumed_trainer_keeps_the_run_recipe_and_takes_explicit_changes(tmp_path):
+    write_run(tmp_path, weight_decay_rate=0.0005, batch_size=64, lr_boundaries=[100, 200],
+              lr_values=[0.2, 0.02, 0.002], optimizer='sgd')
+    os.close(os.open(os.path.join(str(tmp_path), 'model.ckpt-50.index'), os.O_CREAT))
+    with open(os.path.join(str(tmp_path), 'model.ckpt-50.data-00000-of-00001'), 'w'):
+        pass
+    hps, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--train_steps=400'])
+    assert (hps.weight_decay_rate, hps.batch_size, hps.optimizer) == (0.0005, 64, 'sgd')
+    assert (config['lr_boundaries'], config['lr_values']) == ([100, 200], [0.2, 0.02, 0.002])
+    # --lrn_rate alone rescales the run's boundaries, not boundaries recomputed from --train_steps.
+    _, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.4'])
+    assert config['lr_boundaries'] == [100, 200]
+    assert config['lr_values'] == pytest.approx([0.4, 0.04, 0.004])
+    assert config['settings_changes'] == ["--lr_values=0.4,0.04,0.004 instead of the run's --lr_values=0.2,0.02,0.002"]
+    _, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
+    assert config['lr_values'] == [0.2, 0.02, 0.002] and config['settings_changes'] == []  # the run's own rate
+
+
+def test_a_new_run_in_a_directory_without_checkpoints_takes_its_flags(tmp_path):
+    write_run(tmp_path, num_residual_units=3)
+    hps, _ = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--num_residual_units=4'])
+    assert hps.num_residual_units == 4
+
+
+def test_a_garbled_settings_file_is_one_error_naming_it(tmp_path, capsys):
+    path = tmp_path / 'config.json'
+    path.write_text('{"dataset": "digi')
+    code, err = in_process.main_exit(['--mode=eval', '--log_root=' + str(tmp_path)], capsys)
+    assert_one_line_error(code, err, 1, str(path), 'not valid JSON')
+
+
+def test_a_frozen_run_stays_frozen_when_resumed_without_the_flag(tmp_path):
+    write_run(tmp_path, freeze_restored_layers=True)
+    with open(os.path.join(str(tmp_path), 'model.ckpt-5.index'), 'w'), \
+            open(os.path.join(str(tmp_path), 'model.ckpt-5.data-00000-of-00001'), 'w'):
+        pass
+    _, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path)])
+    assert config['freeze_restored_layers'] is True
+
+
+@pytest.mark.timeout(120)
+def test_a_run_older_than_its_settings_file_uses_its_trainers_record_or_its_checkpoint(tiny_run, tmp_path,
+                                                                                       capsys):
+    run_dir = copy_run(tiny_run, tmp_path / 'run')
+    os.remove(os.path.join(run_dir, 'config.json'))
+    hps, config = in_process.resolve(['--mode=eval', '--log_root=' + run_dir])
+    assert (config['dataset'], hps.num_residual_units, config['train_steps']) == ('digits', 1, 60)
+
+    # Without any record, the flags decide, and the checkpoint itself catches a wrong network.
+    os.remove(os.path.join(run_dir, 'train', 'config.json'))
+    before = snapshot(run_dir)
+    code, err = in_process.main_exit(['--mode=train', '--dataset=digits', '--log_root=' + run_dir,
+                                      '--train_steps=80', '--batch_size=32'], capsys)
+    assert_one_line_error(code, err, 1, 'model.ckpt-60 does not match this network',
+                          '--num_residual_units, --width and --use_bottleneck')
+    after = snapshot(run_dir)
+    assert {k: v for k, v in after.items() if k != 'trainer.lock'} == \
+        {k: v for k, v in before.items() if k != 'trainer.lock'}
+
+
+def test_keys_a_settings_file_lacks_come_from_the_flags(tmp_path):
+    settings = dict(DIGITS_DEFAULTS, num_residual_units=3)
+    del settings['relu_leakiness'], settings['freeze_restored_layers']
+    (tmp_path / 'config.json').write_text(json.dumps(settings))
+    hps, _ = in_process.resolve(['--mode=eval', '--log_root=' + str(tmp_path), '--relu_leakiness=0.3'])
+    assert (hps.num_residual_units, hps.relu_leakiness) == (3, 0.3)
+
+
+@pytest.mark.timeout(120)
+def test_a_train_dir_that_is_the_log_root_keeps_the_run_settings(tiny_run, tmp_path):
+    run_dir = copy_run(tiny_run, tmp_path / 'run')
+    done = run('--mode=train', '--log_root=' + run_dir, '--train_dir=' + run_dir, '--train_steps=61')
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = run_settings.read(run_dir)
+    assert saved['num_residual_units'] == 1 and saved['train_steps'] == 61
