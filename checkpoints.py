@@ -183,7 +183,7 @@ def prepare_resume(run_dir):
         logging.warning('checkpoint %s is %s; its files are moved to %s; resuming from %s', prefix,
                         reason if reason.startswith('damaged') else 'incomplete: ' + reason,
                         _move_aside(prefix), os.path.basename(chosen))
-    _log_state_repair(run_dir, state, chosen)
+    _log_state_repair(run_dir, state, chosen, [os.path.basename(p) for p, _ in damaged])
     listed = [name for name in state.listed if not state.problem and _is_older_and_whole(run_dir, name, chosen)]
     write_state(run_dir, chosen, listed)
     return chosen
@@ -194,15 +194,16 @@ def _is_older_and_whole(run_dir, name, chosen):
     return step is not None and step < step_of(chosen) and missing_file(os.path.join(run_dir, name)) is None
 
 
-def _log_state_repair(run_dir, state, chosen):
+def _log_state_repair(run_dir, state, chosen, damaged_names):
     path = os.path.join(run_dir, STATE_FILE)
     if state.problem:
         logging.warning('the checkpoint state file %s is %s; recovered from the checkpoint files: '
-                        'resuming from %s', path, state.problem, chosen)
+                        'resuming from %s; the older checkpoints are not rotated: delete them when '
+                        'you no longer need them', path, state.problem, chosen)
     elif state.elsewhere:
         logging.info('%s named checkpoints in %s (the run was copied or moved); resuming from its own %s',
                      path, state.elsewhere, chosen)
-    elif not os.path.exists(os.path.join(run_dir, state.latest + '.index')):
+    elif state.latest not in damaged_names and not os.path.exists(os.path.join(run_dir, state.latest + '.index')):
         logging.warning('the checkpoint state file %s names %s, which is not in %s; resuming from %s',
                         path, state.latest, run_dir, chosen)
 

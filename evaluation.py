@@ -101,13 +101,15 @@ class EvalGraph(object):
         return Score(step, correct / count, loss_sum / count, count, time.time() - start, precision_at_5)
 
     def _check_architecture(self, checkpoint_path):
-        """UnreadableCheckpoint when its variables cannot be listed, CheckpointError for another network."""
+        """CheckpointError for a checkpoint of another network; UnreadableCheckpoint for one
+        that is gone or whose index cannot be read (also when rotation deletes it meanwhile)."""
         try:
-            transfer.checkpoint_shapes(checkpoint_path)
+            transfer.check_architecture(checkpoint_path, self.network, ignore=lambda v: False)
         except transfer.CheckpointError:
+            if checkpoints.missing_file(checkpoint_path) is None and _index_readable(checkpoint_path):
+                raise
             raise UnreadableCheckpoint('%s: %s' % (checkpoint_path, checkpoints.problem(checkpoint_path)
                                                    or 'its index cannot be read')) from None
-        transfer.check_architecture(checkpoint_path, self.network, ignore=lambda v: False)
 
     def _restore(self, session, checkpoint_path, use_moving_average):
         """Loads the shadows when wanted and present, else the raw weights."""
@@ -119,6 +121,14 @@ class EvalGraph(object):
         except (tf.errors.OpError, ValueError) as e:
             raise UnreadableCheckpoint('%s: %s' % (checkpoint_path, checkpoints.problem(checkpoint_path)
                                                    or guards.error_line(e))) from None
+
+
+def _index_readable(checkpoint_path):
+    try:
+        transfer.checkpoint_shapes(checkpoint_path)
+        return True
+    except transfer.CheckpointError:
+        return False
 
 
 class UnreadableCheckpoint(Exception):
@@ -173,41 +183,45 @@ def _index_time(checkpoint_path):
         return None
 
 
-def new_checkpoints(log_root, state, interval_secs):
-    """Yields each new checkpoint path of log_root, sleeping between looks (no busy loop)."""
-    waiting_logged = False
-    while True:
-        path = checkpoints.latest(log_root)
-        if path and not state.is_scored(path):
-            waiting_logged = False
-            yield path
-            continue
-        if not waiting_logged:
-            logging.info('waiting for a new checkpoint in %s', log_root)
-            waiting_logged = True
-        time.sleep(interval_secs)
-
-
 def step_in_name(checkpoint_path):
     """The global step a checkpoint's name ends with ('model.ckpt-1200' -> 1200), or -1."""
     found = re.search(r'-(\d+)$', checkpoint_path)
     return int(found.group(1)) if found else -1
 
 
-def final_step_scored(log_root, state, train_steps):
-    """True when the latest checkpoint was scored and is at (or past) train_steps."""
-    path = checkpoints.latest(log_root)
-    return bool(path) and (state.scored.get(os.path.basename(path)) or 0) >= train_steps
+def run_train_steps(config):
+    """Where the run ends: the run's own --train_steps, read again each time when eval took it
+    from the run (a trainer extending the run moves it), else config['train_steps']."""
+    if 'train_steps' not in config.get('from_the_run', ()):
+        return config['train_steps']
+    try:
+        saved, _ = run_settings.read(config['log_root'])
+    except run_settings.SettingsError:
+        saved = None
+    return (saved or {}).get('train_steps', config['train_steps'])
+
+
+def trainer_starting(log_root):
+    """True while a live trainer holds the run's lock but has not written the run's settings yet
+    (it may be about to extend the run)."""
+    lock = os.path.join(log_root, training.LOCK_FILE)
+    if guards.live_holder(lock) is None:
+        return False
+    try:
+        settings_time = os.stat(run_settings.path(log_root)).st_mtime_ns
+    except OSError:
+        return True
+    return os.stat(lock).st_mtime_ns > settings_time
 
 
 def run_started(log_root):
-    """True once log_root has the settings of its run or a checkpoint."""
-    return os.path.exists(run_settings.path(log_root)) or checkpoints.latest(log_root) is not None
+    """True once log_root has a checkpoint: its trainer has written the run's settings then."""
+    return checkpoints.latest(log_root) is not None
 
 
 def wait_for_run(log_root, interval_secs):
     """Waits until run_started(log_root); False when a stop signal came first."""
-    logging.info('waiting for training to start in %s', log_root)
+    logging.info('waiting for the first checkpoint in %s', log_root)
     try:
         with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
             while not run_started(log_root):
@@ -218,9 +232,6 @@ def wait_for_run(log_root, interval_secs):
     return True
 
 
-LOCK_FILE = 'eval.lock'
-
-
 def evaluate(hps, config, flag_values=None):
     """Scores checkpoints until the one at config['train_steps'] (or one, with eval_once).
 
@@ -229,7 +240,6 @@ def evaluate(hps, config, flag_values=None):
     SIGTERM or SIGINT stops it at once (a score in progress is dropped); it returns normally.
 
     Raises:
-      guards.LockedError: another eval writes to config['eval_dir'].
       transfer.CheckpointError: a checkpoint of another network (other model flags).
       training.TrainingError: eval_once found no checkpoint that restores.
       cifar_input.DataError: bad eval records, or records that changed since the start.
@@ -238,10 +248,8 @@ def evaluate(hps, config, flag_values=None):
     checked = cifar_input.check_files(config['dataset'], config['eval_data_path'])
     os.makedirs(config['eval_dir'], exist_ok=True)
     try:
-        with guards.RunLock(os.path.join(config['eval_dir'], LOCK_FILE), 'eval',
-                            '--eval_dir=%s' % config['eval_dir']):
-            with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
-                _evaluate(hps, config, flag_values, checked)
+        with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
+            _evaluate(hps, config, flag_values, checked)
     except guards.Stopped as e:
         logging.warning('eval stopped by %s', e.signal_name)
 
@@ -303,7 +311,7 @@ class _Scorer(object):
 
 def _evaluate(hps, config, flag_values, checked):
     scorer = _Scorer(hps, config, flag_values, checked)
-    log_root, train_steps = config['log_root'], config['train_steps']
+    log_root = config['log_root']
     if config['eval_once']:
         path = checkpoints.latest(log_root)
         if path is None:
@@ -312,16 +320,24 @@ def _evaluate(hps, config, flag_values, checked):
             raise training.TrainingError('cannot evaluate: no checkpoint in %s restores (see the warnings)'
                                          % log_root)
         return
-    if final_step_scored(log_root, scorer.state, train_steps):
-        # A rerun on a finished run (the launcher's command again): nothing will come.
-        logging.info('the checkpoint at --train_steps=%d is already scored; eval done', train_steps)
-        return
-    for path in new_checkpoints(log_root, scorer.state, config['eval_interval_secs']):
-        score = scorer.score_newest_readable(path)
-        if step_in_name(path) >= train_steps:
+    waiting_logged = scored_here = False
+    while True:
+        path = checkpoints.latest(log_root)
+        if path and not scorer.state.is_scored(path):
+            scored_here = scorer.score_newest_readable(path) is not None or scored_here
+            waiting_logged = False
+            continue
+        train_steps = run_train_steps(config)
+        if path and step_in_name(path) >= train_steps and not trainer_starting(log_root):
             # Training is over: no later checkpoint will come to wait for.
-            if score is None or score.step < step_in_name(path):
+            if os.path.basename(path) not in scorer.state.scored:
                 logging.warning('the last checkpoint, %s, cannot be restored; eval done', path)
-            else:
+            elif scored_here:
                 logging.info('scored the checkpoint at --train_steps=%d; eval done', train_steps)
-            break
+            else:  # a rerun on a finished run (the launcher's command again)
+                logging.info('the checkpoint at --train_steps=%d is already scored; eval done', train_steps)
+            return
+        if not waiting_logged:
+            logging.info('waiting for a new checkpoint in %s', log_root)
+            waiting_logged = True
+        time.sleep(config['eval_interval_secs'])

@@ -13,6 +13,7 @@ No TensorFlow import here, so the signal handling is cheap to test on its own.
 """
 import fcntl
 import os
+import re
 import signal
 import socket
 import threading
@@ -206,14 +207,16 @@ class RunLock(object):
         lock_file = open(self.path, 'a+')
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             holder = _read_from_start(lock_file) or 'a process that has not written its name yet'
             lock_file.close()
             raise LockedError('%s: another %s is using this run: %s; stop it first, or give another '
                               'directory' % (self._flag, self._owner, holder)) from None
-        left = _read_from_start(lock_file)
-        if left:
-            logging.info('%s: taking over the lock left by %s, which is no longer running', self.path, left)
+        except OSError as e:  # a file system without flock (some network and FUSE mounts)
+            logging.warning('%s: cannot lock it (%s): a second %s on this run would not be refused',
+                            self.path, e.strerror or e, self._owner)
+        else:
+            self._log_take_over(lock_file)
         lock_file.seek(0)
         lock_file.truncate()
         lock_file.write('pid %d on host %s since %s\n' % (os.getpid(), socket.gethostname(),
@@ -222,7 +225,14 @@ class RunLock(object):
         self._file = lock_file
         return self
 
+    def _log_take_over(self, lock_file):
+        left = _read_from_start(lock_file)
+        if left:
+            logging.info('%s: taking over the lock left by %s, which is no longer running', self.path, left)
+
     def __exit__(self, exc_type, exc_value, traceback):
+        if self._file is None:
+            return False
         try:
             self._file.seek(0)
             self._file.truncate()
@@ -230,6 +240,29 @@ class RunLock(object):
             pass  # a full or read-only disk: the kernel releases the lock all the same
         self._file.close()  # closing the last descriptor releases the flock
         return False
+
+
+def live_holder(path):
+    """The text of lock file `path` ('pid N on host H since T') while the process it names may
+    be running, else None. A process on this host is looked up by its pid; one on another
+    host cannot be, and counts as running. Reads only: never takes the lock."""
+    try:
+        with open(path) as f:
+            holder = f.read().strip()
+    except OSError:
+        return None
+    found = re.match(r'pid (\d+) on host (\S+) ', holder)
+    if not found:
+        return None
+    if found.group(2) != socket.gethostname():
+        return holder
+    try:
+        os.kill(int(found.group(1)), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # another user's process: it exists
+    return holder
 
 
 def _read_from_start(open_file):

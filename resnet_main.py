@@ -186,7 +186,7 @@ def resolve_config(f):
         settings file that cannot be read.
     """
     log_root = f.log_root or os.path.join('runs', f.dataset)
-    settings, changes = resolve_settings(f, log_root)
+    settings, changes, from_the_run = resolve_settings(f, log_root)
     check_numbers(f, settings)
     check_transfer_flags(f)
     devices = resolve_devices(f, settings['batch_size'])
@@ -198,6 +198,7 @@ def resolve_config(f):
     return dict(settings, **devices, **{
         'mode': f.mode,
         'settings_changes': changes,
+        'from_the_run': from_the_run,
         'train_data_path': f.train_data_path or info.default_train_path,
         'eval_data_path': f.eval_data_path or info.default_eval_path,
         'num_input_threads': f.num_input_threads,
@@ -272,20 +273,21 @@ _FROM_THE_RUN = {
 
 
 def resolve_settings(f, log_root):
-    """(settings {key: value} of run_settings.KEYS, [changes to the run's recipe, as text]).
+    """(settings {key: value} of run_settings.KEYS, [changes to the run's recipe, as text],
+    [the keys taken from the run]).
 
     Eval, extract and a trainer resuming a run (its log_root has a checkpoint)
     take each setting their flags leave out from the run's settings file; a model
     flag given with another value than the run's is a SettingsError.
     """
     run_dir = run_dir_of(f, log_root)
-    saved = saved_settings(f.mode, run_dir)
+    saved, source = saved_settings(f.mode, run_dir)
     keys = [key for key in _FROM_THE_RUN[f.mode] if key in saved] if saved else ()
     dataset = saved['dataset'] if 'dataset' in keys and not f['dataset'].present else f.dataset
     settings = flag_settings(f, dataset)
     given = {key: settings[key] for key in keys if f[key].present}
     if saved:
-        run_settings.differences(run_dir, saved, given)
+        run_settings.differences(run_dir, saved, source, given)
         settings.update({key: saved[key] for key in keys if key not in given})
     if 'lr_boundaries' in keys and 'lr_values' in keys:
         settings['lr_boundaries'], settings['lr_values'] = resumed_schedule(f, saved)
@@ -293,14 +295,15 @@ def resolve_settings(f, log_root):
                                                 run_settings.as_flag(key, saved[key]))
                for key in run_settings.TRAINING_KEYS
                if key in keys and key != 'train_steps' and settings[key] != saved[key]]
-    return settings, changes
+    return settings, changes, [key for key in keys if key not in given]
 
 
 def saved_settings(mode, run_dir):
-    """The settings of the run in run_dir, or None: a mode that has none, a new run, none saved."""
-    if mode == 'train' and checkpoints.latest(run_dir) is None:
-        return None
-    return run_settings.read(run_dir) if mode in _FROM_THE_RUN else None
+    """(settings, their file) of the run in run_dir, or (None, None): a mode that takes none,
+    or a run without a checkpoint yet (the settings of a new run come from its first trainer)."""
+    if mode not in _FROM_THE_RUN or checkpoints.latest(run_dir) is None:
+        return None, None
+    return run_settings.read(run_dir)
 
 
 def run_dir_of(f, log_root):
@@ -314,17 +317,18 @@ def resumed_schedule(f, saved):
 
     --train_steps moves only the end: the run's boundaries stay unless
     --lr_boundaries is given. --lr_values replaces the rates; --lrn_rate alone
-    (another initial rate than the run's) makes the default rates from it.
+    scales the run's rates so that the first is --lrn_rate. New boundaries of
+    another count than the run's get the default rates from the run's first.
     """
     boundaries = (parse_list('lr_boundaries', f.lr_boundaries, int) if f['lr_boundaries'].present
                   else saved['lr_boundaries'])
     if f['lr_values'].present:
         return boundaries, parse_list('lr_values', f.lr_values, float)
-    new_rate = f['lrn_rate'].present and f.lrn_rate != saved['lr_values'][0]
-    if new_rate or len(saved['lr_values']) != len(boundaries) + 1:
-        initial = f.lrn_rate if new_rate else saved['lr_values'][0]
-        return boundaries, default_rates(initial, len(boundaries))
-    return boundaries, saved['lr_values']
+    rates = saved['lr_values']
+    scale = f.lrn_rate / rates[0] if f['lrn_rate'].present else 1.0
+    if len(rates) != len(boundaries) + 1:
+        return boundaries, default_rates(rates[0] * scale, len(boundaries))
+    return boundaries, rates if scale == 1.0 else [rate * scale for rate in rates]
 
 
 def check_numbers(f, settings):

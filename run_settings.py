@@ -37,18 +37,59 @@ def path(log_root):
 
 
 def read(log_root):
-    """The run's settings {key: value} (of KEYS), or None when the run has none yet.
+    """(settings {key: value} of KEYS, the file they come from), or (None, None) when the
+    run has none yet.
 
     A file of an older version may lack keys added since: those are left out, and
     the flags give them. Raises SettingsError naming the file when it exists but
-    is not a settings file.
+    is not a settings file, or holds a value of the wrong kind.
     """
-    settings = _load(path(log_root))
-    if settings is not None:
-        if 'dataset' not in settings:
-            raise SettingsError('%s is not a run settings file: it has no "dataset"' % path(log_root))
-        return {key: settings[key] for key in KEYS if key in settings}
-    return _legacy(log_root)
+    settings_path = path(log_root)
+    settings = _load(settings_path)
+    if settings is None:
+        settings_path = os.path.join(log_root, _LEGACY_RECORD)
+        settings = _legacy(settings_path)
+        if settings is None:
+            return None, None
+    if 'dataset' not in settings:
+        raise SettingsError('%s is not a run settings file: it has no "dataset"' % settings_path)
+    settings = {key: settings[key] for key in KEYS if key in settings}
+    _check_kinds(settings_path, settings)
+    return settings, settings_path
+
+
+_NUMBER = (int, float)
+# What each setting must be: a type (or types), or a tuple of the values it may take.
+_KINDS = {
+    'dataset': ('cifar10', 'cifar100', 'digits'), 'label_mode': ('fine', 'coarse'),
+    'num_residual_units': int, 'use_bottleneck': bool, 'width': int, 'relu_leakiness': _NUMBER,
+    'batch_size': int, 'optimizer': ('mom', 'sgd'), 'weight_decay_rate': _NUMBER,
+    'moving_average_decay': _NUMBER, 'min_lrn_rate': _NUMBER, 'train_steps': int,
+    'freeze_restored_layers': bool,
+}
+
+
+def _check_kinds(settings_path, settings):
+    for key, value in settings.items():
+        if key in ('lr_boundaries', 'lr_values'):
+            kind = int if key == 'lr_boundaries' else _NUMBER
+            good = isinstance(value, list) and all(_is_a(v, kind) for v in value)
+            expected = 'a list of %s' % ('steps' if key == 'lr_boundaries' else 'learning rates')
+        else:
+            kind = _KINDS[key]
+            good = value in kind if isinstance(kind, tuple) and isinstance(kind[0], str) else _is_a(value, kind)
+            expected = ('one of %s' % ', '.join(kind) if isinstance(kind, tuple) and isinstance(kind[0], str)
+                        else 'a %s' % getattr(kind, '__name__', 'number'))
+        if not good:
+            raise SettingsError('%s: "%s" is %s; expected %s' % (settings_path, key, json.dumps(value), expected))
+    schedule = settings.get('lr_boundaries'), settings.get('lr_values')
+    if None not in schedule and len(schedule[1]) != len(schedule[0]) + 1:
+        raise SettingsError('%s: expected one more of "lr_values" than of "lr_boundaries"' % settings_path)
+
+
+def _is_a(value, kind):
+    """isinstance, except that a bool is no number."""
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
 def _load(file_path):
@@ -67,18 +108,16 @@ def _load(file_path):
     return settings
 
 
-def _legacy(log_root):
-    """The settings in the record of a trainer older than this file, or None."""
+def _legacy(record_path):
+    """The settings in the record of a trainer older than the settings file, or None."""
     try:
-        record = _load(os.path.join(log_root, _LEGACY_RECORD))
+        record = _load(record_path)
     except SettingsError:
         return None  # a record is not the run's settings: without it the flags decide
     if record is None:
         return None
     known = dict(record.get('config', {}), **record.get('hparams', {}))
-    if 'dataset' not in known:
-        return None
-    return {key: known[key] for key in KEYS if key in known}
+    return known if 'dataset' in known else None
 
 
 def write(log_root, settings):
@@ -99,16 +138,16 @@ def as_flag(key, value):
     return '--%s=%s' % (key, value)
 
 
-def differences(log_root, saved, given):
+def differences(log_root, saved, source, given):
     """Raises SettingsError naming each model flag in `given` whose value is not the run's.
 
     Args:
       log_root: the run directory, for the message.
-      saved: the run's settings (read()).
+      saved, source: the run's settings and their file (read()).
       given: {key: value} of the model settings the user gave as flags.
     """
     differ = [key for key in MODEL_KEYS if key in given and key in saved and given[key] != saved[key]]
     if differ:
         raise SettingsError('%s: the run in %s has %s (%s); leave the model flags out to use the run\'s'
                             % (' '.join(as_flag(k, given[k]) for k in differ), log_root,
-                               ' '.join(as_flag(k, saved[k]) for k in differ), path(log_root)))
+                               ' '.join(as_flag(k, saved[k]) for k in differ), source))

@@ -74,6 +74,8 @@ def write_error_line(directory, error):
 
 
 _WRITER_THREAD = 'EventLoggerThread'
+# In the name of every event file, so in the message of every error writing one.
+EVENT_FILE_MARK = 'tfevents'
 
 
 class _WriterThreadError(std_logging.Filter):

@@ -299,6 +299,9 @@ class ProgressHook(_StepCountingHook):
             self._writer.add_summary(r['summaries'], step)
             write_scalars(self._summary_dir, step, {'examples_per_sec': examples_per_sec,
                                                     'global_step/sec': steps_per_sec})
+        except summaries.SummaryWriteError as e:
+            self.write_error = str(e)
+            run_context.request_stop()
         except Exception as e:  # the writer thread's error: IndexError, OSError or an OpError
             self.write_error = summaries.write_error_line(self._summary_dir, e)
             run_context.request_stop()
@@ -481,7 +484,7 @@ def _train(hps, config, flag_values, resume_from, data_files, stop_signals):
         except (TrainingError, cifar_input.DataError):
             raise
         except Exception as e:
-            error = _session_error(e, config, saves, causes)
+            error = _session_error(e, config, saves, causes.summaries.write_error, causes.signal.step)
             if error is None:
                 raise
             raise error from e
@@ -539,11 +542,22 @@ def _run_session(model, config, scaffold, hooks):
         raise run_error
 
 
-def _session_error(error, config, saves, causes):
+def _session_error(error, config, saves, summary_error=None, step=None):
     """The one-line error (TrainingError or DataError) of an exception out of the session, or
-    None for one to raise as it is (a CheckpointError of --init_checkpoint, a bug)."""
+    None for one to raise as it is (a CheckpointError of --init_checkpoint, a bug).
+
+    saves: the SaveTracker; summary_error: the one line of a summary write that failed
+    before, or None; step: the global step of the next train step, or None.
+    """
+    if saves.saving is not None and summaries.EVENT_FILE_MARK in guards.error_line(error):
+        # The saver writes a checkpoint event to log_root's event file after the checkpoint.
+        latest = checkpoints.latest(config['log_root'])
+        kept = ('checkpoint %s saved' % latest if latest and checkpoints.step_of(latest) == saves.saving
+                else 'the last checkpoint, %s, is kept' % (latest or 'none yet'))
+        return TrainingError('%s; %s; free space and run the same command to resume'
+                             % (summaries.write_error_line(config['log_root'], error), kept))
     if saves.saving is not None:
-        also = '' if causes.summaries.write_error is None else ' (after: %s)' % causes.summaries.write_error
+        also = '' if summary_error is None else ' (after: %s)' % summary_error
         return TrainingError('cannot save checkpoint %d in %s: %s%s; the last checkpoint, %s, is kept'
                              % (saves.saving, config['log_root'], guards.error_line(error), also,
                                 last_checkpoint(config)))
@@ -552,7 +566,7 @@ def _session_error(error, config, saves, causes):
         return cifar_input.data_error(error)
     if not isinstance(error, (tf.errors.OpError, OSError)):
         return None
-    at_step = '' if causes.signal.step is None else 'at step %d: ' % causes.signal.step
+    at_step = '' if step is None else 'at step %d: ' % step
     return TrainingError('%s%s; the last checkpoint, %s, is kept'
                          % (at_step, guards.error_line(error), last_checkpoint(config)))
 

@@ -14,6 +14,20 @@ def main_exit(args, capsys):
     return exit_info.value.code, capsys.readouterr().err
 
 
+def main_status(args):
+    """The exit status of resnet_main's main() on `args` in this process (0 when it returns);
+    the flags are reset afterwards. Output goes where it would (capsys can read it)."""
+    import resnet_main
+    resnet_main.FLAGS.unparse_flags()
+    try:
+        resnet_main.main(resnet_main.parse_flags(['resnet_main.py'] + list(args)))
+        return 0
+    except SystemExit as e:
+        return e.code
+    finally:
+        resnet_main.FLAGS.unparse_flags()
+
+
 def resolve(args):
     """(hps, config) of resnet_main for `args`, as the program would build them; flags reset after."""
     import resnet_main

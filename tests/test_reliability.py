@@ -25,7 +25,6 @@ import cifar_input
 import evaluation
 import guards
 import in_process
-import resnet_main
 import synthetic
 import training
 from processes import (MAIN, REPO, TINY_DIGITS, Process, assert_one_line_error, checkpoint_steps,
@@ -38,16 +37,8 @@ TINY = ['--num_residual_units=1', '--batch_size=32']
 
 def run_main_in_process(args, capsys):
     """resnet_main.main on `args` in this process; returns (exit code, stderr)."""
-    f = resnet_main.FLAGS
-    f.unparse_flags()
     capsys.readouterr()
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            resnet_main.main(resnet_main.parse_flags(['resnet_main.py'] + list(args)))
-            sys.exit(0)
-    finally:
-        f.unparse_flags()
-    return exit_info.value.code, capsys.readouterr().err
+    return in_process.main_status(args), capsys.readouterr().err
 
 
 class AbslRecords(object):
@@ -211,7 +202,7 @@ def test_sigint_stops_a_waiting_eval_at_once(learnable, tmp_path):
     evaluator = Process(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
                          '--log_root=' + str(tmp_path / 'not_yet'), '--eval_interval_secs=30'] + TINY)
     try:
-        evaluator.wait_for('waiting for training to start', timeout=100)
+        evaluator.wait_for('waiting for the first checkpoint', timeout=100)
         start = time.time()
         evaluator.proc.send_signal(signal.SIGINT)
         assert evaluator.wait(20) == 0, evaluator.stderr[-3000:]
@@ -733,12 +724,12 @@ def test_a_second_trainer_is_refused_and_a_killed_trainers_lock_is_taken_over(tm
         assert first.wait(30) == -signal.SIGKILL
     finally:
         first.kill()
-    resumed = subprocess.run([sys.executable, MAIN] + TINY_DIGITS + [
-        '--mode=train', '--train_steps=20', '--log_root=' + log_root], capture_output=True, text=True,
-        cwd=REPO, timeout=150)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    taken = [line for line in resumed.stderr.splitlines() if 'lock' in line]
-    assert len(taken) == 1 and 'pid %d' % first.proc.pid in taken[0], resumed.stderr[-3000:]
+    # The next trainer, in this process, takes over the lock the killed one left.
+    hps, config = in_process.resolve(TINY_DIGITS + ['--mode=train', '--train_steps=20', '--log_root=' + log_root])
+    with AbslRecords() as records:  # after the flags: resetting them resets absl's verbosity
+        training.train(hps, config)
+    taken = [m for m in records.messages if 'taking over the lock' in m]
+    assert len(taken) == 1 and 'pid %d' % first.proc.pid in taken[0], records.messages
     assert checkpoint_steps(log_root)[-1] == 20
 
 
@@ -760,6 +751,7 @@ def test_a_full_disk_under_the_summary_writer_is_one_line_and_a_final_checkpoint
         trainer.kill()
     line = assert_one_line_error(code, trainer.stderr, 1, 'cannot write summaries to',
                                  os.path.join(log_root, 'train'), 'File too large')
+    assert line.count('cannot write summaries') == 1, line
     last_step = max(logged_steps(trainer.stderr, 100000))
     assert checkpoint_steps(log_root)[-1] == last_step > 5  # the steps since ckpt-0 were saved
     assert 'model.ckpt-%d saved' % last_step in line
@@ -810,6 +802,69 @@ def test_ctrl_c_while_tensorflow_imports_is_one_line(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert_one_line_error(proc.returncode, stderr, 130, 'interrupted by SIGINT')
+    assert_one_line_error(proc.returncode, stderr, 130, 'interrupted by SIGINT while starting')
     assert 'KeyboardInterrupt' not in stderr
     assert not os.path.exists(str(tmp_path / 'run'))
+
+
+def test_a_file_system_without_flock_is_a_warning_not_a_refusal(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, 'No locks available')
+    monkeypatch.setattr(fcntl, 'flock', no_locks)
+    path = str(tmp_path / 'trainer.lock')
+    with AbslRecords() as records:
+        with guards.RunLock(path, 'trainer', '--log_root=x'):
+            assert guards.live_holder(path).startswith('pid %d on host ' % os.getpid())
+    assert any('cannot lock it (No locks available)' in m for m in records.messages), records.messages
+    assert open(path).read() == '' and guards.live_holder(path) is None
+
+
+@pytest.mark.timeout(300)
+def test_a_full_disk_under_the_log_root_event_file_is_one_line_after_the_final_checkpoint(tmp_path):
+    """The event file of --log_root (graph, checkpoint events) is larger than the file-size limit,
+    the checkpoint files are not: the final save after SIGTERM fits, the event file does not."""
+    log_root = str(tmp_path / 'run')
+    trainer = Process(TINY_DIGITS + LONG_RUN + ['--log_root=' + log_root, '--log_every_n_steps=100000'])
+    try:
+        deadline = time.time() + 150
+        while not checkpoint_steps(log_root):
+            assert trainer.proc.poll() is None and time.time() < deadline, trainer.stderr[-3000:]
+            time.sleep(0.05)
+        events = glob.glob(os.path.join(log_root, 'events.out.tfevents.*'))[0]
+        data = glob.glob(os.path.join(log_root, 'model.ckpt-0.data-*'))[0]
+        limit = os.path.getsize(data) + 100 * 1024
+        assert os.path.getsize(events) > limit
+        resource.prlimit(trainer.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        trainer.proc.send_signal(signal.SIGTERM)
+        code = trainer.wait(120)
+    finally:
+        trainer.kill()
+    line = assert_one_line_error(code, trainer.stderr, 1, 'cannot write summaries to %s: ' % log_root,
+                                 'File too large')
+    assert 'checkpoint %s saved' % tf.train.latest_checkpoint(log_root) in line
+    assert checkpoint_steps(log_root)[-1] > 0
+
+
+def test_an_event_file_error_right_after_a_whole_save_is_not_a_failed_save(tmp_path):
+    """The saver writes a checkpoint event to --log_root's event file after the checkpoint is
+    whole; an error there (the writer thread died on a full disk) names the event file."""
+    log_root = str(tmp_path)
+    for suffix in ('.index', '.data-00000-of-00001'):
+        with open(os.path.join(log_root, 'model.ckpt-40' + suffix), 'w'):
+            pass
+    config = {'log_root': log_root}
+    saves = training.SaveTracker()
+    saves.before_save(None, 40)
+    error = training._session_error(IndexError('run/events.out.tfevents.1; File too large'), config, saves)
+    assert str(error) == ('cannot write summaries to %s: run/events.out.tfevents.1; File too large; checkpoint '
+                          '%s saved; free space and run the same command to resume'
+                          % (log_root, os.path.join(log_root, 'model.ckpt-40')))
+    # TensorFlow's saver names the checkpoint in the state file before it writes the .meta file.
+    error = training._session_error(IndexError('run/model.ckpt-40.meta.tmp1; File too large'), config, saves)
+    assert str(error).startswith('cannot save checkpoint 40 in %s' % log_root)
+    saves.before_save(None, 60)  # the save of 60 itself failed
+    error = training._session_error(IndexError('run/model.ckpt-60.data; File too large'), config, saves)
+    assert str(error).startswith('cannot save checkpoint 60 in %s' % log_root)

@@ -20,7 +20,7 @@ TINY_RUN_SCHEDULE = ([30, 45, 60], [0.1, 0.01, 0.001, 0.0001])
 
 
 @pytest.mark.timeout(300)
-def test_eval_reads_the_model_from_the_run_and_refuses_model_flags_that_differ(tiny_run, tmp_path):
+def test_eval_reads_the_model_from_the_run_and_refuses_model_flags_that_differ(tiny_run, tmp_path, capsys):
     run_dir = copy_run(tiny_run, tmp_path / 'run')
     # No model flags at all: the network is the run's (ResNet-8), and so is --train_steps.
     scored = run('--mode=eval', '--dataset=digits', '--log_root=' + run_dir, '--eval_interval_secs=1')
@@ -29,10 +29,10 @@ def test_eval_reads_the_model_from_the_run_and_refuses_model_flags_that_differ(t
 
     for flags, named in [(['--width=2', '--eval_once'], '--width=2'),
                          (['--num_residual_units=2'], '--num_residual_units=2')]:
-        refused = run('--mode=eval', *TINY_DIGITS, '--log_root=' + run_dir, '--eval_interval_secs=1', *flags)
-        assert_one_line_error(refused.returncode, refused.stderr, 1, named,
-                                     os.path.join(run_dir, 'config.json'))
-        assert refused.stdout == '', refused.stdout
+        code, err = in_process.main_exit(['--mode=eval', *TINY_DIGITS, '--log_root=' + run_dir,
+                                          '--eval_interval_secs=1', *flags], capsys)
+        assert_one_line_error(code, err, 1, named, os.path.join(run_dir, 'config.json'))
+        assert capsys.readouterr().out == ''
 
 
 @pytest.mark.timeout(300)
@@ -60,10 +60,11 @@ def test_an_extended_run_keeps_its_schedule_unless_given_a_new_one(tiny_run, tmp
         in extended.stderr
 
     changed = run('--mode=train', *TINY_DIGITS, '--log_root=' + run_dir, '--train_steps=120',
-                  '--log_every_n_steps=20', '--lr_boundaries=110', '--lr_values=0.05,0.002')
+                  '--log_every_n_steps=10', '--lr_boundaries=110', '--lr_values=0.05,0.002')
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert {s: lr for s, (_, lr) in logged_steps(changed.stderr, 120).items()} == {
-        120: pytest.approx(0.002)}
+        110: pytest.approx(0.05), 120: pytest.approx(0.002)}
+    assert "from step 100: --lr_boundaries=110 instead of the run's --lr_boundaries=30,45,60" in changed.stderr
     saved = json.load(open(os.path.join(run_dir, 'config.json')))
     assert (saved['lr_boundaries'], saved['lr_values'], saved['train_steps']) == ([110], [0.05, 0.002], 120)
 
@@ -79,8 +80,12 @@ DIGITS_DEFAULTS = dict(dataset='digits', label_mode='fine', num_residual_units=2
 
 
 def write_run(log_root, **changes):
+    """A run directory with settings and an (empty) checkpoint at step 50: a run in progress."""
     settings = dict(DIGITS_DEFAULTS, **changes)
     run_settings.write(str(log_root), settings)
+    for suffix in ('.index', '.data-00000-of-00001'):
+        with open(os.path.join(str(log_root), 'model.ckpt-50' + suffix), 'w'):
+            pass
     return settings
 
 
@@ -97,9 +102,6 @@ def test_flags_not_given_come_from_the_run(tmp_path):
 def test_a_resumed_trainer_keeps_the_run_recipe_and_takes_explicit_changes(tmp_path):
     write_run(tmp_path, weight_decay_rate=0.0005, batch_size=64, lr_boundaries=[100, 200],
               lr_values=[0.2, 0.02, 0.002], optimizer='sgd')
-    os.close(os.open(os.path.join(str(tmp_path), 'model.ckpt-50.index'), os.O_CREAT))
-    with open(os.path.join(str(tmp_path), 'model.ckpt-50.data-00000-of-00001'), 'w'):
-        pass
     hps, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--train_steps=400'])
     assert (hps.weight_decay_rate, hps.batch_size, hps.optimizer) == (0.0005, 64, 'sgd')
     assert (config['lr_boundaries'], config['lr_values']) == ([100, 200], [0.2, 0.02, 0.002])
@@ -110,26 +112,39 @@ def test_a_resumed_trainer_keeps_the_run_recipe_and_takes_explicit_changes(tmp_p
     assert config['settings_changes'] == ["--lr_values=0.4,0.04,0.004 instead of the run's --lr_values=0.2,0.02,0.002"]
     _, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
     assert config['lr_values'] == [0.2, 0.02, 0.002] and config['settings_changes'] == []  # the run's own rate
+    write_run(tmp_path, lr_boundaries=[100, 200], lr_values=[0.1, 0.05, 0.01])  # not tenfold steps
+    _, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
+    assert config['lr_values'] == pytest.approx([0.2, 0.1, 0.02])
 
 
 def test_a_new_run_in_a_directory_without_checkpoints_takes_its_flags(tmp_path):
     write_run(tmp_path, num_residual_units=3)
+    for name in os.listdir(str(tmp_path)):
+        if name.startswith('model.ckpt-'):
+            os.remove(os.path.join(str(tmp_path), name))
     hps, _ = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--num_residual_units=4'])
     assert hps.num_residual_units == 4
 
 
-def test_a_garbled_settings_file_is_one_error_naming_it(tmp_path, capsys):
+@pytest.mark.parametrize('text, expected', [
+    ('{"dataset": "digi', 'is not valid JSON'),
+    ('["digits"]', 'is not a run settings file: expected a JSON object'),
+    ('{"dataset": "digits", "width": "2"}', '"width" is "2"; expected a int'),
+    ('{"dataset": "digits", "use_bottleneck": 1}', '"use_bottleneck" is 1; expected a bool'),
+    ('{"dataset": "mnist"}', '"dataset" is "mnist"; expected one of cifar10, cifar100, digits'),
+    ('{"dataset": "digits", "lr_boundaries": [5], "lr_values": []}', 'one more of "lr_values"'),
+    ('{"dataset": "digits", "lr_values": [0.1, "x"]}', '"lr_values" is [0.1, "x"]; expected a list of learning'),
+])
+def test_a_bad_settings_file_is_one_error_naming_it(tmp_path, capsys, text, expected):
+    write_run(tmp_path)
     path = tmp_path / 'config.json'
-    path.write_text('{"dataset": "digi')
+    path.write_text(text)
     code, err = in_process.main_exit(['--mode=eval', '--log_root=' + str(tmp_path)], capsys)
-    assert_one_line_error(code, err, 1, str(path), 'not valid JSON')
+    assert_one_line_error(code, err, 1, str(path), expected)
 
 
 def test_a_frozen_run_stays_frozen_when_resumed_without_the_flag(tmp_path):
     write_run(tmp_path, freeze_restored_layers=True)
-    with open(os.path.join(str(tmp_path), 'model.ckpt-5.index'), 'w'), \
-            open(os.path.join(str(tmp_path), 'model.ckpt-5.data-00000-of-00001'), 'w'):
-        pass
     _, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path)])
     assert config['freeze_restored_layers'] is True
 
@@ -141,6 +156,8 @@ def test_a_run_older_than_its_settings_file_uses_its_trainers_record_or_its_chec
     os.remove(os.path.join(run_dir, 'config.json'))
     hps, config = in_process.resolve(['--mode=eval', '--log_root=' + run_dir])
     assert (config['dataset'], hps.num_residual_units, config['train_steps']) == ('digits', 1, 60)
+    code, err = in_process.main_exit(['--mode=eval', '--log_root=' + run_dir, '--width=3'], capsys)
+    assert_one_line_error(code, err, 1, '--width=3', os.path.join(run_dir, 'train', 'config.json'))
 
     # Without any record, the flags decide, and the checkpoint itself catches a wrong network.
     os.remove(os.path.join(run_dir, 'train', 'config.json'))
@@ -155,6 +172,7 @@ def test_a_run_older_than_its_settings_file_uses_its_trainers_record_or_its_chec
 
 
 def test_keys_a_settings_file_lacks_come_from_the_flags(tmp_path):
+    write_run(tmp_path)
     settings = dict(DIGITS_DEFAULTS, num_residual_units=3)
     del settings['relu_leakiness'], settings['freeze_restored_layers']
     (tmp_path / 'config.json').write_text(json.dumps(settings))
@@ -165,7 +183,36 @@ def test_keys_a_settings_file_lacks_come_from_the_flags(tmp_path):
 @pytest.mark.timeout(120)
 def test_a_train_dir_that_is_the_log_root_keeps_the_run_settings(tiny_run, tmp_path):
     run_dir = copy_run(tiny_run, tmp_path / 'run')
-    done = run('--mode=train', '--log_root=' + run_dir, '--train_dir=' + run_dir, '--train_steps=61')
-    assert done.returncode == 0, done.stderr[-3000:]
-    saved = run_settings.read(run_dir)
+    training.train(*in_process.resolve(['--mode=train', '--log_root=' + run_dir, '--train_dir=' + run_dir,
+                                        '--train_steps=61']))
+    saved, source = run_settings.read(run_dir)
     assert saved['num_residual_units'] == 1 and saved['train_steps'] == 61
+    assert source == os.path.join(run_dir, 'config.json')
+
+
+@pytest.mark.timeout(300)
+def test_eval_beside_an_extended_run_follows_it_to_its_new_end(tiny_run, tmp_path):
+    """Eval takes --train_steps from the run. While a live trainer holds the run's lock without
+    having written the settings yet, the run is not over, even when its last checkpoint is at
+    the old end; once the settings say 100, eval waits for step 100."""
+    import guards
+    import processes
+    run_dir = copy_run(tiny_run, tmp_path / 'run')
+    old = run_settings.read(run_dir)[0]
+    evaluator = None
+    try:
+        with guards.RunLock(os.path.join(run_dir, training.LOCK_FILE), 'trainer', 'this test'):
+            evaluator = processes.Process(['--mode=eval', '--log_root=' + run_dir, '--eval_interval_secs=1'])
+            evaluator.wait_for(r'waiting for a new checkpoint', timeout=150)  # step 60 scored, not done
+            run_settings.write(run_dir, dict(old, train_steps=100))  # what the trainer writes first
+        # The trainer in this process: the eval beside it is the subject.
+        training.train(*in_process.resolve(['--mode=train', '--log_root=' + run_dir, '--train_steps=100',
+                                            '--save_checkpoints_steps=20', '--log_every_n_steps=20']))
+        assert evaluator.wait(150) == 0, evaluator.stderr[-3000:]
+    finally:
+        if evaluator:
+            evaluator.kill()
+    scored = [int(line.split()[1].rstrip(':')) for line in evaluator.proc.stdout.read().splitlines()
+              if line.startswith('step ')]
+    assert scored[0] == 60 and scored[-1] == 100, scored
+    assert 'scored the checkpoint at --train_steps=100; eval done' in evaluator.stderr
