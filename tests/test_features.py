@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import cifar_input
 import evaluation
+import in_process
 import resnet_model
 import synthetic
 from test_resnet_main import TINY, run_main
@@ -22,15 +23,7 @@ NAMES = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight',
 
 def main_in_process(*args):
     """resnet_main.main on these flags in this process; returns the exit status."""
-    import resnet_main
-    resnet_main.FLAGS.unparse_flags()
-    try:
-        resnet_main.main(resnet_main.parse_flags(['resnet_main.py'] + list(args)))
-        return 0
-    except SystemExit as e:
-        return e.code
-    finally:
-        resnet_main.FLAGS.unparse_flags()
+    return in_process.main_status(args)
 
 
 def tiny_hps(num_classes=10, **overrides):
