@@ -9,7 +9,6 @@ checkpoint's global step to config['eval_dir'] and prints one line per checkpoin
 import collections
 import json
 import os
-import re
 import time
 
 import tensorflow as tf
@@ -185,8 +184,8 @@ def _index_time(checkpoint_path):
 
 def step_in_name(checkpoint_path):
     """The global step a checkpoint's name ends with ('model.ckpt-1200' -> 1200), or -1."""
-    found = re.search(r'-(\d+)$', checkpoint_path)
-    return int(found.group(1)) if found else -1
+    step = checkpoints.step_of(checkpoint_path)
+    return -1 if step is None else step
 
 
 def run_train_steps(config):
