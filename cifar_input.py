@@ -17,7 +17,6 @@ Host side (numpy, no graph): `list_files`, `check_files`, `changed_file_error`, 
 download: python cifar_input.py --dataset=cifar10 [--data_path=...]
 """
 import argparse
-import collections
 import contextlib
 import glob
 import numbers
@@ -32,46 +31,14 @@ if __name__ == '__main__':
 import numpy as np
 import tensorflow as tf
 
-import guards
+from resnet_cifar import guards
+# The dataset table lives in a module without TensorFlow; these names are part of this one's API.
+from resnet_cifar.datasets import (DATA_DIR, DATASET_NAMES, IMAGE_BYTES, IMAGE_DEPTH, IMAGE_SIZE,  # noqa: F401
+                                   LABEL_MODES, PADDED_SIZE, _DATASETS, _label_layout, dataset_info,
+                                   num_classes)
+from resnet_cifar.errors import DataError
 
-IMAGE_SIZE = 32
-IMAGE_DEPTH = 3
-IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * IMAGE_DEPTH
-PADDED_SIZE = IMAGE_SIZE + 4  # train-mode crops are taken from a 36x36 zero-padded image
 MODES = ('train', 'eval')
-LABEL_MODES = ('fine', 'coarse')
-
-DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')
-DATASET_NAMES = ('cifar10', 'cifar100', 'digits')
-
-DatasetInfo = collections.namedtuple('DatasetInfo', [
-    'name', 'label_bytes', 'record_bytes', 'num_fine_classes',
-    'num_coarse_classes',  # None for single-label datasets
-    'default_train_path', 'default_eval_path', 'download_command',
-    'random_flip',  # train-mode left-right flips: right for photos, wrong for digits
-])
-
-_DATASETS = {
-    'cifar10': DatasetInfo(
-        'cifar10', 1, 1 + IMAGE_BYTES, 10, None,
-        os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'data_batch_*.bin'),
-        os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'test_batch.bin'),
-        'python scripts/download_cifar.py --dataset=cifar10', True),
-    'cifar100': DatasetInfo(
-        'cifar100', 2, 2 + IMAGE_BYTES, 100, 20,
-        os.path.join(DATA_DIR, 'cifar-100-binary', 'train.bin'),
-        os.path.join(DATA_DIR, 'cifar-100-binary', 'test.bin'),
-        'python scripts/download_cifar.py --dataset=cifar100', True),
-    'digits': DatasetInfo(
-        'digits', 1, 1 + IMAGE_BYTES, 10, None,
-        os.path.join(DATA_DIR, 'digits-bin', 'data_batch_1.bin'),
-        os.path.join(DATA_DIR, 'digits-bin', 'test_batch.bin'),
-        'python scripts/make_sample_data.py', False),
-}
-
-
-class DataError(ValueError):
-    """One-line message naming the file/flag/value and what was expected."""
 
 
 @contextlib.contextmanager
@@ -120,33 +87,6 @@ def data_error(op_error):
 
 class _NoMatchError(DataError):
     """A data_path pattern matched no file."""
-
-
-# ---------------------------------------------------------------- datasets
-
-def dataset_info(dataset):
-    """Returns the DatasetInfo of `dataset`, one of DATASET_NAMES."""
-    if not isinstance(dataset, str) or dataset not in _DATASETS:
-        raise DataError('unknown dataset %r; expected one of: %s' % (dataset, ', '.join(DATASET_NAMES)))
-    return _DATASETS[dataset]
-
-
-def num_classes(dataset, label_mode='fine'):
-    """Number of classes of `dataset` under `label_mode` ('fine' or 'coarse')."""
-    return _label_layout(dataset, label_mode)[1]
-
-
-def _label_layout(dataset, label_mode):
-    """(byte offset of the label in a record, number of classes)."""
-    info = dataset_info(dataset)
-    if label_mode not in LABEL_MODES:
-        raise DataError('unknown label_mode %r; expected one of: %s' % (label_mode, ', '.join(LABEL_MODES)))
-    if label_mode == 'fine':
-        return info.label_bytes - 1, info.num_fine_classes
-    if info.num_coarse_classes is None:
-        raise DataError("label_mode 'coarse' needs a dataset with coarse labels (cifar100); "
-                        '%s has only one label per record' % dataset)
-    return 0, info.num_coarse_classes
 
 
 # ---------------------------------------------------------------- files (no graph)

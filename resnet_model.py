@@ -42,11 +42,13 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-import loss_scaling
+from resnet_cifar import loss_scaling
 
 WEIGHT_DECAY_COLLECTION = 'weight_decay_variables'
 # The output of every residual unit, for activation histograms.
 ACTIVATIONS_COLLECTION = 'unit_activations'
+# The name of a variable's moving average (tf.compat.v1.train.ExponentialMovingAverage's).
+SHADOW_SUFFIX = '/ExponentialMovingAverage'
 
 OPTIMIZERS = ('sgd', 'mom')
 DATA_FORMATS = ('NHWC', 'NCHW')
@@ -187,9 +189,19 @@ class ResNet:
       mode: 'train' (batch-norm batch moments, a train_op) or 'eval'
         (batch-norm moving statistics, no train_op).
 
-    After build_graph() the attributes below are set (shapes per batch):
+    `build_graph()` builds everything for one device. Data-parallel towers
+    (towers.py) build the same from the public pieces, in this order:
+    `build_step_state()` once (or `share_step_state(lead)`), `build_forward()`
+    per tower, `compute_gradients(cost)`, `moving_statistics_updates(moments)`
+    and `apply_gradients(grads_and_vars, update_ops)`.
+
+    Attributes (shapes per batch):
       global_step: int64 scalar variable.
       lrn_rate: float32 scalar variable 'learning_rate', set with set_lrn_rate().
+      effective_lrn_rate: max(lrn_rate, hps.min_lrn_rate), the rate the optimizer uses.
+      ema: the ExponentialMovingAverage of the trainable variables, or None.
+      loss_scale: (train mode, compute_dtype float16) the
+        loss_scaling.DynamicLossScale of the train op, else None.
       logits: float32 [batch, num_classes].
       predictions: softmax of logits, [batch, num_classes].
       features: float32 [batch, D], the pooled activations the fully connected
@@ -198,11 +210,10 @@ class ResNet:
       weight_decay: scalar, weight_decay_rate * sum(tf.nn.l2_loss(w)).
       cost: cross_entropy + weight_decay.
       precision: scalar, fraction of the batch whose argmax matches the label.
-      bn_update_ops: the moving mean/variance assign ops (train mode), also in
-        tf.compat.v1.GraphKeys.UPDATE_OPS.
-      ema: the ExponentialMovingAverage of the trainable variables, or None.
-      loss_scale: (train mode, compute_dtype float16) the
-        loss_scaling.DynamicLossScale of the train op, else None.
+      batch_moments: (train mode) [(moving mean or variance variable, this
+        batch's mean or unbiased variance)] of every batch norm, in graph order.
+      bn_update_ops: (train mode, after build_graph) the moving mean/variance
+        assign ops, also in tf.compat.v1.GraphKeys.UPDATE_OPS.
       train_op: (train mode) optimizer step, then the moving-average update,
         plus the batch-norm updates.
       summaries: tf.compat.v1.summary.merge_all() of the graph.
@@ -217,44 +228,38 @@ class ResNet:
         self.mode = mode
         self.images = _checked_images(images)
         self.labels = _checked_labels(labels, hps.num_classes)
-        self.global_step = None
-        self.lrn_rate = None
+        self.global_step = self.lrn_rate = self.effective_lrn_rate = None
+        self.ema = self.loss_scale = None
         self.logits = self.predictions = self.features = None
         self.cross_entropy = self.weight_decay = self.cost = self.precision = None
-        self.ema = None
-        self.loss_scale = None
+        self.batch_moments = []
+        self.bn_update_ops = []
         self.train_op = None
         self.summaries = None
-        self.bn_update_ops = []
         self._weight_variables = []
-        self._effective_lrn_rate = None
         self._lrn_rate_value = None
         self._lrn_rate_assign = None
-        self._is_frozen = None
 
     @property
     def _channels_last(self):
         return self.hps.data_format == 'NHWC'
 
     def build_graph(self, is_frozen=None):
-        """Builds the whole graph in the default graph: model, cost, train op, summaries.
+        """Builds the whole one-device graph in the default graph: model, cost, train op, summaries.
 
         Args:
           is_frozen: optional predicate on a trainable variable; the train op
             leaves the variables it accepts unchanged (no gradient, no optimizer
             slot), though their moving averages are kept as usual.
         """
-        self._is_frozen = is_frozen
-        self.global_step = tf.compat.v1.train.get_or_create_global_step()
-        self._build_learning_rate()
-        self._build_model()
-        if self.hps.moving_average_decay > 0:
-            self.ema = tf.compat.v1.train.ExponentialMovingAverage(
-                self.hps.moving_average_decay, num_updates=self.global_step)
+        self.build_step_state()
+        self.build_forward()
         if self.mode == 'train':
-            self._build_loss_scale()
-            self._build_train_op()
-        self._add_summaries()
+            self.bn_update_ops = self.moving_statistics_updates(self.batch_moments)
+            self.train_op = self.apply_gradients(self.compute_gradients(self.cost, is_frozen),
+                                                 self.bn_update_ops)
+        add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay, self.precision,
+                             self.effective_lrn_rate, self.loss_scale)
         self.summaries = tf.compat.v1.summary.merge_all()
 
     def set_lrn_rate(self, session, value):
@@ -273,33 +278,40 @@ class ResNet:
         """
         graph = self.logits.graph
         variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
-        if self.ema is None:
-            return {v.op.name: v for v in variables}
-        trainable = {v.ref() for v in graph.get_collection(
-            tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
-        shadows = {self.ema.average(v.deref()).ref() for v in trainable
-                   if self.ema.average(v.deref()) is not None}
-        mapping = {}
-        for v in variables:
-            if v.ref() in shadows:
-                continue
-            name = self.ema.average_name(v) if v.ref() in trainable else v.op.name
-            mapping[name] = v
-        return mapping
+        shadows = set()
+        if self.ema is not None:
+            shadows = {self.ema.average(v).ref() for v in tf.compat.v1.trainable_variables()
+                       if self.ema.average(v) is not None}
+        return restore_names([v for v in variables if v.ref() not in shadows],
+                             from_shadows=self.ema is not None)
 
-    # Graph construction, in small pieces so several towers can share variables.
+    # The public pieces of the graph, for one device (build_graph) or several towers.
 
-    def _build_learning_rate(self):
+    def build_step_state(self):
+        """The state one optimizer step shares: global step, learning rate, EMA, loss scale."""
+        self.global_step = tf.compat.v1.train.get_or_create_global_step()
         self.lrn_rate = tf.compat.v1.get_variable(
             'learning_rate', [], tf.float32,
             initializer=tf.compat.v1.constant_initializer(self.hps.lrn_rate), trainable=False)
         self._lrn_rate_value = tf.compat.v1.placeholder(tf.float32, [], 'new_learning_rate')
         self._lrn_rate_assign = self.lrn_rate.assign(self._lrn_rate_value)
-        self._effective_lrn_rate = tf.maximum(self.lrn_rate, self.hps.min_lrn_rate,
-                                              name='effective_learning_rate')
+        self.effective_lrn_rate = tf.maximum(self.lrn_rate, self.hps.min_lrn_rate,
+                                             name='effective_learning_rate')
+        if self.hps.moving_average_decay > 0:
+            self.ema = tf.compat.v1.train.ExponentialMovingAverage(
+                self.hps.moving_average_decay, num_updates=self.global_step)
+        if self.mode == 'train' and self.hps.compute_dtype == 'float16':
+            # float16 training needs a loss scale (bfloat16 has float32's exponent range).
+            self.loss_scale = loss_scaling.DynamicLossScale()
 
-    def _build_model(self):
-        """Forward pass, cost and precision."""
+    def share_step_state(self, lead):
+        """Uses the step state of `lead` (another tower, after its build_step_state())."""
+        for name in ('global_step', 'lrn_rate', 'effective_lrn_rate', 'ema', 'loss_scale',
+                     '_lrn_rate_value', '_lrn_rate_assign'):
+            setattr(self, name, getattr(lead, name))
+
+    def build_forward(self):
+        """Forward pass, cost and precision; in train mode it records the batch moments."""
         x = self._in_compute_dtype(self.images)
         if not self._channels_last:
             x = tf.transpose(x, [0, 3, 1, 2])
@@ -316,6 +328,50 @@ class ResNet:
         self._build_cost()
         correct = tf.equal(tf.argmax(self.logits, 1), tf.argmax(self.labels, 1))
         self.precision = tf.reduce_mean(tf.cast(correct, tf.float32), name='precision')
+
+    def compute_gradients(self, cost, is_frozen=None):
+        """[(gradient, variable)] of `cost` for every trainable variable (None if frozen).
+
+        With a loss scale the gradients come from the scaled cost, divided by the scale again.
+        """
+        variables = tf.compat.v1.trainable_variables()
+        trained = [v for v in variables if not (is_frozen and is_frozen(v))]
+        differentiate = (tf.compat.v1.gradients if self.loss_scale is None
+                         else self.loss_scale.gradients)
+        gradients = differentiate(cost, trained, colocate_gradients_with_ops=True)
+        by_variable = {v.ref(): g for v, g in zip(trained, gradients)}
+        return [(by_variable.get(v.ref()), v) for v in variables]
+
+    def moving_statistics_updates(self, moments):
+        """Ops moving each batch-norm statistic toward its batch value: for every (moving, value)
+        of `moments`, moving <- bn_decay * moving + (1 - bn_decay) * value. They are also
+        added to tf.compat.v1.GraphKeys.UPDATE_OPS."""
+        updates = []
+        for moving, batch_value in moments:
+            delta = (moving - batch_value) * (1.0 - self.hps.bn_decay)
+            updates.append(tf.compat.v1.assign_sub(moving, delta))
+            tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, updates[-1])
+        return updates
+
+    def apply_gradients(self, grads_and_vars, update_ops):
+        """The train op: optimizer step (+1 global step), then the EMA update, plus update_ops.
+
+        With a loss scale, a step whose gradients overflowed skips the optimizer
+        step (still +1 global step) and the scale adapts.
+        """
+        optimizer = self._make_optimizer()
+        if self.loss_scale is None:
+            step = optimizer.apply_gradients(
+                grads_and_vars, global_step=self.global_step, name='apply_gradients')
+        else:
+            step = self.loss_scale.apply_if_finite(optimizer, grads_and_vars, self.global_step)
+        if self.ema is not None:
+            with tf.control_dependencies([step]):
+                # Reads the global step after the increment: decay_t uses t = new step.
+                step = self.ema.apply([v for _, v in grads_and_vars])
+        return tf.group(step, *update_ops, name='train_op')
+
+    # The network, in small pieces.
 
     def _stage_filters(self):
         """Output filters of the three stages."""
@@ -401,21 +457,13 @@ class ResNet:
                     x, gamma, beta, epsilon=self.hps.bn_epsilon,
                     data_format=self.hps.data_format, is_training=True)
                 # `variance` is the unbiased (n / (n - 1)) batch variance.
-                self._add_moving_update(moving_mean, mean)
-                self._add_moving_update(moving_variance, variance)
+                self.batch_moments += [(moving_mean, mean), (moving_variance, variance)]
             else:
                 y, _, _ = tf.compat.v1.nn.fused_batch_norm(
                     x, gamma, beta, mean=moving_mean, variance=moving_variance,
                     epsilon=self.hps.bn_epsilon, data_format=self.hps.data_format,
                     is_training=False)
             return y
-
-    def _add_moving_update(self, moving, batch_value):
-        """moving <- bn_decay * moving + (1 - bn_decay) * batch_value."""
-        delta = (moving - batch_value) * (1.0 - self.hps.bn_decay)
-        update = tf.compat.v1.assign_sub(moving, delta)
-        self.bn_update_ops.append(update)
-        tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, update)
 
     def _weight_variable(self, name, shape, initializer):
         """A weight that weight decay applies to (kept in WEIGHT_DECAY_COLLECTION)."""
@@ -464,52 +512,21 @@ class ResNet:
 
     def _make_optimizer(self):
         if self.hps.optimizer == 'sgd':
-            return tf.compat.v1.train.GradientDescentOptimizer(self._effective_lrn_rate)
-        return tf.compat.v1.train.MomentumOptimizer(self._effective_lrn_rate, self.hps.momentum)
+            return tf.compat.v1.train.GradientDescentOptimizer(self.effective_lrn_rate)
+        return tf.compat.v1.train.MomentumOptimizer(self.effective_lrn_rate, self.hps.momentum)
 
-    def _build_loss_scale(self):
-        """float16 training needs a loss scale (bfloat16 has float32's exponent range)."""
-        if self.hps.compute_dtype == 'float16':
-            self.loss_scale = loss_scaling.DynamicLossScale()
 
-    def _compute_gradients(self, cost):
-        """[(gradient, variable)] of `cost` for every trainable variable (None if frozen).
+def restore_names(variables, from_shadows):
+    """{checkpoint name: variable} for a Saver that restores `variables`.
 
-        With a loss scale the gradients come from the scaled cost, divided by the scale again.
-        """
-        variables = tf.compat.v1.trainable_variables()
-        trained = [v for v in variables if not (self._is_frozen and self._is_frozen(v))]
-        differentiate = (tf.compat.v1.gradients if self.loss_scale is None
-                         else self.loss_scale.gradients)
-        gradients = differentiate(cost, trained, colocate_gradients_with_ops=True)
-        by_variable = {v.ref(): g for v, g in zip(trained, gradients)}
-        return [(by_variable.get(v.ref()), v) for v in variables]
-
-    def _apply_gradients(self, grads_and_vars, update_ops):
-        """The train op: optimizer step (+1 global step), then the EMA update, plus update_ops.
-
-        With a loss scale, a step whose gradients overflowed skips the optimizer
-        step (still +1 global step) and the scale adapts.
-        """
-        optimizer = self._make_optimizer()
-        if self.loss_scale is None:
-            step = optimizer.apply_gradients(
-                grads_and_vars, global_step=self.global_step, name='apply_gradients')
-        else:
-            step = self.loss_scale.apply_if_finite(optimizer, grads_and_vars, self.global_step)
-        if self.ema is not None:
-            with tf.control_dependencies([step]):
-                # Reads the global step after the increment: decay_t uses t = new step.
-                step = self.ema.apply([v for _, v in grads_and_vars])
-        return tf.group(step, *update_ops, name='train_op')
-
-    def _build_train_op(self):
-        self.train_op = self._apply_gradients(self._compute_gradients(self.cost),
-                                              self.bn_update_ops)
-
-    def _add_summaries(self):
-        add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay, self.precision,
-                             self._effective_lrn_rate, self.loss_scale)
+    With from_shadows, each trainable variable is read from its moving-average
+    shadow '<name>/ExponentialMovingAverage' (what ExponentialMovingAverage
+    saves); every other variable, and every variable without from_shadows,
+    from its own name.
+    """
+    trainable = {v.ref() for v in tf.compat.v1.trainable_variables()}
+    return {(v.op.name + SHADOW_SUFFIX if from_shadows and v.ref() in trainable else v.op.name): v
+            for v in variables}
 
 
 def add_scalar_summaries(cost, cross_entropy, weight_decay, precision, lrn_rate, loss_scale=None):

@@ -1,13 +1,13 @@
 """Packaging for resnet-cifar: ResNet training on CIFAR binary files, TF1-style."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name='resnet-cifar',
     version='0.1.0',
     description='Residual networks on CIFAR-10/100 binary files with tf.compat.v1 queues',
-    py_modules=['cifar_input', 'resnet_model', 'towers', 'training', 'evaluation', 'resnet_main',
-                'transfer', 'features', 'summaries', 'eval_progress', 'guards', 'staging', 'loss_scaling',
-                'checkpoints', 'run_settings'],
+    # The suite's face at the top level; the supporting modules in the resnet_cifar package.
+    py_modules=['cifar_input', 'resnet_model', 'resnet_main'],
+    packages=find_packages(include=['resnet_cifar']),
     python_requires='>=3.9',
     install_requires=[
         'tensorflow>=2.16',

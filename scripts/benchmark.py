@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Batches a full train queue gives before its readers must keep up: cifar_input's
 # shuffle queue holds 16 batches and keeps half of them.
@@ -251,12 +250,11 @@ def main(argv=None):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     if args.device == 'cpu':
         os.environ['CUDA_VISIBLE_DEVICES'] = ''
-    sys.path.insert(0, REPO_ROOT)
     import tensorflow as tf
     tf.get_logger().setLevel('ERROR')
     import cifar_input
     import resnet_model
-    import staging
+    from resnet_cifar import staging
 
     bench = Bench(args, tf, cifar_input, resnet_model, staging)
     skip = set(filter(None, args.skip.split(',')))

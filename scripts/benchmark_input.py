@@ -17,12 +17,11 @@ import time
 
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import cifar_input  # noqa: E402
+import cifar_input
 
 tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)  # queue deprecation notices
 

@@ -24,14 +24,13 @@ import time
 
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import resnet_model  # noqa: E402
-import towers  # noqa: E402
-import training  # noqa: E402
+import resnet_model
+from resnet_cifar import towers
+from resnet_cifar import devices
 
 
 def synthetic_batch(batch_size, num_classes, seed=0):
@@ -101,8 +100,8 @@ def main(argv=None):
     hps = resnet_model.HParams(batch_size=args.batch_size, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1,
                                num_residual_units=args.num_residual_units, use_bottleneck=False,
                                weight_decay_rate=0.0002, relu_leakiness=0.1, optimizer='mom')
-    config_one = training.session_config()
-    config_towers = training.session_config(args.num_towers if args.tower_device == 'cpu' else 1)
+    config_one = devices.session_config()
+    config_towers = devices.session_config(args.num_towers if args.tower_device == 'cpu' else 1)
     if args.split_gpu:
         for config in (config_one, config_towers):
             config.gpu_options.experimental.virtual_devices.add(

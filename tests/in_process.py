@@ -29,13 +29,12 @@ def main_status(args):
 
 
 def resolve(args):
-    """(hps, config) of resnet_main for `args`, as the program would build them; flags reset after."""
+    """The RunConfig resnet_main builds for `args`; the flags are reset afterwards."""
     import resnet_main
     f = resnet_main.FLAGS
     f.unparse_flags()
     try:
         f(['resnet_main.py'] + list(args))
-        config = resnet_main.resolve_config(f)
-        return resnet_main.build_hparams(config), config
+        return resnet_main.configure()
     finally:
         f.unparse_flags()

@@ -110,3 +110,18 @@ def copy_run(source, destination):
     """A copy of a run directory, as `cp -r` makes it."""
     shutil.copytree(source, destination)
     return str(destination)
+
+
+def learning_rate_at(step, boundaries, values, min_lrn_rate):
+    """The rate of the piecewise schedule at global step `step` (config.Schedule.rate_at)."""
+    from resnet_cifar.config import Schedule
+    return Schedule(lr_boundaries=boundaries, lr_values=values, min_lrn_rate=min_lrn_rate).rate_at(step)
+
+
+def load_script(name):
+    """The module of scripts/<name>.py, loaded in this process."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'scripts', name + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

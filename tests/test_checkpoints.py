@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-import checkpoints
+from resnet_cifar import checkpoints
 import in_process
 import processes
 from processes import TINY_DIGITS, checkpoint_steps, copy_run, logged_steps, run, snapshot
@@ -206,7 +206,7 @@ def test_prepare_resume_refuses_when_no_checkpoint_restores_and_moves_nothing(ti
 
 
 def test_extract_and_init_checkpoint_take_the_newest_checkpoint_that_restores(tiny_run, tmp_path):
-    import transfer
+    from resnet_cifar import transfer
     run_dir = copy_run(tiny_run, tmp_path / 'run')
     damage(os.path.join(run_dir, 'model.ckpt-60'), 'truncated')
     assert transfer.find_checkpoint(run_dir) == os.path.join(run_dir, 'model.ckpt-40')

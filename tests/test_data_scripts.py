@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 import cifar_input
+import processes
 from synthetic import encode_records, random_images
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -374,14 +375,6 @@ def eval_pass(data_path, num_records):
     return image_batch, label_batch.argmax(axis=1)
 
 
-def _load_script(name):
-    """The module of scripts/<name>, loaded in this process."""
-    spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(SCRIPTS, name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.timeout(90)
 def test_images_to_cifar_folder_of_png_and_jpeg(tmp_path):
     exact, jpeg, corrupt = _image_folder(tmp_path / 'photos')
@@ -429,7 +422,7 @@ def test_images_to_cifar_npz_decodes_through_build_input(tmp_path, capsys):
     np.savez(tmp_path / 'arrays.npz', images=images, labels=labels,
              label_names=np.array(['ant', 'bee', 'cow', 'doe']))
     output = tmp_path / 'out'
-    converter = _load_script('images_to_cifar.py')
+    converter = processes.load_script('images_to_cifar')
     assert converter.main(['--input=%s' % (tmp_path / 'arrays.npz'), '--output_dir=%s' % output]) == 0
     report = capsys.readouterr()
     assert report.err == ''
@@ -455,7 +448,7 @@ def test_images_to_cifar_too_many_classes(tmp_path, capsys):
     photos = tmp_path / 'photos'
     for i in range(257):
         (photos / ('class%03d' % i)).mkdir(parents=True)
-    converter = _load_script('images_to_cifar.py')
+    converter = processes.load_script('images_to_cifar')
     assert converter.main(['--input=%s' % photos, '--output_dir=%s' % (tmp_path / 'out')]) == 1
     stderr = capsys.readouterr().err
     assert stderr.count('\n') == 1 and stderr.startswith('error: ')
@@ -465,7 +458,7 @@ def test_images_to_cifar_too_many_classes(tmp_path, capsys):
 
 @pytest.mark.timeout(60)
 def test_images_to_cifar_bad_outputs_and_inputs_are_one_line_errors(tmp_path, capsys):
-    converter = _load_script('images_to_cifar.py')
+    converter = processes.load_script('images_to_cifar')
     labels = np.arange(10) % 2
     images = np.zeros((10, 32, 32, 3), np.uint8)
     np.savez(tmp_path / 'ok.npz', images=images, labels=labels,

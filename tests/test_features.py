@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import cifar_input
-import evaluation
+from resnet_cifar import evaluation
 import in_process
 import resnet_model
 import synthetic
@@ -120,8 +120,8 @@ def test_extract_then_finetune_matches_the_network(data, trained, tmp_path, caps
     # The features are exactly what the network's own (averaged) layer reads: that
     # layer applied to them scores what eval scores.
     checkpoint = metadata['checkpoint']
-    weights = tf.train.load_variable(checkpoint, 'logit/weights' + evaluation.SHADOW_SUFFIX)
-    biases = tf.train.load_variable(checkpoint, 'logit/biases' + evaluation.SHADOW_SUFFIX)
+    weights = tf.train.load_variable(checkpoint, 'logit/weights' + resnet_model.SHADOW_SUFFIX)
+    biases = tf.train.load_variable(checkpoint, 'logit/biases' + resnet_model.SHADOW_SUFFIX)
     with np.load(test_npz) as saved:
         test_features, test_labels = saved['features'], saved['labels']
     network_precision = eval_precision(tiny_hps(batch_size=100), trained, test_path)
@@ -189,7 +189,7 @@ def test_init_checkpoint_from_five_to_ten_classes(data, five_class_run, tmp_path
     for name in restored:
         np.testing.assert_array_equal(tf.train.load_variable(frozen, name),
                                       tf.train.load_variable(source, name), err_msg=name)
-        np.testing.assert_array_equal(tf.train.load_variable(frozen, name + evaluation.SHADOW_SUFFIX),
+        np.testing.assert_array_equal(tf.train.load_variable(frozen, name + resnet_model.SHADOW_SUFFIX),
                                       tf.train.load_variable(source, name), err_msg=name)
         assert name + '/Momentum' not in saved  # not in the optimizer at all
     assert tf.train.load_variable(frozen, 'logit/weights').shape == (64, 10)

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import evaluation
+from resnet_cifar import evaluation
 import in_process
-import loss_scaling
+from resnet_cifar import devices
+from resnet_cifar import loss_scaling
 import resnet_model
 import synthetic
-import towers
-import training
+from resnet_cifar import towers
+from resnet_cifar import training
 from test_resnet_main import TINY, eval_precisions, read_scalars, run_main
 
 BATCH = 8
@@ -211,7 +212,7 @@ def test_float16_towers_share_one_scale_checked_on_the_averaged_gradients():
         assert all(tower.loss_scale is model.loss_scale for tower in model.towers)
         assert sorted(v.op.name for v in tf.compat.v1.local_variables()) == [
             'loss_scale', 'loss_scale_good_steps', 'loss_scale_skipped_in_a_row']
-        with tf.compat.v1.Session(config=training.session_config(2)) as session:
+        with tf.compat.v1.Session(config=devices.session_config(2)) as session:
             initialize(session)
             before = weights_and_slots(session)
             session.run(model.train_op)
@@ -241,17 +242,17 @@ def test_float16_learns_and_checkpoints_move_between_float16_and_float32(learnab
     common = ['--dataset=cifar10', '--log_root=' + log_root, '--random_seed=1'] + TINY
 
     def train(steps, compute_dtype):
-        hps, config = in_process.resolve(['--mode=train', '--train_data_path=' + train_path, '--train_steps=%d' % steps,
+        config = in_process.resolve(['--mode=train', '--train_data_path=' + train_path, '--train_steps=%d' % steps,
                                '--compute_dtype=' + compute_dtype] + common)
-        training.train(hps, config)
+        training.train(config)
         path = tf.train.latest_checkpoint(log_root)
         assert tf.train.load_variable(path, 'global_step') == steps
         return path
 
     def score(path, compute_dtype):
-        hps, config = in_process.resolve(['--mode=eval', '--eval_data_path=' + test_path,
+        config = in_process.resolve(['--mode=eval', '--eval_data_path=' + test_path,
                                '--compute_dtype=' + compute_dtype] + common)
-        return evaluation.EvalGraph(hps, config).score(path)
+        return evaluation.EvalGraph(config.hparams(), config).score(path)
 
     # 40-50 steps reach 90-100% (two reader threads vary the batches); chance is 10%.
     learned = train(50, 'float16')

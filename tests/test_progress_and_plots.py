@@ -1,24 +1,24 @@
 """In-process: eval progress lines, top-5 precision, and the plot script."""
+import dataclasses
 import glob
 import logging
 import os
 import struct
-import sys
 import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import eval_progress
-import evaluation
+from resnet_cifar import progress
+from resnet_cifar import summaries
+from resnet_cifar.config import Data, Eval, Model, RunConfig, Schedule
+from resnet_cifar import evaluation
 import resnet_model
+import processes
 import synthetic
-import training
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, 'scripts'))
-import plot_curves  # noqa: E402
+plot_curves = processes.load_script('plot_curves')
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
@@ -32,16 +32,16 @@ def wait_for(condition, timeout=5.0):
 
 @pytest.mark.timeout(10)
 def test_eval_progress_every_tenth_of_a_large_set_only():
-    progress = eval_progress.EvalProgress(10000, 100)
-    assert (progress.total_batches, progress.every_n_batches) == (100, 10)
-    lines = {b: progress.line(80000, b, b * 100, b * 0.5) for b in range(1, 101)}
+    eval_progress = progress.EvalProgress(10000, 100)
+    assert (eval_progress.total_batches, eval_progress.every_n_batches) == (100, 10)
+    lines = {b: eval_progress.line(80000, b, b * 100, b * 0.5) for b in range(1, 101)}
     assert sorted(b for b, line in lines.items() if line) == list(range(10, 100, 10))
     assert lines[30] == ('eval of step 80000: batch 30/100 (30%), 3000/10000 images, '
                          '200.0 images/sec, ETA 0:00:35')
-    small = eval_progress.EvalProgress(300, 100)  # the digits sample: 3 batches
+    small = progress.EvalProgress(300, 100)  # the digits sample: 3 batches
     assert small.every_n_batches == 0
     assert not any(small.line(1, b, b * 100, 1.0) for b in range(1, 4))
-    ragged = eval_progress.EvalProgress(2050, 100)  # 21 batches, the last one partial
+    ragged = progress.EvalProgress(2050, 100)  # 21 batches, the last one partial
     assert (ragged.total_batches, ragged.every_n_batches) == (21, 3)
 
 
@@ -91,23 +91,20 @@ def numpy_precisions(evaluator, checkpoint):
 @pytest.mark.timeout(120)
 def test_cifar100_eval_writes_top_5_precision_and_progress(tmp_path, caplog, capsys):
     eval_path = write_cifar100(str(tmp_path / 'test.bin'), 120)
-    hps = resnet_model.HParams(batch_size=4, num_classes=100, min_lrn_rate=0.0001, lrn_rate=0.1,
-                               num_residual_units=1, use_bottleneck=False, weight_decay_rate=0.0002,
-                               relu_leakiness=0.1, optimizer='mom', moving_average_decay=0)
     log_root = str(tmp_path / 'run')
+    config = RunConfig(mode='eval', log_root=log_root, data=Data(dataset='cifar100', eval_data_path=eval_path),
+                       model=Model(num_residual_units=1), schedule=Schedule(train_steps=1, moving_average_decay=0),
+                       eval=Eval(batch_size=4, once=True, interval_secs=1, use_moving_average=False))
+    hps = config.hparams()
     checkpoint = save_random_checkpoint(hps, log_root, step=1)
-    config = {'dataset': 'cifar100', 'label_mode': 'fine', 'eval_data_path': eval_path,
-              'log_root': log_root, 'eval_dir': os.path.join(log_root, 'eval'), 'train_steps': 1,
-              'eval_batch_count': 0, 'eval_once': True, 'eval_interval_secs': 1,
-              'eval_use_moving_average': False, 'device': '/cpu:0'}
     # The absl logger has its own level, which an earlier in-process flag parse may have raised.
     caplog.set_level(logging.INFO, logger='absl')
-    evaluation.evaluate(hps, config)
+    evaluation.evaluate(config)
 
     expected_top1, expected_top5 = numpy_precisions(evaluation.EvalGraph(hps, config), checkpoint)
     assert expected_top5 > expected_top1  # a random net on 100 classes: about 0.05 against 0.01
     scalars = {}
-    for path in glob.glob(os.path.join(config['eval_dir'], 'events.out.tfevents.*')):
+    for path in glob.glob(os.path.join(config.eval_dir, 'events.out.tfevents.*')):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 scalars[(value.tag, event.step)] = value.simple_value
@@ -122,7 +119,8 @@ def test_cifar100_eval_writes_top_5_precision_and_progress(tmp_path, caplog, cap
 
     # Run again beside a finished training (the launcher's command again): it ends at once.
     started = time.time()
-    evaluation.evaluate(hps, dict(config, eval_once=False, eval_interval_secs=600))
+    evaluation.evaluate(dataclasses.replace(config, eval=dataclasses.replace(config.eval, once=False,
+                                                                              interval_secs=600)))
     assert time.time() - started < 60
     assert 'already scored; eval done' in caplog.text
 
@@ -146,12 +144,12 @@ def png_size(path):
 def test_plot_curves_draws_train_loss_and_eval_precision(tmp_path, capsys):
     log_root = str(tmp_path / 'run')
     for step in (100, 200, 300):
-        training.write_scalars(os.path.join(log_root, 'train'), step, {
+        summaries.write_scalars(os.path.join(log_root, 'train'), step, {
             'total_loss': 3.0 - step / 200.0, 'cross_entropy': 2.9 - step / 200.0, 'precision': step / 400.0})
     for step in (150, 300):
-        training.write_scalars(os.path.join(log_root, 'eval'), step, {
+        summaries.write_scalars(os.path.join(log_root, 'eval'), step, {
             'Precision': step / 500.0, 'Best Precision': step / 500.0, 'loss': 2.0})
-    training.write_scalars(os.path.join(log_root, 'eval'), 300, {'Precision': 0.7})  # logged again: last wins
+    summaries.write_scalars(os.path.join(log_root, 'eval'), 300, {'Precision': 0.7})  # logged again: last wins
 
     scalars = plot_curves.read_scalars(log_root)
     assert sorted(scalars) == ['eval', 'train']

@@ -22,11 +22,13 @@ import tensorflow as tf
 from absl import logging
 
 import cifar_input
-import evaluation
-import guards
+from resnet_cifar import evaluation
+from resnet_cifar import guards
 import in_process
+import processes
+from resnet_cifar.config import RunConfig
 import synthetic
-import training
+from resnet_cifar import training
 from processes import (MAIN, REPO, TINY_DIGITS, Process, assert_one_line_error, checkpoint_steps,
                        error_lines, logged_steps)
 
@@ -154,7 +156,7 @@ def test_sigterm_saves_sigkill_resumes_and_seeded_runs_repeat(learnable, tmp_pat
     logged = logged_steps(resumed.stderr, 40)
     assert min(logged) == resume_step + 1 and max(logged) == 40, sorted(logged)
     for step, (_, lr) in logged.items():  # the line at step s describes the step run at s - 1
-        assert lr == pytest.approx(training.learning_rate_at(step - 1, [15, 30], [0.1, 0.02, 0.004], 1e-4))
+        assert lr == pytest.approx(processes.learning_rate_at(step - 1, [15, 30], [0.1, 0.02, 0.004], 1e-4))
     assert latest_step(root_b) == 40
     assert_all_checkpoints_loadable(root_b)
     # The resumed run saved its first step again: its shadows are the restored ones, not fresh.
@@ -169,8 +171,7 @@ def test_sigterm_saves_sigkill_resumes_and_seeded_runs_repeat(learnable, tmp_pat
 def test_second_signal_exits_at_once_even_while_the_main_thread_waits():
     script = '\n'.join([
         'import os, sys, time',
-        'sys.path.insert(0, %r)' % REPO,
-        'import guards',
+        'from resnet_cifar import guards',
         'with guards.StopSignals(first_message="%s: asked to stop") as stop:',
         '    print("ready", flush=True)',
         '    while not stop.requested:',
@@ -179,7 +180,7 @@ def test_second_signal_exits_at_once_even_while_the_main_thread_waits():
         '    os.read(os.pipe()[0], 1)  # blocks for good',
     ])
     proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert proc.stdout.readline().strip() == 'ready'
         proc.send_signal(signal.SIGTERM)
@@ -288,12 +289,12 @@ def diverged(learnable, tmp_path_factory):
     """A run whose learning rate jumps to 1e6 at step 12: (log_root, TrainingError message)."""
     train_path, _ = learnable
     log_root = str(tmp_path_factory.mktemp('diverged') / 'run')
-    hps, config = in_process.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+    config = in_process.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                            '--log_root=' + log_root, '--train_steps=40', '--save_checkpoints_steps=5',
                            '--keep_checkpoint_max=20', '--lr_boundaries=12', '--lr_values=0.1,1e6',
                            '--log_every_n_steps=100'] + TINY)
     with pytest.raises(training.TrainingError) as error:
-        training.train(hps, config)
+        training.train(config)
     return log_root, str(error.value)
 
 
@@ -317,11 +318,11 @@ def test_nan_loss_stops_naming_the_step_and_the_finite_checkpoint_it_keeps(diver
 def test_nan_loss_between_saves_names_the_step_and_keeps_the_first_checkpoint(learnable, tmp_path):
     train_path, _ = learnable
     log_root = str(tmp_path / 'run')
-    hps, config = in_process.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+    config = in_process.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                            '--log_root=' + log_root, '--train_steps=60', '--save_checkpoints_steps=1000',
                            '--lr_boundaries=12', '--lr_values=0.1,1e6', '--log_every_n_steps=100'] + TINY)
     with pytest.raises(training.TrainingError) as error:
-        training.train(hps, config)
+        training.train(config)
     found = re.match(r'loss is NaN or Inf at step (\d+); the last good checkpoint, (\S+), is kept$',
                      str(error.value))
     assert found and int(found.group(1)) >= 12, str(error.value)
@@ -349,9 +350,9 @@ def test_the_same_command_after_the_last_step_trains_nothing(diverged, learnable
     shutil.copytree(diverged[0], log_root)
     step = latest_step(log_root)
     files = sorted(os.listdir(log_root))
-    hps, config = in_process.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+    config = in_process.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                            '--log_root=' + log_root, '--train_steps=%d' % step] + TINY)
-    training.train(hps, config)
+    training.train(config)
     assert sorted(os.listdir(log_root)) == files and latest_step(log_root) == step
 
 
@@ -398,13 +399,13 @@ def test_eval_skips_a_corrupt_checkpoint_and_scores_the_next(diverged, learnable
 
     def eval_with_records(extra_args, helper=None):
         """Runs evaluate in this process: ([skip warnings], [steps scored])."""
-        hps, config = in_process.resolve(args + extra_args)
+        config = in_process.resolve(args + extra_args)
         capsys.readouterr()
         with AbslRecords(pattern='skipping checkpoint') as records:
             thread = threading.Thread(target=helper, args=(records,)) if helper else None
             if thread:
                 thread.start()
-            evaluation.evaluate(hps, config)
+            evaluation.evaluate(config)
             if thread:
                 thread.join()
         skips = [m for m in records.messages if 'skipping checkpoint' in m]
@@ -431,9 +432,9 @@ def test_eval_skips_a_corrupt_checkpoint_and_scores_the_next(diverged, learnable
 @pytest.mark.timeout(60)
 def test_a_checkpoint_rotated_away_is_unreadable_not_fatal(diverged, learnable, tmp_path):
     _, test_path = learnable
-    hps, config = in_process.resolve(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+    config = in_process.resolve(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
                            '--log_root=' + diverged[0]] + TINY)
-    evaluator = evaluation.EvalGraph(hps, config)
+    evaluator = evaluation.EvalGraph(config.hparams(), config)
     with pytest.raises(evaluation.UnreadableCheckpoint, match=r'ckpt-123456: it was deleted \(training keeps only '
                        r'the newest --keep_checkpoint_max checkpoints\)$'):
         evaluator.score(os.path.join(str(tmp_path), 'model.ckpt-123456'))
@@ -667,7 +668,7 @@ def test_unreadable_eval_state_is_ignored_with_a_warning(tmp_path):
 
 @pytest.mark.timeout(30)
 def test_a_numpy_array_file_is_not_a_features_file(tmp_path):
-    import features
+    from resnet_cifar import features
     path = str(tmp_path / 'features.npy')
     np.save(path, np.zeros((3, 4), np.float32))
     with pytest.raises(features.FeaturesError, match='is not a features file'):
@@ -725,9 +726,9 @@ def test_a_second_trainer_is_refused_and_a_killed_trainers_lock_is_taken_over(tm
     finally:
         first.kill()
     # The next trainer, in this process, takes over the lock the killed one left.
-    hps, config = in_process.resolve(TINY_DIGITS + ['--mode=train', '--train_steps=20', '--log_root=' + log_root])
+    config = in_process.resolve(TINY_DIGITS + ['--mode=train', '--train_steps=20', '--log_root=' + log_root])
     with AbslRecords() as records:  # after the flags: resetting them resets absl's verbosity
-        training.train(hps, config)
+        training.train(config)
     taken = [m for m in records.messages if 'taking over the lock' in m]
     assert len(taken) == 1 and 'pid %d' % first.proc.pid in taken[0], records.messages
     assert checkpoint_steps(log_root)[-1] == 20
@@ -855,7 +856,7 @@ def test_an_event_file_error_right_after_a_whole_save_is_not_a_failed_save(tmp_p
     for suffix in ('.index', '.data-00000-of-00001'):
         with open(os.path.join(log_root, 'model.ckpt-40' + suffix), 'w'):
             pass
-    config = {'log_root': log_root}
+    config = RunConfig(log_root=log_root)
     saves = training.SaveTracker()
     saves.before_save(None, 40)
     error = training._session_error(IndexError('run/events.out.tfevents.1; File too large'), config, saves)

@@ -7,12 +7,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 import in_process
+import processes
+from resnet_cifar.config import Schedule
 import synthetic
-import training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, 'resnet_main.py')
@@ -142,7 +142,7 @@ def test_resume_continues_step_and_schedule(learnable, tmp_path):
     assert steps == [50, 60, 70, 80], second.stderr[-3000:]
     for step, lr in logged:
         # The line at step s describes the step that ran at global step s - 1.
-        assert lr == pytest.approx(training.learning_rate_at(step - 1, [30, 60], [0.1, 0.02, 0.004], 1e-4))
+        assert lr == pytest.approx(processes.learning_rate_at(step - 1, [30, 60], [0.1, 0.02, 0.004], 1e-4))
     import tensorflow as tf
     assert tf.train.load_variable(tf.train.latest_checkpoint(log_root), 'global_step') == 80
     lr_summaries = read_scalars(os.path.join(log_root, 'train'))['learning_rate']
@@ -151,17 +151,17 @@ def test_resume_continues_step_and_schedule(learnable, tmp_path):
 
 def test_learning_rate_schedule():
     boundaries, values = [40000, 60000, 80000], [0.1, 0.01, 0.001, 0.0001]
-    rate = lambda step: training.learning_rate_at(step, boundaries, values, 0.0001)
+    rate = lambda step: processes.learning_rate_at(step, boundaries, values, 0.0001)
     assert rate(0) == 0.1
     assert rate(39999) == 0.1
     assert rate(40000) == 0.01
     assert rate(60000) == 0.001
     assert rate(90000) == 0.0001
-    assert training.learning_rate_at(10, [5], [0.1, 1e-6], 1e-4) == 1e-4  # the floor
+    assert processes.learning_rate_at(10, [5], [0.1, 1e-6], 1e-4) == 1e-4  # the floor
     with pytest.raises(ValueError, match='increase'):
-        training.check_schedule([10, 5], [0.1, 0.01, 0.001])
+        Schedule(lr_boundaries=[10, 5], lr_values=[0.1, 0.01, 0.001])
     with pytest.raises(ValueError, match='one more'):
-        training.check_schedule([10], [0.1])
+        Schedule(lr_boundaries=[10], lr_values=[0.1])
 
 
 FLAG_ERRORS = [
@@ -240,9 +240,9 @@ def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_data_format_defaults_to_nhwc_on_the_cpu(capsys, monkeypatch, tmp_path):
-    hps, config = in_process.resolve(['--log_root=' + str(tmp_path / 'run')])
-    assert config['device'] == '/cpu:0' and config['data_format'] == 'NHWC'
-    assert hps.data_format == 'NHWC'
+    config = in_process.resolve(['--log_root=' + str(tmp_path / 'run')])
+    assert config.devices.device == '/cpu:0' and config.model.data_format == 'NHWC'
+    assert config.hparams().data_format == 'NHWC'
     code, err = in_process.main_exit(['--data_format=NCHW', '--compute_dtype=float16'], capsys)
     assert code == 2 and err.startswith('error: --data_format=NCHW: float16') and 'NHWC' in err, err
     monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', '0')

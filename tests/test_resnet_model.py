@@ -557,13 +557,15 @@ def test_second_tower_reuses_variables():
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
             with tf.name_scope('tower_1'):
                 second = resnet_model.ResNet(hps, first.images, first.labels, 'train')
-                second._build_learning_rate()
-                second._build_model()
+                second.share_step_state(first)
+                second.build_forward()
         assert len(tf.compat.v1.global_variables()) == count
         assert len(tf.compat.v1.get_collection(resnet_model.WEIGHT_DECAY_COLLECTION)) == 8
-        assert second.lrn_rate is first.lrn_rate
-        assert len(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)) == \
-            len(first.bn_update_ops) + len(second.bn_update_ops)
+        assert second.lrn_rate is first.lrn_rate and second.global_step is first.global_step
+        # The second tower records its batch moments, for the same moving statistics, and
+        # builds no update of its own (towers.py averages the moments into one update).
+        assert [m.name for m, _ in second.batch_moments] == [m.name for m, _ in first.batch_moments]
+        assert len(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)) == len(first.bn_update_ops)
 
 
 @pytest.mark.timeout(30)

@@ -12,8 +12,9 @@ import os
 import pytest
 
 import in_process
-import run_settings
-import training
+import processes
+from resnet_cifar import run_files
+from resnet_cifar import training
 from processes import TINY_DIGITS, assert_one_line_error, copy_run, logged_steps, run, snapshot
 
 TINY_RUN_SCHEDULE = ([30, 45, 60], [0.1, 0.01, 0.001, 0.0001])
@@ -55,7 +56,7 @@ def test_an_extended_run_keeps_its_schedule_unless_given_a_new_one(tiny_run, tmp
     rates = logged_steps(extended.stderr, 100)
     assert sorted(rates) == [80, 100], extended.stderr[-3000:]
     for step, (_, lr) in rates.items():  # the line at step s describes the step run at s - 1
-        assert lr == pytest.approx(training.learning_rate_at(step - 1, *TINY_RUN_SCHEDULE, 1e-4))
+        assert lr == pytest.approx(processes.learning_rate_at(step - 1, *TINY_RUN_SCHEDULE, 1e-4))
     assert 'learning rate: 0.1 until step 30, 0.01 until step 45, 0.001 until step 60, then 0.0001' \
         in extended.stderr
 
@@ -65,7 +66,7 @@ def test_an_extended_run_keeps_its_schedule_unless_given_a_new_one(tiny_run, tmp
     assert {s: lr for s, (_, lr) in logged_steps(changed.stderr, 120).items()} == {
         110: pytest.approx(0.05), 120: pytest.approx(0.002)}
     assert "from step 100: --lr_boundaries=110 instead of the run's --lr_boundaries=30,45,60" in changed.stderr
-    saved = json.load(open(os.path.join(run_dir, 'config.json')))
+    saved = run_files.read(run_dir)[0]
     assert (saved['lr_boundaries'], saved['lr_values'], saved['train_steps']) == ([110], [0.05, 0.002], 120)
 
 
@@ -79,10 +80,16 @@ DIGITS_DEFAULTS = dict(dataset='digits', label_mode='fine', num_residual_units=2
                        freeze_restored_layers=False)
 
 
+def write_flat_settings(log_root, settings):
+    """config.json as the previous version wrote it: a flat object of the settings."""
+    with open(run_files.path(log_root), 'w') as f:
+        json.dump(settings, f)
+
+
 def write_run(log_root, **changes):
     """A run directory with settings and an (empty) checkpoint at step 50: a run in progress."""
     settings = dict(DIGITS_DEFAULTS, **changes)
-    run_settings.write(str(log_root), settings)
+    write_flat_settings(str(log_root), settings)
     for suffix in ('.index', '.data-00000-of-00001'):
         with open(os.path.join(str(log_root), 'model.ckpt-50' + suffix), 'w'):
             pass
@@ -92,8 +99,9 @@ def write_run(log_root, **changes):
 def test_flags_not_given_come_from_the_run(tmp_path):
     saved = write_run(tmp_path, dataset='digits', num_residual_units=3, width=2, relu_leakiness=0.2,
                       train_steps=700)
-    hps, config = in_process.resolve(['--mode=eval', '--log_root=' + str(tmp_path)])
-    assert config['dataset'] == 'digits' and config['train_steps'] == 700
+    config = in_process.resolve(['--mode=eval', '--log_root=' + str(tmp_path)])
+    hps = config.hparams()
+    assert config.data.dataset == 'digits' and config.schedule.train_steps == 700
     assert (hps.num_residual_units, hps.width, hps.relu_leakiness) == (3, 2, 0.2)
     assert hps.batch_size == 100  # eval's own batch, not the run's
     assert saved['batch_size'] != 100
@@ -102,19 +110,20 @@ def test_flags_not_given_come_from_the_run(tmp_path):
 def test_a_resumed_trainer_keeps_the_run_recipe_and_takes_explicit_changes(tmp_path):
     write_run(tmp_path, weight_decay_rate=0.0005, batch_size=64, lr_boundaries=[100, 200],
               lr_values=[0.2, 0.02, 0.002], optimizer='sgd')
-    hps, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--train_steps=400'])
+    config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--train_steps=400'])
+    hps = config.hparams()
     assert (hps.weight_decay_rate, hps.batch_size, hps.optimizer) == (0.0005, 64, 'sgd')
-    assert (config['lr_boundaries'], config['lr_values']) == ([100, 200], [0.2, 0.02, 0.002])
+    assert (list(config.schedule.lr_boundaries), list(config.schedule.lr_values)) == ([100, 200], [0.2, 0.02, 0.002])
     # --lrn_rate alone rescales the run's boundaries, not boundaries recomputed from --train_steps.
-    _, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.4'])
-    assert config['lr_boundaries'] == [100, 200]
-    assert config['lr_values'] == pytest.approx([0.4, 0.04, 0.004])
-    assert config['settings_changes'] == ["--lr_values=0.4,0.04,0.004 instead of the run's --lr_values=0.2,0.02,0.002"]
-    _, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
-    assert config['lr_values'] == [0.2, 0.02, 0.002] and config['settings_changes'] == []  # the run's own rate
+    config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.4'])
+    assert list(config.schedule.lr_boundaries) == [100, 200]
+    assert list(config.schedule.lr_values) == pytest.approx([0.4, 0.04, 0.004])
+    assert list(config.changes_to_run) == ["--lr_values=0.4,0.04,0.004 instead of the run's --lr_values=0.2,0.02,0.002"]
+    config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
+    assert list(config.schedule.lr_values) == [0.2, 0.02, 0.002] and list(config.changes_to_run) == []  # the run's own rate
     write_run(tmp_path, lr_boundaries=[100, 200], lr_values=[0.1, 0.05, 0.01])  # not tenfold steps
-    _, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
-    assert config['lr_values'] == pytest.approx([0.2, 0.1, 0.02])
+    config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
+    assert list(config.schedule.lr_values) == pytest.approx([0.2, 0.1, 0.02])
 
 
 def test_a_new_run_in_a_directory_without_checkpoints_takes_its_flags(tmp_path):
@@ -122,7 +131,7 @@ def test_a_new_run_in_a_directory_without_checkpoints_takes_its_flags(tmp_path):
     for name in os.listdir(str(tmp_path)):
         if name.startswith('model.ckpt-'):
             os.remove(os.path.join(str(tmp_path), name))
-    hps, _ = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--num_residual_units=4'])
+    hps = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--num_residual_units=4']).hparams()
     assert hps.num_residual_units == 4
 
 
@@ -145,8 +154,8 @@ def test_a_bad_settings_file_is_one_error_naming_it(tmp_path, capsys, text, expe
 
 def test_a_frozen_run_stays_frozen_when_resumed_without_the_flag(tmp_path):
     write_run(tmp_path, freeze_restored_layers=True)
-    _, config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path)])
-    assert config['freeze_restored_layers'] is True
+    config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path)])
+    assert config.transfer.freeze_restored_layers is True
 
 
 @pytest.mark.timeout(120)
@@ -154,8 +163,8 @@ def test_a_run_older_than_its_settings_file_uses_its_trainers_record_or_its_chec
                                                                                        capsys):
     run_dir = copy_run(tiny_run, tmp_path / 'run')
     os.remove(os.path.join(run_dir, 'config.json'))
-    hps, config = in_process.resolve(['--mode=eval', '--log_root=' + run_dir])
-    assert (config['dataset'], hps.num_residual_units, config['train_steps']) == ('digits', 1, 60)
+    config = in_process.resolve(['--mode=eval', '--log_root=' + run_dir])
+    assert (config.data.dataset, config.model.num_residual_units, config.schedule.train_steps) == ('digits', 1, 60)
     code, err = in_process.main_exit(['--mode=eval', '--log_root=' + run_dir, '--width=3'], capsys)
     assert_one_line_error(code, err, 1, '--width=3', os.path.join(run_dir, 'train', 'config.json'))
 
@@ -176,16 +185,16 @@ def test_keys_a_settings_file_lacks_come_from_the_flags(tmp_path):
     settings = dict(DIGITS_DEFAULTS, num_residual_units=3)
     del settings['relu_leakiness'], settings['freeze_restored_layers']
     (tmp_path / 'config.json').write_text(json.dumps(settings))
-    hps, _ = in_process.resolve(['--mode=eval', '--log_root=' + str(tmp_path), '--relu_leakiness=0.3'])
+    hps = in_process.resolve(['--mode=eval', '--log_root=' + str(tmp_path), '--relu_leakiness=0.3']).hparams()
     assert (hps.num_residual_units, hps.relu_leakiness) == (3, 0.3)
 
 
 @pytest.mark.timeout(120)
 def test_a_train_dir_that_is_the_log_root_keeps_the_run_settings(tiny_run, tmp_path):
     run_dir = copy_run(tiny_run, tmp_path / 'run')
-    training.train(*in_process.resolve(['--mode=train', '--log_root=' + run_dir, '--train_dir=' + run_dir,
+    training.train(in_process.resolve(['--mode=train', '--log_root=' + run_dir, '--train_dir=' + run_dir,
                                         '--train_steps=61']))
-    saved, source = run_settings.read(run_dir)
+    saved, source = run_files.read(run_dir)
     assert saved['num_residual_units'] == 1 and saved['train_steps'] == 61
     assert source == os.path.join(run_dir, 'config.json')
 
@@ -195,18 +204,17 @@ def test_eval_beside_an_extended_run_follows_it_to_its_new_end(tiny_run, tmp_pat
     """Eval takes --train_steps from the run. While a live trainer holds the run's lock without
     having written the settings yet, the run is not over, even when its last checkpoint is at
     the old end; once the settings say 100, eval waits for step 100."""
-    import guards
-    import processes
+    from resnet_cifar import guards
     run_dir = copy_run(tiny_run, tmp_path / 'run')
-    old = run_settings.read(run_dir)[0]
+    old = run_files.read(run_dir)[0]
     evaluator = None
     try:
-        with guards.RunLock(os.path.join(run_dir, training.LOCK_FILE), 'trainer', 'this test'):
+        with guards.RunLock(os.path.join(run_dir, run_files.LOCK_FILE), 'trainer', 'this test'):
             evaluator = processes.Process(['--mode=eval', '--log_root=' + run_dir, '--eval_interval_secs=1'])
             evaluator.wait_for(r'waiting for a new checkpoint', timeout=150)  # step 60 scored, not done
-            run_settings.write(run_dir, dict(old, train_steps=100))  # what the trainer writes first
+            write_flat_settings(run_dir, dict(old, train_steps=100))  # what the trainer writes first
         # The trainer in this process: the eval beside it is the subject.
-        training.train(*in_process.resolve(['--mode=train', '--log_root=' + run_dir, '--train_steps=100',
+        training.train(in_process.resolve(['--mode=train', '--log_root=' + run_dir, '--train_steps=100',
                                             '--save_checkpoints_steps=20', '--log_every_n_steps=20']))
         assert evaluator.wait(150) == 0, evaluator.stderr[-3000:]
     finally:

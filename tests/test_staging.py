@@ -2,21 +2,19 @@
 
 Real queue runners, sessions, checkpoints; one subprocess, for the stop signal.
 """
-import os
 import re
 import signal
 import threading
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import evaluation
-import resnet_main
-import staging
+from resnet_cifar import evaluation
+from resnet_cifar import resolve as resolve_lib
+from resnet_cifar import staging
 import synthetic
-import training
+from resnet_cifar import training
 from in_process import resolve
 from test_reliability import (AbslRecords, Process, assert_one_line_error, latest_step, logged_steps,
                               run_main_in_process, write_bad_label_file)
@@ -127,19 +125,19 @@ def test_staged_run_stops_on_sigterm_with_its_step_saved_resumes_there_and_learn
     assert max(logged_steps(trainer.stderr, 150)) == stop_step  # nothing ran after the save
 
     # The same command again, in this process: it resumes at the saved step and finishes.
-    hps, config = resolve(command)
-    assert config['stage_input'] is True
+    config = resolve(command)
+    assert config.devices.stage_input is True
     with AbslRecords() as records:
-        training.train(hps, config)
+        training.train(config)
     logged = logged_steps('\n'.join(records.messages), 150)
     assert min(logged) == stop_step + 1 and max(logged) == 150, sorted(logged)
     assert sorted(logged) == list(range(stop_step + 1, 151))
     assert latest_step(log_root) == 150
 
-    hps, config = resolve(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+    config = resolve(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
                            '--log_root=' + log_root, '--eval_once', '--num_residual_units=1'])
     capsys.readouterr()
-    evaluation.evaluate(hps, config)
+    evaluation.evaluate(config)
     (step, precision), = eval_precisions(capsys.readouterr().out)
     assert step == 150 and precision >= 0.9
 
@@ -151,11 +149,11 @@ def test_seeded_staged_and_unstaged_runs_train_on_the_same_batches(learnable, tm
     train_path, _ = learnable
     losses = {}
     for flag in ('--stage_input', '--nostage_input'):
-        hps, config = resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+        config = resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                                '--log_root=' + str(tmp_path / flag), '--train_steps=6', '--log_every_n_steps=1',
                                '--random_seed=7', '--num_input_threads=1', flag] + TINY)
         with AbslRecords() as records:
-            training.train(hps, config)
+            training.train(config)
         losses[flag] = {step: loss for step, (loss, _) in logged_steps('\n'.join(records.messages), 6).items()}
     assert sorted(losses['--stage_input']) == list(range(1, 7))
     assert losses['--stage_input'] == losses['--nostage_input']
@@ -165,11 +163,11 @@ def test_seeded_staged_and_unstaged_runs_train_on_the_same_batches(learnable, tm
 def test_two_cpu_towers_stage_each_batch_on_their_own_device_and_train(learnable, tmp_path):
     train_path, _ = learnable
     log_root = str(tmp_path / 'run')
-    hps, config = resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+    config = resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                            '--log_root=' + log_root, '--train_steps=12', '--log_every_n_steps=4',
                            '--num_gpus=2', '--tower_device=cpu', '--stage_input'] + TINY)
     with tf.Graph().as_default():
-        model = training.build_train_graph(hps, config)
+        model = training.build_train_graph(config)
         puts = staging.put_ops()
         assert [tf.DeviceSpec.from_string(op.device).device_index for op in puts] == [0, 1]
         for tower, put in zip(model.towers, puts):
@@ -177,7 +175,7 @@ def test_two_cpu_towers_stage_each_batch_on_their_own_device_and_train(learnable
             assert tower.images.op.get_attr('shared_name') == put.get_attr('shared_name')
             assert tower.images.shape.as_list() == [16, 32, 32, 3]
     with AbslRecords() as records:
-        training.train(hps, config)
+        training.train(config)
     assert sorted(logged_steps('\n'.join(records.messages), 12)) == [4, 8, 12]
     assert latest_step(log_root) == 12
 
@@ -193,11 +191,11 @@ def test_a_bad_record_found_while_priming_is_the_one_line_data_error(tmp_path, c
 
 @pytest.mark.timeout(60)
 def test_stage_input_defaults_to_on_for_gpus_only():
-    assert resolve(['--mode=train', '--dataset=digits'])[1]['stage_input'] is False  # no GPU here
-    assert resolve(['--mode=train', '--dataset=digits', '--stage_input'])[1]['stage_input'] is True
-    assert resolve(['--mode=train', '--dataset=digits', '--nostage_input'])[1]['stage_input'] is False
+    assert resolve(['--mode=train', '--dataset=digits']).devices.stage_input is False  # no GPU here
+    assert resolve(['--mode=train', '--dataset=digits', '--stage_input']).devices.stage_input is True
+    assert resolve(['--mode=train', '--dataset=digits', '--nostage_input']).devices.stage_input is False
     assert resolve(['--mode=train', '--dataset=digits', '--num_gpus=2', '--tower_device=cpu']
-                   )[1]['stage_input'] is False
-    assert resnet_main.default_stage_input(1, 'gpu') and resnet_main.default_stage_input(4, 'gpu')
-    assert not resnet_main.default_stage_input(0, 'gpu')
-    assert not resnet_main.default_stage_input(2, 'cpu')
+                   ).devices.stage_input is False
+    assert resolve_lib.default_stage_input(1, 'gpu') and resolve_lib.default_stage_input(4, 'gpu')
+    assert not resolve_lib.default_stage_input(0, 'gpu')
+    assert not resolve_lib.default_stage_input(2, 'cpu')

@@ -11,8 +11,10 @@ import cifar_input
 import in_process
 import resnet_model
 import synthetic
-import towers
-import training
+from resnet_cifar import devices
+from in_process import resolve
+from resnet_cifar import towers
+from resnet_cifar import training
 from test_resnet_main import TINY, eval_precisions, read_scalars, run_main
 
 TOWER_BATCH = 4
@@ -107,7 +109,7 @@ def test_two_cpu_towers_own_devices_and_share_one_copy_of_the_variables():
             tower = int(op.name.split('/')[0][len('tower_'):])
             assert device_of(op.device) == ('CPU', tower), (op.name, op.device)
 
-        with tf.compat.v1.Session(config=training.session_config(2)) as session:
+        with tf.compat.v1.Session(config=devices.session_config(2)) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             metadata = tf.compat.v1.RunMetadata()
             session.run(model.train_op, run_metadata=metadata,
@@ -134,7 +136,7 @@ def test_averaged_gradient_is_the_mean_and_is_applied_once(tmp_path):
         moving_mean = [v for v in tf.compat.v1.global_variables() if v.op.name == 'unit_1_0/bn1/moving_mean'][0]
         tower_means = [dict((m.ref(), value) for m, value in t.batch_moments)[moving_mean.ref()]
                        for t in model.towers]
-        with tf.compat.v1.Session(config=training.session_config(2)) as session:
+        with tf.compat.v1.Session(config=devices.session_config(2)) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             tf.compat.v1.train.Saver().save(session, checkpoint)
             before = session.run(variables)
@@ -178,7 +180,7 @@ def test_two_tower_run_learns_and_normal_eval_scores_it(tmp_path):
                      '--num_gpus=2', '--tower_device=cpu', *TINY)
     assert 'step 300/300' in train.stderr
     config = json.load(open(os.path.join(log_root, 'train', 'config.json')))['config']
-    assert (config['num_towers'], config['tower_device']) == (2, 'cpu')
+    assert (config.num_towers, config.devices.tower_device) == (2, 'cpu')
     scalars = read_scalars(os.path.join(log_root, 'train'))
     for tag in ('total_loss', 'precision', 'learning_rate', 'examples_per_sec'):
         assert tag in scalars, sorted(scalars)
@@ -192,26 +194,16 @@ def test_two_tower_run_learns_and_normal_eval_scores_it(tmp_path):
     assert scores[0][1] >= 0.9, ev.stdout
 
 
-def resolve(args):
-    import resnet_main
-    resnet_main.FLAGS.unparse_flags()
-    try:
-        resnet_main.parse_flags(['resnet_main.py'] + args)
-        return resnet_main.resolve_config(resnet_main.FLAGS)
-    finally:
-        resnet_main.FLAGS.unparse_flags()
-
-
 @pytest.mark.timeout(60)
 def test_tower_flags_resolve():
     config = resolve(['--num_gpus=3', '--tower_device=cpu', '--batch_size=33'])
-    assert (config['num_towers'], config['tower_device'], config['variable_device']) == (3, 'cpu', '/cpu:0')
-    assert towers.num_cpu_devices(config) == 3
+    assert (config.num_towers, config.devices.tower_device, config.devices.variable_device_name) == (3, 'cpu', '/cpu:0')
+    assert devices.num_cpu_devices(config) == 3
     # Eval uses one device whatever --num_gpus says, so its batch need not divide.
     config = resolve(['--mode=eval', '--num_gpus=3', '--tower_device=cpu', '--batch_size=100'])
-    assert (config['num_towers'], config['device']) == (1, '/cpu:0')
-    assert towers.num_cpu_devices(config) == 1
-    assert resolve([])['num_towers'] == 1
+    assert (config.num_towers, config.devices.device) == (1, '/cpu:0')
+    assert devices.num_cpu_devices(config) == 1
+    assert resolve([]).num_towers == 1
 
 
 @pytest.mark.timeout(60)
@@ -239,7 +231,7 @@ def test_image_and_histogram_summaries_have_the_same_tags_for_1_and_2_towers(tmp
         model = training.build_train_graph(tiny_hps(2 * TOWER_BATCH), config)
         ops = [op for op in tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.SUMMARIES)]
         image_ops = [op for op in ops if op.op.type == 'ImageSummary']
-        with tf.compat.v1.Session(config=training.session_config(num_towers)) as session:
+        with tf.compat.v1.Session(config=devices.session_config(num_towers)) as session:
             session.run(tf.compat.v1.global_variables_initializer())
             with cifar_input.running_queues(session):
                 tags = summary_tags(session, model.summaries)

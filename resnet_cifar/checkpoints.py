@@ -20,10 +20,10 @@ import glob
 import os
 import re
 
-import tensorflow as tf
 from absl import logging
 
-import guards
+from resnet_cifar import guards
+from resnet_cifar.errors import CheckpointError  # noqa: F401 (checkpoints.CheckpointError)
 
 STATE_FILE = 'checkpoint'
 DAMAGED_DIR = 'damaged'
@@ -31,10 +31,6 @@ _NAME = re.compile(r'^model\.ckpt-(\d+)$')
 _STATE_LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"([^"\\]*)"\s*$'
                          r'|^\s*(all_model_checkpoint_timestamps|last_preserved_timestamp)\s*:\s*[-+.e\d]+\s*$'
                          r'|^\s*$')
-
-
-class CheckpointError(RuntimeError):
-    """A run whose checkpoints exist but none of which can be used."""
 
 
 def step_of(prefix):
@@ -131,6 +127,7 @@ def problem(prefix):
     if missing:
         return 'its data file %s is missing' % os.path.basename(missing)
     try:
+        import tensorflow as tf  # only to read a checkpoint: finding one needs no TensorFlow
         reader = tf.train.load_checkpoint(prefix)
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)

@@ -24,8 +24,8 @@ import tensorflow as tf
 
 import cifar_input
 import resnet_model
-import staging
-import summaries
+from resnet_cifar import staging
+from resnet_cifar import summaries
 
 TOWER_DEVICES = ('gpu', 'cpu')
 
@@ -38,13 +38,6 @@ def tower_devices(num_towers, tower_device):
     if tower_device not in TOWER_DEVICES:
         raise ValueError('tower_device must be one of %s; got %r' % (', '.join(TOWER_DEVICES), tower_device))
     return ['/%s:%d' % (tower_device, i) for i in range(num_towers)]
-
-
-def num_cpu_devices(config):
-    """Logical CPU devices the session needs: one per tower for CPU towers, else 1."""
-    if config.get('num_towers', 1) > 1 and config.get('tower_device') == 'cpu':
-        return config['num_towers']
-    return 1
 
 
 def average_gradients(tower_grads):
@@ -86,20 +79,6 @@ def average_gradients(tower_grads):
     return averaged
 
 
-class _TowerResNet(resnet_model.ResNet):
-    """One tower's ResNet: keeps its batch-norm batch moments for the shared update.
-
-    batch_moments: [(moving variable, this tower's batch value)] in graph order.
-    """
-
-    def __init__(self, hps, images, labels):
-        super().__init__(hps, images, labels, 'train')
-        self.batch_moments = []
-
-    def _add_moving_update(self, moving, batch_value):
-        self.batch_moments.append((moving, batch_value))
-
-
 def _device_function(tower_device, variable_device):
     """Places variables on variable_device and every other op on tower_device."""
     def place(op):
@@ -131,24 +110,32 @@ class TowerModel(object):
         if len(tower_batches) != len(devices) or not devices:
             raise ValueError('TowerModel: %d tower batches for %d devices' % (len(tower_batches), len(devices)))
         self.hps = hps
-        self.towers = [_TowerResNet(hps, images, labels) for images, labels in tower_batches]
+        self.towers = [resnet_model.ResNet(hps, images, labels, 'train') for images, labels in tower_batches]
         lead = self.towers[0]
         with tf.compat.v1.device(variable_device):
-            self.global_step = tf.compat.v1.train.get_or_create_global_step()
-            lead._build_learning_rate()
-            self.lrn_rate = lead.lrn_rate
-            lead.global_step = self.global_step
-            if hps.moving_average_decay > 0:
-                lead.ema = tf.compat.v1.train.ExponentialMovingAverage(
-                    hps.moving_average_decay, num_updates=self.global_step)
             # float16: one loss scale for all towers, checked on the averaged gradients.
-            lead._build_loss_scale()
-        self.ema = lead.ema
-        self.loss_scale = lead.loss_scale
-        for tower in self.towers:
-            tower.loss_scale = self.loss_scale
+            lead.build_step_state()
+        for tower in self.towers[1:]:
+            tower.share_step_state(lead)
+        self.global_step, self.lrn_rate = lead.global_step, lead.lrn_rate
+        self.ema, self.loss_scale = lead.ema, lead.loss_scale
+        self.tower_grads = self._build_towers(devices, variable_device)
+        with tf.compat.v1.device(variable_device), tf.name_scope('towers'):
+            self.cost = _mean([t.cost for t in self.towers], 'cost')
+            self.cross_entropy = _mean([t.cross_entropy for t in self.towers], 'cross_entropy')
+            self.weight_decay = lead.weight_decay
+            self.precision = _mean([t.precision for t in self.towers], 'precision')
+            self.grads_and_vars = average_gradients(self.tower_grads)
+            self.bn_update_ops = lead.moving_statistics_updates(self._mean_batch_moments())
+        with tf.compat.v1.device(variable_device):
+            self.train_op = lead.apply_gradients(self.grads_and_vars, self.bn_update_ops)
+        resnet_model.add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay,
+                                          self.precision, lead.effective_lrn_rate, self.loss_scale)
+        self.summaries = tf.compat.v1.summary.merge_all()
 
-        self.tower_grads = []
+    def _build_towers(self, devices, variable_device):
+        """Each tower's forward pass and gradients on its device; returns their [(gradient, variable)]."""
+        tower_grads = []
         scope = tf.compat.v1.get_variable_scope()
         for i, (tower, device) in enumerate(zip(self.towers, devices)):
             # Tower 0 creates the variables, the others reuse them; name scopes only
@@ -156,35 +143,18 @@ class TowerModel(object):
             with tf.compat.v1.variable_scope(scope, reuse=i > 0), \
                     tf.name_scope('tower_%d' % i), \
                     tf.compat.v1.device(_device_function(device, variable_device)):
-                tower._build_model()
-                self.tower_grads.append(tower._compute_gradients(tower.cost))
-
-        with tf.compat.v1.device(variable_device), tf.name_scope('towers'):
-            self.cost = _mean([t.cost for t in self.towers], 'cost')
-            self.cross_entropy = _mean([t.cross_entropy for t in self.towers], 'cross_entropy')
-            self.weight_decay = lead.weight_decay
-            self.precision = _mean([t.precision for t in self.towers], 'precision')
-            self.grads_and_vars = average_gradients(self.tower_grads)
-            bn_updates = self._moving_statistics_updates()
-        with tf.compat.v1.device(variable_device):
-            self.train_op = lead._apply_gradients(self.grads_and_vars, bn_updates)
-        resnet_model.add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay,
-                                          self.precision, lead._effective_lrn_rate, self.loss_scale)
-        self.summaries = tf.compat.v1.summary.merge_all()
+                tower.build_forward()
+                tower_grads.append(tower.compute_gradients(tower.cost))
+        return tower_grads
 
     def set_lrn_rate(self, session, value):
         """Sets the shared learning-rate variable to `value` (a number >= 0)."""
         self.towers[0].set_lrn_rate(session, value)
 
-    def _moving_statistics_updates(self):
-        """One update per moving mean/variance, toward the mean of the towers' batch moments."""
-        lead = self.towers[0]
-        for moments in zip(*[t.batch_moments for t in self.towers]):
-            moving = moments[0][0]
-            batch_mean = _mean([value for _, value in moments], 'batch_moment')
-            # The one-device update rule (the base class's, not the recording override).
-            resnet_model.ResNet._add_moving_update(lead, moving, batch_mean)
-        return lead.bn_update_ops
+    def _mean_batch_moments(self):
+        """[(moving mean or variance, mean over towers of the tower batch values)]."""
+        return [(moments[0][0], _mean([value for _, value in moments], 'batch_moment'))
+                for moments in zip(*[t.batch_moments for t in self.towers])]
 
 
 def _mean(tensors, name):
@@ -194,22 +164,21 @@ def _mean(tensors, name):
 def build_train_towers(hps, config):
     """The training input queue on the CPU, one dequeue per tower; returns a TowerModel.
 
-    config: the run's settings (resnet_main.resolve_config): num_towers,
-    tower_device ('gpu' or 'cpu'), variable_device, stage_input (stage each
-    tower's batch on its own device, staging.py), and the data settings.
+    config: the RunConfig; its num_towers, devices (tower_device, variable_device,
+    stage_input: stage each tower's batch on its own device, staging.py) and data.
     """
-    num_towers = config['num_towers']
+    num_towers = config.num_towers
     if hps.batch_size % num_towers:
         raise ValueError('batch size %d is not divisible by %d towers' % (hps.batch_size, num_towers))
     with tf.compat.v1.device('/cpu:0'):
         input_queue = cifar_input.make_input_queue(
-            config['dataset'], config['train_data_path'], hps.batch_size, 'train',
-            num_threads=config.get('num_input_threads'), label_mode=config.get('label_mode', 'fine'),
-            seed=config.get('random_seed'))
+            config.data.dataset, config.data.train_data_path, hps.batch_size, 'train',
+            num_threads=config.data.num_input_threads, label_mode=config.data.label_mode,
+            seed=config.random_seed)
         tower_batches = [input_queue.dequeue(hps.batch_size // num_towers) for _ in range(num_towers)]
-        devices = tower_devices(num_towers, config['tower_device'])
-        if config.get('stage_input'):
+        devices = tower_devices(num_towers, config.devices.tower_device)
+        if config.devices.stage_input:
             tower_batches = [staging.stage(images, labels, device)
                              for (images, labels), device in zip(tower_batches, devices)]
         summaries.add_input_images(tower_batches[0][0])
-    return TowerModel(hps, tower_batches, devices, config['variable_device'])
+    return TowerModel(hps, tower_batches, devices, config.devices.variable_device_name)

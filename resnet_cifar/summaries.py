@@ -1,5 +1,6 @@
-"""Training summaries beyond the model's scalars: input images and histograms; and
-what happens when an event file cannot be written.
+"""Event files: training summaries beyond the model's scalars (input images and
+histograms), scalars written from Python, and what happens when an event file
+cannot be written.
 
 Both summary kinds only add summary ops to the graph's SUMMARIES collection;
 training fetches the merged summaries together with the train op every
@@ -18,8 +19,9 @@ import threading
 
 import tensorflow as tf
 
-import guards
 import resnet_model
+from resnet_cifar import guards
+from resnet_cifar.errors import RunError
 
 INPUT_IMAGES_TAG = 'input_images'
 
@@ -64,8 +66,24 @@ def _histogram(tag, values):
     return summary
 
 
-class SummaryWriteError(RuntimeError):
+class SummaryWriteError(RunError):
     """An event file that cannot be written; the message names the directory and the cause."""
+
+
+def write_scalars(directory, step, scalars):
+    """Appends scalar summaries {tag: value} at `step` to the event file of `directory`.
+
+    Raises SummaryWriteError when the event file cannot be written.
+    """
+    with tf.Graph().as_default():  # FileWriter refuses to be created eagerly
+        writer = tf.compat.v1.summary.FileWriterCache.get(directory)
+    summary = tf.compat.v1.Summary(value=[
+        tf.compat.v1.Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()])
+    try:
+        writer.add_summary(summary, step)
+        writer.flush()
+    except Exception as e:  # the writer thread's error: IndexError, OSError or an OpError
+        raise SummaryWriteError(write_error_line(directory, e)) from e
 
 
 def write_error_line(directory, error):

@@ -21,6 +21,8 @@ import time
 
 from absl import logging
 
+from resnet_cifar.errors import RunError
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -176,7 +178,7 @@ def error_line(error):
     return (causes or [line.strip() for line in lines] or [type(error).__name__])[0]
 
 
-class LockedError(RuntimeError):
+class LockedError(RunError):
     """Another live process holds the lock; the message names it."""
 
 

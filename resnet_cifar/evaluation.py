@@ -1,12 +1,14 @@
 """Eval beside training: score every new checkpoint on the whole eval set, once.
 
-`evaluate(hps, config)` watches config['log_root'] for checkpoints and scores each
-new one on the eval records, in file order, exactly once per checkpoint, using the
+`evaluate(config)` watches config.log_root for checkpoints and scores each new
+one on the eval records, in file order, exactly once per checkpoint, using the
 moving-average shadows of the weights when the checkpoint has them. It writes
 `Precision`, `Best Precision` and `loss` (and `Precision@5` for CIFAR-100) at the
-checkpoint's global step to config['eval_dir'] and prints one line per checkpoint.
+checkpoint's global step to config.eval_dir and prints one line per checkpoint.
+`score_after_training(config)` scores a finished run's last checkpoint once.
 """
 import collections
+import dataclasses
 import json
 import os
 import time
@@ -14,14 +16,16 @@ import time
 import tensorflow as tf
 from absl import logging
 
-import checkpoints
 import cifar_input
-import eval_progress
-import guards
 import resnet_model
-import run_settings
-import training
-import transfer
+from resnet_cifar import checkpoints
+from resnet_cifar import devices
+from resnet_cifar import guards
+from resnet_cifar import progress
+from resnet_cifar import run_files
+from resnet_cifar import summaries
+from resnet_cifar import transfer
+from resnet_cifar.errors import CheckpointError, DataError
 
 # precision_at_5: top-5 precision, or None where it is not computed (see TOP_5_DATASETS).
 Score = collections.namedtuple('Score', ['step', 'precision', 'loss', 'num_images', 'seconds',
@@ -29,9 +33,6 @@ Score = collections.namedtuple('Score', ['step', 'precision', 'loss', 'num_image
 
 # Top-5 precision says something only with many classes.
 TOP_5_DATASETS = ('cifar100',)
-
-SHADOW_SUFFIX = '/ExponentialMovingAverage'
-
 
 class EvalGraph(object):
     """The eval-mode ResNet over a one-pass, in-order input queue, built once.
@@ -45,9 +46,9 @@ class EvalGraph(object):
         with self.graph.as_default():
             with tf.compat.v1.device('/cpu:0'):
                 images, labels = cifar_input.build_input(
-                    config['dataset'], config['eval_data_path'], hps.batch_size, 'eval',
-                    num_epochs=1, label_mode=config.get('label_mode', 'fine'))
-            with tf.compat.v1.device(config.get('device', '/cpu:0')):
+                    config.data.dataset, config.data.eval_data_path, hps.batch_size, 'eval',
+                    num_epochs=1, label_mode=config.data.label_mode)
+            with tf.compat.v1.device(config.devices.device):
                 self.model = resnet_model.ResNet(hps, images, labels, 'eval')
                 self.model.build_graph()
             correct = tf.equal(tf.argmax(self.model.logits, 1), tf.argmax(labels, 1))
@@ -56,7 +57,7 @@ class EvalGraph(object):
                 'count': tf.shape(labels)[0],
                 'loss': self.model.cross_entropy,
             }
-            if config['dataset'] in TOP_5_DATASETS:
+            if config.data.dataset in TOP_5_DATASETS:
                 in_top_5 = tf.nn.in_top_k(targets=tf.argmax(labels, 1), predictions=self.model.logits, k=5)
                 self.fetches['correct_at_5'] = tf.reduce_sum(tf.cast(in_top_5, tf.int64))
             self.network = transfer.network_variables(tf.compat.v1.global_variables())
@@ -67,7 +68,7 @@ class EvalGraph(object):
     def score(self, checkpoint_path, use_moving_average=True, max_batches=0, progress=None):
         """Scores one checkpoint on the eval records; returns a Score.
 
-        progress: an eval_progress.EvalProgress whose lines are logged as batches go by, or None.
+        progress: a progress.EvalProgress whose lines are logged as batches go by, or None.
 
         Raises:
           UnreadableCheckpoint: the checkpoint vanished or is corrupt; the caller skips it.
@@ -76,7 +77,7 @@ class EvalGraph(object):
         """
         start = time.time()
         self._check_architecture(checkpoint_path)
-        with tf.compat.v1.Session(graph=self.graph, config=training.session_config()) as session:
+        with tf.compat.v1.Session(graph=self.graph, config=devices.session_config()) as session:
             self._restore(session, checkpoint_path, use_moving_average)
             step = int(session.run(self.model.global_step))
             session.run(self.local_init)
@@ -95,7 +96,7 @@ class EvalGraph(object):
                         if line:
                             logging.info(line)
         if count == 0:
-            raise cifar_input.DataError('no eval records were read from %s' % checkpoint_path)
+            raise DataError('no eval records were read from %s' % checkpoint_path)
         precision_at_5 = correct_at_5 / count if 'correct_at_5' in self.fetches else None
         return Score(step, correct / count, loss_sum / count, count, time.time() - start, precision_at_5)
 
@@ -113,7 +114,7 @@ class EvalGraph(object):
     def _restore(self, session, checkpoint_path, use_moving_average):
         """Loads the shadows when wanted and present, else the raw weights."""
         try:
-            has_shadows = any(name.endswith(SHADOW_SUFFIX)
+            has_shadows = any(name.endswith(resnet_model.SHADOW_SUFFIX)
                               for name, _ in tf.train.list_variables(checkpoint_path))
             saver = self.shadow_saver if (use_moving_average and has_shadows) else self.raw_saver
             saver.restore(session, checkpoint_path)
@@ -189,25 +190,25 @@ def step_in_name(checkpoint_path):
 
 
 def run_train_steps(config):
-    """Where the run ends: the run's own --train_steps, read again each time when eval took it
-    from the run (a trainer extending the run moves it), else config['train_steps']."""
-    if 'train_steps' not in config.get('from_the_run', ()):
-        return config['train_steps']
+    """Where the run ends: the run's own train_steps, read again each time when eval took it
+    from the run (a trainer extending the run moves it), else config.schedule.train_steps."""
+    if 'train_steps' not in config.taken_from_run:
+        return config.schedule.train_steps
     try:
-        saved, _ = run_settings.read(config['log_root'])
-    except run_settings.SettingsError:
+        saved, _ = run_files.read(config.log_root)
+    except run_files.SettingsError:
         saved = None
-    return (saved or {}).get('train_steps', config['train_steps'])
+    return (saved or {}).get('train_steps', config.schedule.train_steps)
 
 
 def trainer_starting(log_root):
     """True while a live trainer holds the run's lock but has not written the run's settings yet
     (it may be about to extend the run)."""
-    lock = os.path.join(log_root, training.LOCK_FILE)
+    lock = os.path.join(log_root, run_files.LOCK_FILE)
     if guards.live_holder(lock) is None:
         return False
     try:
-        settings_time = os.stat(run_settings.path(log_root)).st_mtime_ns
+        settings_time = os.stat(run_files.path(log_root)).st_mtime_ns
     except OSError:
         return True
     return os.stat(lock).st_mtime_ns > settings_time
@@ -231,66 +232,87 @@ def wait_for_run(log_root, interval_secs):
     return True
 
 
-def evaluate(hps, config, flag_values=None):
-    """Scores checkpoints until the one at config['train_steps'] (or one, with eval_once).
+def evaluate(config):
+    """Scores checkpoints until the one at the run's train_steps (or one, with config.eval.once).
 
     A checkpoint that cannot be restored (rotated away, damaged) is skipped with a
     warning that says why, and the newest older one not scored yet is scored instead.
     SIGTERM or SIGINT stops it at once (a score in progress is dropped); it returns normally.
 
     Raises:
-      transfer.CheckpointError: a checkpoint of another network (other model flags).
-      training.TrainingError: eval_once found no checkpoint that restores.
-      cifar_input.DataError: bad eval records, or records that changed since the start.
+      errors.CheckpointError: a checkpoint of another network (other model flags), or,
+        with eval.once, no checkpoint that restores.
+      errors.DataError: bad eval records, or records that changed since the start.
       summaries.SummaryWriteError: the eval event file cannot be written.
     """
-    checked = cifar_input.check_files(config['dataset'], config['eval_data_path'])
-    os.makedirs(config['eval_dir'], exist_ok=True)
+    checked = cifar_input.check_files(config.data.dataset, config.data.eval_data_path)
+    os.makedirs(config.eval_dir, exist_ok=True)
     try:
         with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
-            _evaluate(hps, config, flag_values, checked)
+            scorer = _Scorer(config, checked)
+            if config.eval.once:
+                _score_once(scorer, config.log_root)
+            else:
+                _follow_training(scorer, config)
     except guards.Stopped as e:
         logging.warning('eval stopped by %s', e.signal_name)
+
+
+def score_after_training(config):
+    """Scores the run's last checkpoint once on the eval records and prints its held-out
+    precision; a warning instead when the eval records are not there. Returns the Score or None."""
+    try:
+        cifar_input.check_files(config.data.dataset, config.data.eval_data_path)
+    except DataError as e:
+        logging.warning('no held-out precision: %s', e)
+        return None
+    eval_config = dataclasses.replace(config, mode='eval')
+    hps = eval_config.hparams()
+    path = checkpoints.latest(config.log_root)
+    score = EvalGraph(hps, eval_config).score(path, config.eval.use_moving_average, config.eval.batch_count)
+    print('held-out precision %.4f on %d images of %s (step %d, loss %.4f)'
+          % (score.precision, score.num_images, config.data.eval_data_path, score.step, score.loss), flush=True)
+    return score
 
 
 class _Scorer(object):
     """Scores a checkpoint, or the newest older one that restores; reports each score."""
 
-    def __init__(self, hps, config, flag_values, checked):
+    def __init__(self, config, checked):
         self.config = config
         self.checked = checked
+        hps = config.hparams()
         num_records = sum(n for _, n in self.checked)
-        training.write_config(config['eval_dir'], hps, config, flag_values)
-        self.expected = num_records if not config['eval_batch_count'] else min(
-            num_records, config['eval_batch_count'] * hps.batch_size)
+        run_files.write_record(config.eval_dir, config, hps)
+        self.expected = num_records if not config.eval.batch_count else min(
+            num_records, config.eval.batch_count * hps.batch_size)
         logging.info('eval: %d of %d records of %s per checkpoint', self.expected, num_records,
-                     config['eval_data_path'])
+                     config.data.eval_data_path)
         self.evaluator = EvalGraph(hps, config)
-        self.progress = eval_progress.EvalProgress(self.expected, hps.batch_size)
-        self.state = EvalState(config['eval_dir'])
+        self.progress = progress.EvalProgress(self.expected, hps.batch_size)
+        self.state = EvalState(config.eval_dir)
 
     def score_newest_readable(self, path):
         """Scores `path`, or else the newest older checkpoint not scored yet that restores.
 
         Returns the Score, or None when none of them restores (each is skipped with a warning).
         """
-        log_root = self.config['log_root']
-        older = [p for step, p in reversed(checkpoints.on_disk(log_root))
+        older = [p for step, p in reversed(checkpoints.on_disk(self.config.log_root))
                  if step < step_in_name(path) and not self.state.is_scored(p)]
         for candidate in [path] + older:
-            error = cifar_input.changed_file_error(self.config['dataset'], self.checked)
+            error = cifar_input.changed_file_error(self.config.data.dataset, self.checked)
             if error is not None:
                 raise error
             try:
-                score = self.evaluator.score(candidate, self.config['eval_use_moving_average'],
-                                             self.config['eval_batch_count'], self.progress)
+                score = self.evaluator.score(candidate, self.config.eval.use_moving_average,
+                                             self.config.eval.batch_count, self.progress)
             except UnreadableCheckpoint as e:
                 logging.warning('skipping checkpoint %s', e)
                 self.state.skip(candidate)
                 continue
             if score.num_images != self.expected:
-                raise cifar_input.DataError('read %d of the %d eval records of %s: the files changed'
-                                            % (score.num_images, self.expected, self.config['eval_data_path']))
+                raise DataError('read %d of the %d eval records of %s: the files changed'
+                                % (score.num_images, self.expected, self.config.data.eval_data_path))
             self._report(candidate, score)
             return score
         return None
@@ -302,23 +324,23 @@ class _Scorer(object):
         if score.precision_at_5 is not None:
             scalars['Precision@5'] = score.precision_at_5
             top_5 = ', precision@5 %.4f' % score.precision_at_5
-        training.write_scalars(self.config['eval_dir'], score.step, scalars)
+        summaries.write_scalars(self.config.eval_dir, score.step, scalars)
         print('step %d: precision %.4f, best precision %.4f%s, loss %.4f (%d images, %.1f s)'
               % (score.step, score.precision, self.state.best_precision, top_5, score.loss, score.num_images,
                  score.seconds), flush=True)
 
 
-def _evaluate(hps, config, flag_values, checked):
-    scorer = _Scorer(hps, config, flag_values, checked)
-    log_root = config['log_root']
-    if config['eval_once']:
-        path = checkpoints.latest(log_root)
-        if path is None:
-            raise training.TrainingError('no checkpoint in %s to evaluate: train first' % log_root)
-        if scorer.score_newest_readable(path) is None:
-            raise training.TrainingError('cannot evaluate: no checkpoint in %s restores (see the warnings)'
-                                         % log_root)
-        return
+def _score_once(scorer, log_root):
+    path = checkpoints.latest(log_root)
+    if path is None:
+        raise CheckpointError('no checkpoint in %s to evaluate: train first' % log_root)
+    if scorer.score_newest_readable(path) is None:
+        raise CheckpointError('cannot evaluate: no checkpoint in %s restores (see the warnings)' % log_root)
+
+
+def _follow_training(scorer, config):
+    """Scores each new checkpoint until the one at the run's train_steps is scored."""
+    log_root = config.log_root
     waiting_logged = scored_here = False
     while True:
         path = checkpoints.latest(log_root)
@@ -339,4 +361,4 @@ def _evaluate(hps, config, flag_values, checked):
         if not waiting_logged:
             logging.info('waiting for a new checkpoint in %s', log_root)
             waiting_logged = True
-        time.sleep(config['eval_interval_secs'])
+        time.sleep(config.eval.interval_secs)

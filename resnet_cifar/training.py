@@ -1,12 +1,9 @@
 """The training loop: input queue -> ResNet -> MonitoredTrainingSession.
 
-`train(hps, config)` takes one `resnet_model.HParams` and a dict of plain settings
-(built by resnet_main.py from its flags): data paths, step counts, directories.
-It resumes from the latest checkpoint in config['log_root'] when there is one.
+`train(config)` takes one RunConfig (config.py). It resumes from the newest
+checkpoint in config.log_root that restores, and, when training ends at
+config.schedule.train_steps, scores the last checkpoint on the eval records.
 """
-import bisect
-import json
-import math
 import os
 import time
 
@@ -14,50 +11,24 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-import checkpoints
 import cifar_input
-import guards
-import loss_scaling
 import resnet_model
-import run_settings
-import staging
-import towers
-import transfer
-import summaries
+from resnet_cifar import checkpoints
+from resnet_cifar import devices
+from resnet_cifar import evaluation
+from resnet_cifar import guards
+from resnet_cifar import loss_scaling
+from resnet_cifar import progress
+from resnet_cifar import run_files
+from resnet_cifar import staging
+from resnet_cifar import summaries
+from resnet_cifar import towers
+from resnet_cifar import transfer
+from resnet_cifar.errors import DataError, RunError
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RunError):
     """A run that cannot go on; the one-line message says why and what was kept."""
-
-
-def check_schedule(boundaries, values):
-    """Raises ValueError unless `values` has one more entry than increasing `boundaries`."""
-    if len(values) != len(boundaries) + 1:
-        raise ValueError('expected one more learning rate than boundaries, got %d rates and %d boundaries'
-                         % (len(values), len(boundaries)))
-    if any(b < 1 for b in boundaries):
-        raise ValueError('boundaries must be positive steps, got %s' % boundaries)
-    if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
-        raise ValueError('boundaries must increase, got %s' % ','.join(map(str, boundaries)))
-    if any(not math.isfinite(v) or v <= 0 for v in values):
-        raise ValueError('learning rates must be positive numbers, got %s' % ','.join(map(str, values)))
-
-
-def learning_rate_at(step, boundaries, values, min_lrn_rate):
-    """The learning rate of the step that runs at global step `step`.
-
-    values[i] applies from boundaries[i-1] (inclusive) to boundaries[i]; the
-    result is never below min_lrn_rate.
-    """
-    return max(values[bisect.bisect_right(boundaries, step)], min_lrn_rate)
-
-
-def session_config(num_cpu_devices=1):
-    """Soft placement; num_cpu_devices > 1 makes that many logical CPU devices (CPU towers)."""
-    config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
-    if num_cpu_devices > 1:
-        config.device_count['CPU'] = num_cpu_devices
-    return config
 
 
 def forward_flops_per_image(hps):
@@ -70,38 +41,6 @@ def forward_flops_per_image(hps):
         options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
         options['output'] = 'none'
         return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
-
-
-def write_config(directory, hps, config, flag_values=None):
-    """Writes the run's flags, HParams and settings as JSON, so results trace to settings.
-
-    Returns the path, or None when `directory` is the log root itself, whose
-    config.json is the run's settings file (run_settings), not to be overwritten.
-    """
-    if os.path.realpath(directory) == os.path.realpath(config['log_root']):
-        return None
-    os.makedirs(directory, exist_ok=True)
-    record = {'hparams': hps._asdict(), 'config': config, 'flags': flag_values or {},
-              'tensorflow': tf.__version__, 'time': time.strftime('%Y-%m-%d %H:%M:%S')}
-    path = os.path.join(directory, 'config.json')
-    guards.replace_file(path, json.dumps(record, indent=2, sort_keys=True, default=str))
-    return path
-
-
-def write_scalars(directory, step, scalars):
-    """Appends scalar summaries {tag: value} at `step` to the event file of `directory`.
-
-    Raises summaries.SummaryWriteError when the event file cannot be written.
-    """
-    with tf.Graph().as_default():  # FileWriter refuses to be created eagerly
-        writer = tf.compat.v1.summary.FileWriterCache.get(directory)
-    summary = tf.compat.v1.Summary(value=[
-        tf.compat.v1.Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()])
-    try:
-        writer.add_summary(summary, step)
-        writer.flush()
-    except Exception as e:  # the writer thread's error: IndexError, OSError or an OpError
-        raise summaries.SummaryWriteError(summaries.write_error_line(directory, e)) from e
 
 
 class _StepCountingHook(tf.compat.v1.train.SessionRunHook):
@@ -125,9 +64,9 @@ class _StepCountingHook(tf.compat.v1.train.SessionRunHook):
 class LearningRateHook(_StepCountingHook):
     """Sets the model's learning-rate variable from the schedule, only when it changes."""
 
-    def __init__(self, model, boundaries, values, min_lrn_rate):
+    def __init__(self, model, schedule):
         super().__init__(model)
-        self._rate_at = lambda step: learning_rate_at(step, boundaries, values, min_lrn_rate)
+        self._rate_at = schedule.rate_at
         self._current = None
 
     def after_create_session(self, session, coord):
@@ -291,14 +230,14 @@ class ProgressHook(_StepCountingHook):
         r = run_values.results
         logging.info('step %d/%d (%.1f%%): loss %.4f, precision %.4f, lr %g, %.1f examples/sec, ETA %s',
                      step, self._train_steps, 100.0 * step / self._train_steps, r['cost'],
-                     r['precision'], r['lrn_rate'], examples_per_sec, format_duration(eta_secs))
+                     r['precision'], r['lrn_rate'], examples_per_sec, progress.format_duration(eta_secs))
         if self.write_error is not None:
             return
         try:
             self._writer = tf.compat.v1.summary.FileWriterCache.get(self._summary_dir)
             self._writer.add_summary(r['summaries'], step)
-            write_scalars(self._summary_dir, step, {'examples_per_sec': examples_per_sec,
-                                                    'global_step/sec': steps_per_sec})
+            summaries.write_scalars(self._summary_dir, step, {'examples_per_sec': examples_per_sec,
+                                                              'global_step/sec': steps_per_sec})
         except summaries.SummaryWriteError as e:
             self.write_error = str(e)
             run_context.request_stop()
@@ -340,105 +279,95 @@ class DataFilesHook(tf.compat.v1.train.SessionRunHook):
             run_context.request_stop()
 
 
-def format_duration(seconds):
-    seconds = int(round(seconds))
-    return '%d:%02d:%02d' % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+def build_train_graph(config):
+    """Input queue on the CPU, the ResNet on config.devices.device. Returns the model.
 
-
-def build_train_graph(hps, config):
-    """Input queue on the CPU, the ResNet on config['device']. Returns the model.
-
-    With config['stage_input'], each batch is staged onto the device a step ahead
-    (staging.py); train() then adds the StagingHook.
-
-    With config['num_towers'] > 1, the towers of towers.py instead: a TowerModel.
+    With config.devices.stage_input, each batch is staged onto the device a step
+    ahead (staging.py); _hooks then adds the StagingHook. With config.num_towers
+    > 1, the towers of towers.py instead: a TowerModel.
     """
-    if config.get('random_seed') is not None:
-        tf.compat.v1.set_random_seed(config['random_seed'])
-    if config.get('num_towers', 1) > 1:
+    if config.random_seed is not None:
+        tf.compat.v1.set_random_seed(config.random_seed)
+    hps = config.hparams()
+    if config.num_towers > 1:
         model = towers.build_train_towers(hps, config)
     else:
         model = _build_one_device(hps, config)
-    if config.get('summary_histograms'):
+    if config.checkpoints.summary_histograms:
         model.summaries = summaries.add_histograms(model)
     return model
 
 
 def _build_one_device(hps, config):
+    device = config.devices.device
     with tf.compat.v1.device('/cpu:0'):
         images, labels = cifar_input.build_input(
-            config['dataset'], config['train_data_path'], hps.batch_size, 'train',
-            num_threads=config.get('num_input_threads'), label_mode=config.get('label_mode', 'fine'),
-            seed=config.get('random_seed'))
-        if config.get('stage_input'):
-            images, labels = staging.stage(images, labels, config.get('device', '/cpu:0'))
+            config.data.dataset, config.data.train_data_path, hps.batch_size, 'train',
+            num_threads=config.data.num_input_threads, label_mode=config.data.label_mode,
+            seed=config.random_seed)
+        if config.devices.stage_input:
+            images, labels = staging.stage(images, labels, device)
         summaries.add_input_images(images)
-    with tf.compat.v1.device(config.get('device', '/cpu:0')):
+    with tf.compat.v1.device(device):
         model = resnet_model.ResNet(hps, images, labels, 'train')
         # Frozen: every layer but the new fully connected one keeps its restored weights.
         model.build_graph(is_frozen=(lambda v: not transfer.is_new_layer(v))
-                          if config.get('freeze_restored_layers') else None)
+                          if config.transfer.freeze_restored_layers else None)
     return model
 
 
-LOCK_FILE = 'trainer.lock'
-
-
-def train(hps, config, flag_values=None):
-    """Trains until config['train_steps'], resuming from config['log_root'].
+def train(config):
+    """Trains until config.schedule.train_steps, resuming from config.log_root.
 
     Only one trainer works on a run: a second one is refused (guards.LockedError).
     It resumes from the newest checkpoint of log_root that restores (see
-    checkpoints.prepare_resume) and writes the run's settings (run_settings). A
-    new run (no checkpoint in log_root yet) with config['init_checkpoint']
+    checkpoints.prepare_resume) and writes the run's settings (run_files.write). A
+    new run (no checkpoint in log_root yet) with config.transfer.init_checkpoint
     starts from that run's weights, all but the fully connected layer; with
-    config['freeze_restored_layers'] only that layer trains.
+    freeze_restored_layers only that layer trains.
     SIGTERM or SIGINT ends the run after the current step with a checkpoint of that
     step (run the same command to resume); a second signal exits at once. So does
     a summary that cannot be written or a training file that changes, with an error.
+    A run that reaches train_steps here ends with the held-out precision of its
+    last checkpoint (config.eval.after_training).
 
     Raises:
       guards.LockedError: another trainer works on log_root.
-      checkpoints.CheckpointError: log_root has checkpoints, but none restores.
-      transfer.CheckpointError: the init checkpoint is missing or of another
-        architecture, or the checkpoint to resume from is of another one.
+      errors.CheckpointError: log_root has checkpoints, but none restores; the
+        init checkpoint is missing or of another architecture, or the checkpoint
+        to resume from is of another one.
       TrainingError: the loss became NaN or Inf, or a checkpoint or summary could
         not be saved, or the session failed; the message names the step and the
         last checkpoint, which is kept.
-      cifar_input.DataError: bad data files, found before the graph runs, or a bad
+      errors.DataError: bad data files, found before the graph runs, or a bad
         record found by the reader threads, or a file that changed during training.
     """
-    data_files = cifar_input.check_files(config['dataset'], config['train_data_path'])
-    log_root = config['log_root']
+    data_files = cifar_input.check_files(config.data.dataset, config.data.train_data_path)
+    log_root = config.log_root
     os.makedirs(log_root, exist_ok=True)
-    with guards.RunLock(os.path.join(log_root, LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
+    with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
         resume_from = checkpoints.prepare_resume(log_root)
         done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
-        if done is not None and done >= config['train_steps']:
+        if done is not None and done >= config.schedule.train_steps:
             # Without this, MonitoredTrainingSession would run one more step before stopping.
             logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
-                         log_root, done, config['train_steps'])
+                         log_root, done, config.schedule.train_steps)
             return
         with guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
                                 'send it again to exit at once') as stop_signals:
             with summaries.writer_errors_reported_once():
-                _train(hps, config, flag_values, resume_from, data_files, stop_signals)
+                finished = _train(config, resume_from, data_files, stop_signals)
+    if finished and config.eval.after_training:
+        evaluation.score_after_training(config)
 
 
-def _write_settings(hps, config, flag_values, resume_from):
+def _write_settings(config, hps, resume_from):
     """The run's settings file, this start's record, and a log line for each change of the recipe."""
-    run_settings.write(config['log_root'], config)
-    write_config(config['train_dir'], hps, config, flag_values)
-    for change in config.get('settings_changes', ()):
+    run_files.write(config)
+    run_files.write_record(config.train_dir, config, hps)
+    for change in config.changes_to_run:
         logging.warning('from step %d: %s', int(tf.train.load_variable(resume_from, 'global_step')), change)
-    logging.info('learning rate: %s', describe_schedule(config['lr_boundaries'], config['lr_values'],
-                                                        hps.min_lrn_rate))
-
-
-def describe_schedule(boundaries, values, min_lrn_rate):
-    """'0.1 until step 40000, 0.01 until step 60000, then 0.001; never below 0.0001'."""
-    spans = ['%g until step %d' % (value, boundary) for value, boundary in zip(values, boundaries)]
-    return '%s, then %g; never below %g' % (', '.join(spans), values[-1], min_lrn_rate)
+    logging.info('learning rate: %s', config.schedule.describe())
 
 
 class _StopCauses(object):
@@ -446,73 +375,81 @@ class _StopCauses(object):
 
     def __init__(self, model, config, data_files, stop_signals):
         self.signal = StopOnSignalHook(model, stop_signals)
-        self.summaries = ProgressHook(model, config['batch_size'], config['train_steps'],
-                                      config['log_every_n_steps'], config['train_dir'])
-        self.data = DataFilesHook(config['dataset'], data_files)
+        self.summaries = ProgressHook(model, config.schedule.batch_size, config.schedule.train_steps,
+                                      config.checkpoints.log_every_n_steps, config.train_dir)
+        self.data = DataFilesHook(config.data.dataset, data_files)
 
     def error_after_saving(self, checkpoint):
         """The error to raise once the session ended normally, or None."""
         if self.data.error is not None:
-            return cifar_input.DataError('%s; checkpoint %s saved' % (self.data.error, checkpoint))
+            return DataError('%s; checkpoint %s saved' % (self.data.error, checkpoint))
         if self.summaries.write_error is not None:
             return TrainingError('%s; checkpoint %s saved; free space and run the same command to resume'
                                  % (self.summaries.write_error, checkpoint))
         return None
 
 
-def _train(hps, config, flag_values, resume_from, data_files, stop_signals):
+def _train(config, resume_from, data_files, stop_signals):
+    """Builds the graph and runs the session; True when training reached train_steps."""
     with tf.Graph().as_default():
-        model = build_train_graph(hps, config)
-        num_params = resnet_model.count_params(tf.compat.v1.trainable_variables())
+        model = build_train_graph(config)
+        hps = model.hps
         logging.info('ResNet: %d trainable parameters, %.1f MFLOPs forward per image',
-                     num_params, forward_flops_per_image(hps) / 1e6)
+                     resnet_model.count_params(tf.compat.v1.trainable_variables()),
+                     forward_flops_per_image(hps) / 1e6)
         if resume_from is not None:
             # Before the settings are written: a run without them has only its checkpoint to say
             # what network it is.
             transfer.check_resumable(resume_from, tf.compat.v1.global_variables())
-        _write_settings(hps, config, flag_values, resume_from)
+        _write_settings(config, hps, resume_from)
         scaffold = tf.compat.v1.train.Scaffold(
-            saver=tf.compat.v1.train.Saver(max_to_keep=config['keep_checkpoint_max'], save_relative_paths=True),
-            init_fn=transfer.warm_start_fn(model, config.get('init_checkpoint'), resume_from))
+            saver=tf.compat.v1.train.Saver(max_to_keep=config.checkpoints.keep_max, save_relative_paths=True),
+            init_fn=transfer.warm_start_fn(model, config.transfer.init_checkpoint, resume_from))
         saves = SaveTracker()
         causes = _StopCauses(model, config, data_files, stop_signals)
-        try:
-            _run_session(model, config, scaffold, _hooks(model, config, scaffold, saves, causes))
-        except NanLossError as e:
-            raise TrainingError('%s; the last good checkpoint, %s, is kept'
-                                % (e, last_checkpoint(config))) from None
-        except (TrainingError, cifar_input.DataError):
-            raise
-        except Exception as e:
-            error = _session_error(e, config, saves, causes.summaries.write_error, causes.signal.step)
-            if error is None:
-                raise
-            raise error from e
-        error = causes.error_after_saving(last_checkpoint(config))
-        if error is None:
-            error = _flush_summaries(config, last_checkpoint(config))
-        if error is not None:
-            raise error
+        _run_and_explain(model, config, scaffold, saves, causes)
     if causes.signal.stopped_at is not None:
         logging.warning('stopped by %s at step %d; checkpoint %s saved; run the same command to resume',
                         stop_signals.signal_name, causes.signal.stopped_at, last_checkpoint(config))
-        return
-    logging.info('training done at step %d; checkpoints in %s', config['train_steps'], config['log_root'])
+        return False
+    logging.info('training done at step %d; checkpoints in %s', config.schedule.train_steps, config.log_root)
+    return True
+
+
+def _run_and_explain(model, config, scaffold, saves, causes):
+    """Runs the session; every way it can fail comes out as one error (TrainingError, DataError)."""
+    try:
+        _run_session(model, config, scaffold, _hooks(model, config, scaffold, saves, causes))
+    except NanLossError as e:
+        raise TrainingError('%s; the last good checkpoint, %s, is kept'
+                            % (e, last_checkpoint(config))) from None
+    except (TrainingError, DataError):
+        raise
+    except Exception as e:
+        error = _session_error(e, config, saves, causes.summaries.write_error, causes.signal.step)
+        if error is None:
+            raise
+        raise error from e
+    error = causes.error_after_saving(last_checkpoint(config))
+    if error is None:
+        error = _flush_summaries(config, last_checkpoint(config))
+    if error is not None:
+        raise error
 
 
 def _hooks(model, config, scaffold, saves, causes):
     """The session's hooks, in the order they must run."""
     hooks = [
-        tf.compat.v1.train.StopAtStepHook(last_step=config['train_steps']),
-        LearningRateHook(model, config['lr_boundaries'], config['lr_values'], config['min_lrn_rate']),
+        tf.compat.v1.train.StopAtStepHook(last_step=config.schedule.train_steps),
+        LearningRateHook(model, config.schedule),
         NanLossHook(model),
         causes.summaries,
         causes.data,
         causes.signal,
         # After the NaN check: MonitoredTrainingSession would put its own saver first.
         tf.compat.v1.train.CheckpointSaverHook(
-            config['log_root'], save_secs=config.get('save_checkpoints_secs'),
-            save_steps=config.get('save_checkpoints_steps'), scaffold=scaffold,
+            config.log_root, save_secs=config.checkpoints.save_secs,
+            save_steps=config.checkpoints.save_steps, scaffold=scaffold,
             listeners=[FiniteVariablesCheck(), saves]),
     ]
     if model.loss_scale is not None:
@@ -525,11 +462,11 @@ def _hooks(model, config, scaffold, saves, causes):
 def _run_session(model, config, scaffold, hooks):
     run_error = None
     with tf.compat.v1.train.MonitoredTrainingSession(
-            checkpoint_dir=config['log_root'], scaffold=scaffold, hooks=hooks,
+            checkpoint_dir=config.log_root, scaffold=scaffold, hooks=hooks,
             save_checkpoint_secs=None, save_checkpoint_steps=None,
             # ProgressHook writes the summaries, at the same steps as its log line.
             save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=None,
-            config=session_config(towers.num_cpu_devices(config))) as session:
+            config=devices.session_config(devices.num_cpu_devices(config))) as session:
         while not session.should_stop():
             try:
                 session.run(model.train_op)
@@ -551,15 +488,15 @@ def _session_error(error, config, saves, summary_error=None, step=None):
     """
     if saves.saving is not None and summaries.EVENT_FILE_MARK in guards.error_line(error):
         # The saver writes a checkpoint event to log_root's event file after the checkpoint.
-        latest = checkpoints.latest(config['log_root'])
+        latest = checkpoints.latest(config.log_root)
         kept = ('checkpoint %s saved' % latest if latest and checkpoints.step_of(latest) == saves.saving
                 else 'the last checkpoint, %s, is kept' % (latest or 'none yet'))
         return TrainingError('%s; %s; free space and run the same command to resume'
-                             % (summaries.write_error_line(config['log_root'], error), kept))
+                             % (summaries.write_error_line(config.log_root, error), kept))
     if saves.saving is not None:
         also = '' if summary_error is None else ' (after: %s)' % summary_error
         return TrainingError('cannot save checkpoint %d in %s: %s%s; the last checkpoint, %s, is kept'
-                             % (saves.saving, config['log_root'], guards.error_line(error), also,
+                             % (saves.saving, config.log_root, guards.error_line(error), also,
                                 last_checkpoint(config)))
     if cifar_input.is_bad_record_error(error):
         # The input pipeline's label check fails in a reader thread.
@@ -574,13 +511,13 @@ def _session_error(error, config, saves, summary_error=None, step=None):
 def _flush_summaries(config, checkpoint):
     """Writes out the event file of log_root (graph, checkpoint events); a TrainingError if it cannot be."""
     try:
-        tf.compat.v1.summary.FileWriterCache.get(config['log_root']).flush()
+        tf.compat.v1.summary.FileWriterCache.get(config.log_root).flush()
     except Exception as e:  # the writer thread's error: IndexError, OSError or an OpError
         return TrainingError('%s; checkpoint %s saved; free space and run the same command to resume'
-                             % (summaries.write_error_line(config['log_root'], e), checkpoint))
+                             % (summaries.write_error_line(config.log_root, e), checkpoint))
     return None
 
 
 def last_checkpoint(config):
-    """The newest checkpoint path in config['log_root'], or 'none yet'."""
-    return checkpoints.latest(config['log_root']) or 'none yet'
+    """The newest checkpoint path in config.log_root, or 'none yet'."""
+    return checkpoints.latest(config.log_root) or 'none yet'

@@ -1,11 +1,16 @@
-"""How far eval is through a large eval set: a log line every N batches.
+"""Progress lines: durations as h:mm:ss, and how far eval is through a large eval set.
 
 A full CIFAR test set is 100 batches of 100 images and takes a while on a CPU;
 small sets (the digits sample: 3 batches) would only get noise, so they get none.
 """
 import math
 
-from training import format_duration
+
+def format_duration(seconds):
+    """'1:02:03' for 3723 seconds."""
+    seconds = int(round(seconds))
+    return '%d:%02d:%02d' % (seconds // 3600, seconds // 60 % 60, seconds % 60)
+
 
 MIN_BATCHES = 20  # smaller eval sets get no progress lines
 LINES_PER_PASS = 10

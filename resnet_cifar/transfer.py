@@ -10,7 +10,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
-import checkpoints
+from resnet_cifar import checkpoints
 
 # The fully connected layer: it depends on the number of classes, so it is
 # never restored from another run; it is the "new layer" of a fine-tuned network.

@@ -1,26 +1,30 @@
-"""The settings of a run, fixed when it starts, in <log_root>/config.json.
+"""A run directory's own files: the run's settings in <log_root>/config.json, and records.
 
-Every process of a run must agree on them: the trainer and its resumptions,
-eval beside it, extract after it. The first trainer writes them; every later
-trainer of the run writes them again with what it changed.
+Every process of a run must agree on its settings: the trainer and its
+resumptions, eval beside it, extract after it. The first trainer writes
+config.json (the serialized RunConfig, `RunConfig.to_dict()` plus a `written`
+note); every later trainer of the run writes it again with what it changed.
 
 - MODEL_KEYS decide the network and what its outputs mean. A process whose
   flags give another value than the run's must stop (`differences`).
 - TRAINING_KEYS are the run's recipe. A resumed trainer keeps the run's unless
   its flags give a new value, which then holds from the step it resumes at.
 
-The file is a flat JSON object of those keys, plus `written_by` and `time`.
-Runs made before this file existed have their settings in the record that
-each trainer wrote, <log_root>/train/config.json (`hparams` and `config`);
-`read` falls back to that.
+`read` gives those settings as a flat {key: value}, also from the files of older
+versions: a flat object of the keys, or, before that file existed, the record
+each trainer wrote in <log_root>/train/config.json. No TensorFlow here.
 """
 import json
 import os
 import time
 
-import guards
+from resnet_cifar import config as config_lib
+from resnet_cifar import guards
+from resnet_cifar.errors import RunError
 
 FILE_NAME = 'config.json'
+# The trainer's lock (guards.RunLock): one trainer per run.
+LOCK_FILE = 'trainer.lock'
 MODEL_KEYS = ('dataset', 'label_mode', 'num_residual_units', 'use_bottleneck', 'width', 'relu_leakiness')
 TRAINING_KEYS = ('batch_size', 'optimizer', 'weight_decay_rate', 'moving_average_decay',
                  'lr_boundaries', 'lr_values', 'min_lrn_rate', 'train_steps', 'freeze_restored_layers')
@@ -28,7 +32,7 @@ KEYS = MODEL_KEYS + TRAINING_KEYS
 _LEGACY_RECORD = os.path.join('train', 'config.json')
 
 
-class SettingsError(RuntimeError):
+class SettingsError(RunError):
     """A settings file that cannot be read, or flags that differ from the run's; one line."""
 
 
@@ -51,11 +55,33 @@ def read(log_root):
         settings = _legacy(settings_path)
         if settings is None:
             return None, None
+    settings = _flat(settings)
     if 'dataset' not in settings:
         raise SettingsError('%s is not a run settings file: it has no "dataset"' % settings_path)
     settings = {key: settings[key] for key in KEYS if key in settings}
     _check_kinds(settings_path, settings)
     return settings, settings_path
+
+
+def load_config(log_root):
+    """The RunConfig saved in log_root's config.json; SettingsError when there is none or it is bad."""
+    settings_path = path(log_root)
+    saved = _load(settings_path)
+    if saved is None or 'data' not in saved:
+        raise SettingsError('%s: no RunConfig saved there (written by this version\'s trainer)' % settings_path)
+    saved.pop('written', None)
+    try:
+        return config_lib.RunConfig.from_dict(saved)
+    except (TypeError, ValueError) as e:
+        raise SettingsError('%s: %s' % (settings_path, e)) from None
+
+
+def _flat(saved):
+    """{key: value} of a settings file: a serialized RunConfig (sections), or a flat object."""
+    if not isinstance(saved.get('data'), dict):
+        return saved
+    return {key: saved[section][key] for key, section in config_lib.SETTING_SECTIONS.items()
+            if key in saved.get(section, {})}
 
 
 _NUMBER = (int, float)
@@ -116,15 +142,39 @@ def _legacy(record_path):
         return None  # a record is not the run's settings: without it the flags decide
     if record is None:
         return None
+    if isinstance(record.get('run_config'), dict):  # this version's record
+        return record['run_config']
     known = dict(record.get('config', {}), **record.get('hparams', {}))
     return known if 'dataset' in known else None
 
 
-def write(log_root, settings):
-    """Writes the settings (a dict holding every key of KEYS) in one step."""
-    record = {key: settings[key] for key in KEYS}
-    record.update(written_by='resnet_main.py --mode=train', time=time.strftime('%Y-%m-%d %H:%M:%S'))
-    guards.replace_file(path(log_root), json.dumps(record, indent=2, sort_keys=True) + '\n')
+def write(config):
+    """Writes config.json of config.log_root: the serialized RunConfig, in one step."""
+    record = dict(config.to_dict(), written={'by': 'resnet_main.py --mode=train',
+                                             'time': time.strftime('%Y-%m-%d %H:%M:%S')})
+    guards.replace_file(path(config.log_root), json.dumps(record, indent=2, sort_keys=True) + '\n')
+
+
+def settings_of(config):
+    """{key: value} of KEYS in a RunConfig (lists for the schedule, as read() gives them)."""
+    values = {key: config_lib.setting(config, key) for key in KEYS}
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+
+
+def write_record(directory, config, hps):
+    """Writes this process's RunConfig and HParams to <directory>/config.json, so results trace
+    to settings. Returns the path, or None when `directory` is the log root itself, whose
+    config.json is the run's settings file, not to be overwritten.
+    """
+    if os.path.realpath(directory) == os.path.realpath(config.log_root):
+        return None
+    import tensorflow as tf  # its version goes in the record; the caller has imported it already
+    os.makedirs(directory, exist_ok=True)
+    record = {'run_config': config.to_dict(), 'hparams': hps._asdict(), 'tensorflow': tf.__version__,
+              'time': time.strftime('%Y-%m-%d %H:%M:%S')}
+    record_path = os.path.join(directory, FILE_NAME)
+    guards.replace_file(record_path, json.dumps(record, indent=2, sort_keys=True, default=str))
+    return record_path
 
 
 def as_flag(key, value):

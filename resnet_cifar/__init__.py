@@ -1,0 +1,15 @@
+"""The supporting modules of resnet-cifar.
+
+The suite's face stays at the top level: resnet_main.py (the command line),
+resnet_model.py (the network) and cifar_input.py (the reader queues). Here:
+
+  config       the frozen, typed RunConfig (no TensorFlow)
+  resolve      flags and a run's saved settings -> RunConfig
+  errors       the error classes and their exit statuses
+  datasets     what each dataset's records look like and where they are (no TensorFlow)
+  run_files    a run directory's files: config.json, records, scalars
+  training, towers, staging, loss_scaling, summaries      the training loop
+  evaluation, progress                                    the eval loop
+  transfer, features                                      other runs' weights, bottleneck features
+  checkpoints, guards                                     a run's checkpoints, locks and signals
+"""

@@ -1,0 +1,236 @@
+"""From the command line's values, and the run's saved settings, to one RunConfig.
+
+`run_config(values, given)` takes the flag values as a plain dict and the names of
+the flags the user gave; it reads no flags itself. A new run takes its settings
+from the flags and their defaults. Eval, extract and a trainer resuming a run
+(its log_root has a checkpoint) take each run setting their flags leave out
+from the run's config.json (run_files.py); a model flag that differs from the
+run's is a run_files.SettingsError. Defaults that depend on the dataset, the mode
+or the devices are decided here.
+"""
+import math
+import os
+
+from resnet_cifar import checkpoints
+from resnet_cifar import config as config_lib
+from resnet_cifar import guards
+from resnet_cifar import run_files
+from resnet_cifar.errors import FlagError
+
+# Dataset defaults: the classic recipe for CIFAR, a short ResNet-14 run for the digits sample.
+DATASET_DEFAULTS = {
+    'cifar10': {'train_steps': 80000, 'num_residual_units': 5},
+    'cifar100': {'train_steps': 80000, 'num_residual_units': 5},
+    'digits': {'train_steps': 1000, 'num_residual_units': 2},
+}
+# Runs of at most this many steps save a checkpoint every tenth of the run (at least every
+# SHORT_RUN_MIN_SAVE_STEPS steps) unless told otherwise, so that their eval curves have points.
+SHORT_RUN_STEPS = 10000
+SHORT_RUN_MIN_SAVE_STEPS = 100
+
+# The settings each mode takes from the run when its flags leave them out.
+_FROM_THE_RUN = {
+    'train': run_files.KEYS,
+    'eval': run_files.MODEL_KEYS + ('train_steps',),
+    # Extract's --dataset and --label_mode describe the records, not the network.
+    'extract': run_files.MODEL_KEYS[2:],
+}
+
+
+def run_config(values, given):
+    """The RunConfig of the command line.
+
+    Args:
+      values: {flag name: value} of every flag (absl's FLAGS.flag_values_dict()).
+      given: the names of the flags given on the command line.
+    Raises:
+      errors.FlagError: naming the flag and what was expected.
+      run_files.SettingsError: a model flag that differs from the run's, or a
+        settings file that cannot be read.
+    """
+    v = values
+    if not (v['lrn_rate'] > 0 and math.isfinite(v['lrn_rate'])):
+        raise FlagError('--lrn_rate=%g: expected a positive learning rate' % v['lrn_rate'])
+    log_root = v['log_root'] or os.path.join('runs', v['dataset'])
+    settings, changes, taken = resolve_settings(v, given, log_root)
+    config = config_lib.RunConfig(
+        mode=v['mode'], log_root=log_root, train_dir=v['train_dir'] or '', eval_dir=v['eval_dir'] or '',
+        random_seed=v['random_seed'],
+        data=config_lib.Data(
+            dataset=settings['dataset'], label_mode=settings['label_mode'],
+            train_data_path=v['train_data_path'] or '', eval_data_path=v['eval_data_path'] or '',
+            num_input_threads=v['num_input_threads'], image_size=v['image_size']),
+        model=config_lib.Model(**_section(settings, 'model'), data_format=data_format(v),
+                               compute_dtype=v['compute_dtype']),
+        schedule=config_lib.Schedule(**_section(settings, 'schedule')),
+        checkpoints=_checkpoints(v, given, settings['train_steps']),
+        eval=config_lib.Eval(
+            batch_size=v['batch_size'] if v['batch_size'] is not None and v['mode'] != 'train' else 100,
+            batch_count=v['eval_batch_count'], once=v['eval_once'], interval_secs=v['eval_interval_secs'],
+            use_moving_average=v['eval_use_moving_average'], after_training=v['eval_after_training']),
+        devices=devices(v),
+        transfer=config_lib.Transfer(**{name: v[name] for name in _TRANSFER_FLAGS},
+                                     freeze_restored_layers=settings['freeze_restored_layers']),
+        taken_from_run=tuple(taken), changes_to_run=tuple(changes))
+    check_gpus(config)
+    check_outputs(config)
+    return config
+
+
+_TRANSFER_FLAGS = ('checkpoint_path', 'extract_data_path', 'features_path', 'train_features', 'eval_features',
+                   'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate', 'init_checkpoint')
+
+
+def _section(settings, section):
+    return {key: value for key, value in settings.items() if config_lib.SETTING_SECTIONS[key] == section}
+
+
+def _checkpoints(v, given, train_steps):
+    """Checkpoints; a short run saves every tenth of its steps unless a save flag is given."""
+    save_steps, save_secs = v['save_checkpoints_steps'], v['save_checkpoints_secs']
+    if (save_steps is None and 'save_checkpoints_secs' not in given
+            and train_steps <= SHORT_RUN_STEPS):
+        save_steps = max(SHORT_RUN_MIN_SAVE_STEPS, train_steps // 10)
+    return config_lib.Checkpoints(save_steps=save_steps, save_secs=save_secs,
+                                  keep_max=v['keep_checkpoint_max'], log_every_n_steps=v['log_every_n_steps'],
+                                  summary_histograms=v['summary_histograms'])
+
+
+def flag_settings(v, dataset=None):
+    """The run settings (run_files.KEYS) as the flags and their defaults give them (a new run)."""
+    dataset = dataset or v['dataset']
+    defaults = DATASET_DEFAULTS[dataset]
+    train_steps = v['train_steps'] if v['train_steps'] is not None else defaults['train_steps']
+    if v['lr_boundaries'] is None:
+        boundaries = [train_steps // 2, train_steps * 3 // 4, train_steps]
+    else:
+        boundaries = parse_list('lr_boundaries', v['lr_boundaries'], int)
+    return {
+        'dataset': dataset,
+        'label_mode': v['label_mode'],
+        'num_residual_units': (v['num_residual_units'] if v['num_residual_units'] is not None
+                               else defaults['num_residual_units']),
+        'use_bottleneck': v['use_bottleneck'],
+        'width': v['width'],
+        'relu_leakiness': v['relu_leakiness'],
+        'batch_size': v['batch_size'] if v['batch_size'] is not None and v['mode'] == 'train' else 128,
+        'optimizer': v['optimizer'],
+        'weight_decay_rate': v['weight_decay_rate'],
+        'moving_average_decay': v['moving_average_decay'],
+        'lr_boundaries': boundaries,
+        'lr_values': (parse_list('lr_values', v['lr_values'], float) if v['lr_values'] is not None
+                      else default_rates(v['lrn_rate'], len(boundaries))),
+        'min_lrn_rate': v['min_lrn_rate'],
+        'train_steps': train_steps,
+        'freeze_restored_layers': v['freeze_restored_layers'],
+    }
+
+
+def parse_list(name, text, convert):
+    """A comma-separated flag value as a list; FlagError naming the flag when malformed."""
+    try:
+        return [convert(item) for item in text.split(',') if item.strip()]
+    except ValueError:
+        raise FlagError('--%s=%s: expected comma-separated numbers' % (name, text)) from None
+
+
+def default_rates(initial, num_boundaries):
+    """The default learning rates: `initial`, divided by 10 at each boundary."""
+    return [initial / 10 ** i for i in range(num_boundaries + 1)]
+
+
+def resolve_settings(v, given, log_root):
+    """(settings {key: value} of run_files.KEYS, [changes to the run's recipe, as text],
+    [the keys taken from the run])."""
+    source_dir = run_dir_of(v, log_root)
+    saved, source = saved_settings(v['mode'], source_dir)
+    keys = [key for key in _FROM_THE_RUN[v['mode']] if key in saved] if saved else ()
+    dataset = saved['dataset'] if 'dataset' in keys and 'dataset' not in given else v['dataset']
+    settings = flag_settings(v, dataset)
+    chosen = {key: settings[key] for key in keys if key in given}
+    if saved:
+        run_files.differences(source_dir, saved, source, chosen)
+        settings.update({key: saved[key] for key in keys if key not in chosen})
+    if 'lr_boundaries' in keys and 'lr_values' in keys:
+        settings['lr_boundaries'], settings['lr_values'] = resumed_schedule(v, given, saved)
+    changes = ['%s instead of the run\'s %s' % (run_files.as_flag(key, settings[key]),
+                                                run_files.as_flag(key, saved[key]))
+               for key in run_files.TRAINING_KEYS
+               if key in keys and key != 'train_steps' and settings[key] != saved[key]]
+    return settings, changes, [key for key in keys if key not in chosen]
+
+
+def saved_settings(mode, source_dir):
+    """(settings, their file) of the run in source_dir, or (None, None): a mode that takes none,
+    or a run without a checkpoint yet (the settings of a new run come from its first trainer)."""
+    if mode not in _FROM_THE_RUN or checkpoints.latest(source_dir) is None:
+        return None, None
+    return run_files.read(source_dir)
+
+
+def run_dir_of(v, log_root):
+    """The run directory: --log_root, or in extract mode --checkpoint_path's (a directory or a prefix)."""
+    path = (v['checkpoint_path'] if v['mode'] == 'extract' else None) or log_root
+    return path if os.path.isdir(path) or path == log_root else os.path.dirname(path)
+
+
+def resumed_schedule(v, given, saved):
+    """(boundaries, rates) of a resumed run: the run's, with what the flags change.
+
+    --train_steps moves only the end: the run's boundaries stay unless
+    --lr_boundaries is given. --lr_values replaces the rates; --lrn_rate alone
+    scales the run's rates so that the first is --lrn_rate. New boundaries of
+    another count than the run's get the default rates from the run's first.
+    """
+    boundaries = (parse_list('lr_boundaries', v['lr_boundaries'], int) if 'lr_boundaries' in given
+                  else saved['lr_boundaries'])
+    if 'lr_values' in given:
+        return boundaries, parse_list('lr_values', v['lr_values'], float)
+    rates = saved['lr_values']
+    scale = v['lrn_rate'] / rates[0] if 'lrn_rate' in given else 1.0
+    if len(rates) != len(boundaries) + 1:
+        return boundaries, default_rates(rates[0] * scale, len(boundaries))
+    return boundaries, rates if scale == 1.0 else [rate * scale for rate in rates]
+
+
+def default_stage_input(num_gpus, tower_device):
+    """--stage_input when not given: on for GPU training, off on the CPU (no copy to hide)."""
+    return num_gpus >= 1 and tower_device == 'gpu'
+
+
+def devices(v):
+    stage_input = v['stage_input']
+    if stage_input is None:
+        stage_input = default_stage_input(v['num_gpus'], v['tower_device'])
+    return config_lib.Devices(num_gpus=v['num_gpus'], tower_device=v['tower_device'],
+                              variable_device=v['variable_device'], stage_input=bool(stage_input))
+
+
+def data_format(v):
+    """--data_format, or by default NCHW when training on GPUs, NHWC on the CPU."""
+    if v['data_format']:
+        return v['data_format']
+    return 'NCHW' if v['num_gpus'] >= 1 and v['tower_device'] == 'gpu' else 'NHWC'
+
+
+def check_gpus(config):
+    """FlagError when --num_gpus asks for more GPUs than TensorFlow sees (imports TensorFlow)."""
+    if config.devices.num_gpus > 0 and config.devices.tower_device == 'gpu':
+        import tensorflow as tf
+        visible = len(tf.config.list_physical_devices('GPU'))
+        if config.devices.num_gpus > visible:
+            raise FlagError('--num_gpus=%d: TensorFlow sees %d GPU(s) on this machine'
+                            % (config.devices.num_gpus, visible))
+
+
+def check_outputs(config):
+    """FlagError naming the flag of an output directory that cannot be created or written."""
+    written = {'train': ('log_root', 'train_dir'), 'eval': ('eval_dir',), 'finetune': ('log_root',),
+               'extract': ('features_path',)}.get(config.mode, ())
+    outputs = [('log_root', config.log_root), ('train_dir', config.train_dir), ('eval_dir', config.eval_dir)]
+    if config.mode == 'extract' and config.transfer.features_path:
+        outputs.append(('features_path', os.path.dirname(os.path.abspath(config.transfer.features_path))))
+    for name, path in outputs:
+        problem = guards.output_dir_problem(path, writable=name in written)
+        if problem:
+            raise FlagError('--%s=%s: %s' % (name, path, problem))
