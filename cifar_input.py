@@ -356,7 +356,10 @@ def _read_examples(filename_queue, info, label_offset, classes, label_mode):
     with tf.control_dependencies([check_labels]):
         labels = tf.identity(labels)
     planes = tf.reshape(records[:, info.label_bytes:], [-1, IMAGE_DEPTH, IMAGE_SIZE, IMAGE_SIZE])
-    images = tf.cast(tf.transpose(planes, [0, 2, 3, 1]), tf.float32)
+    # CHW to HWC by unstack/stack, not tf.transpose: oneDNN's transpose logs a spurious
+    # 'DT_UINT8 only on platforms with AVX-512' error for uint8 (also on AVX-512 CPUs), and
+    # grappler moves a cast placed before the transpose back after it.
+    images = tf.cast(tf.stack(tf.unstack(planes, axis=1), axis=-1), tf.float32)
     return images, labels
 
 

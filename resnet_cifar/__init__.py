@@ -12,4 +12,5 @@ resnet_model.py (the network) and cifar_input.py (the reader queues). Here:
   evaluation, progress                                    the eval loop
   transfer, features                                      other runs' weights, bottleneck features
   checkpoints, guards                                     a run's checkpoints, locks and signals
+  quiet, flag_help    a quiet start (no TensorFlow noise) and the grouped --help
 """

@@ -1,0 +1,150 @@
+"""A short, grouped --help for absl flags, without TensorFlow.
+
+absl's --help lists every flag alphabetically (160 lines for resnet_main) and
+exits with status 1. `handle_help_args`, called before absl parses the command
+line, answers instead:
+
+  -h, -?, --help, --helpshort   one line per flag, in groups, a digits example; exit 0
+  --help=TOPIC                  the flags of the group whose title has TOPIC (or the
+                                flag named TOPIC), with their whole help; exit 0
+  --helpfull                    absl's full list, every flag of every module; exit 0
+
+Anything else is left to absl.
+"""
+import os
+import re
+import shutil
+import sys
+
+# The groups of resnet_main's flags, in the order of the README.
+RESNET_MAIN_GROUPS = [
+    ('Run', ['mode', 'dataset', 'log_root', 'train_dir', 'eval_dir']),
+    ('Data', ['train_data_path', 'eval_data_path', 'label_mode', 'image_size', 'num_input_threads']),
+    ('Model', ['num_residual_units', 'use_bottleneck', 'width', 'data_format', 'relu_leakiness']),
+    ('Training schedule', ['train_steps', 'batch_size', 'optimizer', 'weight_decay_rate', 'lrn_rate',
+                           'min_lrn_rate', 'lr_boundaries', 'lr_values', 'moving_average_decay',
+                           'random_seed']),
+    ('Checkpoints and logging', ['save_checkpoints_steps', 'save_checkpoints_secs', 'keep_checkpoint_max',
+                                 'log_every_n_steps', 'summary_histograms']),
+    ('Eval', ['eval_batch_count', 'eval_once', 'eval_interval_secs', 'eval_use_moving_average']),
+    ('Transfer', ['checkpoint_path', 'extract_data_path', 'features_path', 'train_features',
+                  'eval_features', 'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate',
+                  'init_checkpoint', 'freeze_restored_layers']),
+    ('Devices and precision', ['num_gpus', 'tower_device', 'variable_device', 'stage_input',
+                               'compute_dtype']),
+]
+
+RESNET_MAIN_EXAMPLE = """\
+Example, the bundled digits sample (a few minutes on a CPU):
+  python resnet_main.py --dataset=digits --log_root=/tmp/digits
+  python resnet_main.py --mode=eval --dataset=digits --log_root=/tmp/digits --eval_once
+  tensorboard --logdir=/tmp/digits"""
+
+SHORT_HELP_ARGS = ('-h', '-?', '--help', '-help', '--helpshort', '-helpshort')
+FULL_HELP_ARGS = ('--helpfull', '-helpfull')
+
+
+def first_sentence(text):
+    """The help text up to its first '. ' (or all of it), on one line."""
+    text = ' '.join((text or '').split())
+    text = re.sub(r'^<[^>]*>: ', '', text)  # absl's enum prefix; the choices are shown beside the name
+    match = re.search(r'\.(\s|$)', text)
+    return text[:match.start() + 1] if match else text
+
+
+def first_sentence_free(text):
+    """The whole help text on one line, without absl's enum prefix."""
+    return re.sub(r'^<[^>]*>: ', '', ' '.join((text or '').split()))
+
+
+def _value(flag):
+    if flag.default is None:
+        return ''
+    if isinstance(flag.default, bool):
+        return 'true' if flag.default else 'false'
+    return flag.default_as_str.strip("'") if flag.default_as_str else str(flag.default)
+
+
+def _choices(flag):
+    values = getattr(getattr(flag, 'parser', None), 'enum_values', None)
+    return '{%s}' % ','.join(values) if values else ''
+
+
+def flag_line(flag, width):
+    """'  --name=default  First sentence of the help.' cut to `width` columns."""
+    name = '--%s=%s' % (flag.name, _value(flag))
+    choices = _choices(flag)
+    if choices:
+        name += ' ' + choices
+    line = '  %-30s %s' % (name, first_sentence(flag.help))
+    if len(line) > width:
+        line = line[:width - 3].rstrip() + '...'
+    return line
+
+
+def grouped_help(flag_values, groups, usage='', example='', width=None):
+    """The short help: `usage`, then each group's flags one a line, then `example`."""
+    width = width or max(60, min(120, shutil.get_terminal_size((100, 24)).columns))
+    parts = [usage.strip()] if usage else []
+    for title, names in groups:
+        parts.append('%s:\n%s' % (title, '\n'.join(flag_line(flag_values[name], width) for name in names)))
+    if example:
+        parts.append(example.rstrip())
+    parts.append('--help=TOPIC shows a group (e.g. --help=transfer) or a flag in full; '
+                 '--helpfull lists every flag.')
+    return '\n\n'.join(parts) + '\n'
+
+
+def topic_help(flag_values, groups, topic):
+    """The whole help of the flags of the group whose title has `topic`, or of the flag `topic`."""
+    topic = topic.strip().lstrip('-').lower()
+    if topic in flag_values:
+        flags = [flag_values[topic]]
+    else:
+        flags = [flag_values[name] for title, names in groups if topic in title.lower() for name in names]
+    if not flags:
+        return None
+    return '\n\n'.join('--%s=%s%s\n    %s' % (f.name, _value(f), ' ' + _choices(f) if _choices(f) else '',
+                                            first_sentence_free(f.help))
+                       for f in flags) + '\n'
+
+
+def handle_help_args(argv, flag_values, groups, usage='', example='', stdout=None):
+    """Answers -h/--help/--help=TOPIC/--helpfull in `argv` and exits 0; returns otherwise.
+
+    Call before absl parses `argv`, before TensorFlow is imported. Only the
+    arguments before a '--' count.
+    """
+    stdout = stdout or sys.stdout
+    args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
+    for arg in args:
+        if arg in FULL_HELP_ARGS:
+            from absl import app
+            app.define_help_flags()
+            stdout.write(_full_help(flag_values, usage))
+            _exit(stdout, 0)
+        if arg in SHORT_HELP_ARGS:
+            stdout.write(grouped_help(flag_values, groups, usage, example))
+            _exit(stdout, 0)
+        if arg.startswith(('--help=', '-help=')):
+            topic = arg.split('=', 1)[1]
+            text = topic_help(flag_values, groups, topic)
+            if text is None:
+                sys.stderr.write('error: --help=%s: no such group or flag; groups: %s\n'
+                                 % (topic, ', '.join(title.lower() for title, _ in groups)))
+                _exit(stdout, 2)
+            stdout.write(text)
+            _exit(stdout, 0)
+
+
+def _full_help(flag_values, usage):
+    text = flag_values.get_help(include_special_flags=True)
+    return (usage.strip() + '\n\n' if usage else '') + 'flags:\n' + text + '\n'
+
+
+def _exit(stdout, status):
+    try:
+        stdout.flush()
+    except BrokenPipeError:  # `--help | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+    sys.exit(status)

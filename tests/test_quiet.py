@@ -1,0 +1,253 @@
+"""resnet_cifar.quiet and resnet_cifar.flag_help in real subprocesses.
+
+resnet_main.py does not use them yet: the drivers below put them in front of it
+(quiet) or in front of its flag definitions read from its source (flag_help).
+"""
+import ast
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from resnet_cifar import flag_help  # noqa: E402
+from resnet_cifar import quiet  # noqa: E402
+
+# The noise of issue "Noise before the first useful line", by where it comes from.
+NOISE = [
+    'absl::InitializeLog',  # absl's banner, before TensorFlow initialises its log
+    'port.cc',  # oneDNN custom operations are on
+    'cudart_stub.cc',  # Could not find cuda drivers
+    'cuInit',  # the CUDA platform on a machine without a driver
+    'DT_UINT8',  # oneDNN's uint8 transpose
+    'is deprecated and will be removed',  # TensorFlow's deprecation notices
+    'INFO:tensorflow:',
+]
+CPP_LINE = re.compile(r'^[IWEF]\d{4} [0-9:.]+\s+\d+ \S+\.(?:cc|cpp|h):\d+\] ', re.M)
+
+# resnet_main.py behind quiet.prepare and quiet.import_tensorflow, as it will start.
+MAIN_DRIVER = textwrap.dedent("""\
+    import os, runpy, sys
+    sys.path.insert(0, %(repo)r)
+    from resnet_cifar import quiet
+    quiet.prepare(uses_gpu=False)
+    quiet.import_tensorflow()
+    sys.argv = [os.path.join(%(repo)r, 'resnet_main.py')] + sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name='__main__')
+    """) % {'repo': REPO}
+
+# Imports TensorFlow the quiet way, then makes TensorFlow log a deprecation notice.
+IMPORT_DRIVER = textwrap.dedent("""\
+    import sys
+    sys.path.insert(0, %(repo)r)
+    from resnet_cifar import quiet
+    quiet.prepare(uses_gpu=False)
+    tf = quiet.import_tensorflow()
+    tf.compat.v1.disable_eager_execution()
+    tf.compat.v1.train.string_input_producer(['a', 'b'])
+    with tf.compat.v1.Session() as session:
+        session.run(tf.constant(1) + 1)
+    sys.stderr.write('driver done\\n')
+    """) % {'repo': REPO}
+
+# resnet_main's flag definitions, taken from its source with TF-free stand-ins for
+# the constants it reads from cifar_input and resnet_model, then flag_help.
+HELP_DRIVER = textwrap.dedent("""\
+    import ast, atexit, sys, types
+    sys.path.insert(0, %(repo)r)
+    atexit.register(lambda: sys.stderr.write('tensorflow imported: %%s\\n' %% ('tensorflow' in sys.modules)))
+    from absl import flags
+    from resnet_cifar import flag_help
+    tree = ast.parse(open(%(main)r).read())
+    defs = [n for n in tree.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)
+            and getattr(n.value.func, 'attr', '').startswith('DEFINE_')]
+    stand_ins = {
+        'flags': flags,
+        'cifar_input': types.SimpleNamespace(DATASET_NAMES=('cifar10', 'cifar100', 'digits')),
+        'resnet_model': types.SimpleNamespace(DATA_FORMATS=('NCHW', 'NHWC'),
+                                              COMPUTE_DTYPES=('float32', 'float16', 'bfloat16'))}
+    exec(compile(ast.Module(body=defs, type_ignores=[]), 'resnet_main.py', 'exec'), stand_ins)
+    flag_help.handle_help_args(sys.argv, flags.FLAGS, flag_help.RESNET_MAIN_GROUPS,
+                               usage='usage: python resnet_main.py [--flag=value ...]',
+                               example=flag_help.RESNET_MAIN_EXAMPLE)
+    sys.stdout.write('not a help request\\n')
+    """) % {'repo': REPO, 'main': os.path.join(REPO, 'resnet_main.py')}
+
+
+def child_env(**settings):
+    """The environment with the quiet module's variables unset, then `settings`."""
+    env = dict(os.environ)
+    for name in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLED_DEVICE_TYPES', 'TF_CPP_MAX_VLOG_LEVEL'):
+        env.pop(name, None)
+    env.update(settings)
+    return env
+
+
+def run_python(code, *args, env=None, timeout=240):
+    return subprocess.run([sys.executable, '-c', code] + list(args), capture_output=True, text=True,
+                          cwd=REPO, env=env if env is not None else child_env(), timeout=timeout)
+
+
+def noise_in(text):
+    return [n for n in NOISE if n in text] + CPP_LINE.findall(text)
+
+
+# ---------------------------------------------------------------- quiet: whole runs
+
+def test_digits_training_start_has_no_noise_before_the_first_progress_line(tmp_path):
+    done = run_python(MAIN_DRIVER, '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
+                      '--train_steps=20', '--log_every_n_steps=10', '--log_root=%s' % (tmp_path / 'run'))
+    assert done.returncode == 0, done.stderr[-3000:]
+    first_progress = re.search(r'^.*step 10/20 .*$', done.stderr, re.M)
+    assert first_progress, done.stderr[-3000:]
+    before = done.stderr[:first_progress.start()]
+    assert noise_in(before) == [], before
+    # What comes before is the project's own lines (the model's size, the schedule).
+    assert [line for line in before.splitlines() if not re.match(r'^I\d{4} [0-9:.]+ +\d+ \w+\.py:\d+\] ', line)] == []
+    assert noise_in(done.stderr) == [], done.stderr
+
+
+def test_the_quiet_import_drops_the_noise():
+    done = run_python(IMPORT_DRIVER)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == 'driver done\n'
+
+
+def test_a_users_level_0_brings_tensorflows_lines_back():
+    done = run_python(IMPORT_DRIVER, env=child_env(TF_CPP_MIN_LOG_LEVEL='0'))
+    assert done.returncode == 0, done.stderr
+    for line in ('absl::InitializeLog', 'port.cc', 'is deprecated and will be removed'):
+        assert line in done.stderr, (line, done.stderr)
+
+
+def test_a_users_own_settings_win():
+    code = textwrap.dedent("""\
+        import logging, os, sys
+        sys.path.insert(0, %r)
+        from resnet_cifar import quiet
+        print(quiet.prepare(uses_gpu=False), os.environ['TF_CPP_MIN_LOG_LEVEL'],
+              os.environ['TF_ENABLED_DEVICE_TYPES'], 'tensorflow' in sys.modules)
+        """) % REPO
+    assert run_python(code).stdout.split() == ['2', '2', 'CPU', 'False']
+    mine = run_python(code, env=child_env(TF_CPP_MIN_LOG_LEVEL='1', TF_ENABLED_DEVICE_TYPES='CPU,GPU'))
+    assert mine.stdout.split() == ['1', '1', 'CPU,GPU', 'False']
+    gpu = run_python(code.replace('uses_gpu=False', 'uses_gpu=True').replace(
+        "os.environ['TF_ENABLED_DEVICE_TYPES']", "os.environ.get('TF_ENABLED_DEVICE_TYPES')"))
+    assert gpu.stdout.split() == ['2', '2', 'None', 'False']
+
+
+def test_a_real_tensorflow_error_still_comes_through():
+    code = IMPORT_DRIVER.replace("session.run(tf.constant(1) + 1)",
+                                 "session.run(tf.io.read_file('/nonexistent/quiet-test-file'))")
+    done = run_python(code)
+    assert done.returncode == 1
+    assert 'NotFoundError' in done.stderr and '/nonexistent/quiet-test-file' in done.stderr, done.stderr
+    assert 'Traceback' in done.stderr
+    assert 'is deprecated' not in done.stderr and 'absl::InitializeLog' not in done.stderr
+
+
+# ---------------------------------------------------------------- quiet: the stderr filter
+
+FILTER_DRIVER = textwrap.dedent("""\
+    import os, sys
+    sys.path.insert(0, %r)
+    from resnet_cifar import quiet
+    with quiet.stderr_filter(int(sys.argv[1])):
+        os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')
+        os.write(2, b'I0000 00:00:1796144376.998181    5920 port.cc:153] oneDNN custom operations are on.\\n')
+        os.write(2, b'W0000 00:00:1796144376.998181    5920 some.cc:1] a warning\\n')
+        os.write(2, b'E0000 00:00:1796144376.998181    5920 some.cc:2] a real error\\n')
+        os.write(2, b'F0000 00:00:1796144376.998181    5920 some.cc:3] a fatal\\n')
+        sys.stderr.write('a Python line\\n')
+        os.write(2, b'partial ')
+        os.write(2, b'line, then no newline')
+    sys.stderr.write('|after\\n')
+    if len(sys.argv) > 2:
+        with quiet.stderr_filter(2):
+            raise ImportError('a failed import stays visible')
+    """) % REPO
+
+
+@pytest.mark.parametrize('level, kept', [
+    (0, ['absl::InitializeLog', 'port.cc', 'a warning', 'a real error', 'a fatal']),
+    (1, ['a warning', 'a real error', 'a fatal']),
+    (2, ['a real error', 'a fatal']),
+    (3, ['a fatal']),
+])
+def test_the_filter_drops_only_cpp_lines_below_the_level(level, kept):
+    done = run_python(FILTER_DRIVER, str(level))
+    assert done.returncode == 0, done.stderr
+    for text in ('absl::InitializeLog', 'port.cc', 'a warning', 'a real error', 'a fatal'):
+        assert (text in done.stderr) == (text in kept), (level, text, done.stderr)
+    assert 'a Python line\npartial line, then no newline|after\n' in done.stderr
+
+
+def test_an_exception_inside_the_filter_is_shown():
+    done = run_python(FILTER_DRIVER, '2', 'raise')
+    assert done.returncode == 1
+    assert 'ImportError: a failed import stays visible' in done.stderr, done.stderr
+
+
+def test_keep_line():
+    assert not quiet.keep_line(b'I0000 00:00:1796144376.999197    5920 cudart_stub.cc:31] Could not\n', 1)
+    assert quiet.keep_line(b'E0000 00:00:1796144380.498417    5920 cuda_platform.cc:52] failed\n', 2)
+    assert not quiet.keep_line(b'E0000 00:00:1796144380.498417    5920 cuda_platform.cc:52] failed\n', 3)
+    assert quiet.keep_line(b'I1201 16:59:41.328614 140432625126272 training.py:467] ResNet\n', 0)
+    assert quiet.keep_line(b'Traceback (most recent call last):\n', 3)
+
+
+# ---------------------------------------------------------------- grouped help
+
+@pytest.mark.parametrize('arg', ['--help', '-h', '--helpshort'])
+def test_grouped_help_exits_0_without_tensorflow(arg):
+    done = run_python(HELP_DRIVER, arg, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == 'tensorflow imported: False\n'
+    titles = [title for title, _ in flag_help.RESNET_MAIN_GROUPS]
+    positions = [done.stdout.index('\n%s:\n' % title) for title in titles]
+    assert positions == sorted(positions)
+    assert '  --dataset=cifar10 {cifar10,cifar100,digits} Dataset:' in done.stdout
+    assert 'python resnet_main.py --dataset=digits' in done.stdout
+    flag_lines = [line for line in done.stdout.splitlines() if line.startswith('  --')]
+    assert len(flag_lines) == 49
+    assert len(done.stdout.splitlines()) < 80
+
+
+def test_help_topic_and_helpfull():
+    group = run_python(HELP_DRIVER, '--help=Transfer', timeout=60)
+    assert group.returncode == 0
+    assert group.stdout.startswith('--checkpoint_path=\n    Extract mode: the checkpoint')
+    assert '--freeze_restored_layers=false\n' in group.stdout and '--num_gpus' not in group.stdout
+    one = run_python(HELP_DRIVER, '--help=num_gpus', timeout=60)
+    assert one.returncode == 0 and one.stdout.startswith('--num_gpus=0\n    GPUs to use: 0 runs on the CPU')
+    bad = run_python(HELP_DRIVER, '--help=nonsense', timeout=60)
+    assert bad.returncode == 2 and 'error: --help=nonsense: no such group or flag' in bad.stderr
+    full = run_python(HELP_DRIVER, '--helpfull', timeout=60)
+    assert full.returncode == 0 and 'tensorflow imported: False' in full.stderr
+    for name in ('--dataset', '--compute_dtype', '--helpfull', '--verbosity'):
+        assert name in full.stdout
+    other = run_python(HELP_DRIVER, '--dataset=digits', '--', '--help', timeout=60)
+    assert other.returncode == 0 and other.stdout == 'not a help request\n'
+
+
+def test_the_groups_hold_each_flag_of_resnet_main_once():
+    tree = ast.parse(open(os.path.join(REPO, 'resnet_main.py')).read())
+    defined = [node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
+               and getattr(node.func, 'attr', '').startswith('DEFINE_')]
+    grouped = [name for _, names in flag_help.RESNET_MAIN_GROUPS for name in names]
+    assert sorted(grouped) == sorted(defined)
+
+
+def test_first_sentence():
+    assert flag_help.first_sentence('Image side in pixels. CIFAR images are 32x32.') == 'Image side in pixels.'
+    assert flag_help.first_sentence('<a|b>: a: one; b: two') == 'a: one; b: two'
+    assert flag_help.first_sentence('Slope, in [0, 1).') == 'Slope, in [0, 1).'
+    assert flag_help.first_sentence('Width (k=10 with n=4 is WRN-28-10).') == 'Width (k=10 with n=4 is WRN-28-10).'
+    flag = types.SimpleNamespace(name='x', default=None, default_as_str=None, help='Words. More.', parser=None)
+    assert flag_help.flag_line(flag, 100) == '  --x=                           Words.'
