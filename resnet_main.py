@@ -17,7 +17,6 @@ import sys
 # Before the first TensorFlow import: oneDNN nearly doubles CPU training speed on
 # processors where TensorFlow leaves it off. The user's own setting wins.
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 try:  # a Ctrl-C while Python starts is one line, not a traceback
     from absl import app
@@ -26,6 +25,8 @@ try:  # a Ctrl-C while Python starts is one line, not a traceback
 
     from resnet_cifar import config
     from resnet_cifar import datasets
+    from resnet_cifar import flag_help
+    from resnet_cifar import quiet
 except KeyboardInterrupt:
     sys.stderr.write('error: interrupted by SIGINT while starting; nothing was written\n')
     sys.exit(130)
@@ -151,6 +152,29 @@ flags.DEFINE_enum('compute_dtype', 'float32', list(config.COMPUTE_DTYPES),
                   'faster on CPUs with bfloat16 instructions (AVX512_BF16, AMX).')
 
 
+# --help: the flags in these groups (docs/flags.md has the same ones), then the example.
+FLAG_GROUPS = [
+    ('Run', ['mode', 'dataset', 'log_root', 'train_dir', 'eval_dir']),
+    ('Data', ['train_data_path', 'eval_data_path', 'label_mode', 'image_size', 'num_input_threads']),
+    ('Model', ['num_residual_units', 'use_bottleneck', 'width', 'data_format', 'relu_leakiness']),
+    ('Training schedule', ['train_steps', 'batch_size', 'optimizer', 'weight_decay_rate', 'lrn_rate',
+                           'min_lrn_rate', 'lr_boundaries', 'lr_values', 'moving_average_decay', 'random_seed']),
+    ('Checkpoints and logging', ['save_checkpoints_steps', 'save_checkpoints_secs', 'keep_checkpoint_max',
+                                 'log_every_n_steps', 'summary_histograms']),
+    ('Eval', ['eval_batch_count', 'eval_once', 'eval_interval_secs', 'eval_use_moving_average',
+              'eval_after_training']),
+    ('Transfer', ['checkpoint_path', 'extract_data_path', 'features_path', 'train_features', 'eval_features',
+                  'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate', 'init_checkpoint',
+                  'freeze_restored_layers']),
+    ('Devices and precision', ['num_gpus', 'tower_device', 'variable_device', 'stage_input', 'compute_dtype']),
+]
+EXAMPLE = """\
+Example, the bundled digits sample (a few minutes on a CPU):
+  python resnet_main.py --dataset=digits            # trains, then prints its held-out precision
+  python resnet_main.py --mode=eval --dataset=digits --eval_once
+  tensorboard --logdir=runs/digits"""
+
+
 def fail(message, exit_code):
     """Prints a one-line error to stderr and exits; --verbosity=1 or more adds the stack trace."""
     if sys.exc_info()[0] is not None and logging.get_verbosity() >= logging.DEBUG:
@@ -189,10 +213,15 @@ def main(argv):
 def run(argv):
     if len(argv) > 1:
         fail('unexpected arguments %s; flags look like --name=value' % ' '.join(argv[1:]), 2)
-    run_config = configure()
-    import tensorflow as tf  # imported after absl set up logging: its records go through absl's handler
-    import cifar_input
-    from resnet_cifar import errors, evaluation, features, guards, training
+    try:
+        quiet.prepare(uses_gpu=FLAGS.num_gpus > 0 and FLAGS.tower_device == 'gpu')
+        run_config = configure()
+        # After absl set up logging, so that TensorFlow's records go through absl's handler.
+        tf = quiet.import_tensorflow()
+        import cifar_input
+        from resnet_cifar import errors, evaluation, features, guards, training
+    except KeyboardInterrupt:
+        fail('interrupted by SIGINT while starting; nothing was written', 130)
     try:
         if (run_config.mode == 'eval' and not run_config.eval.once
                 and not evaluation.run_started(run_config.log_root)):
@@ -213,4 +242,6 @@ def run(argv):
 
 
 if __name__ == '__main__':
+    flag_help.handle_help_args(sys.argv, FLAGS, FLAG_GROUPS, example=EXAMPLE,
+                               usage='usage: python resnet_main.py [--flag=value ...]\n\n' + __doc__.split('\n\n')[0])
     app.run(main, flags_parser=parse_flags)

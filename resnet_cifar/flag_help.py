@@ -16,30 +16,6 @@ import re
 import shutil
 import sys
 
-# The groups of resnet_main's flags, in the order of the README.
-RESNET_MAIN_GROUPS = [
-    ('Run', ['mode', 'dataset', 'log_root', 'train_dir', 'eval_dir']),
-    ('Data', ['train_data_path', 'eval_data_path', 'label_mode', 'image_size', 'num_input_threads']),
-    ('Model', ['num_residual_units', 'use_bottleneck', 'width', 'data_format', 'relu_leakiness']),
-    ('Training schedule', ['train_steps', 'batch_size', 'optimizer', 'weight_decay_rate', 'lrn_rate',
-                           'min_lrn_rate', 'lr_boundaries', 'lr_values', 'moving_average_decay',
-                           'random_seed']),
-    ('Checkpoints and logging', ['save_checkpoints_steps', 'save_checkpoints_secs', 'keep_checkpoint_max',
-                                 'log_every_n_steps', 'summary_histograms']),
-    ('Eval', ['eval_batch_count', 'eval_once', 'eval_interval_secs', 'eval_use_moving_average']),
-    ('Transfer', ['checkpoint_path', 'extract_data_path', 'features_path', 'train_features',
-                  'eval_features', 'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate',
-                  'init_checkpoint', 'freeze_restored_layers']),
-    ('Devices and precision', ['num_gpus', 'tower_device', 'variable_device', 'stage_input',
-                               'compute_dtype']),
-]
-
-RESNET_MAIN_EXAMPLE = """\
-Example, the bundled digits sample (a few minutes on a CPU):
-  python resnet_main.py --dataset=digits --log_root=/tmp/digits
-  python resnet_main.py --mode=eval --dataset=digits --log_root=/tmp/digits --eval_once
-  tensorboard --logdir=/tmp/digits"""
-
 SHORT_HELP_ARGS = ('-h', '-?', '--help', '-help', '--helpshort', '-helpshort')
 FULL_HELP_ARGS = ('--helpfull', '-helpfull')
 

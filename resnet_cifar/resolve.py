@@ -216,8 +216,8 @@ def data_format(v):
 def check_gpus(config):
     """FlagError when --num_gpus asks for more GPUs than TensorFlow sees (imports TensorFlow)."""
     if config.devices.num_gpus > 0 and config.devices.tower_device == 'gpu':
-        import tensorflow as tf
-        visible = len(tf.config.list_physical_devices('GPU'))
+        from resnet_cifar import quiet
+        visible = len(quiet.import_tensorflow().config.list_physical_devices('GPU'))
         if config.devices.num_gpus > visible:
             raise FlagError('--num_gpus=%d: TensorFlow sees %d GPU(s) on this machine'
                             % (config.devices.num_gpus, visible))
