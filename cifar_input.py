@@ -427,14 +427,7 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
     All arguments and files are checked (check_files) before any op is made.
     """
     info = dataset_info(dataset)
-    if mode not in MODES:
-        raise DataError('unknown mode %r; expected one of: %s' % (mode, ', '.join(MODES)))
-    _check_positive_int('batch_size', batch_size)
-    _check_positive_int('num_threads', num_threads, allow_none=True)
-    _check_positive_int('num_epochs', num_epochs, allow_none=True)
-    _check_positive_int('shuffle_capacity', shuffle_capacity, allow_none=True)
-    if shuffle_capacity is not None and shuffle_capacity < batch_size:
-        raise DataError('shuffle_capacity must be >= batch_size (%d), got %d' % (batch_size, shuffle_capacity))
+    _check_queue_args(mode, batch_size, num_threads, num_epochs, shuffle_capacity)
     label_offset, classes = _label_layout(dataset, label_mode)
     files = [f for f, _ in check_files(dataset, data_path)]
 
@@ -454,20 +447,35 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
                                                 shapes=shapes, seed=seed)
         else:
             queue = tf.queue.FIFOQueue(capacity, [tf.float32, tf.int32], shapes=shapes)
-        enqueue_ops = []
-        for thread in range(num_threads):  # one reader per thread
-            images, labels = _read_examples(filename_queue, info, label_offset, classes, label_mode)
-            if train:
-                # Equal op seeds would give every thread, and crop and flip, the same random stream.
-                crop_seed, flip_seed = (None, None) if seed is None else (seed + 2 * thread + 1,
-                                                                          seed + 2 * thread + 2)
-                images = _augment(images, crop_seed, flip_seed, info.random_flip)
-            enqueue_ops.append(queue.enqueue_many([tf.image.per_image_standardization(images), labels]))
+        enqueue_ops = [_enqueue_op(queue, filename_queue, info, label_offset, classes, label_mode,
+                                   seed, thread, train) for thread in range(num_threads)]
         # The default close_op closes the queue once every enqueue thread has
         # hit the end of the last epoch, so dequeue_up_to returns the remainder.
         tf.compat.v1.train.add_queue_runner(tf.compat.v1.train.QueueRunner(queue, enqueue_ops))
         tf.compat.v1.summary.scalar('batch_queue_fill', tf.cast(queue.size(), tf.float32) / capacity)
     return InputQueue(queue, classes, mode)
+
+
+def _check_queue_args(mode, batch_size, num_threads, num_epochs, shuffle_capacity):
+    """DataError naming the argument that cannot work."""
+    if mode not in MODES:
+        raise DataError('unknown mode %r; expected one of: %s' % (mode, ', '.join(MODES)))
+    _check_positive_int('batch_size', batch_size)
+    _check_positive_int('num_threads', num_threads, allow_none=True)
+    _check_positive_int('num_epochs', num_epochs, allow_none=True)
+    _check_positive_int('shuffle_capacity', shuffle_capacity, allow_none=True)
+    if shuffle_capacity is not None and shuffle_capacity < batch_size:
+        raise DataError('shuffle_capacity must be >= batch_size (%d), got %d' % (batch_size, shuffle_capacity))
+
+
+def _enqueue_op(queue, filename_queue, info, label_offset, classes, label_mode, seed, thread, train):
+    """One reader thread's op: read a record, augment it (train mode), standardize, enqueue."""
+    images, labels = _read_examples(filename_queue, info, label_offset, classes, label_mode)
+    if train:
+        # Equal op seeds would give every thread, and crop and flip, the same random stream.
+        crop_seed, flip_seed = (None, None) if seed is None else (seed + 2 * thread + 1, seed + 2 * thread + 2)
+        images = _augment(images, crop_seed, flip_seed, info.random_flip)
+    return queue.enqueue_many([tf.image.per_image_standardization(images), labels])
 
 
 def build_input(dataset, data_path, batch_size, mode, num_threads=None, shuffle_capacity=None,

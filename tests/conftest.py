@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 # The run of the `tiny_run` fixture: 60 steps, a checkpoint every 20, the newest 2 kept.
 TINY_RUN_ARGS = ['--mode=train', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
                  '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
-                 '--log_every_n_steps=20']
+                 '--log_every_n_steps=20', '--noeval_after_training']
 
 
 @pytest.fixture(scope='session')

@@ -32,7 +32,7 @@ from resnet_cifar import training
 from processes import (MAIN, REPO, TINY_DIGITS, Process, assert_one_line_error, checkpoint_steps,
                        error_lines, logged_steps)
 
-TINY = ['--num_residual_units=1', '--batch_size=32']
+TINY = ['--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
 
 
 # ---------------------------------------------------------------- helpers

@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, 'resnet_main.py')
 
 # A tiny network that learns the synthetic classes in a few hundred steps.
-TINY = ['--num_residual_units=1', '--batch_size=32', '--log_every_n_steps=10']
+TINY = ['--num_residual_units=1', '--batch_size=32', '--log_every_n_steps=10', '--noeval_after_training']
 
 
 def run_main(*args, timeout=240, check=True):
@@ -68,7 +68,7 @@ def test_train_then_eval_once_learns(learnable, tmp_path):
     assert 'step 300/300' in train.stderr
     config = json.load(open(os.path.join(log_root, 'train', 'config.json')))
     assert config['hparams']['num_residual_units'] == 1
-    assert config['config']['train_steps'] == 300
+    assert config['run_config']['schedule']['train_steps'] == 300
 
     ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
                   '--log_root=' + log_root, '--eval_once', '--num_residual_units=1')
@@ -170,8 +170,8 @@ FLAG_ERRORS = [
     (['--lr_boundaries=100,50'], 'increase'),
     (['--lr_boundaries=100', '--lr_values=0.1'], 'one more'),
     (['--lr_values=0.1,abc', '--lr_boundaries=10'], '--lr_values'),
-    (['--lr_values=0.1,nan', '--lr_boundaries=10'], 'positive numbers'),
-    (['--lr_values=inf,0.1', '--lr_boundaries=10'], 'positive numbers'),
+    (['--lr_values=0.1,nan', '--lr_boundaries=10'], '--lr_values=0.1,nan: expected a finite number'),
+    (['--lr_values=inf,0.1', '--lr_boundaries=10'], '--lr_values=inf,0.1: expected a finite number'),
     (['--mode=predict'], 'mode'),
     (['--dataset=imagenet'], 'dataset'),
     (['--optimizer=adam'], 'optimizer'),
@@ -226,16 +226,19 @@ def test_help_lists_flags():
 
 @pytest.mark.timeout(300)
 def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
-    """The README states the sample's precision; a short run already gets most of the way."""
+    """The README states the sample's precision, and that training ends with it; a short run
+    already gets most of the way. Short runs save every tenth of the run, by steps."""
     log_root = str(tmp_path / 'digits')
-    run_main('--mode=train', '--dataset=digits', '--log_root=' + log_root, '--train_steps=300',
-             '--num_residual_units=1', '--batch_size=32', '--log_every_n_steps=100')
-    ev = run_main('--mode=eval', '--dataset=digits', '--log_root=' + log_root, '--eval_once',
-                  '--num_residual_units=1')
+    train = run_main('--mode=train', '--dataset=digits', '--log_root=' + log_root, '--train_steps=300',
+                     '--num_residual_units=1', '--batch_size=32', '--log_every_n_steps=100')
+    held_out = re.findall(r'^held-out precision (0\.\d+|1\.0000) on 300 images of \S+test_batch\.bin '
+                          r'\(step 300, loss [\d.]+\)$', train.stdout, re.M)
+    assert len(held_out) == 1 and float(held_out[0]) >= 0.95, train.stdout
+    # The same checkpoint and images as eval scores: the same number.
+    ev = run_main('--mode=eval', '--log_root=' + log_root, '--eval_once')
     (step, precision), = eval_precisions(ev.stdout)
-    assert step == 300
-    assert '(300 images' in ev.stdout
-    assert precision >= 0.95, ev.stdout
+    assert (step, '%.4f' % precision) == (300, held_out[0]), ev.stdout
+    assert processes.checkpoint_steps(log_root) == [0, 100, 200, 300]
 
 
 @pytest.mark.timeout(60)

@@ -20,7 +20,7 @@ from test_reliability import (AbslRecords, Process, assert_one_line_error, lates
                               run_main_in_process, write_bad_label_file)
 from test_resnet_main import eval_precisions
 
-TINY = ['--num_residual_units=1', '--batch_size=32']
+TINY = ['--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
 BATCH = 3
 
 
