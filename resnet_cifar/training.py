@@ -348,6 +348,8 @@ def train(config):
     with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
         resume_from = checkpoints.prepare_resume(log_root)
         done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
+        if done is not None:
+            logging.info('resuming from %s at step %d', resume_from, done)
         if done is not None and done >= config.schedule.train_steps:
             # Without this, MonitoredTrainingSession would run one more step before stopping.
             logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',

@@ -60,7 +60,7 @@ def test_a_copied_run_trains_on_its_own_checkpoints_and_leaves_the_original_alon
 
     done = train(copy, 100)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert 'Restoring parameters from %s' % os.path.join(copy, 'model.ckpt-60') in done.stderr
+    assert 'resuming from %s at step' % os.path.join(copy, 'model.ckpt-60') in done.stderr
     assert snapshot(original) == before  # not one file of the original changed
     assert checkpoint_steps(copy) == [80, 100]  # the copy rotated its own checkpoints
     state = open(os.path.join(copy, 'checkpoint')).read()
@@ -86,7 +86,7 @@ def test_a_moved_run_is_found_by_eval_extract_and_train(tiny_run, tmp_path, caps
 
     resumed = train(moved, 80)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert 'Restoring parameters from %s' % os.path.join(moved, 'model.ckpt-60') in resumed.stderr
+    assert 'resuming from %s at step' % os.path.join(moved, 'model.ckpt-60') in resumed.stderr
     assert checkpoint_steps(moved) == [60, 80]
     assert not os.path.exists(original)
 
@@ -133,7 +133,7 @@ def test_training_falls_back_past_a_damaged_newest_checkpoint_and_keeps_its_file
     warnings = [line for line in resumed.stderr.splitlines()
                 if re.match(r'W\d{4} ', line) and 'model.ckpt-60' in line]
     assert len(warnings) == 1 and 'damaged' in warnings[0], resumed.stderr[-3000:]
-    assert 'Restoring parameters from %s' % os.path.join(run_dir, 'model.ckpt-40') in resumed.stderr
+    assert 'resuming from %s at step' % os.path.join(run_dir, 'model.ckpt-40') in resumed.stderr
     assert sorted(logged_steps(resumed.stderr, 80)) == [60, 80]
     kept = os.path.join(run_dir, checkpoints.DAMAGED_DIR)
     assert {name: os.path.getsize(os.path.join(kept, name)) for name in os.listdir(kept)} == damaged

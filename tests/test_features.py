@@ -16,6 +16,7 @@ from resnet_cifar import evaluation
 import in_process
 import resnet_model
 import synthetic
+from resnet_cifar.config import Data, RunConfig
 from test_resnet_main import TINY, run_main
 
 NAMES = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine']
@@ -36,7 +37,7 @@ def tiny_hps(num_classes=10, **overrides):
 
 def eval_precision(hps, log_root, data_path):
     """The eval-mode precision (moving averages) of the latest checkpoint in log_root."""
-    config = {'dataset': 'cifar10', 'eval_data_path': data_path}
+    config = RunConfig(mode='eval', data=Data(dataset='cifar10', eval_data_path=data_path))
     return evaluation.EvalGraph(hps, config).score(tf.train.latest_checkpoint(log_root)).precision
 
 

@@ -1,6 +1,5 @@
 """Data-parallel towers on 2 logical CPU devices: placement, shared variables, averaged
 gradients, one train step, a learning run scored by the normal eval, and flag errors."""
-import json
 import os
 
 import numpy as np
@@ -13,6 +12,8 @@ import resnet_model
 import synthetic
 from resnet_cifar import devices
 from in_process import resolve
+from resnet_cifar import run_files
+from resnet_cifar.config import Checkpoints, Data, Devices, Model, RunConfig, Schedule
 from resnet_cifar import towers
 from resnet_cifar import training
 from test_resnet_main import TINY, eval_precisions, read_scalars, run_main
@@ -179,7 +180,7 @@ def test_two_tower_run_learns_and_normal_eval_scores_it(tmp_path):
                      '--log_root=' + log_root, '--train_steps=300', '--random_seed=1',
                      '--num_gpus=2', '--tower_device=cpu', *TINY)
     assert 'step 300/300' in train.stderr
-    config = json.load(open(os.path.join(log_root, 'train', 'config.json')))['config']
+    config = run_files.load_config(log_root)
     assert (config.num_towers, config.devices.tower_device) == (2, 'cpu')
     scalars = read_scalars(os.path.join(log_root, 'train'))
     for tag in ('total_loss', 'precision', 'learning_rate', 'examples_per_sec'):
@@ -224,11 +225,12 @@ def test_tower_flag_errors_exit_2_with_one_line(args, expected, capsys):
 @pytest.mark.parametrize('num_towers', [1, 2])
 def test_image_and_histogram_summaries_have_the_same_tags_for_1_and_2_towers(tmp_path, num_towers):
     train_path, _ = synthetic.write_learnable_dataset(tmp_path, num_train=64, num_test=8)
-    config = {'dataset': 'cifar10', 'train_data_path': train_path, 'num_towers': num_towers,
-              'tower_device': 'cpu', 'variable_device': '/cpu:0', 'device': '/cpu:0',
-              'summary_histograms': True, 'num_input_threads': 1}
+    config = RunConfig(data=Data(dataset='cifar10', train_data_path=train_path, num_input_threads=1),
+                       model=Model(num_residual_units=1), schedule=Schedule(batch_size=2 * TOWER_BATCH),
+                       checkpoints=Checkpoints(summary_histograms=True),
+                       devices=Devices(num_gpus=num_towers, tower_device='cpu'))
     with tf.Graph().as_default():
-        model = training.build_train_graph(tiny_hps(2 * TOWER_BATCH), config)
+        model = training.build_train_graph(config)
         ops = [op for op in tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.SUMMARIES)]
         image_ops = [op for op in ops if op.op.type == 'ImageSummary']
         with tf.compat.v1.Session(config=devices.session_config(num_towers)) as session:
