@@ -207,17 +207,17 @@ def test_second_signal_exits_at_once_even_while_the_main_thread_waits():
     assert 'SIGTERM: asked to stop' in stderr and 'error: SIGINT again: exiting at once' in stderr
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_sigint_stops_a_waiting_eval_at_once(learnable, tmp_path):
     _, test_path = learnable
+    # A 600 s interval: an eval that slept it out, not woken by the signal, fails the wait below
+    # by far, on any machine (no tight wall-clock bound).
     evaluator = Process(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                         '--log_root=' + str(tmp_path / 'not_yet'), '--eval_interval_secs=30'] + TINY)
+                         '--log_root=' + str(tmp_path / 'not_yet'), '--eval_interval_secs=600'] + TINY)
     try:
         evaluator.wait_for('waiting for the first checkpoint', timeout=100)
-        start = time.time()
         evaluator.proc.send_signal(signal.SIGINT)
-        assert evaluator.wait(20) == 0, evaluator.stderr[-3000:]
-        assert time.time() - start < 5
+        assert evaluator.wait(60) == 0, evaluator.stderr[-3000:]
     finally:
         evaluator.kill()
     assert 'eval stopped by SIGINT' in evaluator.stderr
