@@ -6,12 +6,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 import in_process
+import processes
 import synthetic
 import training
 
@@ -92,19 +92,18 @@ def test_train_and_eval_side_by_side(learnable, tmp_path):
     train_path, test_path = learnable
     log_root = str(tmp_path / 'run')
     # Eval starts first: log_root does not exist yet, and it waits.
-    evaluator = start_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                           '--log_root=' + log_root, '--train_steps=120', '--eval_interval_secs=1',
-                           '--num_residual_units=1')
+    evaluator = processes.Process(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                                   '--log_root=' + log_root, '--train_steps=120', '--eval_interval_secs=1',
+                                   '--num_residual_units=1'])
     try:
-        time.sleep(1)
+        # Training starts once eval says it waits (a fixed sleep let a slow eval start late).
+        evaluator.wait_for('waiting for the first checkpoint in ' + re.escape(log_root), timeout=120)
         run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                  '--log_root=' + log_root, '--train_steps=120', '--save_checkpoints_steps=40', *TINY)
-        stdout, stderr = evaluator.communicate(timeout=180)
+        assert evaluator.wait(180) == 0, evaluator.stderr[-3000:]  # it ends after scoring step 120
+        stdout = evaluator.proc.stdout.read()  # a few lines: the pipe never filled
     finally:
-        if evaluator.poll() is None:
-            evaluator.kill()
-            evaluator.communicate()
-    assert evaluator.returncode == 0, stderr[-3000:]
+        evaluator.kill()
     scores = eval_precisions(stdout)
     steps = [step for step, _ in scores]
     assert len(set(steps)) >= 2, stdout
