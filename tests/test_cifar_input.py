@@ -110,19 +110,32 @@ def test_cifar100_fine_and_coarse_labels_come_from_their_bytes(tmp_path):
 
 # ---------------------------------------------------------------- train mode
 
-def crop_flip_candidates(image):
-    """Every standardized 32x32 crop (offsets 0..4) of the 36x36 zero-padded image, flipped or not.
+# Crops are taken from the 36x36 image (2 zero rows and columns each side): offsets 0..4.
+CROP_OFFSETS = set(range(5))
 
-    Returns (candidates [50, 32, 32, 3], [(dy, dx, flipped)]).
+
+def crop_flip_candidates(image, beyond=3):
+    """Every standardized 32x32 crop of the zero-padded image, flipped or not, with offsets from
+    -beyond to 4 + beyond in each axis (counted in the 36x36 image), so that a crop from outside
+    0..4 is recognized as such.
+
+    Returns (candidates [N, 32, 32, 3], [(dy, dx, flipped)]).
     """
-    padded = np.pad(image.astype(np.float64), ((2, 2), (2, 2), (0, 0)))
+    pad = 2 + beyond
+    padded = np.pad(image.astype(np.float64), ((pad, pad), (pad, pad), (0, 0)))
     crops, params = [], []
-    for dy in range(5):
-        for dx in range(5):
-            crop = padded[dy:dy + 32, dx:dx + 32]
+    for dy in range(-beyond, 5 + beyond):
+        for dx in range(-beyond, 5 + beyond):
+            crop = padded[dy + beyond:dy + beyond + 32, dx + beyond:dx + beyond + 32]
             crops += [crop, crop[:, ::-1]]
             params += [(dy, dx, False), (dy, dx, True)]
     return standardize(np.stack(crops)), params
+
+
+def assert_every_crop_offset(seen):
+    """Each offset 0..4 occurs in each axis among the (dy, dx, flipped) seen, and no other."""
+    assert {dy for dy, _, _ in seen} == CROP_OFFSETS, sorted(seen)
+    assert {dx for _, dx, _ in seen} == CROP_OFFSETS, sorted(seen)
 
 
 @pytest.mark.timeout(40)
@@ -155,7 +168,7 @@ def test_train_mode_crops_flips_standardizes_with_several_threads(tmp_path):
         errors = np.abs(crops - image).max(axis=(1, 2, 3))
         assert errors.min() < 1e-4, 'output image is no crop/flip of padded record %d' % label
         seen.add(params[errors.argmin()])
-    assert len({(dy, dx) for dy, dx, _ in seen}) > 1, 'crop offsets never vary'
+    assert_every_crop_offset(seen)  # 64 crops: an offset missed by chance is about 1e-6
     assert {flipped for _, _, flipped in seen} == {False, True}
 
 
@@ -175,7 +188,7 @@ def test_digits_are_cropped_but_never_mirrored(tmp_path):
         errors = np.abs(crops - image).max(axis=(1, 2, 3))
         assert errors.min() < 1e-4
         seen.add(params[errors.argmin()])
-    assert len({(dy, dx) for dy, dx, _ in seen}) > 1, 'crop offsets never vary'
+    assert_every_crop_offset(seen)
     assert not any(flipped for _, _, flipped in seen), seen
 
 

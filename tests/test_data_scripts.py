@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -109,7 +108,8 @@ def assert_cifar10_folder(data_dir, files):
 class _ArchiveHandler(http.server.BaseHTTPRequestHandler):
     """Serves server.routes[path] = (body, behaviour); behaviour is one of
     'full', 'truncate' (announce all bytes, send half, close) or 'stall'
-    (send the headers, then nothing for longer than the client's timeout)."""
+    (send the headers, then nothing until server.release is set, at most 60 s; each such
+    request adds to server.stalled and, once released, to server.released)."""
 
     def do_GET(self):
         self.server.requests.append(self.path)
@@ -123,7 +123,9 @@ class _ArchiveHandler(http.server.BaseHTTPRequestHandler):
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
         if behaviour == 'stall':
-            time.sleep(4)
+            self.server.stalled.append(self.path)
+            self.server.release.wait(60)
+            self.server.released.append(self.path)
         elif behaviour == 'truncate':
             self.wfile.write(body[:len(body) // 2])
             self.close_connection = True
@@ -157,10 +159,13 @@ def server(cifar10_archive):
         '/stalled.tar.gz': (archive, 'stall'),
     }
     httpd.requests = []
+    httpd.release = threading.Event()
+    httpd.stalled, httpd.released = [], []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     httpd.url = 'http://127.0.0.1:%d' % httpd.server_address[1]
     yield httpd
+    httpd.release.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -234,11 +239,14 @@ def test_download_dropped_connection_leaves_nothing(server, cifar10_archive, dat
 
 @pytest.mark.timeout(30)
 def test_download_stalled_server_times_out(server, data_dir):
-    started = time.monotonic()
-    result = run_script('download_cifar.py', '--dataset=cifar10', '--data_dir=' + data_dir,
-                        '--url=' + server.url + '/stalled.tar.gz', '--timeout=1')
+    try:
+        result = run_script('download_cifar.py', '--dataset=cifar10', '--data_dir=' + data_dir,
+                            '--url=' + server.url + '/stalled.tar.gz', '--timeout=1', timeout=25)
+        # It gave up while the server still held the request: before it sent or closed anything.
+        assert server.stalled == ['/stalled.tar.gz'] and server.released == []
+    finally:
+        server.release.set()
     assert_one_line_error(result, '--timeout')
-    assert time.monotonic() - started < 4  # gave up before the server sent anything
     assert tree(data_dir) == []
 
 

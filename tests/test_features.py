@@ -176,6 +176,34 @@ def test_init_checkpoint_from_five_to_ten_classes(data, five_class_run, tmp_path
     assert tf.train.load_variable(trained, 'global_step') == 50  # a fresh step count
     assert not np.array_equal(tf.train.load_variable(trained, 'init/conv/weights'),
                               tf.train.load_variable(source, 'init/conv/weights'))
+    # What training started from: the checkpoint the run saves before its first step holds the
+    # source's weights (and moving averages of them), not a fresh init ...
+    start = os.path.join(log_root, 'model.ckpt-0')
+    assert tf.train.load_variable(start, 'global_step') == 0
+    started = dict(tf.train.list_variables(start))
+    network = [name for name in dict(tf.train.list_variables(source))
+               if name.endswith(('/weights', '/beta', '/gamma', '/moving_mean', '/moving_variance'))
+               and not name.startswith('logit/') and not name.endswith(('/Momentum', 'Average'))]
+    # The stem, 3 units of (bn1, conv1, bn2, conv2), the final batch norm; 2 or 4 values each.
+    assert len(network) == 1 + 3 * (4 + 1 + 4 + 1) + 4, network
+    for name in network:
+        value = tf.train.load_variable(source, name)
+        np.testing.assert_array_equal(tf.train.load_variable(start, name), value, err_msg=name)
+        if name + evaluation.SHADOW_SUFFIX in started:
+            np.testing.assert_array_equal(tf.train.load_variable(start, name + evaluation.SHADOW_SUFFIX),
+                                          value, err_msg=name)
+    assert sum(name + evaluation.SHADOW_SUFFIX in started for name in network) >= 21
+    # (trained weights: a fresh init would have gamma 1, beta 0, moving statistics 0 and 1)
+    assert not np.array_equal(tf.train.load_variable(source, 'unit_last/bn/gamma'), np.ones(64))
+    # ... but for the fully connected layer, which starts fresh: 10 classes, zero biases, and
+    # weights from the fan-in uniform initializer, none copied from the 5-class layer.
+    weights = tf.train.load_variable(start, 'logit/weights')
+    assert weights.shape == (64, 10)
+    np.testing.assert_array_equal(tf.train.load_variable(start, 'logit/biases'), np.zeros(10))
+    limit = np.sqrt(3.0 / 64)
+    assert np.abs(weights).max() <= limit and 0.7 < weights.std() / (limit / np.sqrt(3)) < 1.3
+    source_weights = tf.train.load_variable(source, 'logit/weights')
+    assert not any(np.allclose(weights[:, i], source_weights[:, j]) for i in range(10) for j in range(5))
 
     frozen_root = str(tmp_path / 'frozen')
     assert main_in_process('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,

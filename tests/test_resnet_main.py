@@ -3,9 +3,9 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -91,19 +91,18 @@ def test_train_and_eval_side_by_side(learnable, tmp_path):
     train_path, test_path = learnable
     log_root = str(tmp_path / 'run')
     # Eval starts first: log_root does not exist yet, and it waits.
-    evaluator = start_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                           '--log_root=' + log_root, '--train_steps=120', '--eval_interval_secs=1',
-                           '--num_residual_units=1')
+    evaluator = processes.Process(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                                   '--log_root=' + log_root, '--train_steps=120', '--eval_interval_secs=1',
+                                   '--num_residual_units=1'])
     try:
-        time.sleep(1)
+        # Training starts once eval says it waits (a fixed sleep let a slow eval start late).
+        evaluator.wait_for('waiting for the first checkpoint in ' + re.escape(log_root), timeout=120)
         run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                  '--log_root=' + log_root, '--train_steps=120', '--save_checkpoints_steps=40', *TINY)
-        stdout, stderr = evaluator.communicate(timeout=180)
+        assert evaluator.wait(180) == 0, evaluator.stderr[-3000:]  # it ends after scoring step 120
+        stdout = evaluator.proc.stdout.read()  # a few lines: the pipe never filled
     finally:
-        if evaluator.poll() is None:
-            evaluator.kill()
-            evaluator.communicate()
-    assert evaluator.returncode == 0, stderr[-3000:]
+        evaluator.kill()
     scores = eval_precisions(stdout)
     steps = [step for step, _ in scores]
     assert len(set(steps)) >= 2, stdout
@@ -207,13 +206,23 @@ def test_flag_errors_in_a_real_process(args):
 
 @pytest.mark.timeout(120)
 def test_missing_data_names_the_download_command(tmp_path):
-    proc = run_main('--mode=train', '--dataset=cifar10', '--log_root=' + str(tmp_path / 'run'),
-                    check=False)
-    if os.path.exists(os.path.join(REPO, 'data', 'cifar-10-batches-bin')):
-        pytest.skip('CIFAR-10 is downloaded here')
-    assert proc.returncode != 0
-    assert 'download_cifar.py' in proc.stderr
-    assert 'Traceback' not in proc.stderr
+    """The default CIFAR-10 run without the data names the command that downloads it. It runs a
+    copy of the program without data/, so that the data is certainly missing: with the data
+    present the same command would start an 80k-step run."""
+    program = str(tmp_path / 'program')
+    shutil.copytree(REPO, program, ignore=lambda folder, names: [
+        name for name in names if name in ('.git', 'tests')
+        or (name == 'data' and os.path.samefile(folder, REPO))])
+    assert not os.path.exists(os.path.join(program, 'data'))
+    proc = subprocess.run([sys.executable, os.path.join(program, 'resnet_main.py'), '--mode=train',
+                           '--dataset=cifar10', '--log_root=' + str(tmp_path / 'run')],
+                          capture_output=True, text=True, timeout=100, cwd=program)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert os.path.join(program, 'data', 'cifar-10-batches-bin', 'data_batch_*.bin') in lines[0]
+    assert lines[0].endswith('get it with: python scripts/download_cifar.py --dataset=cifar10'), lines[0]
+    assert not os.path.exists(os.path.join(program, 'data'))  # nothing was downloaded or made
 
 
 @pytest.mark.timeout(120)
