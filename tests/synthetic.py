@@ -37,31 +37,79 @@ def random_images(n, seed=0):
     return np.random.RandomState(seed).randint(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
 
 
-def learnable_images(labels, num_classes=10, seed=0):
-    """Images whose class decides their colour and pattern, plus noise.
+# The class patterns of learnable_images. Each is a function of the pixel coordinates
+# (yy, xx), a random phase and a random sign, with the values +1 and -1 on exactly half
+# of the 32x32 pixels each (every period divides 32), so every class has the same
+# histogram of pixel values: only the arrangement of the pixels differs. Each pattern
+# looks the same (up to its phase) after a shift, as a random crop makes, and after a
+# left-right flip: stripes and checkerboards are symmetric, and a diagonal stripe
+# flips into the other diagonal, which the class draws with the same chance.
+def _stripes(axis, period):
+    def pattern(yy, xx, phase, sign):
+        return ((yy, xx)[axis] + phase) // (period // 2) % 2
+    return pattern
 
-    Class c gets a distinct base colour and a stripe pattern whose direction and
-    period depend on c, so even a tiny network separates the classes after a few
-    hundred steps, with crops and flips applied.
+
+def _checkerboard(cell):
+    def pattern(yy, xx, phase, sign):
+        return ((yy + phase) // cell + (xx + 3 * phase) // cell) % 2
+    return pattern
+
+
+def _diagonal(period):
+    def pattern(yy, xx, phase, sign):
+        return ((yy + sign * xx) % period + phase) % period // (period // 2)
+    return pattern
+
+
+_PATTERNS = (
+    _stripes(0, 2), _stripes(1, 2),        # 1-pixel rows, columns
+    _stripes(0, 4), _stripes(1, 4),
+    _stripes(0, 8), _stripes(1, 8),
+    _checkerboard(1), _checkerboard(2), _checkerboard(4),
+    _diagonal(4),
+)
+MAX_LEARNABLE_CLASSES = len(_PATTERNS)
+
+# Every class: this colour, the pattern at this contrast, and pixel noise.
+_COLOUR = np.array([140.0, 120.0, 100.0])
+_CONTRAST = 40.0
+_NOISE = 12.0
+
+
+def learnable_images(labels, num_classes=10, seed=0):
+    """Images whose class decides only their spatial pattern, plus noise.
+
+    Class c is one texture: rows or columns of period 2, 4 or 8 pixels,
+    checkerboards of 1, 2 or 4-pixel cells, or diagonal stripes (either
+    diagonal, at random), at a random phase. Every class has the same colour and
+    contrast: each pattern is +-40 grey levels on exactly half of the pixels
+    around one base colour, plus Gaussian noise (std 12), so the per-channel
+    means and standard deviations say nothing about the class, even after
+    per-image standardization. The textures survive random 32x32 crops of the
+    4-pixel padded image and left-right flips; a tiny network separates them
+    after a few dozen steps.
+
+    num_classes: at most MAX_LEARNABLE_CLASSES (10); classes beyond num_classes
+    in `labels` are an error.
 
     Returns uint8 [len(labels), 32, 32, 3].
     """
-    rng = np.random.RandomState(seed)
     labels = np.asarray(labels)
+    if not 1 <= num_classes <= MAX_LEARNABLE_CLASSES:
+        raise ValueError('num_classes must be in 1..%d; got %r' % (MAX_LEARNABLE_CLASSES, num_classes))
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError('labels must be in 0..%d' % (num_classes - 1))
+    rng = np.random.RandomState(seed)
     n = labels.shape[0]
-    hues = np.linspace(0.0, 1.0, num_classes, endpoint=False)
     yy, xx = np.mgrid[0:32, 0:32]
     images = np.empty((n, 32, 32, 3), dtype=np.float32)
     for i, c in enumerate(labels):
-        h = hues[c]
-        colour = 127.5 + 100.0 * np.array(
-            [np.cos(2 * np.pi * h), np.cos(2 * np.pi * (h + 1 / 3.)), np.cos(2 * np.pi * (h + 2 / 3.))])
-        period = 4 + (c % 3) * 3
-        stripes = (yy if c % 2 == 0 else xx) // (period // 2) % 2
-        pattern = (stripes * 2.0 - 1.0) * 40.0
-        images[i] = colour[None, None, :] + pattern[:, :, None]
-    images += rng.normal(0.0, 12.0, size=images.shape)
-    return np.clip(images, 0, 255).astype(np.uint8)
+        phase, sign = rng.randint(0, 8), rng.choice([-1, 1])
+        pattern = _PATTERNS[c](yy, xx, phase, sign) * 2.0 - 1.0
+        images[i] = _COLOUR + _CONTRAST * pattern[:, :, None]
+    images += rng.normal(0.0, _NOISE, size=images.shape)
+    return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
 
 def write_learnable_dataset(directory, num_train=1000, num_test=200, num_classes=10, seed=0):
