@@ -26,7 +26,7 @@ RATE_BOUNDS = {
 def forward_flops(width=1):
     """The forward FLOPs per image of the benchmark's network, as training counts them."""
     import resnet_model
-    import training
+    from resnet_cifar import training
     fields = dict(batch_size=8, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1, num_residual_units=1,
                   width=width, use_bottleneck=False, weight_decay_rate=0.0002, relu_leakiness=0.1,
                   optimizer='mom')

@@ -189,10 +189,10 @@ def test_init_checkpoint_from_five_to_ten_classes(data, five_class_run, tmp_path
     for name in network:
         value = tf.train.load_variable(source, name)
         np.testing.assert_array_equal(tf.train.load_variable(start, name), value, err_msg=name)
-        if name + evaluation.SHADOW_SUFFIX in started:
-            np.testing.assert_array_equal(tf.train.load_variable(start, name + evaluation.SHADOW_SUFFIX),
+        if name + resnet_model.SHADOW_SUFFIX in started:
+            np.testing.assert_array_equal(tf.train.load_variable(start, name + resnet_model.SHADOW_SUFFIX),
                                           value, err_msg=name)
-    assert sum(name + evaluation.SHADOW_SUFFIX in started for name in network) >= 21
+    assert sum(name + resnet_model.SHADOW_SUFFIX in started for name in network) >= 21
     # (trained weights: a fresh init would have gamma 1, beta 0, moving statistics 0 and 1)
     assert not np.array_equal(tf.train.load_variable(source, 'unit_last/bn/gamma'), np.ones(64))
     # ... but for the fully connected layer, which starts fresh: 10 classes, zero biases, and
