@@ -23,3 +23,29 @@ def tiny_run(tmp_path_factory):
     assert done.returncode == 0, done.stderr[-3000:]
     assert processes.checkpoint_steps(log_root) == [40, 60], os.listdir(log_root)
     return log_root
+
+
+@pytest.fixture(scope='session')
+def learnable(tmp_path_factory):
+    """(train.bin, test.bin): 1,000 and 200 synthetic CIFAR-10 records whose class only their
+    spatial pattern tells (synthetic.learnable_images). Tests read them; none changes them."""
+    import synthetic
+    return synthetic.write_learnable_dataset(tmp_path_factory.mktemp('learnable'), num_train=1000, num_test=200)
+
+
+@pytest.fixture(scope='session')
+def diverged(learnable, tmp_path_factory):
+    """A run whose learning rate jumps to 1e6 at step 12: (log_root, TrainingError message).
+    Tests copy it; none changes it."""
+    import processes
+    from resnet_cifar import training
+    train_path, _ = learnable
+    log_root = str(tmp_path_factory.mktemp('diverged') / 'run')
+    config = processes.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                           '--log_root=' + log_root, '--train_steps=40', '--save_checkpoints_steps=5',
+                           '--keep_checkpoint_max=20', '--lr_boundaries=12', '--lr_values=0.1,1e6',
+                           '--log_every_n_steps=100', '--num_residual_units=1', '--batch_size=32',
+                                  '--noeval_after_training'])
+    with pytest.raises(training.TrainingError) as error:
+        training.train(config)
+    return log_root, str(error.value)

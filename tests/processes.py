@@ -1,4 +1,5 @@
-"""resnet_main.py in real subprocesses, and what tests read back from a run directory."""
+"""The tests' shared helpers: resnet_main.py in real subprocesses and in this process, and what
+tests read back from a run directory (checkpoints, event files, log lines)."""
 import glob
 import os
 import re
@@ -8,12 +9,19 @@ import sys
 import threading
 import time
 
+import pytest
+from absl import logging
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, 'resnet_main.py')
 
 # The smallest ResNet (8 layers) on the bundled digits, which are real handwritten images.
 # A ResNet-8 at batch 32; no held-out score at the end of training (tests that want it ask for it).
 TINY_DIGITS = ['--dataset=digits', '--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
+# A run that does not end by itself: tests stop it.
+LONG_RUN = ['--mode=train', '--train_steps=100000', '--save_checkpoints_steps=100000']
+# A tiny network that learns the synthetic classes (synthetic.py) in a few hundred steps.
+TINY = ['--num_residual_units=1', '--batch_size=32', '--log_every_n_steps=10', '--noeval_after_training']
 
 
 def run(*args, timeout=240):
@@ -126,3 +134,130 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_main(*args, timeout=240, check=True):
+    """run(), and with `check` an AssertionError showing the output unless it exits 0."""
+    proc = run(*args, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError('exit %d\nstdout:\n%s\nstderr:\n%s' % (proc.returncode, proc.stdout, proc.stderr[-5000:]))
+    return proc
+
+
+def start_main(*args):
+    return subprocess.Popen([sys.executable, MAIN] + list(args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def read_scalars(directory):
+    """{tag: {step: value}} from every event file in `directory`."""
+    import tensorflow as tf
+    scalars = {}
+    for path in sorted(glob.glob(os.path.join(directory, 'events.out.tfevents.*'))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.HasField('simple_value'):
+                    scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def eval_precisions(stdout):
+    """[(step, precision)] from eval's one line per checkpoint."""
+    return [(int(m.group(1)), float(m.group(2)))
+            for m in re.finditer(r'^step (\d+): precision ([0-9.]+)', stdout, re.M)]
+
+
+class AbslRecords(object):
+    """Collects absl log messages (at INFO and above) while active."""
+
+    def __init__(self, pattern=None):
+        import logging as std_logging
+        self.messages = []
+        self.seen = threading.Event()
+        self._pattern = pattern
+
+        class Handler(std_logging.Handler):
+            def emit(handler, record):
+                message = record.getMessage()
+                self.messages.append(message)
+                if self._pattern and re.search(self._pattern, message):
+                    self.seen.set()
+        self._handler = Handler()
+
+    def __enter__(self):
+        logging.get_absl_logger().addHandler(self._handler)
+        self._verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        logging.set_verbosity(self._verbosity)
+        logging.get_absl_logger().removeHandler(self._handler)
+
+
+def latest_step(log_root):
+    """The global step of log_root's latest checkpoint, or None."""
+    import tensorflow as tf
+    path = tf.train.latest_checkpoint(log_root)
+    return None if path is None else int(path.rsplit('-', 1)[1])
+
+
+def read_checkpoint(prefix):
+    """{name: value} of every tensor of a checkpoint; reading checks each tensor's checksum."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def assert_all_checkpoints_loadable(log_root):
+    steps = checkpoint_steps(log_root)
+    assert steps, os.listdir(log_root)
+    for step in steps:
+        values = read_checkpoint(os.path.join(log_root, 'model.ckpt-%d' % step))
+        assert int(values['global_step']) == step
+    return steps
+
+
+def main_exit(args, capsys):
+    """(exit code, stderr) of resnet_main with `args`; the flags are reset afterwards."""
+    import resnet_main
+    resnet_main.FLAGS.unparse_flags()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            resnet_main.main(resnet_main.parse_flags(['resnet_main.py'] + list(args)))
+    finally:
+        resnet_main.FLAGS.unparse_flags()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def main_exit_status(args, capsys):
+    """(exit status, stderr) of resnet_main's main() on `args` in this process (status 0 when it
+    returns); the flags are reset afterwards."""
+    capsys.readouterr()
+    return main_status(args), capsys.readouterr().err
+
+
+def main_status(args):
+    """The exit status of resnet_main's main() on `args` in this process (0 when it returns);
+    the flags are reset afterwards. Output goes where it would (capsys can read it)."""
+    import resnet_main
+    resnet_main.FLAGS.unparse_flags()
+    try:
+        resnet_main.main(resnet_main.parse_flags(['resnet_main.py'] + list(args)))
+        return 0
+    except SystemExit as e:
+        return e.code
+    finally:
+        resnet_main.FLAGS.unparse_flags()
+
+
+def resolve(args):
+    """The RunConfig resnet_main builds for `args`; the flags are reset afterwards."""
+    import resnet_main
+    f = resnet_main.FLAGS
+    f.unparse_flags()
+    try:
+        f(['resnet_main.py'] + list(args))
+        return resnet_main.configure()
+    finally:
+        f.unparse_flags()

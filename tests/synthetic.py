@@ -126,3 +126,22 @@ def write_learnable_dataset(directory, num_train=1000, num_test=200, num_classes
     test_path = write_records(os.path.join(str(directory), 'test.bin'),
                               learnable_images(test_labels, num_classes, seed + 2), test_labels)
     return train_path, test_path
+
+
+def tiny_hps(**overrides):
+    """resnet_model.HParams of a ResNet-8 (one unit per stage) at batch 32, 10 classes, with the
+    classic recipe's other values; `overrides` replace any field."""
+    import resnet_model
+    fields = dict(batch_size=32, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1, num_residual_units=1,
+                  use_bottleneck=False, weight_decay_rate=0.0002, relu_leakiness=0.1, optimizer='mom')
+    fields.update(overrides)
+    return resnet_model.HParams(**fields)
+
+
+def write_bad_label_file(directory, n=40, bad_index=5, bad_label=12):
+    """<directory>/bad.bin: n CIFAR-10 records of noise whose record `bad_index` has label
+    `bad_label` (out of range from 10 on); returns the path."""
+    import os
+    labels = np.arange(n) % 10
+    labels[bad_index] = bad_label
+    return write_records(os.path.join(str(directory), 'bad.bin'), random_images(n), labels)

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from resnet_cifar import checkpoints
-import in_process
 import processes
 from processes import TINY_DIGITS, checkpoint_steps, copy_run, logged_steps, run, snapshot
 
@@ -75,11 +74,11 @@ def test_a_moved_run_is_found_by_eval_extract_and_train(tiny_run, tmp_path, caps
     os.rename(original, moved)
 
     # Eval and extract in this process (the same code as in their own), training in its own.
-    assert in_process.main_status(['--mode=eval', *TINY_DIGITS, '--log_root=' + moved, '--eval_once']) == 0
+    assert processes.main_status(['--mode=eval', *TINY_DIGITS, '--log_root=' + moved, '--eval_once']) == 0
     assert scored_steps(capsys.readouterr().out) == [60]
 
     features_path = str(tmp_path / 'features.npz')
-    assert in_process.main_status(['--mode=extract', *TINY_DIGITS, '--log_root=' + moved,
+    assert processes.main_status(['--mode=extract', *TINY_DIGITS, '--log_root=' + moved,
                                    '--extract_data_path=' + TEST_BATCH, '--features_path=' + features_path]) == 0
     metadata = json.loads(str(np.load(features_path)['metadata']))
     assert metadata['checkpoint'] == os.path.join(moved, 'model.ckpt-60') and metadata['global_step'] == 60
@@ -102,7 +101,7 @@ def test_a_damaged_state_file_is_recovered_from_the_checkpoint_files(tiny_run, t
         f.write(content)
 
     if not content:  # eval reads the checkpoint files as training does; once is enough
-        assert in_process.main_status(['--mode=eval', *TINY_DIGITS, '--log_root=' + run_dir, '--eval_once']) == 0
+        assert processes.main_status(['--mode=eval', *TINY_DIGITS, '--log_root=' + run_dir, '--eval_once']) == 0
         assert scored_steps(capsys.readouterr().out) == [60]
 
     resumed = train(run_dir, 80)

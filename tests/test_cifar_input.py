@@ -10,6 +10,7 @@ import tensorflow as tf
 
 import cifar_input
 from cifar_input import DataError
+import synthetic
 from synthetic import random_images, write_records
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -212,15 +213,9 @@ def test_towers_dequeue_from_one_queue_and_queue_fill_is_summarized(two_files):
 
 # ---------------------------------------------------------------- label range at run time
 
-def write_bad_label_file(tmp_path, n=20, bad_index=5, bad_label=12):
-    labels = np.arange(n) % 10
-    labels[bad_index] = bad_label
-    return write_records(tmp_path / 'bad.bin', random_images(n, seed=5), labels)
-
-
 @pytest.mark.timeout(30)
 def test_eval_label_out_of_range_fails_naming_record_and_label(tmp_path):
-    path = write_bad_label_file(tmp_path)
+    path = synthetic.write_bad_label_file(tmp_path, n=20)
     with tf.Graph().as_default():
         _, labels = cifar_input.build_input('cifar10', path, 4, 'eval', num_epochs=1)
         with pytest.raises(tf.errors.InvalidArgumentError) as error:
@@ -230,7 +225,7 @@ def test_eval_label_out_of_range_fails_naming_record_and_label(tmp_path):
 
 @pytest.mark.timeout(30)
 def test_train_label_out_of_range_is_reraised_by_coordinator_join(tmp_path):
-    path = write_bad_label_file(tmp_path)
+    path = synthetic.write_bad_label_file(tmp_path, n=20)
     with tf.Graph().as_default():
         images, _ = cifar_input.build_input('cifar10', path, 4, 'train', num_threads=2, shuffle_capacity=8)
         with tf.compat.v1.Session() as sess:
@@ -249,7 +244,7 @@ def test_train_label_out_of_range_is_reraised_by_coordinator_join(tmp_path):
 
 
 def test_record_summary_label_out_of_range_names_file_record_label(tmp_path):
-    path = write_bad_label_file(tmp_path)
+    path = synthetic.write_bad_label_file(tmp_path, n=20)
     with pytest.raises(DataError, match=r"bad\.bin', record 5: label 12 out of range"):
         cifar_input.record_summary('cifar10', path)
 

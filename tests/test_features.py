@@ -13,26 +13,18 @@ import tensorflow as tf
 
 import cifar_input
 from resnet_cifar import evaluation
-import in_process
 import resnet_model
 import synthetic
 from resnet_cifar.config import Data, RunConfig
-from test_resnet_main import TINY, run_main
+from processes import TINY, run_main
+import processes
 
 NAMES = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine']
 
 
 def main_in_process(*args):
     """resnet_main.main on these flags in this process; returns the exit status."""
-    return in_process.main_status(args)
-
-
-def tiny_hps(num_classes=10, **overrides):
-    fields = dict(batch_size=32, num_classes=num_classes, min_lrn_rate=0.0001, lrn_rate=0.1,
-                  num_residual_units=1, use_bottleneck=False, weight_decay_rate=0.0002,
-                  relu_leakiness=0.1, optimizer='mom')
-    fields.update(overrides)
-    return resnet_model.HParams(**fields)
+    return processes.main_status(args)
 
 
 def eval_precision(hps, log_root, data_path):
@@ -81,7 +73,7 @@ def five_class_run(tmp_path_factory):
     with tf.Graph().as_default():
         tf.compat.v1.set_random_seed(5)
         images, one_hot = cifar_input.build_input('cifar10', data_path, 32, 'train', seed=5)
-        model = resnet_model.ResNet(tiny_hps(num_classes=5), images, one_hot[:, :5], 'train')
+        model = resnet_model.ResNet(synthetic.tiny_hps(num_classes=5), images, one_hot[:, :5], 'train')
         model.build_graph()
         with tf.compat.v1.train.MonitoredTrainingSession(
                 checkpoint_dir=log_root, save_summaries_steps=None, save_summaries_secs=None,
@@ -125,7 +117,7 @@ def test_extract_then_finetune_matches_the_network(data, trained, tmp_path, caps
     biases = tf.train.load_variable(checkpoint, 'logit/biases' + resnet_model.SHADOW_SUFFIX)
     with np.load(test_npz) as saved:
         test_features, test_labels = saved['features'], saved['labels']
-    network_precision = eval_precision(tiny_hps(batch_size=100), trained, test_path)
+    network_precision = eval_precision(synthetic.tiny_hps(batch_size=100), trained, test_path)
     replayed = np.mean(np.argmax(test_features @ weights + biases, 1) == test_labels)
     assert replayed == pytest.approx(network_precision, abs=0.01)
     assert network_precision >= 0.8
@@ -171,7 +163,7 @@ def test_init_checkpoint_from_five_to_ten_classes(data, five_class_run, tmp_path
     assert main_in_process('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                            '--log_root=' + log_root, '--train_steps=50', '--random_seed=2',
                            '--init_checkpoint=' + five_class_run, *TINY) == 0
-    assert eval_precision(tiny_hps(), log_root, test_path) >= 0.5  # chance is 0.1
+    assert eval_precision(synthetic.tiny_hps(), log_root, test_path) >= 0.5  # chance is 0.1
     trained = tf.train.latest_checkpoint(log_root)
     assert tf.train.load_variable(trained, 'global_step') == 50  # a fresh step count
     assert not np.array_equal(tf.train.load_variable(trained, 'init/conv/weights'),
@@ -235,17 +227,6 @@ def test_init_checkpoint_from_five_to_ten_classes(data, five_class_run, tmp_path
                                   tf.train.load_variable(source, 'unit_1_0/conv1/weights'))
 
 
-def save_untrained(directory, hps):
-    """A checkpoint of a freshly initialized eval-mode network; returns its path."""
-    with tf.Graph().as_default():
-        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3])
-        labels = tf.compat.v1.placeholder(tf.float32, [None, hps.num_classes])
-        resnet_model.ResNet(hps, images, labels, 'eval').build_graph()
-        with tf.compat.v1.Session() as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            return tf.compat.v1.train.Saver().save(session, os.path.join(str(directory), 'model.ckpt'))
-
-
 MISMATCHES = [
     # (flags of the network built here, what the one-line error names)
     (['--num_residual_units=2'], 'unit_1_1/bn1/beta [16] is not in the checkpoint'),
@@ -254,38 +235,6 @@ MISMATCHES = [
     (['--num_residual_units=1', '--use_bottleneck'],
      'unit_1_0/conv1/weights is [1, 1, 16, 16] here but [3, 3, 16, 16] in the checkpoint'),
 ]
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize('network, expected', MISMATCHES)
-def test_mismatched_checkpoint_is_one_clear_line(network, expected, data, trained, tmp_path, capsys):
-    train_path, test_path = data
-    status = main_in_process('--mode=extract', '--dataset=cifar10', '--checkpoint_path=' + trained,
-                             '--extract_data_path=' + test_path,
-                             '--features_path=' + str(tmp_path / 'f.npz'), *network)
-    assert status == 1
-    # The trained run has its settings file: the flags that differ are named before any restore.
-    line = one_error_line(capsys.readouterr().err)
-    assert line.startswith('error: %s: the run in %s has ' % (network[-1], trained)), line
-    assert not os.path.exists(str(tmp_path / 'f.npz'))
-
-    status = main_in_process('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
-                             '--log_root=' + str(tmp_path / 'run'), '--init_checkpoint=' + trained,
-                             *network)
-    assert status == 1
-    assert expected in one_error_line(capsys.readouterr().err)
-    assert tf.train.latest_checkpoint(str(tmp_path / 'run')) is None
-
-
-@pytest.mark.timeout(60)
-def test_deeper_checkpoint_is_a_mismatch(data, tmp_path, capsys):
-    checkpoint = save_untrained(tmp_path, tiny_hps(num_residual_units=2))
-    status = main_in_process('--mode=extract', '--dataset=cifar10', '--num_residual_units=1',
-                             '--checkpoint_path=' + checkpoint, '--extract_data_path=' + data[1],
-                             '--features_path=' + str(tmp_path / 'f.npz'))
-    assert status == 1
-    line = one_error_line(capsys.readouterr().err)
-    assert 'the checkpoint has unit_1_1/bn1/beta [16], which this network lacks' in line, line
 
 
 @pytest.mark.timeout(60)
@@ -345,3 +294,64 @@ def test_transfer_flag_errors_exit_2(args, expected, capsys):
     assert main_in_process(*args) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and expected in err, err
+
+
+@pytest.mark.timeout(30)
+def test_a_numpy_array_file_is_not_a_features_file(tmp_path):
+    from resnet_cifar import features
+    path = str(tmp_path / 'features.npy')
+    np.save(path, np.zeros((3, 4), np.float32))
+    with pytest.raises(features.FeaturesError, match='is not a features file'):
+        features.load_features(path)
+
+
+@pytest.mark.timeout(60)
+def test_unwritable_features_path_is_a_flag_error(tmp_path, capsys):
+    blocker = tmp_path / 'file'
+    blocker.write_text('not a directory')
+    code, err = processes.main_exit(['--mode=extract', '--extract_data_path=x.bin',
+                                      '--features_path=%s' % (blocker / 'features.npz')], capsys)
+    assert code == 2
+    assert err.startswith('error: --features_path=') and len(err.splitlines()) == 1, err
+
+
+def save_untrained(directory, hps):
+    """A checkpoint of a freshly initialized eval-mode network; returns its path."""
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3])
+        labels = tf.compat.v1.placeholder(tf.float32, [None, hps.num_classes])
+        resnet_model.ResNet(hps, images, labels, 'eval').build_graph()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            return tf.compat.v1.train.Saver().save(session, os.path.join(str(directory), 'model.ckpt'))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('network, expected', MISMATCHES)
+def test_mismatched_checkpoint_is_one_clear_line(network, expected, data, trained, tmp_path, capsys):
+    train_path, test_path = data
+    status = main_in_process('--mode=extract', '--dataset=cifar10', '--checkpoint_path=' + trained,
+                             '--features_path=' + str(tmp_path / 'f.npz'), *network)
+    assert status == 1
+    # The trained run has its settings file: the flags that differ are named before any restore.
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith('error: %s: the run in %s has ' % (network[-1], trained)), line
+    assert not os.path.exists(str(tmp_path / 'f.npz'))
+
+    status = main_in_process('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                             '--log_root=' + str(tmp_path / 'run'), '--init_checkpoint=' + trained,
+                             *network)
+    assert status == 1
+    assert expected in one_error_line(capsys.readouterr().err)
+    assert tf.train.latest_checkpoint(str(tmp_path / 'run')) is None
+
+
+@pytest.mark.timeout(60)
+def test_deeper_checkpoint_is_a_mismatch(data, tmp_path, capsys):
+    checkpoint = save_untrained(tmp_path, synthetic.tiny_hps(num_residual_units=2))
+    status = main_in_process('--mode=extract', '--dataset=cifar10', '--num_residual_units=1',
+                             '--checkpoint_path=' + checkpoint, '--extract_data_path=' + data[1],
+                             '--features_path=' + str(tmp_path / 'f.npz'))
+    assert status == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert 'the checkpoint has unit_1_1/bn1/beta [16], which this network lacks' in line, line

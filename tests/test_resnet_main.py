@@ -1,5 +1,4 @@
 """resnet_main.py end to end: real subprocesses, real checkpoints, real event files."""
-import glob
 import json
 import os
 import re
@@ -9,54 +8,12 @@ import sys
 
 import pytest
 
-import in_process
 import processes
+from processes import TINY, eval_precisions, read_scalars, run_main
 from resnet_cifar.config import Schedule
-import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, 'resnet_main.py')
-
-# A tiny network that learns the synthetic classes in a few hundred steps.
-TINY = ['--num_residual_units=1', '--batch_size=32', '--log_every_n_steps=10', '--noeval_after_training']
-
-
-def run_main(*args, timeout=240, check=True):
-    """Runs resnet_main.py in a subprocess; returns the CompletedProcess."""
-    proc = subprocess.run([sys.executable, MAIN] + list(args), capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
-    if check and proc.returncode != 0:
-        raise AssertionError('exit %d\nstdout:\n%s\nstderr:\n%s' % (proc.returncode, proc.stdout, proc.stderr[-5000:]))
-    return proc
-
-
-def start_main(*args):
-    return subprocess.Popen([sys.executable, MAIN] + list(args), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
-
-
-def read_scalars(directory):
-    """{tag: {step: value}} from every event file in `directory`."""
-    import tensorflow as tf
-    scalars = {}
-    for path in sorted(glob.glob(os.path.join(directory, 'events.out.tfevents.*'))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.HasField('simple_value'):
-                    scalars.setdefault(value.tag, {})[event.step] = value.simple_value
-    return scalars
-
-
-def eval_precisions(stdout):
-    """[(step, precision)] from eval's one line per checkpoint."""
-    return [(int(m.group(1)), float(m.group(2)))
-            for m in re.finditer(r'^step (\d+): precision ([0-9.]+)', stdout, re.M)]
-
-
-@pytest.fixture(scope='module')
-def learnable(tmp_path_factory):
-    directory = tmp_path_factory.mktemp('learnable')
-    return synthetic.write_learnable_dataset(directory, num_train=1000, num_test=200)
 
 
 @pytest.mark.timeout(400)
@@ -188,7 +145,7 @@ FLAG_ERRORS = [
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize('args, expected', FLAG_ERRORS)
 def test_flag_errors_exit_2_with_one_line(args, expected, capsys):
-    code, err = in_process.main_exit(args, capsys)
+    code, err = processes.main_exit(args, capsys)
     assert code == 2
     assert len(err.splitlines()) == 1, err
     assert err.startswith('error: ') and expected in err, err
@@ -252,13 +209,13 @@ def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_data_format_defaults_to_nhwc_on_the_cpu(capsys, monkeypatch, tmp_path):
-    config = in_process.resolve(['--log_root=' + str(tmp_path / 'run')])
+    config = processes.resolve(['--log_root=' + str(tmp_path / 'run')])
     assert config.devices.device == '/cpu:0' and config.model.data_format == 'NHWC'
     assert config.hparams().data_format == 'NHWC'
-    code, err = in_process.main_exit(['--data_format=NCHW', '--compute_dtype=float16'], capsys)
+    code, err = processes.main_exit(['--data_format=NCHW', '--compute_dtype=float16'], capsys)
     assert code == 2 and err.startswith('error: --data_format=NCHW: float16') and 'NHWC' in err, err
     monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', '0')
-    code, err = in_process.main_exit(['--data_format=NCHW'], capsys)
+    code, err = processes.main_exit(['--data_format=NCHW'], capsys)
     assert code == 2 and err.startswith('error: --data_format=NCHW:') and 'NHWC' in err, err
 
 

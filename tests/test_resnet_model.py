@@ -7,17 +7,11 @@ import pytest
 import tensorflow as tf
 
 import resnet_model
+import synthetic
 
 CLASSIC = dict(batch_size=128, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1,
                num_residual_units=5, use_bottleneck=False, weight_decay_rate=0.0002,
                relu_leakiness=0.1, optimizer='mom')
-
-
-def tiny_hps(**overrides):
-    """One unit per stage: 8 layers plain, 11 bottleneck."""
-    fields = dict(CLASSIC, batch_size=8, num_residual_units=1)
-    fields.update(overrides)
-    return resnet_model.HParams(**fields)
 
 
 def one_hot(labels, num_classes):
@@ -127,7 +121,7 @@ VARIANTS = {
 @pytest.mark.timeout(60)
 def test_output_shapes_for_any_batch(variant, num_classes):
     # batch_size=128 in HParams, yet batches of 1 and 7 run: nothing bakes it in.
-    hps = tiny_hps(num_classes=num_classes, batch_size=128, **VARIANTS[variant])
+    hps = synthetic.tiny_hps(num_classes=num_classes, batch_size=128, **VARIANTS[variant])
     feature_dim = (256 if hps.use_bottleneck else 64) * hps.width
     with tf.Graph().as_default():
         model = build(hps, 'eval')
@@ -149,7 +143,7 @@ def test_output_shapes_for_any_batch(variant, num_classes):
 @pytest.mark.timeout(30)
 def test_train_mode_runs_batches_of_1_and_7():
     with tf.Graph().as_default():
-        model = build(tiny_hps(), 'train')
+        model = build(synthetic.tiny_hps(), 'train')
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             for n in (1, 7):
@@ -195,7 +189,7 @@ def expected_param_count(n, bottleneck, width, num_classes):
 ])
 @pytest.mark.timeout(30)
 def test_trainable_parameter_count_matches_architecture(n, bottleneck, width, num_classes):
-    hps = tiny_hps(num_residual_units=n, use_bottleneck=bottleneck, width=width,
+    hps = synthetic.tiny_hps(num_residual_units=n, use_bottleneck=bottleneck, width=width,
                    num_classes=num_classes)
     with tf.Graph().as_default():
         build(hps, 'eval')
@@ -207,7 +201,7 @@ def test_trainable_parameter_count_matches_architecture(n, bottleneck, width, nu
 
 @pytest.mark.timeout(30)
 def test_variable_names_collections_and_depth():
-    hps = tiny_hps(num_residual_units=2, use_bottleneck=True)
+    hps = synthetic.tiny_hps(num_residual_units=2, use_bottleneck=True)
     with tf.Graph().as_default():
         model = build(hps, 'train')
         trainable = {v.op.name for v in tf.compat.v1.trainable_variables()}
@@ -246,7 +240,7 @@ def test_count_params_counts_elements():
 @pytest.mark.timeout(60)
 def test_tiny_network_overfits_a_fixed_batch():
     images, labels = random_batch(32, 10, seed=1)  # noise with random labels: pure memorization
-    hps = tiny_hps(batch_size=32)
+    hps = synthetic.tiny_hps(batch_size=32)
     with tf.Graph().as_default():
         tf.compat.v1.set_random_seed(1)
         model = build(hps, 'train', tf.constant(images), tf.constant(labels))
@@ -264,7 +258,7 @@ def test_tiny_network_overfits_a_fixed_batch():
 
 @pytest.mark.timeout(30)
 def test_moving_statistics_follow_bn_decay():
-    hps = tiny_hps(bn_decay=0.8)
+    hps = synthetic.tiny_hps(bn_decay=0.8)
     images, labels = random_batch(8, 10, seed=2)
     with tf.Graph().as_default():
         model = build(hps, 'train', tf.constant(images), tf.constant(labels))
@@ -287,7 +281,7 @@ def test_moving_statistics_follow_bn_decay():
 
 @pytest.mark.timeout(30)
 def test_cost_is_cross_entropy_plus_decay_of_exactly_the_weights():
-    hps = tiny_hps(weight_decay_rate=0.01)
+    hps = synthetic.tiny_hps(weight_decay_rate=0.01)
     images, labels = random_batch(8, 10, seed=3)
     with tf.Graph().as_default():
         model = build(hps, 'train', tf.constant(images), tf.constant(labels))
@@ -315,7 +309,7 @@ def test_cost_is_cross_entropy_plus_decay_of_exactly_the_weights():
 
 @pytest.mark.timeout(30)
 def test_learning_rate_is_settable_and_floored_by_min_lrn_rate():
-    hps = tiny_hps(optimizer='sgd', lrn_rate=0.05, min_lrn_rate=0.01, moving_average_decay=0.0)
+    hps = synthetic.tiny_hps(optimizer='sgd', lrn_rate=0.05, min_lrn_rate=0.01, moving_average_decay=0.0)
     images, labels = random_batch(8, 10, seed=4)
     with tf.Graph().as_default():
         model = build(hps, 'train', tf.constant(images), tf.constant(labels))
@@ -347,7 +341,7 @@ def test_summaries_hold_model_scalars_and_earlier_summaries():
     images, labels = random_batch(4, 10, seed=5)
     with tf.Graph().as_default():
         tf.compat.v1.summary.scalar('input/queue_fill', tf.constant(0.5))
-        model = build(tiny_hps(), 'train', tf.constant(images), tf.constant(labels))
+        model = build(synthetic.tiny_hps(), 'train', tf.constant(images), tf.constant(labels))
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             summary, cost, precision = session.run(
@@ -369,7 +363,7 @@ EMA_WATCHED = ('init/conv/weights', 'unit_2_0/bn2/gamma', 'logit/biases')
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """A tiny network trained a few steps with EMA; its history and a checkpoint."""
-    hps = tiny_hps(moving_average_decay=EMA_DECAY)
+    hps = synthetic.tiny_hps(moving_average_decay=EMA_DECAY)
     images, labels = random_batch(16, 10, seed=6)
     checkpoint = str(tmp_path_factory.mktemp('trained') / 'model.ckpt')
     history = {'steps': [], 'values': [], 'shadows': []}
@@ -474,7 +468,7 @@ def test_train_mode_normalizes_with_the_batch():
     # The contrast to the eval test above: in train mode the batch changes an image's logits.
     images, labels = random_batch(6, 10, seed=8)
     with tf.Graph().as_default():
-        model = build(tiny_hps(), 'train')
+        model = build(synthetic.tiny_hps(), 'train')
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             full = session.run(model.logits, {model.images: images})
@@ -486,7 +480,7 @@ def test_train_mode_normalizes_with_the_batch():
 def test_moving_average_decay_zero_turns_ema_off():
     images, labels = random_batch(4, 10, seed=9)
     with tf.Graph().as_default():
-        model = build(tiny_hps(moving_average_decay=0.0), 'train',
+        model = build(synthetic.tiny_hps(moving_average_decay=0.0), 'train',
                       tf.constant(images), tf.constant(labels))
         assert model.ema is None
         names = {v.op.name for v in tf.compat.v1.global_variables()}
@@ -530,7 +524,7 @@ def test_nchw_computes_what_nhwc_computes(mode, use_bottleneck):
     # The GPU default layout, checked on the CPU (oneDNN runs NCHW): same weights,
     # same images -> the same logits, cost, features and one training step.
     images, labels = random_batch(8, 10, seed=3)
-    hps = tiny_hps(use_bottleneck=use_bottleneck)
+    hps = synthetic.tiny_hps(use_bottleneck=use_bottleneck)
     logits, cost, features, trained, start = _run_layout(hps, mode, images, labels)
     nchw = _run_layout(hps._replace(data_format='NCHW'), mode, images, labels, values=start)
     np.testing.assert_allclose(nchw[0], logits, rtol=1e-4, atol=1e-4)
@@ -550,7 +544,7 @@ def test_nchw_computes_what_nhwc_computes(mode, use_bottleneck):
 
 @pytest.mark.timeout(30)
 def test_second_tower_reuses_variables():
-    hps = tiny_hps()
+    hps = synthetic.tiny_hps()
     with tf.Graph().as_default():
         first = build(hps, 'train')
         count = len(tf.compat.v1.global_variables())
@@ -570,7 +564,7 @@ def test_second_tower_reuses_variables():
 
 @pytest.mark.timeout(30)
 def test_bad_mode_and_inputs_are_value_errors():
-    hps = tiny_hps()
+    hps = synthetic.tiny_hps()
     with tf.Graph().as_default():
         images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3])
         labels = tf.compat.v1.placeholder(tf.float32, [None, 10])

@@ -15,10 +15,8 @@ from resnet_cifar import resolve as resolve_lib
 from resnet_cifar import staging
 import synthetic
 from resnet_cifar import training
-from in_process import resolve
-from test_reliability import (AbslRecords, Process, assert_one_line_error, latest_step, logged_steps,
-                              run_main_in_process, write_bad_label_file)
-from test_resnet_main import eval_precisions
+from processes import (AbslRecords, Process, assert_one_line_error, eval_precisions, latest_step, logged_steps,
+                       main_exit_status, resolve)
 
 TINY = ['--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
 BATCH = 3
@@ -182,8 +180,8 @@ def test_two_cpu_towers_stage_each_batch_on_their_own_device_and_train(learnable
 
 @pytest.mark.timeout(60)
 def test_a_bad_record_found_while_priming_is_the_one_line_data_error(tmp_path, capsys):
-    bad = write_bad_label_file(tmp_path)
-    code, err = run_main_in_process(['--mode=train', '--dataset=cifar10', '--train_data_path=' + bad,
+    bad = synthetic.write_bad_label_file(tmp_path)
+    code, err = main_exit_status(['--mode=train', '--dataset=cifar10', '--train_data_path=' + bad,
                                      '--log_root=' + str(tmp_path / 'run'), '--train_steps=50',
                                      '--num_input_threads=1', '--stage_input'] + TINY, capsys)
     assert_one_line_error(code, err, 1, "bad.bin', record 5: label 12 out of range")

@@ -7,24 +7,18 @@ import pytest
 import tensorflow as tf
 
 import cifar_input
-import in_process
 import resnet_model
 import synthetic
 from resnet_cifar import devices
-from in_process import resolve
+from processes import resolve
 from resnet_cifar import run_files
 from resnet_cifar.config import Checkpoints, Data, Devices, Model, RunConfig, Schedule
 from resnet_cifar import towers
 from resnet_cifar import training
-from test_resnet_main import TINY, eval_precisions, read_scalars, run_main
+from processes import TINY, eval_precisions, read_scalars, run_main
+import processes
 
 TOWER_BATCH = 4
-
-
-def tiny_hps(batch_size):
-    return resnet_model.HParams(batch_size=batch_size, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1,
-                                num_residual_units=1, use_bottleneck=False, weight_decay_rate=0.0002,
-                                relu_leakiness=0.1, optimizer='mom')
 
 
 def fixed_batch(n, seed=0):
@@ -37,7 +31,7 @@ def fixed_batch(n, seed=0):
 def build_two_towers(images, labels):
     """A 2-tower TowerModel on /cpu:0 and /cpu:1 over constant tower batches, variables on /cpu:0."""
     halves = [(tf.constant(images[i::2]), tf.constant(labels[i::2])) for i in range(2)]
-    return towers.TowerModel(tiny_hps(len(images)), halves, towers.tower_devices(2, 'cpu'), '/cpu:0')
+    return towers.TowerModel(synthetic.tiny_hps(batch_size=len(images)), halves, towers.tower_devices(2, 'cpu'), '/cpu:0')
 
 
 def device_of(device_string):
@@ -53,7 +47,7 @@ def one_tower_reference():
     """Global variable names and shapes, and summary tags, of the one-device train graph."""
     with tf.Graph().as_default():
         images, labels = fixed_batch(2 * TOWER_BATCH)
-        model = resnet_model.ResNet(tiny_hps(2 * TOWER_BATCH), tf.constant(images), tf.constant(labels), 'train')
+        model = resnet_model.ResNet(synthetic.tiny_hps(batch_size=2 * TOWER_BATCH), tf.constant(images), tf.constant(labels), 'train')
         model.build_graph()
         variables = {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
         trainable = [v.op.name for v in tf.compat.v1.trainable_variables()]
@@ -161,7 +155,7 @@ def test_averaged_gradient_is_the_mean_and_is_applied_once(tmp_path):
     with tf.Graph().as_default():
         images_in = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3])
         labels_in = tf.compat.v1.placeholder(tf.float32, [None, 10])
-        single = resnet_model.ResNet(tiny_hps(TOWER_BATCH), images_in, labels_in, 'train')
+        single = resnet_model.ResNet(synthetic.tiny_hps(batch_size=TOWER_BATCH), images_in, labels_in, 'train')
         single.build_graph()
         gradients = tf.compat.v1.gradients(single.cost, tf.compat.v1.trainable_variables())
         with tf.compat.v1.Session() as session:
@@ -173,8 +167,8 @@ def test_averaged_gradient_is_the_mean_and_is_applied_once(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_two_tower_run_learns_and_normal_eval_scores_it(tmp_path):
-    train_path, test_path = synthetic.write_learnable_dataset(tmp_path, num_train=1000, num_test=200)
+def test_two_tower_run_learns_and_normal_eval_scores_it(learnable, tmp_path):
+    train_path, test_path = learnable
     log_root = str(tmp_path / 'run')
     train = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                      '--log_root=' + log_root, '--train_steps=300', '--random_seed=1',
@@ -215,7 +209,7 @@ def test_tower_flags_resolve():
     (['--num_gpus=2', '--tower_device=tpu'], 'tower_device'),
 ])
 def test_tower_flag_errors_exit_2_with_one_line(args, expected, capsys):
-    code, err = in_process.main_exit(args, capsys)
+    code, err = processes.main_exit(args, capsys)
     assert code == 2
     assert len(err.splitlines()) == 1, err
     assert err.startswith('error: ') and expected in err, err

@@ -11,7 +11,6 @@ import os
 
 import pytest
 
-import in_process
 import processes
 from resnet_cifar import run_files
 from resnet_cifar import training
@@ -30,7 +29,7 @@ def test_eval_reads_the_model_from_the_run_and_refuses_model_flags_that_differ(t
 
     for flags, named in [(['--width=2', '--eval_once'], '--width=2'),
                          (['--num_residual_units=2'], '--num_residual_units=2')]:
-        code, err = in_process.main_exit(['--mode=eval', *TINY_DIGITS, '--log_root=' + run_dir,
+        code, err = processes.main_exit(['--mode=eval', *TINY_DIGITS, '--log_root=' + run_dir,
                                           '--eval_interval_secs=1', *flags], capsys)
         assert_one_line_error(code, err, 1, named, os.path.join(run_dir, 'config.json'))
         assert capsys.readouterr().out == ''
@@ -99,7 +98,7 @@ def write_run(log_root, **changes):
 def test_flags_not_given_come_from_the_run(tmp_path):
     saved = write_run(tmp_path, dataset='digits', num_residual_units=3, width=2, relu_leakiness=0.2,
                       train_steps=700)
-    config = in_process.resolve(['--mode=eval', '--log_root=' + str(tmp_path)])
+    config = processes.resolve(['--mode=eval', '--log_root=' + str(tmp_path)])
     hps = config.hparams()
     assert config.data.dataset == 'digits' and config.schedule.train_steps == 700
     assert (hps.num_residual_units, hps.width, hps.relu_leakiness) == (3, 2, 0.2)
@@ -110,19 +109,19 @@ def test_flags_not_given_come_from_the_run(tmp_path):
 def test_a_resumed_trainer_keeps_the_run_recipe_and_takes_explicit_changes(tmp_path):
     write_run(tmp_path, weight_decay_rate=0.0005, batch_size=64, lr_boundaries=[100, 200],
               lr_values=[0.2, 0.02, 0.002], optimizer='sgd')
-    config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--train_steps=400'])
+    config = processes.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--train_steps=400'])
     hps = config.hparams()
     assert (hps.weight_decay_rate, hps.batch_size, hps.optimizer) == (0.0005, 64, 'sgd')
     assert (list(config.schedule.lr_boundaries), list(config.schedule.lr_values)) == ([100, 200], [0.2, 0.02, 0.002])
     # --lrn_rate alone rescales the run's boundaries, not boundaries recomputed from --train_steps.
-    config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.4'])
+    config = processes.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.4'])
     assert list(config.schedule.lr_boundaries) == [100, 200]
     assert list(config.schedule.lr_values) == pytest.approx([0.4, 0.04, 0.004])
     assert list(config.changes_to_run) == ["--lr_values=0.4,0.04,0.004 instead of the run's --lr_values=0.2,0.02,0.002"]
-    config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
+    config = processes.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
     assert list(config.schedule.lr_values) == [0.2, 0.02, 0.002] and list(config.changes_to_run) == []  # the run's own rate
     write_run(tmp_path, lr_boundaries=[100, 200], lr_values=[0.1, 0.05, 0.01])  # not tenfold steps
-    config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
+    config = processes.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lrn_rate=0.2'])
     assert list(config.schedule.lr_values) == pytest.approx([0.2, 0.1, 0.02])
 
 
@@ -131,7 +130,7 @@ def test_a_new_run_in_a_directory_without_checkpoints_takes_its_flags(tmp_path):
     for name in os.listdir(str(tmp_path)):
         if name.startswith('model.ckpt-'):
             os.remove(os.path.join(str(tmp_path), name))
-    hps = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--num_residual_units=4']).hparams()
+    hps = processes.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--num_residual_units=4']).hparams()
     assert hps.num_residual_units == 4
 
 
@@ -148,13 +147,13 @@ def test_a_bad_settings_file_is_one_error_naming_it(tmp_path, capsys, text, expe
     write_run(tmp_path)
     path = tmp_path / 'config.json'
     path.write_text(text)
-    code, err = in_process.main_exit(['--mode=eval', '--log_root=' + str(tmp_path)], capsys)
+    code, err = processes.main_exit(['--mode=eval', '--log_root=' + str(tmp_path)], capsys)
     assert_one_line_error(code, err, 1, str(path), expected)
 
 
 def test_a_frozen_run_stays_frozen_when_resumed_without_the_flag(tmp_path):
     write_run(tmp_path, freeze_restored_layers=True)
-    config = in_process.resolve(['--mode=train', '--log_root=' + str(tmp_path)])
+    config = processes.resolve(['--mode=train', '--log_root=' + str(tmp_path)])
     assert config.transfer.freeze_restored_layers is True
 
 
@@ -163,15 +162,15 @@ def test_a_run_older_than_its_settings_file_uses_its_trainers_record_or_its_chec
                                                                                        capsys):
     run_dir = copy_run(tiny_run, tmp_path / 'run')
     os.remove(os.path.join(run_dir, 'config.json'))
-    config = in_process.resolve(['--mode=eval', '--log_root=' + run_dir])
+    config = processes.resolve(['--mode=eval', '--log_root=' + run_dir])
     assert (config.data.dataset, config.model.num_residual_units, config.schedule.train_steps) == ('digits', 1, 60)
-    code, err = in_process.main_exit(['--mode=eval', '--log_root=' + run_dir, '--width=3'], capsys)
+    code, err = processes.main_exit(['--mode=eval', '--log_root=' + run_dir, '--width=3'], capsys)
     assert_one_line_error(code, err, 1, '--width=3', os.path.join(run_dir, 'train', 'config.json'))
 
     # Without any record, the flags decide, and the checkpoint itself catches a wrong network.
     os.remove(os.path.join(run_dir, 'train', 'config.json'))
     before = snapshot(run_dir)
-    code, err = in_process.main_exit(['--mode=train', '--dataset=digits', '--log_root=' + run_dir,
+    code, err = processes.main_exit(['--mode=train', '--dataset=digits', '--log_root=' + run_dir,
                                       '--train_steps=80', '--batch_size=32'], capsys)
     assert_one_line_error(code, err, 1, 'model.ckpt-60 does not match this network',
                           '--num_residual_units, --width and --use_bottleneck')
@@ -185,14 +184,14 @@ def test_keys_a_settings_file_lacks_come_from_the_flags(tmp_path):
     settings = dict(DIGITS_DEFAULTS, num_residual_units=3)
     del settings['relu_leakiness'], settings['freeze_restored_layers']
     (tmp_path / 'config.json').write_text(json.dumps(settings))
-    hps = in_process.resolve(['--mode=eval', '--log_root=' + str(tmp_path), '--relu_leakiness=0.3']).hparams()
+    hps = processes.resolve(['--mode=eval', '--log_root=' + str(tmp_path), '--relu_leakiness=0.3']).hparams()
     assert (hps.num_residual_units, hps.relu_leakiness) == (3, 0.3)
 
 
 @pytest.mark.timeout(120)
 def test_a_train_dir_that_is_the_log_root_keeps_the_run_settings(tiny_run, tmp_path):
     run_dir = copy_run(tiny_run, tmp_path / 'run')
-    training.train(in_process.resolve(['--mode=train', '--log_root=' + run_dir, '--train_dir=' + run_dir,
+    training.train(processes.resolve(['--mode=train', '--log_root=' + run_dir, '--train_dir=' + run_dir,
                                         '--train_steps=61']))
     saved, source = run_files.read(run_dir)
     assert saved['num_residual_units'] == 1 and saved['train_steps'] == 61
@@ -214,7 +213,7 @@ def test_eval_beside_an_extended_run_follows_it_to_its_new_end(tiny_run, tmp_pat
             evaluator.wait_for(r'waiting for a new checkpoint', timeout=150)  # step 60 scored, not done
             write_flat_settings(run_dir, dict(old, train_steps=100))  # what the trainer writes first
         # The trainer in this process: the eval beside it is the subject.
-        training.train(in_process.resolve(['--mode=train', '--log_root=' + run_dir, '--train_steps=100',
+        training.train(processes.resolve(['--mode=train', '--log_root=' + run_dir, '--train_steps=100',
                                             '--save_checkpoints_steps=20', '--log_every_n_steps=20']))
         assert evaluator.wait(150) == 0, evaluator.stderr[-3000:]
     finally:

@@ -1,0 +1,228 @@
+"""evaluation.py: scoring checkpoints (top-5 on CIFAR-100), skipping damaged or rotated ones,
+the eval state, stopping a waiting eval."""
+import dataclasses
+import glob
+import logging
+import os
+import re
+import shutil
+import signal
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import processes
+import resnet_model
+import synthetic
+from processes import AbslRecords, Process, checkpoint_steps
+from resnet_cifar import evaluation
+from resnet_cifar.config import Data, Eval, Model, RunConfig, Schedule
+
+TINY = ['--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
+
+
+@pytest.mark.timeout(180)
+def test_sigint_stops_a_waiting_eval_at_once(learnable, tmp_path):
+    _, test_path = learnable
+    # A 600 s interval: an eval that slept it out, not woken by the signal, fails the wait below
+    # by far, on any machine (no tight wall-clock bound).
+    evaluator = Process(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                         '--log_root=' + str(tmp_path / 'not_yet'), '--eval_interval_secs=600'] + TINY)
+    try:
+        evaluator.wait_for('waiting for the first checkpoint', timeout=100)
+        evaluator.proc.send_signal(signal.SIGINT)
+        assert evaluator.wait(60) == 0, evaluator.stderr[-3000:]
+    finally:
+        evaluator.kill()
+    assert 'eval stopped by SIGINT' in evaluator.stderr
+    assert 'Traceback' not in evaluator.stderr and 'KeyboardInterrupt' not in evaluator.stderr
+
+
+def corrupt(prefix):
+    """Truncates the data file of checkpoint `prefix` to half its size."""
+    data = glob.glob(prefix + '.data-*')[0]
+    size = os.path.getsize(data)
+    with open(data, 'r+b') as f:
+        f.truncate(size // 2)
+
+
+@pytest.mark.timeout(120)
+def test_eval_skips_a_corrupt_checkpoint_and_scores_the_next(diverged, learnable, tmp_path, capsys):
+    _, test_path = learnable
+    log_root = str(tmp_path / 'run')
+    shutil.copytree(diverged[0], log_root)
+    good = [os.path.join(log_root, 'model.ckpt-%d' % s) for s in checkpoint_steps(log_root)]
+    newest, corrupted = good[-1], good[-2]
+    corrupt(corrupted)
+    aside = str(tmp_path / 'aside')
+    os.makedirs(aside)
+    for path in glob.glob(newest + '.*'):
+        shutil.move(path, aside)
+    tf.compat.v1.train.update_checkpoint_state(log_root, corrupted, good[:-1])
+    newest_step = int(newest.rsplit('-', 1)[1])
+    args = ['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path, '--log_root=' + log_root,
+            '--train_steps=%d' % newest_step, '--eval_interval_secs=1'] + TINY
+
+    step = {path: int(path.rsplit('-', 1)[1]) for path in good}
+
+    def eval_with_records(extra_args, helper=None):
+        """Runs evaluate in this process: ([skip warnings], [steps scored])."""
+        config = processes.resolve(args + extra_args)
+        capsys.readouterr()
+        with AbslRecords(pattern='skipping checkpoint') as records:
+            thread = threading.Thread(target=helper, args=(records,)) if helper else None
+            if thread:
+                thread.start()
+            evaluation.evaluate(config)
+            if thread:
+                thread.join()
+        skips = [m for m in records.messages if 'skipping checkpoint' in m]
+        return skips, [int(s) for s in re.findall(r'^step (\d+): precision', capsys.readouterr().out, re.M)]
+
+    # Once: the newest checkpoint is corrupt, so the one before it is scored.
+    skips, scored = eval_with_records(['--eval_once'])
+    assert len(skips) == 1 and corrupted in skips[0] and 'damaged' in skips[0], skips
+    assert scored == [step[good[-3]]]
+
+    def bring_back_the_newest(records):
+        if records.seen.wait(60):
+            for path in glob.glob(os.path.join(aside, '*')):
+                shutil.move(path, log_root)
+            tf.compat.v1.train.update_checkpoint_state(log_root, newest, good)
+
+    # Beside training: the corrupt one is skipped for the newest older one not scored yet,
+    # then the next new checkpoint is scored.
+    skips, scored = eval_with_records([], bring_back_the_newest)
+    assert len(skips) == 1 and corrupted in skips[0], skips
+    assert scored == [step[p] for p in good[:-3][-1:]] + [newest_step]
+
+
+@pytest.mark.timeout(60)
+def test_a_checkpoint_rotated_away_is_unreadable_not_fatal(diverged, learnable, tmp_path):
+    _, test_path = learnable
+    config = processes.resolve(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                           '--log_root=' + diverged[0]] + TINY)
+    evaluator = evaluation.EvalGraph(config.hparams(), config)
+    with pytest.raises(evaluation.UnreadableCheckpoint, match=r'ckpt-123456: it was deleted \(training keeps only '
+                       r'the newest --keep_checkpoint_max checkpoints\)$'):
+        evaluator.score(os.path.join(str(tmp_path), 'model.ckpt-123456'))
+
+
+def test_garbage_eval_state_is_ignored_with_a_warning(tmp_path):
+    (tmp_path / 'eval_state.json').write_text('{"scored": {"model.ckpt-1')
+    with AbslRecords() as records:
+        state = evaluation.EvalState(str(tmp_path))
+    assert state.scored == {} and state.best_precision == 0.0
+    assert any('eval_state.json' in m for m in records.messages)
+
+
+@pytest.mark.timeout(30)
+def test_unreadable_eval_state_is_ignored_with_a_warning(tmp_path):
+    os.makedirs(str(tmp_path / 'eval_state.json'))  # a directory where the file should be
+    state = evaluation.EvalState(str(tmp_path))
+    assert state.scored == {} and state.best_precision == 0.0
+
+
+def test_checkpoint_step_from_its_name():
+    assert evaluation.step_in_name('/runs/x/model.ckpt-1200') == 1200
+    assert evaluation.step_in_name('/runs/x/model.ckpt') == -1
+
+
+def write_cifar100(path, num_images, seed=0):
+    rng = np.random.RandomState(seed)
+    fine = rng.randint(0, 100, size=num_images)
+    return synthetic.write_records(path, synthetic.random_images(num_images, seed), fine, fine // 5)
+
+
+def save_random_checkpoint(hps, log_root, step, seed=None):
+    """A train-mode ResNet's freshly initialized variables, saved at global step `step`."""
+    with tf.Graph().as_default():
+        if seed is not None:
+            tf.compat.v1.set_random_seed(seed)
+        images = tf.zeros([1, 32, 32, 3])
+        labels = tf.one_hot([0], hps.num_classes)
+        model = resnet_model.ResNet(hps, images, labels, 'train')
+        model.build_graph()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            session.run(model.global_step.assign(step))
+            return tf.compat.v1.train.Saver().save(session, os.path.join(log_root, 'model.ckpt'),
+                                                   global_step=step)
+
+
+def numpy_precisions(evaluator, checkpoint, ks=(1, 5)):
+    """Top-k precision for each k of `ks`, of the checkpoint on the eval set, from logits
+    fetched batch by batch."""
+    logits, labels = [], []
+    with tf.compat.v1.Session(graph=evaluator.graph) as session:
+        evaluator.raw_saver.restore(session, checkpoint)
+        session.run(evaluator.local_init)
+        coord = tf.compat.v1.train.Coordinator()
+        threads = tf.compat.v1.train.start_queue_runners(session, coord=coord)
+        try:
+            while True:
+                batch_logits, batch_labels = session.run([evaluator.model.logits, evaluator.model.labels])
+                logits.append(batch_logits)
+                labels.append(batch_labels.argmax(1))
+        except tf.errors.OutOfRangeError:
+            pass
+        finally:
+            coord.request_stop()
+            coord.join(threads)
+    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    # The rank of each image's label among its logits (0: the top one).
+    ranks = (logits > logits[np.arange(len(labels)), labels][:, None]).sum(axis=1)
+    return tuple((ranks < k).mean() for k in ks)
+
+
+@pytest.mark.timeout(120)
+def test_cifar100_eval_writes_top_5_precision_and_progress(tmp_path, caplog, capsys):
+    eval_path = write_cifar100(str(tmp_path / 'test.bin'), 120)
+    log_root = str(tmp_path / 'run')
+    config = RunConfig(mode='eval', log_root=log_root, data=Data(dataset='cifar100', eval_data_path=eval_path),
+                       model=Model(num_residual_units=1), schedule=Schedule(train_steps=1, moving_average_decay=0),
+                       eval=Eval(batch_size=4, once=True, interval_secs=1, use_moving_average=False))
+    hps = config.hparams()
+    checkpoint = save_random_checkpoint(hps, log_root, step=1, seed=3)
+    # The absl logger has its own level, which an earlier in-process flag parse may have raised.
+    caplog.set_level(logging.INFO, logger='absl')
+    evaluation.evaluate(config)
+
+    expected_top1, top4, expected_top5, top6 = numpy_precisions(
+        evaluation.EvalGraph(hps, config), checkpoint, ks=(1, 4, 5, 6))
+    # This seeded random net on 100 classes tells top-5 from top-1 and from its neighbours.
+    assert expected_top1 < top4 < expected_top5 < top6, (expected_top1, top4, expected_top5, top6)
+    scalars = {}
+    for path in glob.glob(os.path.join(config.eval_dir, 'events.out.tfevents.*')):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                scalars[(value.tag, event.step)] = value.simple_value
+    assert scalars[('Precision@5', 1)] == pytest.approx(expected_top5, abs=1e-6)
+    assert scalars[('Precision', 1)] == pytest.approx(expected_top1, abs=1e-6)
+    assert scalars[('Precision@5', 1)] > scalars[('Precision', 1)]
+    assert 'precision@5 %.4f' % expected_top5 in capsys.readouterr().out
+
+    # 120 images in batches of 4: 30 batches, a progress line every 3 but not after the last.
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith('eval of step 1:')]
+    assert [line.split(',')[0] for line in progress] == [
+        'eval of step 1: batch %d/30 (%d%%)' % (b, 100 * b // 30) for b in range(3, 30, 3)]
+
+    # Run again beside a finished training (the launcher's command again): it ends without
+    # waiting its 600 s interval and without scoring the step again. (In a thread: a wait would
+    # fail this test, not end pytest through its timeout.)
+    caplog.clear()
+    following = dataclasses.replace(config, eval=dataclasses.replace(config.eval, once=False, interval_secs=600))
+    again = threading.Thread(target=evaluation.evaluate, args=(following,), daemon=True)
+    again.start()
+    again.join(90)
+    assert not again.is_alive(), caplog.text[-3000:]
+    assert 'already scored; eval done' in caplog.text
+    assert not any(r.getMessage().startswith('eval of step 1:') for r in caplog.records)
+
+
+@pytest.mark.timeout(10)
+def test_cifar10_eval_has_no_top_5():
+    assert 'cifar10' not in evaluation.TOP_5_DATASETS and 'digits' not in evaluation.TOP_5_DATASETS
+    assert evaluation.Score(1, 0.5, 1.0, 10, 0.1).precision_at_5 is None

@@ -1,0 +1,106 @@
+"""guards.py: stop signals, output-directory checks, the trainer's lock, one-line error text."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import processes
+from processes import (LONG_RUN, MAIN, REPO, TINY_DIGITS, AbslRecords, Process, assert_one_line_error,
+                       checkpoint_steps)
+from resnet_cifar import guards
+from resnet_cifar import training
+
+TINY = ['--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
+
+
+@pytest.mark.timeout(60)
+def test_second_signal_exits_at_once_even_while_the_main_thread_waits():
+    script = '\n'.join([
+        'import os, sys, time',
+        'from resnet_cifar import guards',
+        'with guards.StopSignals(first_message="%s: asked to stop") as stop:',
+        '    print("ready", flush=True)',
+        '    while not stop.requested:',
+        '        time.sleep(0.01)',
+        '    print("requested", stop.signal_name, flush=True)',
+        '    os.read(os.pipe()[0], 1)  # blocks for good',
+    ])
+    proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stdout.readline().strip() == 'ready'
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline().split() == ['requested', 'SIGTERM']
+        time.sleep(0.3)
+        assert proc.poll() is None  # the first signal only asks
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 128 + signal.SIGINT
+        stderr = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert 'SIGTERM: asked to stop' in stderr and 'error: SIGINT again: exiting at once' in stderr
+
+
+def test_output_dir_problem_names_the_reason(tmp_path):
+    assert guards.output_dir_problem(str(tmp_path / 'new' / 'deeper')) is None
+    (tmp_path / 'f').write_text('x')
+    assert guards.output_dir_problem(str(tmp_path / 'f')) == 'exists and is not a directory'
+    assert guards.output_dir_problem(str(tmp_path / 'f' / 'x'), writable=False).startswith('cannot be created')
+
+
+def test_error_line_finds_the_cause_under_tensorflow_headers():
+    class GraphError(Exception):
+        def __init__(self, message):
+            super().__init__(message)
+            self.message = message
+    wrapped = GraphError("Graph execution error:\n\nDetected at node 'save/SaveV2' defined at (most recent "
+                         "call last):\n  File \"a.py\", line 3, in <module>\n    main()\nNode: 'save/SaveV2'\n"
+                         "run/model.ckpt-20.data: File too large\n\t [[{{node save/SaveV2}}]]")
+    assert guards.error_line(wrapped) == 'run/model.ckpt-20.data: File too large'
+    assert guards.error_line(GraphError('Graph execution error:\n\nno space\n\t [[{{node x}}]]')) == 'no space'
+    assert guards.error_line(OSError(28, 'No space left on device', '/x')) == '/x: No space left on device'
+
+
+@pytest.mark.timeout(300)
+def test_a_second_trainer_is_refused_and_a_killed_trainers_lock_is_taken_over(tmp_path):
+    log_root = str(tmp_path / 'run')
+    first = Process(TINY_DIGITS + LONG_RUN + ['--log_root=' + log_root, '--log_every_n_steps=10'])
+    try:
+        first.wait_for(r'step 10/', timeout=150)
+        second = subprocess.run([sys.executable, MAIN] + TINY_DIGITS + [
+            '--mode=train', '--train_steps=30', '--log_root=' + log_root], capture_output=True, text=True,
+            cwd=REPO, timeout=150)
+        assert_one_line_error(second.returncode, second.stderr, 1, '--log_root=' + log_root,
+                              'pid %d' % first.proc.pid)
+        assert first.proc.poll() is None  # the first one trains on
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.wait(30) == -signal.SIGKILL
+    finally:
+        first.kill()
+    # The next trainer, in this process, takes over the lock the killed one left.
+    config = processes.resolve(TINY_DIGITS + ['--mode=train', '--train_steps=20', '--log_root=' + log_root])
+    with AbslRecords() as records:  # after the flags: resetting them resets absl's verbosity
+        training.train(config)
+    taken = [m for m in records.messages if 'taking over the lock' in m]
+    assert len(taken) == 1 and 'pid %d' % first.proc.pid in taken[0], records.messages
+    assert checkpoint_steps(log_root)[-1] == 20
+
+
+def test_a_file_system_without_flock_is_a_warning_not_a_refusal(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, 'No locks available')
+    monkeypatch.setattr(fcntl, 'flock', no_locks)
+    path = str(tmp_path / 'trainer.lock')
+    with AbslRecords() as records:
+        with guards.RunLock(path, 'trainer', '--log_root=x'):
+            assert guards.live_holder(path).startswith('pid %d on host ' % os.getpid())
+    assert any('cannot lock it (No locks available)' in m for m in records.messages), records.messages
+    assert open(path).read() == '' and guards.live_holder(path) is None
