@@ -1,10 +1,15 @@
-"""What each dataset's records look like and where they are; no TensorFlow.
+"""What each dataset's records look like and where they are, and the record files checked,
+counted and read on the host (numpy); no TensorFlow, so the download script needs none.
 
 CIFAR-10 (and the bundled 'digits' sample): 1 label byte, then 3,072 image
 bytes. CIFAR-100: 1 coarse-label byte, 1 fine-label byte, then the image.
+cifar_input.py reads the same records through TF1 reader queues.
 """
 import collections
+import glob
 import os
+
+import numpy as np
 
 from resnet_cifar.errors import DataError
 
@@ -66,3 +71,206 @@ def _label_layout(dataset, label_mode):
         raise DataError("label_mode 'coarse' needs a dataset with coarse labels (cifar100); "
                         '%s has only one label per record' % dataset)
     return 0, info.num_coarse_classes
+
+
+class _NoMatchError(DataError):
+    """A data_path pattern matched no file."""
+
+
+# ---------------------------------------------------------------- files (no graph)
+
+def list_files(data_path):
+    """Files matched by `data_path`: comma-separated glob patterns.
+
+    Each pattern's matches are sorted; the patterns keep their order and a
+    file matched twice is listed once. Raises DataError naming the pattern
+    that matches nothing, or the directory or unreadable file matched.
+    """
+    if not isinstance(data_path, str) or not data_path.strip(', '):
+        raise DataError('data_path %r is empty; expected comma-separated file patterns' % (data_path,))
+    files = []
+    for pattern in data_path.split(','):
+        pattern = os.path.expanduser(pattern.strip())
+        if not pattern:
+            continue
+        # A path that exists is itself, even when it holds glob characters such as '['.
+        matches = [pattern] if os.path.exists(pattern) else sorted(glob.glob(pattern))
+        if not matches:
+            raise _NoMatchError('no file matches data_path pattern %r' % pattern)
+        files.extend(f for f in matches if f not in files)
+    for f in files:
+        _check_readable(f)
+    return files
+
+
+def _check_readable(path):
+    if os.path.isdir(path):
+        raise DataError('%r is a directory; expected a record file (use a pattern such as %r)'
+                        % (path, os.path.join(path, '*.bin')))
+    try:
+        with open(path, 'rb'):
+            pass
+    except OSError as e:
+        raise DataError('cannot read record file %r: %s' % (path, e.strerror or e)) from None
+
+
+def check_files(dataset, data_path):
+    """Validates every file of `data_path`; returns [(file, number of records)].
+
+    Raises DataError for: no match (with the download command when
+    `data_path` is the dataset's default path), an empty file, or a file
+    whose size is not a whole number of the dataset's records.
+    """
+    info = dataset_info(dataset)
+    try:
+        files = list_files(data_path)
+    except _NoMatchError as e:
+        if data_path in (info.default_train_path, info.default_eval_path):
+            raise DataError('%s; the %s data is not there yet, get it with: %s'
+                            % (e, dataset, info.download_command)) from None
+        raise
+    return [(f, _count_file_records(info, f)) for f in files]
+
+
+def _count_file_records(info, path):
+    size = os.path.getsize(path)
+    if size == 0:
+        raise DataError('record file %r is empty; expected %s records of %d bytes'
+                        % (path, info.name, info.record_bytes))
+    if size % info.record_bytes:
+        others = [d.name for d in _DATASETS.values() if d.record_bytes != info.record_bytes
+                  and size % d.record_bytes == 0]
+        hint = (' (its size fits %s records: wrong --dataset?)' % others[0]) if others else ''
+        raise DataError('record file %r is %d bytes, not a whole number of %d-byte %s records: '
+                        'truncated download, or another dataset\'s file%s'
+                        % (path, size, info.record_bytes, info.name, hint))
+    return size // info.record_bytes
+
+
+def changed_file_error(dataset, checked):
+    """A DataError for the first file of `checked` that changed since it was checked, or None.
+
+    checked: [(file, number of records)] from check_files. A file that is gone,
+    shrank, or no longer holds whole records changed; one that grew by whole
+    records did not (its records are as good as the others). The reader threads
+    would read such a file silently: they drop a partial record at a file's end.
+    """
+    info = dataset_info(dataset)
+    for path, num_records in checked:
+        then = num_records * info.record_bytes
+        try:
+            now = os.path.getsize(path)
+        except OSError as e:
+            return DataError('record file %r: %s; it was there when training started'
+                             % (path, e.strerror or e))
+        if now % info.record_bytes:
+            return DataError('record file %r is %d bytes, not a whole number of %d-byte %s records: it '
+                             'changed during training (%d bytes at the start)'
+                             % (path, now, info.record_bytes, info.name, then))
+        if now < then:
+            return DataError('record file %r shrank to %d records during training (%d at the start)'
+                             % (path, now // info.record_bytes, num_records))
+    return None
+
+
+def count_records(dataset, data_path):
+    """Total number of records in `data_path` (files are checked; no graph is built)."""
+    return sum(n for _, n in check_files(dataset, data_path))
+
+
+def _read_file(info, path):
+    """uint8 [n, record_bytes] of one checked file."""
+    return np.fromfile(path, dtype=np.uint8).reshape(-1, info.record_bytes)
+
+
+def _images_of(records, label_bytes):
+    """uint8 [n, 32, 32, 3] HWC from records [n, record_bytes]."""
+    planes = records[:, label_bytes:].reshape(-1, IMAGE_DEPTH, IMAGE_SIZE, IMAGE_SIZE)
+    return planes.transpose(0, 2, 3, 1)
+
+
+def read_records(dataset, data_path, label_mode='fine'):
+    """All records of `data_path` in file order, as numpy.
+
+    Returns (images uint8 [N, 32, 32, 3] HWC, labels int64 [N]); labels are
+    not range-checked here (record_summary does that).
+    """
+    info = dataset_info(dataset)
+    offset, _ = _label_layout(dataset, label_mode)
+    records = [_read_file(info, f) for f, _ in check_files(dataset, data_path)]
+    records = np.concatenate(records, axis=0)
+    return np.ascontiguousarray(_images_of(records, info.label_bytes)), records[:, offset].astype(np.int64)
+
+
+def label_names(dataset, data_path, label_mode='fine'):
+    """Class names from the meta file beside the first file of `data_path`, or None.
+
+    cifar10/digits: batches.meta.txt; cifar100: fine_label_names.txt or
+    coarse_label_names.txt. One name per non-empty line.
+    """
+    _label_layout(dataset, label_mode)
+    if dataset == 'cifar100':
+        meta_name = '%s_label_names.txt' % label_mode
+    else:
+        meta_name = 'batches.meta.txt'
+    meta_path = os.path.join(os.path.dirname(list_files(data_path)[0]), meta_name)
+    if not os.path.isfile(meta_path):
+        return None
+    with open(meta_path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def record_summary(dataset, data_path, label_mode='fine'):
+    """Counts and pixel statistics of `data_path`, read with numpy.
+
+    Returns a dict: dataset, label_mode, files [(file, n)], num_records,
+    class_counts (list, len num_classes), pixel_mean [3] and pixel_std [3]
+    (R, G, B on the 0..255 scale), label_names (list or None). Raises
+    DataError naming the file, record index and label of a label out of range.
+    """
+    info = dataset_info(dataset)
+    offset, classes = _label_layout(dataset, label_mode)
+    files = check_files(dataset, data_path)
+    class_counts = np.zeros(classes, dtype=np.int64)
+    pixel_sum = np.zeros(IMAGE_DEPTH)
+    pixel_sq_sum = np.zeros(IMAGE_DEPTH)
+    for path, _ in files:
+        records = _read_file(info, path)
+        labels = records[:, offset]
+        bad = np.flatnonzero(labels >= classes)
+        if bad.size:
+            raise DataError('record file %r, record %d: label %d out of range; %s %s labels are 0..%d'
+                            % (path, bad[0], labels[bad[0]], dataset, label_mode, classes - 1))
+        class_counts += np.bincount(labels, minlength=classes)
+        for start in range(0, len(records), 1000):  # chunks keep float64 copies small
+            planes = records[start:start + 1000, info.label_bytes:].reshape(-1, IMAGE_DEPTH, IMAGE_SIZE ** 2)
+            planes = planes.astype(np.float64)
+            pixel_sum += planes.sum(axis=(0, 2))
+            pixel_sq_sum += (planes ** 2).sum(axis=(0, 2))
+    num_pixels = sum(n for _, n in files) * IMAGE_SIZE ** 2
+    pixel_mean = pixel_sum / num_pixels
+    pixel_std = np.sqrt(np.maximum(pixel_sq_sum / num_pixels - pixel_mean ** 2, 0.0))
+    return {
+        'dataset': dataset, 'label_mode': label_mode, 'files': files,
+        'num_records': int(class_counts.sum()), 'class_counts': class_counts.tolist(),
+        'pixel_mean': pixel_mean.tolist(), 'pixel_std': pixel_std.tolist(),
+        'label_names': label_names(dataset, data_path, label_mode),
+    }
+
+
+def format_summary(summary):
+    """Human-readable multi-line report of a record_summary dict."""
+    counts = summary['class_counts']
+    names = summary.get('label_names') or []
+    lines = ['dataset: %s (%s labels, %d classes)'
+             % (summary.get('dataset', '?'), summary.get('label_mode', 'fine'), len(counts)),
+             'files:']
+    lines += ['  %s: %d records' % (f, n) for f, n in summary['files']]
+    lines.append('records: %d' % summary['num_records'])
+    lines.append('records per class:')
+    for c, count in enumerate(counts):
+        name = (' %s' % names[c]) if c < len(names) else ''
+        lines.append('  %3d%-16s %d' % (c, name, count))
+    lines.append('pixel mean (R, G, B): %s' % ' '.join('%.2f' % m for m in summary['pixel_mean']))
+    lines.append('pixel std  (R, G, B): %s' % ' '.join('%.2f' % s for s in summary['pixel_std']))
+    return '\n'.join(lines)

@@ -30,12 +30,7 @@ import urllib.parse
 import urllib.request
 import zlib
 
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+from resnet_cifar import datasets  # the record checks, without TensorFlow
 
 # Official archives: URL, MD5 of the .tar.gz, and the folder it unpacks to.
 ARCHIVES = {
@@ -55,12 +50,6 @@ PROGRESS_INTERVAL_S = 0.5
 
 class DownloadError(Exception):
     """A failure reported to the user as one `error: ...` line."""
-
-
-def _cifar_input():
-    # Imported on demand: it pulls in TensorFlow, which the failure paths never need.
-    import cifar_input
-    return cifar_input
 
 
 def _one_line(text):
@@ -214,13 +203,12 @@ def _record_paths(dataset, folder):
 def check_folder(dataset, folder):
     """Runs the input module's record check on an extracted folder.
 
-    Returns (train records, test records); raises cifar_input.DataError.
+    Returns (train records, test records); raises datasets.DataError.
     """
-    cifar_input = _cifar_input()
     train_path, test_path = _record_paths(dataset, folder)
     counts = []
     for path in (train_path, test_path):
-        counts.append(sum(n for _, n in cifar_input.check_files(dataset, path)))
+        counts.append(sum(n for _, n in datasets.check_files(dataset, path)))
     return tuple(counts)
 
 
@@ -228,10 +216,9 @@ def _existing_copy_ok(dataset, folder):
     """True when `folder` holds records that pass the check; says why not otherwise."""
     if not os.path.isdir(folder):
         return False
-    cifar_input = _cifar_input()
     try:
         num_train, num_test = check_folder(dataset, folder)
-    except cifar_input.DataError as e:
+    except datasets.DataError as e:
         print('%s exists but fails the record check (%s); downloading it again'
               % (folder, _one_line(e)), file=sys.stderr)
         return False
@@ -275,7 +262,7 @@ def fetch(dataset, data_dir, source, expected_md5, timeout_s):
             raise DownloadError('corrupt archive from %s: it has no %s/ folder' % (source, folder_name))
         try:
             check_folder(dataset, extracted)
-        except _cifar_input().DataError as e:
+        except datasets.DataError as e:
             raise DownloadError('archive from %s fails the record check: %s' % (source, _one_line(e)))
         _move_into_place(extracted, folder)
     finally:
@@ -287,10 +274,9 @@ def fetch(dataset, data_dir, source, expected_md5, timeout_s):
 
 def print_summaries(dataset, folder):
     """Prints the input module's record summary of the train and test files."""
-    cifar_input = _cifar_input()
     for name, path in zip(('train', 'test'), _record_paths(dataset, folder)):
         print('== %s files' % name)
-        print(cifar_input.format_summary(cifar_input.record_summary(dataset, path)))
+        print(datasets.format_summary(datasets.record_summary(dataset, path)))
 
 
 def parse_args(argv):
@@ -324,7 +310,7 @@ def main(argv=None):
     url, official_md5, _ = ARCHIVES[args.dataset]
     source = args.url or url
     expected_md5 = args.md5 or official_md5
-    data_dir = args.data_dir or _cifar_input().DATA_DIR
+    data_dir = args.data_dir or datasets.DATA_DIR
     try:
         os.makedirs(data_dir, exist_ok=True)
     except OSError as e:

@@ -9,6 +9,7 @@ import http.server
 import importlib.util
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,9 +35,9 @@ TEST_RECORDS = 4
 
 # ---------------------------------------------------------------- helpers
 
-def run_script(name, *args, timeout=120):
+def run_script(name, *args, timeout=120, python_flags=()):
     """Runs scripts/<name> with sys.executable; returns the CompletedProcess (text)."""
-    return subprocess.run([sys.executable, os.path.join(SCRIPTS, name)] + list(args),
+    return subprocess.run([sys.executable] + list(python_flags) + [os.path.join(SCRIPTS, name)] + list(args),
                           capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
 
 
@@ -184,8 +185,9 @@ def test_download_extracts_checks_and_then_skips(server, cifar10_archive, data_d
     files, archive = cifar10_archive
     url = server.url + '/cifar-10-binary.tar.gz'
     first = run_script('download_cifar.py', '--dataset=cifar10', '--data_dir=' + data_dir,
-                       '--url=' + url, '--md5=' + md5_of(archive))
+                       '--url=' + url, '--md5=' + md5_of(archive), python_flags=['-X', 'importtime'])
     assert first.returncode == 0, first.stderr
+    assert not re.search(r'\| +tensorflow$', first.stderr, re.M)  # the whole download and check without it
     assert_cifar10_folder(data_dir, files)  # no temp archive or temp folder left beside it
     assert 'records: %d' % (5 * RECORDS_PER_TRAIN_FILE) in first.stdout
     assert 'records: %d' % TEST_RECORDS in first.stdout
