@@ -280,8 +280,8 @@ class ResNet:
         variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
         shadows = set()
         if self.ema is not None:
-            shadows = {self.ema.average(v).ref() for v in tf.compat.v1.trainable_variables()
-                       if self.ema.average(v) is not None}
+            trainable = graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
+            shadows = {self.ema.average(v).ref() for v in trainable if self.ema.average(v) is not None}
         return restore_names([v for v in variables if v.ref() not in shadows],
                              from_shadows=self.ema is not None)
 
@@ -524,7 +524,9 @@ def restore_names(variables, from_shadows):
     saves); every other variable, and every variable without from_shadows,
     from its own name.
     """
-    trainable = {v.ref() for v in tf.compat.v1.trainable_variables()}
+    variables = list(variables)
+    graph = variables[0].graph if variables else tf.compat.v1.get_default_graph()
+    trainable = {v.ref() for v in graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
     return {(v.op.name + SHADOW_SUFFIX if from_shadows and v.ref() in trainable else v.op.name): v
             for v in variables}
 

@@ -25,7 +25,7 @@ from resnet_cifar import progress
 from resnet_cifar import run_files
 from resnet_cifar import summaries
 from resnet_cifar import transfer
-from resnet_cifar.errors import CheckpointError, DataError
+from resnet_cifar.errors import CheckpointError, DataError, Error
 
 # precision_at_5: top-5 precision, or None where it is not computed (see TOP_5_DATASETS).
 Score = collections.namedtuple('Score', ['step', 'precision', 'loss', 'num_images', 'seconds',
@@ -260,19 +260,30 @@ def evaluate(config):
 
 def score_after_training(config):
     """Scores the run's last checkpoint once on the eval records and prints its held-out
-    precision; a warning instead when the eval records are not there. Returns the Score or None."""
+    precision. The run is trained and saved by then: when the score cannot be had (no eval
+    records, a bad one, a stop signal), a warning says why. Returns the Score or None."""
     try:
-        cifar_input.check_files(config.data.dataset, config.data.eval_data_path)
-    except DataError as e:
-        logging.warning('no held-out precision: %s', e)
+        with guards.StopSignals(raise_at_once=True, first_message='%s: skipping the held-out score'):
+            score = _score_last_checkpoint(config)
+    except guards.Stopped as e:
+        logging.warning('no held-out precision: stopped by %s; the run is saved', e.signal_name)
         return None
-    eval_config = dataclasses.replace(config, mode='eval')
-    hps = eval_config.hparams()
-    path = checkpoints.latest(config.log_root)
-    score = EvalGraph(hps, eval_config).score(path, config.eval.use_moving_average, config.eval.batch_count)
+    except (Error, UnreadableCheckpoint, tf.errors.OpError) as e:
+        logging.warning('no held-out precision: %s', guards.error_line(e))
+        return None
     print('held-out precision %.4f on %d images of %s (step %d, loss %.4f)'
           % (score.precision, score.num_images, config.data.eval_data_path, score.step, score.loss), flush=True)
     return score
+
+
+def _score_last_checkpoint(config):
+    cifar_input.check_files(config.data.dataset, config.data.eval_data_path)
+    path = checkpoints.latest(config.log_root)
+    if path is None:
+        raise CheckpointError('no checkpoint in %s' % config.log_root)
+    eval_config = dataclasses.replace(config, mode='eval')
+    return EvalGraph(eval_config.hparams(), eval_config).score(path, config.eval.use_moving_average,
+                                                               config.eval.batch_count)
 
 
 class _Scorer(object):

@@ -37,7 +37,6 @@ import logging
 import os
 import re
 import sys
-import threading
 import warnings
 
 DEFAULT_MIN_LOG_LEVEL = '2'  # TensorFlow's C++ log: errors and fatals only
@@ -146,6 +145,10 @@ def stderr_filter(level=None):
     and absl's banner are dropped; everything else, Python tracebacks and
     TensorFlow errors included, is passed on line by line, in order. At level 0
     nothing is changed.
+
+    The filter is a forked child process, not a thread: while a shared library
+    loads, the main thread holds the GIL, and a fatal line followed by an abort
+    must still come out (the child drains the pipe after this process is gone).
     """
     level = min_log_level() if level is None else level
     if level < 1:
@@ -154,20 +157,25 @@ def stderr_filter(level=None):
     sys.stderr.flush()
     saved = os.dup(2)
     read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # the filter: reads until every writer is gone
+        try:
+            os.close(write_fd)
+            _pump(read_fd, saved, level)
+        finally:
+            os._exit(0)
+    os.close(read_fd)
     os.dup2(write_fd, 2)
     os.close(write_fd)
-    pump = threading.Thread(target=_pump, args=(read_fd, saved, level), name='quiet-stderr', daemon=True)
-    pump.start()
     try:
         yield
     finally:
         try:
             sys.stderr.flush()
         finally:
-            os.dup2(saved, 2)  # the pipe's last writer goes: the pump drains it and ends
-            pump.join(timeout=5)  # a child process that kept the pipe keeps its pump
-            if not pump.is_alive():
-                os.close(saved)
+            os.dup2(saved, 2)  # the pipe's last writer here goes: the filter drains it and ends
+            os.close(saved)
+            os.waitpid(child, 0)  # its lines come out before anything written after the block
 
 
 def import_tensorflow():

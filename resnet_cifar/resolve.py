@@ -67,7 +67,7 @@ def run_config(values, given):
         eval=config_lib.Eval(
             batch_size=v['batch_size'] if v['batch_size'] is not None and v['mode'] != 'train' else 100,
             batch_count=v['eval_batch_count'], once=v['eval_once'], interval_secs=v['eval_interval_secs'],
-            use_moving_average=v['eval_use_moving_average'], after_training=v['eval_after_training']),
+            use_moving_average=v['eval_use_moving_average'], after_training=after_training(v, given)),
         devices=devices(v),
         transfer=config_lib.Transfer(**{name: v[name] for name in _TRANSFER_FLAGS},
                                      freeze_restored_layers=settings['freeze_restored_layers']),
@@ -94,6 +94,12 @@ def _checkpoints(v, given, train_steps):
     return config_lib.Checkpoints(save_steps=save_steps, save_secs=save_secs,
                                   keep_max=v['keep_checkpoint_max'], log_every_n_steps=v['log_every_n_steps'],
                                   summary_histograms=v['summary_histograms'])
+
+
+def after_training(v, given):
+    """--eval_after_training, except for a run on other training data than the dataset's own with
+    no --eval_data_path: the dataset's default test set would say nothing about it."""
+    return v['eval_after_training'] and ('eval_data_path' in given or 'train_data_path' not in given)
 
 
 def flag_settings(v, dataset=None):

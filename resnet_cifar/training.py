@@ -183,6 +183,7 @@ class SaveTracker(tf.compat.v1.train.CheckpointSaverListener):
     def after_save(self, session, global_step_value):
         self.saving = None
         self.last_saved = int(global_step_value)
+        logging.info('saved checkpoint %d', self.last_saved)
 
 
 class ProgressHook(_StepCountingHook):

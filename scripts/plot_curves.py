@@ -4,7 +4,7 @@
 
 For headless servers where TensorBoard is out of reach. Reads every event file
 under LOG_ROOT (each directory is a run: train, eval, ...) and draws two panels:
-loss (train total_loss and cross_entropy, eval loss, which is cross-entropy) and
+loss (train total_loss and cross_entropy, eval loss, which is cross-entropy; log scale) and
 precision (train batch precision, eval Precision and Precision@5). Needs
 matplotlib: pip install matplotlib, or the project's 'plot' extra.
 """
@@ -95,6 +95,11 @@ def plot(scalars, out_path, title=None):
         raise PlotError('no loss or precision scalars in the event files (tags %s)'
                         % ', '.join(t for t, _ in LOSS_TAGS + PRECISION_TAGS))
     precision_axes.set_ylim(0, 1)
+    losses = [value for line in loss_axes.lines for value in line.get_ydata()]
+    if losses and min(losses) > 0:
+        # A log scale: the untrained step-0 eval loss (about 2.3 for 10 classes) would otherwise
+        # flatten the curves of a short run that ends near 0.05.
+        loss_axes.set_yscale('log')
     if title:
         figure.suptitle(title)
     figure.tight_layout()

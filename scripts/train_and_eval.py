@@ -227,7 +227,9 @@ class Launcher(object):
             self._stop_all()
 
     def _start_main(self, name, mode):
-        return Child(name, [sys.executable, MAIN, '--mode=' + mode] + self.passthrough, self.lock)
+        # The eval process beside training scores the last checkpoint; the trainer need not again.
+        own = ['--noeval_after_training'] if mode == 'train' else []
+        return Child(name, [sys.executable, MAIN, '--mode=' + mode] + own + self.passthrough, self.lock)
 
     def _watch(self, port):
         started = time.time()

@@ -226,3 +226,18 @@ def test_cifar100_eval_writes_top_5_precision_and_progress(tmp_path, caplog, cap
 def test_cifar10_eval_has_no_top_5():
     assert 'cifar10' not in evaluation.TOP_5_DATASETS and 'digits' not in evaluation.TOP_5_DATASETS
     assert evaluation.Score(1, 0.5, 1.0, 10, 0.1).precision_at_5 is None
+
+
+def test_the_held_out_score_after_training_is_a_warning_when_it_cannot_be_had(tiny_run, tmp_path, caplog):
+    """The run is trained and saved by then: missing eval records or a missing checkpoint are a
+    warning, not a failed run."""
+    caplog.set_level(logging.WARNING, logger='absl')
+    no_records = RunConfig(log_root=tiny_run, data=Data(dataset='digits', eval_data_path=str(tmp_path / 'no.bin')),
+                           model=Model(num_residual_units=1))
+    assert evaluation.score_after_training(no_records) is None
+    assert "no held-out precision: no file matches data_path pattern '%s'" % (tmp_path / 'no.bin') in caplog.text
+    no_run = RunConfig(log_root=str(tmp_path), data=Data(dataset='digits'), model=Model(num_residual_units=1))
+    assert evaluation.score_after_training(no_run) is None
+    assert 'no held-out precision: no checkpoint in %s' % tmp_path in caplog.text
+    score = evaluation.score_after_training(dataclasses.replace(no_records, data=Data(dataset='digits')))
+    assert (score.step, score.num_images) == (60, 300)

@@ -160,6 +160,22 @@ def test_the_filter_drops_only_cpp_lines_below_the_level(level, kept):
     assert 'a Python line\npartial line, then no newline|after\n' in done.stderr
 
 
+def test_a_fatal_line_before_an_abort_still_comes_out():
+    """The filter is a child process: what TensorFlow writes just before it aborts (while the
+    main thread may hold the GIL) is not lost with the process."""
+    code = textwrap.dedent("""\
+        import os
+        from resnet_cifar import quiet
+        with quiet.stderr_filter(2):
+            os.write(2, b'I0000 00:00:1796144376.998181    5920 port.cc:153] dropped\\n')
+            os.write(2, b'F0000 00:00:1796144376.998181    5920 cpu_feature_guard.cc:1] fatal before abort\\n')
+            os.abort()
+        """)
+    done = run_python(code, timeout=60)
+    assert done.returncode == -6  # SIGABRT
+    assert 'fatal before abort' in done.stderr and 'dropped' not in done.stderr, done.stderr
+
+
 def test_an_exception_inside_the_filter_is_shown():
     done = run_python(FILTER_DRIVER, '2', 'raise')
     assert done.returncode == 1

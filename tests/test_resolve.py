@@ -223,3 +223,13 @@ def test_eval_beside_an_extended_run_follows_it_to_its_new_end(tiny_run, tmp_pat
               if line.startswith('step ')]
     assert scored[0] == 60 and scored[-1] == 100, scored
     assert 'scored the checkpoint at --train_steps=100; eval done' in evaluator.stderr
+
+
+def test_no_held_out_score_on_the_default_test_set_of_a_run_on_other_data(tmp_path):
+    log_root = '--log_root=' + str(tmp_path / 'run')
+    assert processes.resolve(['--dataset=digits', log_root]).eval.after_training
+    own_data = processes.resolve(['--dataset=digits', log_root, '--train_data_path=/my/train.bin'])
+    assert not own_data.eval.after_training  # digits' test set would say nothing about it
+    assert processes.resolve(['--dataset=digits', log_root, '--train_data_path=/my/train.bin',
+                              '--eval_data_path=/my/test.bin']).eval.after_training
+    assert not processes.resolve(['--dataset=digits', log_root, '--noeval_after_training']).eval.after_training
