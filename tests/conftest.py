@@ -42,10 +42,10 @@ def diverged(learnable, tmp_path_factory):
     train_path, _ = learnable
     log_root = str(tmp_path_factory.mktemp('diverged') / 'run')
     config = processes.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
-                           '--log_root=' + log_root, '--train_steps=40', '--save_checkpoints_steps=5',
-                           '--keep_checkpoint_max=20', '--lr_boundaries=12', '--lr_values=0.1,1e6',
-                           '--log_every_n_steps=100', '--num_residual_units=1', '--batch_size=32',
-                                  '--noeval_after_training'])
+                                '--log_root=' + log_root, '--train_steps=40', '--save_checkpoints_steps=5',
+                                '--keep_checkpoint_max=20', '--lr_boundaries=12', '--lr_values=0.1,1e6',
+                                '--log_every_n_steps=100', '--num_residual_units=1', '--batch_size=32',
+                                '--noeval_after_training'])
     with pytest.raises(training.TrainingError) as error:
         training.train(config)
     return log_root, str(error.value)

@@ -79,7 +79,7 @@ def test_a_moved_run_is_found_by_eval_extract_and_train(tiny_run, tmp_path, caps
 
     features_path = str(tmp_path / 'features.npz')
     assert processes.main_status(['--mode=extract', *TINY_DIGITS, '--log_root=' + moved,
-                                   '--extract_data_path=' + TEST_BATCH, '--features_path=' + features_path]) == 0
+                                  '--extract_data_path=' + TEST_BATCH, '--features_path=' + features_path]) == 0
     metadata = json.loads(str(np.load(features_path)['metadata']))
     assert metadata['checkpoint'] == os.path.join(moved, 'model.ckpt-60') and metadata['global_step'] == 60
 

@@ -103,7 +103,7 @@ def test_eval_skips_a_corrupt_checkpoint_and_scores_the_next(diverged, learnable
 def test_a_checkpoint_rotated_away_is_unreadable_not_fatal(diverged, learnable, tmp_path):
     _, test_path = learnable
     config = processes.resolve(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                           '--log_root=' + diverged[0]] + TINY)
+                                '--log_root=' + diverged[0]] + TINY)
     evaluator = evaluation.EvalGraph(config.hparams(), config)
     with pytest.raises(evaluation.UnreadableCheckpoint, match=r'ckpt-123456: it was deleted \(training keeps only '
                        r'the newest --keep_checkpoint_max checkpoints\)$'):

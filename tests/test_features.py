@@ -310,7 +310,7 @@ def test_unwritable_features_path_is_a_flag_error(tmp_path, capsys):
     blocker = tmp_path / 'file'
     blocker.write_text('not a directory')
     code, err = processes.main_exit(['--mode=extract', '--extract_data_path=x.bin',
-                                      '--features_path=%s' % (blocker / 'features.npz')], capsys)
+                                     '--features_path=%s' % (blocker / 'features.npz')], capsys)
     assert code == 2
     assert err.startswith('error: --features_path=') and len(err.splitlines()) == 1, err
 

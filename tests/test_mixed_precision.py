@@ -30,7 +30,8 @@ def build_train_model(compute_dtype, images=None, is_frozen=None):
     """A tiny train-mode ResNet on a constant batch (or on the `images` tensor) in the default graph."""
     batch_images, labels = fixed_batch(BATCH)
     images = tf.constant(batch_images) if images is None else images
-    model = resnet_model.ResNet(synthetic.tiny_hps(compute_dtype=compute_dtype, batch_size=BATCH), images, tf.constant(labels), 'train')
+    hps = synthetic.tiny_hps(compute_dtype=compute_dtype, batch_size=BATCH)
+    model = resnet_model.ResNet(hps, images, tf.constant(labels), 'train')
     model.build_graph(is_frozen=is_frozen)
     return model
 
@@ -141,7 +142,8 @@ def test_frozen_variables_keep_working_with_loss_scaling():
     batch_images, batch_labels = fixed_batch(BATCH)
     with tf.Graph().as_default():
         labels = tf.compat.v1.placeholder_with_default(batch_labels, [BATCH, 10])
-        model = resnet_model.ResNet(synthetic.tiny_hps(compute_dtype='float16', batch_size=BATCH), tf.constant(batch_images), labels, 'train')
+        hps = synthetic.tiny_hps(compute_dtype='float16', batch_size=BATCH)
+        model = resnet_model.ResNet(hps, tf.constant(batch_images), labels, 'train')
         model.build_graph(is_frozen=lambda v: not v.op.name.startswith('logit/'))
         with tf.compat.v1.Session() as session:
             initialize(session)
@@ -201,8 +203,8 @@ def test_float16_towers_share_one_scale_checked_on_the_averaged_gradients():
     images, labels = fixed_batch(2 * BATCH)
     with tf.Graph().as_default():
         halves = [(tf.constant(images[i::2]), tf.constant(labels[i::2])) for i in range(2)]
-        model = towers.TowerModel(synthetic.tiny_hps(compute_dtype='float16', batch_size=2 * BATCH), halves, towers.tower_devices(2, 'cpu'),
-                                  '/cpu:0')
+        hps = synthetic.tiny_hps(compute_dtype='float16', batch_size=2 * BATCH)
+        model = towers.TowerModel(hps, halves, towers.tower_devices(2, 'cpu'), '/cpu:0')
         assert all(tower.loss_scale is model.loss_scale for tower in model.towers)
         assert sorted(v.op.name for v in tf.compat.v1.local_variables()) == [
             'loss_scale', 'loss_scale_good_steps', 'loss_scale_skipped_in_a_row']
@@ -235,7 +237,7 @@ def test_float16_trains_on_and_checkpoints_move_between_float16_and_float32(lear
 
     def train(steps, compute_dtype):
         config = processes.resolve(['--mode=train', '--train_data_path=' + train_path, '--train_steps=%d' % steps,
-                                     '--compute_dtype=' + compute_dtype] + common)
+                                    '--compute_dtype=' + compute_dtype] + common)
         training.train(config)
         path = tf.train.latest_checkpoint(log_root)
         assert tf.train.load_variable(path, 'global_step') == steps
@@ -243,7 +245,7 @@ def test_float16_trains_on_and_checkpoints_move_between_float16_and_float32(lear
 
     def score(path, compute_dtype):
         config = processes.resolve(['--mode=eval', '--eval_data_path=' + test_path,
-                                     '--compute_dtype=' + compute_dtype] + common)
+                                    '--compute_dtype=' + compute_dtype] + common)
         return evaluation.EvalGraph(config.hparams(), config).score(path)
 
     learned = train(60, 'float32')

@@ -30,7 +30,7 @@ def test_eval_reads_the_model_from_the_run_and_refuses_model_flags_that_differ(t
     for flags, named in [(['--width=2', '--eval_once'], '--width=2'),
                          (['--num_residual_units=2'], '--num_residual_units=2')]:
         code, err = processes.main_exit(['--mode=eval', *TINY_DIGITS, '--log_root=' + run_dir,
-                                          '--eval_interval_secs=1', *flags], capsys)
+                                         '--eval_interval_secs=1', *flags], capsys)
         assert_one_line_error(code, err, 1, named, os.path.join(run_dir, 'config.json'))
         assert capsys.readouterr().out == ''
 
@@ -171,7 +171,7 @@ def test_a_run_older_than_its_settings_file_uses_its_trainers_record_or_its_chec
     os.remove(os.path.join(run_dir, 'train', 'config.json'))
     before = snapshot(run_dir)
     code, err = processes.main_exit(['--mode=train', '--dataset=digits', '--log_root=' + run_dir,
-                                      '--train_steps=80', '--batch_size=32'], capsys)
+                                     '--train_steps=80', '--batch_size=32'], capsys)
     assert_one_line_error(code, err, 1, 'model.ckpt-60 does not match this network',
                           '--num_residual_units, --width and --use_bottleneck')
     after = snapshot(run_dir)
@@ -192,7 +192,7 @@ def test_keys_a_settings_file_lacks_come_from_the_flags(tmp_path):
 def test_a_train_dir_that_is_the_log_root_keeps_the_run_settings(tiny_run, tmp_path):
     run_dir = copy_run(tiny_run, tmp_path / 'run')
     training.train(processes.resolve(['--mode=train', '--log_root=' + run_dir, '--train_dir=' + run_dir,
-                                        '--train_steps=61']))
+                                      '--train_steps=61']))
     saved, source = run_files.read(run_dir)
     assert saved['num_residual_units'] == 1 and saved['train_steps'] == 61
     assert source == os.path.join(run_dir, 'config.json')
@@ -214,7 +214,7 @@ def test_eval_beside_an_extended_run_follows_it_to_its_new_end(tiny_run, tmp_pat
             write_flat_settings(run_dir, dict(old, train_steps=100))  # what the trainer writes first
         # The trainer in this process: the eval beside it is the subject.
         training.train(processes.resolve(['--mode=train', '--log_root=' + run_dir, '--train_steps=100',
-                                            '--save_checkpoints_steps=20', '--log_every_n_steps=20']))
+                                          '--save_checkpoints_steps=20', '--log_every_n_steps=20']))
         assert evaluator.wait(150) == 0, evaluator.stderr[-3000:]
     finally:
         if evaluator:

@@ -31,7 +31,8 @@ def fixed_batch(n, seed=0):
 def build_two_towers(images, labels):
     """A 2-tower TowerModel on /cpu:0 and /cpu:1 over constant tower batches, variables on /cpu:0."""
     halves = [(tf.constant(images[i::2]), tf.constant(labels[i::2])) for i in range(2)]
-    return towers.TowerModel(synthetic.tiny_hps(batch_size=len(images)), halves, towers.tower_devices(2, 'cpu'), '/cpu:0')
+    return towers.TowerModel(synthetic.tiny_hps(batch_size=len(images)), halves, towers.tower_devices(2, 'cpu'),
+                             '/cpu:0')
 
 
 def device_of(device_string):
@@ -47,7 +48,8 @@ def one_tower_reference():
     """Global variable names and shapes, and summary tags, of the one-device train graph."""
     with tf.Graph().as_default():
         images, labels = fixed_batch(2 * TOWER_BATCH)
-        model = resnet_model.ResNet(synthetic.tiny_hps(batch_size=2 * TOWER_BATCH), tf.constant(images), tf.constant(labels), 'train')
+        model = resnet_model.ResNet(synthetic.tiny_hps(batch_size=2 * TOWER_BATCH), tf.constant(images),
+                                    tf.constant(labels), 'train')
         model.build_graph()
         variables = {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
         trainable = [v.op.name for v in tf.compat.v1.trainable_variables()]

@@ -67,8 +67,8 @@ def test_nan_loss_between_saves_names_the_step_and_keeps_the_first_checkpoint(le
     train_path, _ = learnable
     log_root = str(tmp_path / 'run')
     config = processes.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
-                           '--log_root=' + log_root, '--train_steps=60', '--save_checkpoints_steps=1000',
-                           '--lr_boundaries=12', '--lr_values=0.1,1e6', '--log_every_n_steps=100'] + TINY)
+                                '--log_root=' + log_root, '--train_steps=60', '--save_checkpoints_steps=1000',
+                                '--lr_boundaries=12', '--lr_values=0.1,1e6', '--log_every_n_steps=100'] + TINY)
     with pytest.raises(training.TrainingError) as error:
         training.train(config)
     found = re.match(r'loss is NaN or Inf at step (\d+); the last good checkpoint, (\S+), is kept$',
@@ -99,7 +99,7 @@ def test_the_same_command_after_the_last_step_trains_nothing(diverged, learnable
     step = latest_step(log_root)
     files = sorted(os.listdir(log_root))
     config = processes.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
-                           '--log_root=' + log_root, '--train_steps=%d' % step] + TINY)
+                                '--log_root=' + log_root, '--train_steps=%d' % step] + TINY)
     training.train(config)
     assert sorted(os.listdir(log_root)) == files and latest_step(log_root) == step
 
