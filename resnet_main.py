@@ -39,7 +39,8 @@ flags.DEFINE_enum('dataset', 'cifar10', list(datasets.DATASET_NAMES),
 flags.DEFINE_enum('mode', 'train', list(config.MODES),
                   'train: run the training loop; eval: score each new checkpoint in --log_root; '
                   'extract: save the bottleneck features of --extract_data_path; '
-                  'finetune: train a new softmax layer on saved features.')
+                  'finetune: train a new softmax layer on saved features; '
+                  'export: write a SavedModel of a checkpoint to --export_dir.')
 flags.DEFINE_string('train_data_path', None,
                     'Glob pattern(s), comma-separated, of the training record files. '
                     'Default: where the download script puts --dataset.')
@@ -114,8 +115,8 @@ flags.DEFINE_boolean('eval_use_moving_average', True,
 
 # Transfer: bottleneck features, fine-tuning, starting from another run.
 flags.DEFINE_string('checkpoint_path', None,
-                    'Extract mode: the checkpoint (a prefix such as runs/x/model.ckpt-300, or a '
-                    'directory) to use. Default: the latest in --log_root.')
+                    'Extract and export modes: the checkpoint (a prefix such as runs/x/model.ckpt-300, or '
+                    'a directory) to use. Default: the latest in --log_root.')
 flags.DEFINE_string('extract_data_path', None,
                     'Extract mode: glob pattern(s), comma-separated, of the records to run, once, in file order.')
 flags.DEFINE_string('features_path', None, 'Extract mode: the .npz file to write the features and labels to.')
@@ -128,6 +129,9 @@ flags.DEFINE_string('init_checkpoint', None,
                     'Train mode: start a new run from this checkpoint (prefix or directory) of another '
                     'run: every layer but the fully connected one, whose classes may differ. Ignored '
                     'once --log_root has its own checkpoint.')
+flags.DEFINE_string('export_dir', None,
+                    'Export mode: the new directory of the SavedModel (uint8 images in, class probabilities '
+                    'and bottleneck features out) of --checkpoint_path, else the latest checkpoint of --log_root.')
 flags.DEFINE_boolean('freeze_restored_layers', False,
                      'Train mode with --init_checkpoint: train only the new fully connected layer; '
                      'the restored weights stay as they are (batch-norm statistics still adapt).')
@@ -163,9 +167,9 @@ FLAG_GROUPS = [
                                  'log_every_n_steps', 'summary_histograms']),
     ('Eval', ['eval_batch_count', 'eval_once', 'eval_interval_secs', 'eval_use_moving_average',
               'eval_after_training']),
-    ('Transfer', ['checkpoint_path', 'extract_data_path', 'features_path', 'train_features', 'eval_features',
-                  'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate', 'init_checkpoint',
-                  'freeze_restored_layers']),
+    ('Transfer and export', ['checkpoint_path', 'extract_data_path', 'features_path', 'train_features',
+                             'eval_features', 'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate',
+                             'init_checkpoint', 'freeze_restored_layers', 'export_dir']),
     ('Devices and precision', ['num_gpus', 'tower_device', 'variable_device', 'stage_input', 'compute_dtype']),
 ]
 EXAMPLE = """\
@@ -219,7 +223,7 @@ def run(argv):
         # After absl set up logging, so that TensorFlow's records go through absl's handler.
         tf = quiet.import_tensorflow()
         import cifar_input
-        from resnet_cifar import errors, evaluation, features, guards, training
+        from resnet_cifar import errors, evaluation, export, features, guards, training
     except KeyboardInterrupt:
         fail('interrupted by SIGINT while starting; nothing was written', 130)
     try:
@@ -233,7 +237,8 @@ def run(argv):
                 return
             run_config = configure()
         mode = {'train': training.train, 'eval': evaluation.evaluate,
-                'extract': features.extract_features, 'finetune': features.finetune}[run_config.mode]
+                'extract': features.extract_features, 'finetune': features.finetune,
+                'export': export.export_saved_model}[run_config.mode]
         mode(run_config)
     except errors.Error as e:
         fail(str(e), e.exit_status)

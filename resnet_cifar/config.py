@@ -25,7 +25,7 @@ from typing import Optional, Tuple
 from resnet_cifar import datasets
 from resnet_cifar.errors import FlagError
 
-MODES = ('train', 'eval', 'extract', 'finetune')
+MODES = ('train', 'eval', 'extract', 'finetune', 'export')
 OPTIMIZERS = ('mom', 'sgd')
 DATA_FORMATS = ('NHWC', 'NCHW')
 COMPUTE_DTYPES = ('float32', 'float16', 'bfloat16')
@@ -272,8 +272,9 @@ class Devices:
 
 @dataclasses.dataclass(frozen=True)
 class Transfer:
-    """Extract (bottleneck features), finetune (a new layer on them), and starting from another run."""
-    checkpoint_path: Optional[str] = None    # extract: a checkpoint prefix or directory
+    """Other uses of a trained network: extract (bottleneck features), finetune (a new layer on
+    them), export (a SavedModel), and starting a new run from another run's weights."""
+    checkpoint_path: Optional[str] = None    # extract, export: a checkpoint prefix or directory
     extract_data_path: Optional[str] = None  # extract: the records to run, once, in order
     features_path: Optional[str] = None      # extract: the .npz to write
     train_features: Optional[str] = None     # finetune: the .npz to train on
@@ -283,6 +284,7 @@ class Transfer:
     finetune_lrn_rate: float = 0.1
     init_checkpoint: Optional[str] = None    # train: start a new run from another run's weights
     freeze_restored_layers: bool = False     # train only the new fully connected layer
+    export_dir: Optional[str] = None         # export: the new SavedModel directory
 
     def __post_init__(self):
         _check_types(self)
@@ -296,7 +298,8 @@ class Transfer:
 
 # The flags each mode needs.
 _REQUIRED = {'extract': ('extract_data_path', 'features_path'),
-             'finetune': ('train_features', 'eval_features')}
+             'finetune': ('train_features', 'eval_features'),
+             'export': ('export_dir',)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -153,6 +153,14 @@ def output_dir_problem(path, writable=True):
     return None
 
 
+def new_dir_problem(path):
+    """Why `path` cannot be a new output directory (it exists and is not an empty directory),
+    or None; nothing there is ever overwritten."""
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        return 'exists and is not empty; give a new directory (nothing is overwritten)'
+    return None
+
+
 def _access_reason(path):
     try:
         if os.statvfs(path).f_flag & os.ST_RDONLY:

@@ -34,6 +34,7 @@ _FROM_THE_RUN = {
     'eval': run_files.MODEL_KEYS + ('train_steps',),
     # Extract's --dataset and --label_mode describe the records, not the network.
     'extract': run_files.MODEL_KEYS[2:],
+    'export': run_files.MODEL_KEYS,
 }
 
 
@@ -78,7 +79,7 @@ def run_config(values, given):
 
 
 _TRANSFER_FLAGS = ('checkpoint_path', 'extract_data_path', 'features_path', 'train_features', 'eval_features',
-                   'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate', 'init_checkpoint')
+                   'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate', 'init_checkpoint', 'export_dir')
 
 
 def _section(settings, section):
@@ -176,7 +177,7 @@ def saved_settings(mode, source_dir):
 
 def run_dir_of(v, log_root):
     """The run directory: --log_root, or in extract mode --checkpoint_path's (a directory or a prefix)."""
-    path = (v['checkpoint_path'] if v['mode'] == 'extract' else None) or log_root
+    path = (v['checkpoint_path'] if v['mode'] in ('extract', 'export') else None) or log_root
     return path if os.path.isdir(path) or path == log_root else os.path.dirname(path)
 
 
@@ -232,10 +233,15 @@ def check_gpus(config):
 def check_outputs(config):
     """FlagError naming the flag of an output directory that cannot be created or written."""
     written = {'train': ('log_root', 'train_dir'), 'eval': ('eval_dir',), 'finetune': ('log_root',),
-               'extract': ('features_path',)}.get(config.mode, ())
+               'extract': ('features_path',), 'export': ('export_dir',)}.get(config.mode, ())
     outputs = [('log_root', config.log_root), ('train_dir', config.train_dir), ('eval_dir', config.eval_dir)]
     if config.mode == 'extract' and config.transfer.features_path:
         outputs.append(('features_path', os.path.dirname(os.path.abspath(config.transfer.features_path))))
+    if config.mode == 'export':
+        problem = guards.new_dir_problem(config.transfer.export_dir)
+        if problem:
+            raise FlagError('--export_dir=%s: %s' % (config.transfer.export_dir, problem))
+        outputs.append(('export_dir', os.path.dirname(os.path.abspath(config.transfer.export_dir))))
     for name, path in outputs:
         problem = guards.output_dir_problem(path, writable=name in written)
         if problem:

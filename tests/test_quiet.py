@@ -210,7 +210,7 @@ def test_grouped_help_exits_0_without_tensorflow(arg):
 def test_help_topic_helpfull_and_a_flag_typo():
     group = run_python(MAIN_DRIVER, '--help=Transfer', timeout=60)
     assert group.returncode == 0
-    assert group.stdout.startswith('--checkpoint_path=\n    Extract mode: the checkpoint')
+    assert group.stdout.startswith('--checkpoint_path=\n    Extract and export modes: the checkpoint')
     assert '--freeze_restored_layers=false\n' in group.stdout and '--num_gpus' not in group.stdout
     bad = run_python(MAIN_DRIVER, '--help=nonsense', timeout=60)
     assert bad.returncode == 2 and 'error: --help=nonsense: no such group or flag' in bad.stderr

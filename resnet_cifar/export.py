@@ -1,0 +1,103 @@
+"""A trained network as a SavedModel that plain TensorFlow 2 can load and call.
+
+`export_saved_model(config)` writes config.transfer.export_dir from the checkpoint
+config.transfer.checkpoint_path (a prefix or a directory), else the newest one of
+config.log_root that restores, with the moving-average weights when the checkpoint
+has them (config.eval.use_moving_average). Two signatures, both taking
+`images`: raw uint8 [N, 32, 32, 3] RGB images, standardized inside the graph as in
+training:
+
+  serving_default  probabilities float32 [N, num_classes], classes int64 [N]
+  features         features float32 [N, D], what the fully connected layer reads
+
+  model = tf.saved_model.load(export_dir)
+  out = model.signatures['serving_default'](images=tf.constant(uint8_images))
+
+An existing non-empty export_dir is refused before anything is built; the model
+is written to a temporary directory beside it and renamed into place, so a failed
+export leaves nothing half-written.
+"""
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+from absl import logging
+
+import resnet_model
+from resnet_cifar import guards
+from resnet_cifar import transfer
+from resnet_cifar.errors import CheckpointError, FlagError
+
+SERVING_SIGNATURE = 'serving_default'
+FEATURES_SIGNATURE = 'features'
+
+
+def export_saved_model(config):
+    """Writes the SavedModel; returns the checkpoint it holds.
+
+    Raises:
+      errors.FlagError: export_dir exists and is not empty.
+      errors.CheckpointError: no checkpoint, or one of another network.
+    """
+    export_dir = config.transfer.export_dir
+    check_export_dir(export_dir)
+    checkpoint = transfer.find_checkpoint(config.transfer.checkpoint_path or config.log_root)
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix='.%s.' % os.path.basename(os.path.abspath(export_dir)), dir=parent)
+    try:
+        with_shadows = _write(config, checkpoint, os.path.join(staging, 'model'))
+        if os.path.isdir(export_dir):
+            os.rmdir(export_dir)  # empty, checked above
+        os.replace(os.path.join(staging, 'model'), export_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logging.info('exported %s (%s weights) to %s', checkpoint,
+                 'moving-average' if with_shadows else 'raw', export_dir)
+    print('exported %s to %s: signatures %s (probabilities, classes) and %s, on uint8 [N, 32, 32, 3] images'
+          % (checkpoint, export_dir, SERVING_SIGNATURE, FEATURES_SIGNATURE), flush=True)
+    return checkpoint
+
+
+def check_export_dir(export_dir):
+    """FlagError unless export_dir is new or an empty directory."""
+    problem = guards.new_dir_problem(export_dir)
+    if problem:
+        raise FlagError('--export_dir=%s: %s' % (export_dir, problem))
+
+
+def _write(config, checkpoint, path):
+    """Builds the serving graph, restores `checkpoint` into it and saves it at `path`.
+    Returns True when the moving-average shadows were restored."""
+    hps = config.hparams()
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.uint8, [None, 32, 32, 3], name='images')
+        standardized = tf.image.per_image_standardization(tf.cast(images, tf.float32))
+        no_labels = tf.zeros([tf.shape(images)[0], hps.num_classes])
+        model = resnet_model.ResNet(hps, standardized, no_labels, 'eval')
+        model.build_graph()
+        network = transfer.network_variables(tf.compat.v1.global_variables())
+        transfer.check_architecture(checkpoint, network, ignore=lambda v: False)
+        with_shadows = config.eval.use_moving_average and any(
+            name.endswith(resnet_model.SHADOW_SUFFIX) for name in transfer.checkpoint_shapes(checkpoint))
+        restored = resnet_model.restore_names(network, with_shadows)
+        restored['global_step'] = model.global_step
+        signatures = {
+            SERVING_SIGNATURE: tf.compat.v1.saved_model.predict_signature_def(
+                {'images': images}, {'probabilities': model.predictions, 'classes': tf.argmax(model.logits, 1)}),
+            FEATURES_SIGNATURE: tf.compat.v1.saved_model.predict_signature_def(
+                {'images': images}, {'features': model.features}),
+        }
+        saver = tf.compat.v1.train.Saver(restored)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())  # the learning rate is not restored
+            try:
+                saver.restore(session, checkpoint)
+            except (tf.errors.OpError, ValueError) as e:
+                raise CheckpointError('cannot restore %s: %s' % (checkpoint, str(e).strip().splitlines()[0])) from None
+            builder = tf.compat.v1.saved_model.Builder(path)
+            builder.add_meta_graph_and_variables(session, [tf.compat.v1.saved_model.tag_constants.SERVING],
+                                                 signature_def_map=signatures, strip_default_attrs=True)
+            builder.save()
+    return with_shadows

@@ -1,0 +1,66 @@
+"""export.py: a SavedModel that plain TensorFlow 2 loads and calls, and that scores as eval does."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import processes
+from resnet_cifar import evaluation
+from resnet_cifar import export
+
+# Plain TensorFlow 2 and numpy, none of this project's code: how a user serves the model.
+SERVE = '''
+import json, sys
+import numpy as np, tensorflow as tf
+export_dir, data_path = sys.argv[1:3]
+records = np.fromfile(data_path, np.uint8).reshape(-1, 3073)
+labels = records[:, 0].astype(np.int64)
+images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+model = tf.saved_model.load(export_dir)
+out = model.signatures['serving_default'](images=tf.constant(images))
+features = model.signatures['features'](images=tf.constant(images[:5]))['features']
+print(json.dumps({'precision': float(np.mean(out['classes'].numpy() == labels)),
+                  'probability_sums': out['probabilities'].numpy().sum(axis=1).tolist(),
+                  'features': list(features.shape), 'project_code': 'resnet_cifar' in sys.modules}))
+'''
+
+
+@pytest.mark.timeout(180)
+def test_the_export_serves_in_plain_tensorflow_and_scores_as_eval_does(tiny_run, tmp_path):
+    export_dir = str(tmp_path / 'served')
+    config = processes.resolve(['--mode=export', '--log_root=' + tiny_run, '--export_dir=' + export_dir])
+    assert config.model.num_residual_units == 1  # the network comes from the run's config.json
+    checkpoint = export.export_saved_model(config)
+    assert checkpoint == os.path.join(tiny_run, 'model.ckpt-60')
+    assert sorted(os.listdir(str(tmp_path))) == ['served']  # no staging directory left beside it
+
+    test_path = config.data.eval_data_path
+    served = subprocess.run([sys.executable, '-c', SERVE, export_dir, test_path], capture_output=True, text=True,
+                            timeout=150, cwd=str(tmp_path))
+    assert served.returncode == 0, served.stderr[-3000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    assert not result['project_code'] and result['features'] == [5, 64]
+    assert result['probability_sums'] == pytest.approx([1.0] * 300, abs=1e-5)
+    # The same weights (the moving averages) and the same standardization as eval: the same score.
+    eval_config = processes.resolve(['--mode=eval', '--log_root=' + tiny_run, '--eval_once'])
+    score = evaluation.EvalGraph(eval_config.hparams(), eval_config).score(checkpoint)
+    assert score.num_images == 300 and result['precision'] == pytest.approx(score.precision, abs=1e-9)
+    assert score.precision > 0.3  # a trained network, not chance (0.1)
+
+
+@pytest.mark.timeout(60)
+def test_an_export_dir_that_is_not_new_is_refused_and_left_alone(tiny_run, tmp_path, capsys):
+    taken = tmp_path / 'taken'
+    taken.mkdir()
+    (taken / 'keep.txt').write_text('mine')
+    code, err = processes.main_exit(['--mode=export', '--log_root=' + tiny_run, '--export_dir=' + str(taken)], capsys)
+    processes.assert_one_line_error(code, err, 2, '--export_dir=%s: exists and is not empty' % taken)
+    assert os.listdir(str(taken)) == ['keep.txt']
+    code, err = processes.main_exit(['--mode=export', '--log_root=' + tiny_run], capsys)
+    processes.assert_one_line_error(code, err, 2, '--mode=export needs --export_dir')
+    code, err = processes.main_exit(['--mode=export', '--log_root=' + str(tmp_path / 'none'),
+                                     '--export_dir=' + str(tmp_path / 'new')], capsys)
+    processes.assert_one_line_error(code, err, 1, "no checkpoint at '%s'" % (tmp_path / 'none'))
+    assert not os.path.exists(str(tmp_path / 'new'))
