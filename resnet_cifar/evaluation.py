@@ -1,7 +1,8 @@
 """Eval beside training: score every new checkpoint on the whole eval set, once.
 
-`evaluate(config)` watches config.log_root for checkpoints and scores each new
-one on the eval records, in file order, exactly once per checkpoint, using the
+`evaluate(config)` watches config.log_root for checkpoints and scores every one
+on the eval records, in file order, exactly once per checkpoint, oldest first (so
+the curves have no holes when training saves faster than eval scores), using the
 moving-average shadows of the weights when the checkpoint has them. It writes
 `Precision`, `Best Precision` and `loss` (and `Precision@5` for CIFAR-100) at the
 checkpoint's global step to config.eval_dir and prints one line per checkpoint.
@@ -303,30 +304,40 @@ class _Scorer(object):
         self.progress = progress.EvalProgress(self.expected, hps.batch_size)
         self.state = EvalState(config.eval_dir)
 
-    def score_newest_readable(self, path):
-        """Scores `path`, or else the newest older checkpoint not scored yet that restores.
+    def not_scored_up_to(self, latest):
+        """The checkpoints on disk up to `latest` (the newest one the trainer finished), oldest
+        first, that were not scored or skipped yet."""
+        if latest is None:
+            return []
+        whole = [p for step, p in checkpoints.on_disk(self.config.log_root) if step <= step_in_name(latest)]
+        # The latest one may lack a file: it is tried too, and skipped with the reason.
+        candidates = whole if latest in whole else whole + [latest]
+        return [p for p in candidates if not self.state.is_scored(p)]
 
-        Returns the Score, or None when none of them restores (each is skipped with a warning).
-        """
+    def score_or_skip(self, path):
+        """Scores `path` and reports it (True), or skips it with a warning saying why (False)."""
+        error = cifar_input.changed_file_error(self.config.data.dataset, self.checked)
+        if error is not None:
+            raise error
+        try:
+            score = self.evaluator.score(path, self.config.eval.use_moving_average, self.config.eval.batch_count,
+                                         self.progress)
+        except UnreadableCheckpoint as e:
+            logging.warning('skipping checkpoint %s', e)
+            self.state.skip(path)
+            return False
+        if score.num_images != self.expected:
+            raise DataError('read %d of the %d eval records of %s: the files changed'
+                            % (score.num_images, self.expected, self.config.data.eval_data_path))
+        self._report(path, score)
+        return True
+
+    def score_newest_readable(self, path):
+        """Scores `path`, or else the newest older checkpoint not scored yet that restores
+        (eval_once). False when none of them restores (each is skipped with a warning)."""
         older = [p for step, p in reversed(checkpoints.on_disk(self.config.log_root))
                  if step < step_in_name(path) and not self.state.is_scored(p)]
-        for candidate in [path] + older:
-            error = cifar_input.changed_file_error(self.config.data.dataset, self.checked)
-            if error is not None:
-                raise error
-            try:
-                score = self.evaluator.score(candidate, self.config.eval.use_moving_average,
-                                             self.config.eval.batch_count, self.progress)
-            except UnreadableCheckpoint as e:
-                logging.warning('skipping checkpoint %s', e)
-                self.state.skip(candidate)
-                continue
-            if score.num_images != self.expected:
-                raise DataError('read %d of the %d eval records of %s: the files changed'
-                                % (score.num_images, self.expected, self.config.data.eval_data_path))
-            self._report(candidate, score)
-            return score
-        return None
+        return any(self.score_or_skip(candidate) for candidate in [path] + older)
 
     def _report(self, path, score):
         self.state.record(path, score)
@@ -345,18 +356,21 @@ def _score_once(scorer, log_root):
     path = checkpoints.latest(log_root)
     if path is None:
         raise CheckpointError('no checkpoint in %s to evaluate: train first' % log_root)
-    if scorer.score_newest_readable(path) is None:
+    if not scorer.score_newest_readable(path):
         raise CheckpointError('cannot evaluate: no checkpoint in %s restores (see the warnings)' % log_root)
 
 
 def _follow_training(scorer, config):
-    """Scores each new checkpoint until the one at the run's train_steps is scored."""
+    """Scores every checkpoint not scored yet, oldest first, until the one at the run's
+    train_steps is scored: when training saves faster than eval scores, eval falls behind
+    rather than leaving holes in the curves (rotation may delete one meanwhile: it is skipped)."""
     log_root = config.log_root
     waiting_logged = scored_here = False
     while True:
         path = checkpoints.latest(log_root)
-        if path and not scorer.state.is_scored(path):
-            scored_here = scorer.score_newest_readable(path) is not None or scored_here
+        pending = scorer.not_scored_up_to(path)
+        if pending:
+            scored_here = scorer.score_or_skip(pending[0]) or scored_here
             waiting_logged = False
             continue
         train_steps = run_train_steps(config)

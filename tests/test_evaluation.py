@@ -92,11 +92,11 @@ def test_eval_skips_a_corrupt_checkpoint_and_scores_the_next(diverged, learnable
                 shutil.move(path, log_root)
             tf.compat.v1.train.update_checkpoint_state(log_root, newest, good)
 
-    # Beside training: the corrupt one is skipped for the newest older one not scored yet,
+    # Beside training: every checkpoint not scored yet, oldest first; the corrupt one is skipped,
     # then the next new checkpoint is scored.
     skips, scored = eval_with_records([], bring_back_the_newest)
     assert len(skips) == 1 and corrupted in skips[0], skips
-    assert scored == [step[p] for p in good[:-3][-1:]] + [newest_step]
+    assert scored == [step[p] for p in good[:-3]] + [newest_step]
 
 
 @pytest.mark.timeout(60)
@@ -241,3 +241,16 @@ def test_the_held_out_score_after_training_is_a_warning_when_it_cannot_be_had(ti
     assert 'no held-out precision: no checkpoint in %s' % tmp_path in caplog.text
     score = evaluation.score_after_training(dataclasses.replace(no_records, data=Data(dataset='digits')))
     assert (score.step, score.num_images) == (60, 300)
+
+
+@pytest.mark.timeout(120)
+def test_eval_beside_training_scores_every_checkpoint_oldest_first_once(tiny_run, tmp_path, capsys):
+    """When training saves faster than eval scores, eval falls behind instead of leaving holes:
+    every checkpoint on disk is scored, oldest first; a restarted eval scores none again."""
+    run_dir = processes.copy_run(tiny_run, tmp_path / 'run')  # checkpoints 40 and 60, training done
+    config = processes.resolve(['--mode=eval', '--log_root=' + run_dir, '--eval_interval_secs=1'])
+    capsys.readouterr()
+    evaluation.evaluate(config)
+    assert re.findall(r'^step (\d+): precision', capsys.readouterr().out, re.M) == ['40', '60']
+    evaluation.evaluate(config)
+    assert re.findall(r'^step (\d+): precision', capsys.readouterr().out, re.M) == []
