@@ -14,6 +14,7 @@ import json
 import os
 import time
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -28,9 +29,10 @@ from resnet_cifar import summaries
 from resnet_cifar import transfer
 from resnet_cifar.errors import CheckpointError, DataError, Error
 
-# precision_at_5: top-5 precision, or None where it is not computed (see TOP_5_DATASETS).
+# precision_at_5: top-5 precision, or None where it is not computed (see TOP_5_DATASETS);
+# confusion: int64 [num_classes, num_classes], images of class i (row) taken for class j (column).
 Score = collections.namedtuple('Score', ['step', 'precision', 'loss', 'num_images', 'seconds',
-                                         'precision_at_5'], defaults=(None,))
+                                         'precision_at_5', 'confusion'], defaults=(None, None))
 
 # Top-5 precision says something only with many classes.
 TOP_5_DATASETS = ('cifar100',)
@@ -52,10 +54,10 @@ class EvalGraph(object):
             with tf.compat.v1.device(config.devices.device):
                 self.model = resnet_model.ResNet(hps, images, labels, 'eval')
                 self.model.build_graph()
-            correct = tf.equal(tf.argmax(self.model.logits, 1), tf.argmax(labels, 1))
+            classes, predicted = tf.argmax(labels, 1), tf.argmax(self.model.logits, 1)
             self.fetches = {
-                'correct': tf.reduce_sum(tf.cast(correct, tf.int64)),
-                'count': tf.shape(labels)[0],
+                'confusion': tf.math.confusion_matrix(classes, predicted, num_classes=hps.num_classes,
+                                                      dtype=tf.int64),
                 'loss': self.model.cross_entropy,
             }
             if config.data.dataset in TOP_5_DATASETS:
@@ -82,24 +84,27 @@ class EvalGraph(object):
             self._restore(session, checkpoint_path, use_moving_average)
             step = int(session.run(self.model.global_step))
             session.run(self.local_init)
-            batches = correct = correct_at_5 = count = 0
+            batches = correct_at_5 = 0
+            confusion = np.zeros(self.fetches['confusion'].shape.as_list(), np.int64)
             loss_sum = 0.0
             with cifar_input.running_queues(session) as coord:
                 while not coord.should_stop() and not (max_batches and batches >= max_batches):
                     result = session.run(self.fetches)
                     batches += 1
-                    correct += int(result['correct'])
-                    count += int(result['count'])
-                    loss_sum += float(result['loss']) * int(result['count'])
+                    confusion += result['confusion']
+                    count = int(confusion.sum())
+                    loss_sum += float(result['loss']) * int(result['confusion'].sum())
                     correct_at_5 += int(result.get('correct_at_5', 0))
                     if progress is not None:
                         line = progress.line(step, batches, count, time.time() - start)
                         if line:
                             logging.info(line)
+        count = int(confusion.sum())
         if count == 0:
             raise DataError('no eval records were read from %s' % checkpoint_path)
         precision_at_5 = correct_at_5 / count if 'correct_at_5' in self.fetches else None
-        return Score(step, correct / count, loss_sum / count, count, time.time() - start, precision_at_5)
+        return Score(step, int(np.trace(confusion)) / count, loss_sum / count, count, time.time() - start,
+                     precision_at_5, confusion)
 
     def _check_architecture(self, checkpoint_path):
         """CheckpointError for a checkpoint of another network; UnreadableCheckpoint for one
@@ -134,6 +139,44 @@ def _index_readable(checkpoint_path):
 
 class UnreadableCheckpoint(Exception):
     """A checkpoint removed between listing and loading, or a partial or corrupt one."""
+
+
+class Results(object):
+    """<eval_dir>/results.json: every checkpoint scored, the best of them, and the latest one in
+    detail (per-class precision, confusion matrix, class names), rewritten in one step after
+    each checkpoint and kept across restarts.
+
+    The best is chosen on the eval records themselves, so as a final figure it is optimistic.
+    """
+    FILE_NAME = 'results.json'
+
+    def __init__(self, eval_dir, class_names=None):
+        self.path = os.path.join(eval_dir, self.FILE_NAME)
+        self.class_names = class_names
+        self.checkpoints = []
+        try:
+            with open(self.path) as f:
+                self.checkpoints = list(json.load(f)['checkpoints'])
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            logging.warning('starting %s afresh: it cannot be read (%s)', self.path, str(e).splitlines()[0])
+
+    def add(self, score):
+        """Records `score` (a Score with its confusion matrix) and rewrites the file."""
+        entry = {'step': score.step, 'precision': score.precision, 'loss': score.loss, 'images': score.num_images}
+        if score.precision_at_5 is not None:
+            entry['precision_at_5'] = score.precision_at_5
+        self.checkpoints = sorted([e for e in self.checkpoints if e['step'] != score.step] + [entry],
+                                  key=lambda e: e['step'])
+        per_class = [int(score.confusion[c, c]) / int(row.sum()) if row.sum() else None
+                     for c, row in enumerate(score.confusion)]
+        latest = dict(entry, per_class_precision=per_class, confusion_matrix=score.confusion.tolist(),
+                      class_names=self.class_names)
+        best = max(self.checkpoints, key=lambda e: (e['precision'], -e['step']))
+        guards.replace_file(self.path, json.dumps({
+            'checkpoints': self.checkpoints, 'best': best, 'latest': latest,
+            'best_is_chosen_on': 'the eval records themselves: an optimistic figure'}, indent=1))
 
 
 class EvalState(object):
@@ -303,6 +346,10 @@ class _Scorer(object):
         self.evaluator = EvalGraph(hps, config)
         self.progress = progress.EvalProgress(self.expected, hps.batch_size)
         self.state = EvalState(config.eval_dir)
+        self.results = Results(config.eval_dir, cifar_input.label_names(
+            config.data.dataset, config.data.eval_data_path, config.data.label_mode))
+        logging.info("results in %s; 'Best Precision' is the best on these eval records themselves, "
+                     'an optimistic figure', self.results.path)
 
     def not_scored_up_to(self, latest):
         """The checkpoints on disk up to `latest` (the newest one the trainer finished), oldest
@@ -341,6 +388,7 @@ class _Scorer(object):
 
     def _report(self, path, score):
         self.state.record(path, score)
+        self.results.add(score)
         scalars = {'Precision': score.precision, 'Best Precision': self.state.best_precision, 'loss': score.loss}
         top_5 = ''
         if score.precision_at_5 is not None:

@@ -1,12 +1,14 @@
 """Train loss and eval precision against step, from the event files, into a PNG.
 
-  python scripts/plot_curves.py runs/cifar10 curves.png
+  python scripts/plot_curves.py runs/cifar10 curves.png [--confusion=confusion.png]
 
 For headless servers where TensorBoard is out of reach. Reads every event file
 under LOG_ROOT (each directory is a run: train, eval, ...) and draws two panels:
 loss (train total_loss and cross_entropy, eval loss, which is cross-entropy; log scale) and
-precision (train batch precision, eval Precision and Precision@5). Needs
-matplotlib: pip install matplotlib, or the project's 'plot' extra.
+precision (train batch precision, eval Precision and Precision@5). With
+--confusion, also the confusion matrix of the last checkpoint eval scored (from
+<eval_dir>/results.json). Needs matplotlib: pip install matplotlib, or the
+project's 'plot' extra.
 """
 import argparse
 import os
@@ -109,10 +111,43 @@ def plot(scalars, out_path, title=None):
     plt.close(figure)
 
 
+def plot_confusion(results_path, out_path):
+    """Draws the confusion matrix of results.json's latest checkpoint into out_path."""
+    import json
+    require_matplotlib()
+    import matplotlib.pyplot as plt
+    try:
+        with open(results_path) as f:
+            latest = json.load(f)['latest']
+        confusion, names = latest['confusion_matrix'], latest.get('class_names')
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PlotError('%s: no confusion matrix to draw (%s); run eval first' % (results_path, e)) from None
+    size = len(confusion)
+    figure, axes = plt.subplots(figsize=(max(5, size * 0.5), max(4, size * 0.45)), dpi=DPI)
+    image = axes.imshow(confusion, cmap='Blues')
+    figure.colorbar(image, ax=axes, label='images')
+    if size <= 20:  # readable labels and counts
+        labels = names or [str(c) for c in range(size)]
+        axes.set_xticks(range(size), labels, rotation=90)
+        axes.set_yticks(range(size), labels)
+        for row in range(size):
+            for column in range(size):
+                axes.text(column, row, confusion[row][column], ha='center', va='center', fontsize='x-small')
+    axes.set_xlabel('taken for')
+    axes.set_ylabel('true class')
+    axes.set_title('step %d: precision %.4f' % (latest['step'], latest['precision']))
+    figure.tight_layout()
+    figure.savefig(out_path, format='png')
+    plt.close(figure)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('log_root', help='directory of the runs (for example runs/cifar10)')
     parser.add_argument('out_png', help='the PNG to write')
+    parser.add_argument('--confusion', metavar='PNG',
+                        help='also draw the confusion matrix of the last checkpoint eval scored into PNG')
+    parser.add_argument('--eval_dir', help='where eval wrote results.json (default: LOG_ROOT/eval)')
     args = parser.parse_args(argv)
     if not os.path.isdir(args.log_root):
         sys.stderr.write('error: LOG_ROOT %s: not a directory\n' % args.log_root)
@@ -127,6 +162,9 @@ def main(argv=None):
         if not scalars:
             raise PlotError('no scalars in the event files under %s' % args.log_root)
         plot(scalars, args.out_png, title=args.log_root)
+        if args.confusion:
+            plot_confusion(os.path.join(args.eval_dir or os.path.join(args.log_root, 'eval'), 'results.json'),
+                           args.confusion)
     except PlotError as e:
         sys.stderr.write('error: %s\n' % e)
         return 1
@@ -134,6 +172,8 @@ def main(argv=None):
         sys.stderr.write('error: OUT_PNG %s: %s\n' % (args.out_png, e.strerror or e))
         return 1
     print('wrote %s (%s)' % (args.out_png, ', '.join(sorted(scalars))))
+    if args.confusion:
+        print('wrote %s' % args.confusion)
     return 0
 
 

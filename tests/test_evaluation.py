@@ -2,6 +2,7 @@
 the eval state, stopping a waiting eval."""
 import dataclasses
 import glob
+import json
 import logging
 import os
 import re
@@ -251,6 +252,20 @@ def test_eval_beside_training_scores_every_checkpoint_oldest_first_once(tiny_run
     config = processes.resolve(['--mode=eval', '--log_root=' + run_dir, '--eval_interval_secs=1'])
     capsys.readouterr()
     evaluation.evaluate(config)
-    assert re.findall(r'^step (\d+): precision', capsys.readouterr().out, re.M) == ['40', '60']
+    printed = re.findall(r'^step (\d+): precision ([0-9.]+)', capsys.readouterr().out, re.M)
+    assert [step for step, _ in printed] == ['40', '60']
     evaluation.evaluate(config)
     assert re.findall(r'^step (\d+): precision', capsys.readouterr().out, re.M) == []
+
+    # results.json: every checkpoint, the best, and the latest one in detail.
+    results = json.load(open(os.path.join(config.eval_dir, 'results.json')))
+    assert [(e['step'], '%.4f' % e['precision']) for e in results['checkpoints']] == [
+        (int(step), precision) for step, precision in printed]
+    assert results['best'] == max(results['checkpoints'], key=lambda e: e['precision'])
+    latest = results['latest']
+    confusion = np.array(latest['confusion_matrix'])
+    assert latest['step'] == 60 and confusion.shape == (10, 10) and confusion.sum() == 300
+    assert np.trace(confusion) / 300 == pytest.approx(latest['precision'])
+    assert latest['per_class_precision'] == pytest.approx(list(np.diag(confusion) / confusion.sum(axis=1)))
+    assert latest['class_names'][:3] == ['zero', 'one', 'two'] and len(latest['class_names']) == 10
+    assert 'optimistic' in results['best_is_chosen_on']

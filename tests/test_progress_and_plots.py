@@ -3,9 +3,11 @@ import os
 import struct
 import time
 
+import numpy as np
 import pytest
 
 from resnet_cifar import progress
+from resnet_cifar import evaluation
 from resnet_cifar import summaries
 import processes
 
@@ -68,6 +70,15 @@ def test_plot_curves_draws_train_loss_and_eval_precision(tmp_path, capsys):
                                plot_curves.FIGURE_INCHES[1] * plot_curves.DPI)
     assert os.path.getsize(out) > 10000  # axes, lines and legends, not a blank image
     assert 'wrote ' + out in capsys.readouterr().out
+
+    # The confusion matrix of eval's results.json, when asked; one line when there is none.
+    confusion_png = str(tmp_path / 'plots' / 'confusion.png')
+    assert plot_curves.main([log_root, out, '--confusion=' + confusion_png]) == 1
+    assert 'results.json: no confusion matrix to draw' in capsys.readouterr().err
+    results = evaluation.Results(os.path.join(log_root, 'eval'), ['cat', 'dog', 'eel'])
+    results.add(evaluation.Score(300, 0.6, 1.0, 10, 1.0, confusion=np.array([[3, 1, 0], [1, 2, 1], [0, 1, 1]])))
+    assert plot_curves.main([log_root, out, '--confusion=' + confusion_png]) == 0
+    assert png_size(confusion_png)[0] >= 500 and os.path.getsize(confusion_png) > 10000
 
 
 @pytest.mark.timeout(30)
