@@ -109,6 +109,9 @@ flags.DEFINE_integer('eval_interval_secs', 10, 'Seconds between looks for a new 
 flags.DEFINE_boolean('eval_after_training', True,
                      'Train mode: once training is done, score the last checkpoint on the eval records '
                      '(when they are there) and print the held-out precision.')
+flags.DEFINE_boolean('eval_flip', False,
+                     'Eval: average the logits of each image and of its left-right mirror (test-time '
+                     'augmentation; twice the work per image).')
 flags.DEFINE_boolean('eval_use_moving_average', True,
                      'Score the moving-average shadows of the weights when the checkpoint has them; '
                      'false scores the raw weights.')
@@ -166,7 +169,7 @@ FLAG_GROUPS = [
     ('Checkpoints and logging', ['save_checkpoints_steps', 'save_checkpoints_secs', 'keep_checkpoint_max',
                                  'log_every_n_steps', 'summary_histograms']),
     ('Eval', ['eval_batch_count', 'eval_once', 'eval_interval_secs', 'eval_use_moving_average',
-              'eval_after_training']),
+              'eval_after_training', 'eval_flip']),
     ('Transfer and export', ['checkpoint_path', 'extract_data_path', 'features_path', 'train_features',
                              'eval_features', 'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate',
                              'init_checkpoint', 'freeze_restored_layers', 'export_dir']),

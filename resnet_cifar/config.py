@@ -228,13 +228,14 @@ class Eval:
     """How the eval process (and the score at the end of training) reads checkpoints."""
     _FLAGS = {'batch_size': 'batch_size', 'batch_count': 'eval_batch_count', 'once': 'eval_once',
               'interval_secs': 'eval_interval_secs', 'use_moving_average': 'eval_use_moving_average',
-              'after_training': 'eval_after_training'}
+              'after_training': 'eval_after_training', 'flip': 'eval_flip'}
     batch_size: int = 100               # images per eval (and extract) step
     batch_count: int = 0                # batches per checkpoint; 0: the whole eval set
     once: bool = False                  # score the latest checkpoint, then exit
     interval_secs: int = 10             # between looks for a new checkpoint
     use_moving_average: bool = True     # score the weights' shadows when the checkpoint has them
     after_training: bool = True         # a finished trainer scores its last checkpoint on the eval set
+    flip: bool = False                  # average the logits of each image and its mirror
 
     def __post_init__(self):
         _check_types(self)

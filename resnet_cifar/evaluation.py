@@ -52,21 +52,33 @@ class EvalGraph(object):
                     config.data.dataset, config.data.eval_data_path, hps.batch_size, 'eval',
                     num_epochs=1, label_mode=config.data.label_mode)
             with tf.compat.v1.device(config.devices.device):
-                self.model = resnet_model.ResNet(hps, images, labels, 'eval')
-                self.model.build_graph()
-            classes, predicted = tf.argmax(labels, 1), tf.argmax(self.model.logits, 1)
+                logits = self._logits(hps, images, labels, config.eval.flip)
+            classes, predicted = tf.argmax(labels, 1), tf.argmax(logits, 1)
             self.fetches = {
                 'confusion': tf.math.confusion_matrix(classes, predicted, num_classes=hps.num_classes,
                                                       dtype=tf.int64),
-                'loss': self.model.cross_entropy,
+                'loss': tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)),
             }
             if config.data.dataset in TOP_5_DATASETS:
-                in_top_5 = tf.nn.in_top_k(targets=tf.argmax(labels, 1), predictions=self.model.logits, k=5)
+                in_top_5 = tf.nn.in_top_k(targets=classes, predictions=logits, k=5)
                 self.fetches['correct_at_5'] = tf.reduce_sum(tf.cast(in_top_5, tf.int64))
             self.network = transfer.network_variables(tf.compat.v1.global_variables())
             self.raw_saver = tf.compat.v1.train.Saver()
             self.shadow_saver = tf.compat.v1.train.Saver(self.model.variables_to_restore())
             self.local_init = tf.compat.v1.local_variables_initializer()
+
+    def _logits(self, hps, images, labels, flip):
+        """The eval-mode network's logits [batch, num_classes]; with `flip`, the mean of the logits
+        of each image and of its left-right mirror (one network run on both)."""
+        if not flip:
+            self.model = resnet_model.ResNet(hps, images, labels, 'eval')
+            self.model.build_graph()
+            return self.model.logits
+        batch = tf.shape(images)[0]
+        both = tf.concat([images, tf.image.flip_left_right(images)], 0)
+        self.model = resnet_model.ResNet(hps, both, tf.concat([labels, labels], 0), 'eval')
+        self.model.build_graph()
+        return (self.model.logits[:batch] + self.model.logits[batch:]) / 2.0
 
     def score(self, checkpoint_path, use_moving_average=True, max_batches=0, progress=None):
         """Scores one checkpoint on the eval records; returns a Score.

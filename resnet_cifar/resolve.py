@@ -68,7 +68,8 @@ def run_config(values, given):
         eval=config_lib.Eval(
             batch_size=v['batch_size'] if v['batch_size'] is not None and v['mode'] != 'train' else 100,
             batch_count=v['eval_batch_count'], once=v['eval_once'], interval_secs=v['eval_interval_secs'],
-            use_moving_average=v['eval_use_moving_average'], after_training=after_training(v, given)),
+            use_moving_average=v['eval_use_moving_average'], after_training=after_training(v, given),
+            flip=v['eval_flip']),
         devices=devices(v),
         transfer=config_lib.Transfer(**{name: v[name] for name in _TRANSFER_FLAGS},
                                      freeze_restored_layers=settings['freeze_restored_layers']),

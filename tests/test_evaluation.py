@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cifar_input
 import processes
 import resnet_model
 import synthetic
@@ -269,3 +270,25 @@ def test_eval_beside_training_scores_every_checkpoint_oldest_first_once(tiny_run
     assert latest['per_class_precision'] == pytest.approx(list(np.diag(confusion) / confusion.sum(axis=1)))
     assert latest['class_names'][:3] == ['zero', 'one', 'two'] and len(latest['class_names']) == 10
     assert 'optimistic' in results['best_is_chosen_on']
+
+
+@pytest.mark.timeout(120)
+def test_eval_flip_averages_each_image_with_its_mirror(tiny_run, tmp_path):
+    """With --eval_flip an image and its mirror score the same, though the network itself does not."""
+    test_path = processes.resolve(['--mode=eval', '--log_root=' + tiny_run]).data.eval_data_path
+    images, labels = cifar_input.read_records('digits', test_path)
+    mirrored_path = synthetic.write_records(str(tmp_path / 'mirrored.bin'), images[:, :, ::-1], labels)
+    checkpoint = os.path.join(tiny_run, 'model.ckpt-60')
+
+    def score(data_path, *flags):
+        config = processes.resolve(['--mode=eval', '--log_root=' + tiny_run, '--eval_data_path=' + data_path]
+                                   + list(flags))
+        return evaluation.EvalGraph(config.hparams(), config).score(checkpoint)
+
+    plain, plain_mirrored = score(test_path), score(mirrored_path)
+    flipped, flipped_mirrored = score(test_path, '--eval_flip'), score(mirrored_path, '--eval_flip')
+    assert plain.loss != pytest.approx(plain_mirrored.loss, abs=1e-3)  # digits are not mirror-symmetric
+    assert flipped.num_images == flipped_mirrored.num_images == 300
+    assert flipped.loss == pytest.approx(flipped_mirrored.loss, abs=1e-5)
+    assert abs(flipped.precision - flipped_mirrored.precision) <= 1 / 300  # a tie may break either way
+    np.testing.assert_allclose(flipped.confusion.sum(axis=1), plain.confusion.sum(axis=1))
