@@ -35,7 +35,8 @@ from resnet_cifar import guards
 from resnet_cifar.datasets import (DATA_DIR, DATASET_NAMES, IMAGE_BYTES, IMAGE_DEPTH, IMAGE_SIZE,  # noqa: F401
                                    LABEL_MODES, PADDED_SIZE, _label_layout, changed_file_error,
                                    check_files, count_records, dataset_info, format_summary, label_names,
-                                   list_files, num_classes, read_records, record_summary)
+                                   list_files, num_classes, read_records, record_summary,
+                                   split_records)
 from resnet_cifar.errors import DataError
 
 MODES = ('train', 'eval')
@@ -134,21 +135,26 @@ _LABEL_CHECK_MESSAGE = re.compile(
 READ_CHUNK = 64
 
 
-def _read_examples(filename_queue, info, label_offset, classes, label_mode):
+def _read_examples(filename_queue, info, label_offset, classes, label_mode, ranges=None):
     """Up to READ_CHUNK records of one file: (images float32 [n, 32, 32, 3], labels int32 [n]).
 
+    ranges: None, or [(file, first record, end record)] of every file in the
+    filename queue: records outside its file's range are dropped (n may be 0).
     The labels are checked at run time; a bad one fails the enqueue with an
     InvalidArgumentError naming 'file:record_index' and the label of the first
     bad record of the chunk.
     """
     reader = tf.compat.v1.FixedLengthRecordReader(record_bytes=info.record_bytes)
     keys, values = reader.read_up_to(filename_queue, READ_CHUNK)
+    if ranges is not None:
+        keys, values = _in_ranges(keys, values, ranges)
     records = tf.reshape(tf.io.decode_raw(values, tf.uint8), [-1, info.record_bytes])
     labels = tf.cast(records[:, label_offset], tf.int32)
-    first_bad = tf.argmax(tf.cast(labels >= classes, tf.int32))
+    # One past the end when none is bad, also in an empty chunk (one whose records were all filtered out).
+    first_bad = tf.argmax(tf.cast(tf.concat([labels >= classes, [True]], 0), tf.int32))
     check_labels = tf.compat.v1.debugging.assert_less(
-        labels, classes, data=['label out of range: record', keys[first_bad], 'has label',
-                               labels[first_bad],
+        labels, classes, data=['label out of range: record', tf.concat([keys, ['']], 0)[first_bad], 'has label',
+                               tf.concat([labels, [0]], 0)[first_bad],
                                'but %s %s labels are 0..%d' % (info.name, label_mode, classes - 1)])
     with tf.control_dependencies([check_labels]):
         labels = tf.identity(labels)
@@ -158,6 +164,18 @@ def _read_examples(filename_queue, info, label_offset, classes, label_mode):
     # grappler moves a cast placed before the transpose back after it.
     images = tf.cast(tf.stack(tf.unstack(planes, axis=1), axis=-1), tf.float32)
     return images, labels
+
+
+def _in_ranges(keys, values, ranges):
+    """The (keys, values) of the records inside their file's range; keys are 'file:record_index'."""
+    files = tf.constant([path for path, _, _ in ranges])
+    file_of_key = tf.strings.regex_replace(keys, ':[0-9]+$', '')
+    which = tf.argmax(tf.cast(tf.equal(file_of_key[:, None], files[None, :]), tf.int32), axis=1)
+    index = tf.strings.to_number(tf.strings.regex_replace(keys, '^.*:', ''), tf.int64)
+    first = tf.gather(tf.constant([first for _, first, _ in ranges], tf.int64), which)
+    end = tf.gather(tf.constant([end for _, _, end in ranges], tf.int64), which)
+    inside = tf.logical_and(index >= first, index < end)
+    return tf.boolean_mask(keys, inside), tf.boolean_mask(values, inside)
 
 
 def _augment(images, crop_seed, flip_seed, flip):
@@ -199,7 +217,7 @@ def _queue_sizes(mode, batch_size, shuffle_capacity, repeatable=False):
 
 
 def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shuffle_capacity=None,
-                     num_epochs=None, label_mode='fine', seed=None):
+                     num_epochs=None, label_mode='fine', seed=None, validation_size=0, validation=False):
     """Builds the reader threads and batch queue; returns an InputQueue.
 
     Args:
@@ -220,13 +238,24 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
       seed: op seed for file shuffling, the shuffle queue and augmentation.
         With a seed and num_threads=1, train batches are the same in every run
         (the shuffle queue then waits to be full before each draw; slower).
+      validation_size: when positive, the last validation_size records of
+        data_path (datasets.split_records) are held out: read only the others,
+        or with `validation`, only those.
 
     All arguments and files are checked (check_files) before any op is made.
     """
     info = dataset_info(dataset)
     _check_queue_args(mode, batch_size, num_threads, num_epochs, shuffle_capacity)
     label_offset, classes = _label_layout(dataset, label_mode)
-    files = [f for f, _ in check_files(dataset, data_path)]
+    checked = check_files(dataset, data_path)
+    if validation_size:
+        ranges = split_records(checked, validation_size)[1 if validation else 0]
+    else:
+        ranges = [(path, 0, count) for path, count in checked]
+    files = [path for path, _, _ in ranges]
+    counts = dict(checked)
+    if all(end - first == counts[path] for path, first, end in ranges):
+        ranges = None  # whole files: nothing to filter
 
     train = mode == 'train'
     if not train:
@@ -245,7 +274,7 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
         else:
             queue = tf.queue.FIFOQueue(capacity, [tf.float32, tf.int32], shapes=shapes)
         enqueue_ops = [_enqueue_op(queue, filename_queue, info, label_offset, classes, label_mode,
-                                   seed, thread, train) for thread in range(num_threads)]
+                                   seed, thread, train, ranges) for thread in range(num_threads)]
         # The default close_op closes the queue once every enqueue thread has
         # hit the end of the last epoch, so dequeue_up_to returns the remainder.
         tf.compat.v1.train.add_queue_runner(tf.compat.v1.train.QueueRunner(queue, enqueue_ops))
@@ -265,9 +294,9 @@ def _check_queue_args(mode, batch_size, num_threads, num_epochs, shuffle_capacit
         raise DataError('shuffle_capacity must be >= batch_size (%d), got %d' % (batch_size, shuffle_capacity))
 
 
-def _enqueue_op(queue, filename_queue, info, label_offset, classes, label_mode, seed, thread, train):
+def _enqueue_op(queue, filename_queue, info, label_offset, classes, label_mode, seed, thread, train, ranges):
     """One reader thread's op: read a record, augment it (train mode), standardize, enqueue."""
-    images, labels = _read_examples(filename_queue, info, label_offset, classes, label_mode)
+    images, labels = _read_examples(filename_queue, info, label_offset, classes, label_mode, ranges)
     if train:
         # Equal op seeds would give every thread, and crop and flip, the same random stream.
         crop_seed, flip_seed = (None, None) if seed is None else (seed + 2 * thread + 1, seed + 2 * thread + 2)
@@ -276,7 +305,7 @@ def _enqueue_op(queue, filename_queue, info, label_offset, classes, label_mode, 
 
 
 def build_input(dataset, data_path, batch_size, mode, num_threads=None, shuffle_capacity=None,
-                num_epochs=None, label_mode='fine', seed=None):
+                num_epochs=None, label_mode='fine', seed=None, validation_size=0, validation=False):
     """Images and labels of CIFAR records from reader queues.
 
     Returns (images, labels): images float32 [batch, 32, 32, 3] NHWC,
@@ -287,7 +316,8 @@ def build_input(dataset, data_path, batch_size, mode, num_threads=None, shuffle_
     """
     input_queue = make_input_queue(dataset, data_path, batch_size, mode, num_threads=num_threads,
                                    shuffle_capacity=shuffle_capacity, num_epochs=num_epochs,
-                                   label_mode=label_mode, seed=seed)
+                                   label_mode=label_mode, seed=seed, validation_size=validation_size,
+                                   validation=validation)
     return input_queue.dequeue(batch_size)
 
 

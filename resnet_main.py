@@ -49,6 +49,10 @@ flags.DEFINE_string('eval_data_path', None,
                     'Default: where the download script puts --dataset.')
 flags.DEFINE_enum('label_mode', 'fine', ['fine', 'coarse'],
                   'CIFAR-100 only: train on the 100 fine or the 20 coarse labels.')
+flags.DEFINE_integer('validation_size', 0,
+                     'Hold the last N training records out of training (files in --train_data_path order, '
+                     'nothing copied); eval then scores each checkpoint on them, chooses the best on them, '
+                     'and scores the test set once, on the best. 0: no validation split.')
 flags.DEFINE_integer('image_size', 32, 'Image side in pixels. CIFAR images are 32x32; only 32 is supported.')
 flags.DEFINE_integer('num_input_threads', None,
                      'Reader threads of the training input queue. Default: one per CPU core, at least 2.')
@@ -104,7 +108,8 @@ flags.DEFINE_boolean('summary_histograms', False,
 
 # Eval.
 flags.DEFINE_integer('eval_batch_count', 0, 'Eval batches per checkpoint; 0 scores the whole eval set.')
-flags.DEFINE_boolean('eval_once', False, 'Score the latest checkpoint once, then exit.')
+flags.DEFINE_boolean('eval_once', False, 'Score the latest checkpoint once, then exit (with --validation_size: '
+                     'then score the best checkpoint on the test records).')
 flags.DEFINE_integer('eval_interval_secs', 10, 'Seconds between looks for a new checkpoint in eval mode.')
 flags.DEFINE_boolean('eval_after_training', True,
                      'Train mode: once training is done, score the last checkpoint on the eval records '
@@ -119,7 +124,8 @@ flags.DEFINE_boolean('eval_use_moving_average', True,
 # Transfer: bottleneck features, fine-tuning, starting from another run.
 flags.DEFINE_string('checkpoint_path', None,
                     'Extract and export modes: the checkpoint (a prefix such as runs/x/model.ckpt-300, or '
-                    'a directory) to use. Default: the latest in --log_root.')
+                    'a directory) to use. Default: the latest in --log_root (export: the best one eval '
+                    'kept in --log_root/best, else the latest).')
 flags.DEFINE_string('extract_data_path', None,
                     'Extract mode: glob pattern(s), comma-separated, of the records to run, once, in file order.')
 flags.DEFINE_string('features_path', None, 'Extract mode: the .npz file to write the features and labels to.')
@@ -134,7 +140,8 @@ flags.DEFINE_string('init_checkpoint', None,
                     'once --log_root has its own checkpoint.')
 flags.DEFINE_string('export_dir', None,
                     'Export mode: the new directory of the SavedModel (uint8 images in, class probabilities '
-                    'and bottleneck features out) of --checkpoint_path, else the latest checkpoint of --log_root.')
+                    'and bottleneck features out) of --checkpoint_path, else the best checkpoint eval kept in '
+                    '--log_root/best, else the latest of --log_root.')
 flags.DEFINE_boolean('freeze_restored_layers', False,
                      'Train mode with --init_checkpoint: train only the new fully connected layer; '
                      'the restored weights stay as they are (batch-norm statistics still adapt).')
@@ -162,7 +169,8 @@ flags.DEFINE_enum('compute_dtype', 'float32', list(config.COMPUTE_DTYPES),
 # --help: the flags in these groups (docs/flags.md has the same ones), then the example.
 FLAG_GROUPS = [
     ('Run', ['mode', 'dataset', 'log_root', 'train_dir', 'eval_dir']),
-    ('Data', ['train_data_path', 'eval_data_path', 'label_mode', 'image_size', 'num_input_threads']),
+    ('Data', ['train_data_path', 'eval_data_path', 'validation_size', 'label_mode', 'image_size',
+              'num_input_threads']),
     ('Model', ['num_residual_units', 'use_bottleneck', 'width', 'data_format', 'relu_leakiness']),
     ('Training schedule', ['train_steps', 'batch_size', 'optimizer', 'weight_decay_rate', 'lrn_rate',
                            'min_lrn_rate', 'lr_boundaries', 'lr_values', 'moving_average_decay', 'random_seed']),

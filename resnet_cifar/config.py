@@ -112,6 +112,7 @@ class Data:
     eval_data_path: str = ''
     num_input_threads: Optional[int] = None  # reader threads; None: one per CPU core, at least 2
     image_size: int = 32                # pixels; CIFAR records hold 32x32 images
+    validation_size: int = 0            # the last N training records, held out to choose the best checkpoint
 
     def __post_init__(self):
         _check_types(self)
@@ -120,6 +121,7 @@ class Data:
         if self.label_mode == 'coarse' and self.dataset != 'cifar100':
             raise FlagError('--label_mode=coarse: only cifar100 has coarse labels, not %s' % self.dataset)
         _positive(self, 'num_input_threads')
+        _in_range(self, 'validation_size', 0)
         if self.image_size != datasets.IMAGE_SIZE:
             raise FlagError('--image_size=%d: CIFAR records hold 32x32 images; only 32 is supported'
                             % self.image_size)
@@ -400,7 +402,7 @@ class RunConfig:
 
 # Where each setting of the run's settings file (run_files.py) lives in a RunConfig.
 SETTING_SECTIONS = {
-    'dataset': 'data', 'label_mode': 'data',
+    'dataset': 'data', 'label_mode': 'data', 'validation_size': 'data',
     'num_residual_units': 'model', 'use_bottleneck': 'model', 'width': 'model', 'relu_leakiness': 'model',
     'batch_size': 'schedule', 'optimizer': 'schedule', 'weight_decay_rate': 'schedule',
     'moving_average_decay': 'schedule', 'lr_boundaries': 'schedule', 'lr_values': 'schedule',

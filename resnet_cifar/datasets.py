@@ -173,6 +173,30 @@ def changed_file_error(dataset, checked):
     return None
 
 
+def split_records(checked, validation_size):
+    """The training and the validation records of files holding both: the last
+    `validation_size` records, in the order of `checked`, are held out for validation.
+
+    checked: [(file, number of records)] from check_files. Returns (training,
+    validation), each [(file, first record, end record)] of the files with records
+    in that part, in the same order; record indices count from 0 in each file and
+    the end is exclusive. No file is copied: readers skip the other part's records.
+    """
+    total = sum(n for _, n in checked)
+    if not 0 <= validation_size < total:
+        raise DataError('cannot hold out %d of %d records for validation' % (validation_size, total))
+    training, validation = [], []
+    start = 0  # of each file, in records of all files
+    for path, count in checked:
+        cut = min(max(total - validation_size - start, 0), count)  # this file's training records
+        if cut > 0:
+            training.append((path, 0, cut))
+        if cut < count:
+            validation.append((path, cut, count))
+        start += count
+    return training, validation
+
+
 def count_records(dataset, data_path):
     """Total number of records in `data_path` (files are checked; no graph is built)."""
     return sum(n for _, n in check_files(dataset, data_path))

@@ -20,6 +20,7 @@ from absl import logging
 
 import cifar_input
 import resnet_model
+from resnet_cifar import best
 from resnet_cifar import checkpoints
 from resnet_cifar import devices
 from resnet_cifar import guards
@@ -37,6 +38,32 @@ Score = collections.namedtuple('Score', ['step', 'precision', 'loss', 'num_image
 # Top-5 precision says something only with many classes.
 TOP_5_DATASETS = ('cifar100',)
 
+
+class Records(collections.namedtuple('Records', ['kind', 'data_path', 'validation_size'])):
+    """Records to score: kind 'test' (every record of data_path), or 'validation' (the last
+    validation_size records of the training data_path, held out of training)."""
+
+    def describe(self):
+        if self.kind == 'validation':
+            return 'validation records: the last %d of %s' % (self.validation_size, self.data_path)
+        return self.data_path
+
+    def check(self, dataset):
+        """(files checked [(file, records)], the number of records to score); DataError for bad files."""
+        checked = cifar_input.check_files(dataset, self.data_path)
+        return checked, self.validation_size or sum(n for _, n in checked)
+
+
+def test_records(config):
+    return Records('test', config.data.eval_data_path, 0)
+
+
+def checkpoint_records(config):
+    """What each checkpoint is scored on: the validation records when the run holds some out."""
+    if config.data.validation_size:
+        return Records('validation', config.data.train_data_path, config.data.validation_size)
+    return test_records(config)
+
 class EvalGraph(object):
     """The eval-mode ResNet over a one-pass, in-order input queue, built once.
 
@@ -44,13 +71,16 @@ class EvalGraph(object):
     a fresh pass over the eval records.
     """
 
-    def __init__(self, hps, config):
+    def __init__(self, hps, config, records=None):
+        """records: a Records; default: test_records(config), the eval records."""
+        records = records or test_records(config)
         self.graph = tf.Graph()
         with self.graph.as_default():
             with tf.compat.v1.device('/cpu:0'):
                 images, labels = cifar_input.build_input(
-                    config.data.dataset, config.data.eval_data_path, hps.batch_size, 'eval',
-                    num_epochs=1, label_mode=config.data.label_mode)
+                    config.data.dataset, records.data_path, hps.batch_size, 'eval', num_epochs=1,
+                    label_mode=config.data.label_mode, validation_size=records.validation_size,
+                    validation=records.kind == 'validation')
             with tf.compat.v1.device(config.devices.device):
                 logits = self._logits(hps, images, labels, config.eval.flip)
             classes, predicted = tf.argmax(labels, 1), tf.argmax(logits, 1)
@@ -154,41 +184,72 @@ class UnreadableCheckpoint(Exception):
 
 
 class Results(object):
-    """<eval_dir>/results.json: every checkpoint scored, the best of them, and the latest one in
-    detail (per-class precision, confusion matrix, class names), rewritten in one step after
-    each checkpoint and kept across restarts.
+    """<eval_dir>/results.json: every checkpoint scored, the best of them, the latest one in
+    detail (per-class precision, confusion matrix, class names), and with a validation split
+    the test score of the best; rewritten in one step after each score, kept across restarts.
 
-    The best is chosen on the eval records themselves, so as a final figure it is optimistic.
+    Without a validation split the best is chosen on the eval records themselves, so as a
+    final figure it is optimistic.
     """
     FILE_NAME = 'results.json'
 
-    def __init__(self, eval_dir, class_names=None):
+    def __init__(self, eval_dir, records, class_names=None):
         self.path = os.path.join(eval_dir, self.FILE_NAME)
+        self.records = records
         self.class_names = class_names
-        self.checkpoints = []
+        self.checkpoints, self.latest, self.test = [], None, None
         try:
             with open(self.path) as f:
-                self.checkpoints = list(json.load(f)['checkpoints'])
+                saved = json.load(f)
+            if saved.get('scored_on', records.describe()) == records.describe():
+                self.checkpoints = list(saved['checkpoints'])
+                self.latest, self.test = saved.get('latest'), saved.get('test')
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, TypeError, KeyError) as e:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
             logging.warning('starting %s afresh: it cannot be read (%s)', self.path, str(e).splitlines()[0])
+
+    @property
+    def best(self):
+        """The entry of the best checkpoint (the earliest of equals), or None."""
+        return max(self.checkpoints, key=lambda e: (e['precision'], -e['step'])) if self.checkpoints else None
 
     def add(self, score):
         """Records `score` (a Score with its confusion matrix) and rewrites the file."""
-        entry = {'step': score.step, 'precision': score.precision, 'loss': score.loss, 'images': score.num_images}
-        if score.precision_at_5 is not None:
-            entry['precision_at_5'] = score.precision_at_5
+        entry = _entry(score)
         self.checkpoints = sorted([e for e in self.checkpoints if e['step'] != score.step] + [entry],
                                   key=lambda e: e['step'])
-        per_class = [int(score.confusion[c, c]) / int(row.sum()) if row.sum() else None
-                     for c, row in enumerate(score.confusion)]
-        latest = dict(entry, per_class_precision=per_class, confusion_matrix=score.confusion.tolist(),
-                      class_names=self.class_names)
-        best = max(self.checkpoints, key=lambda e: (e['precision'], -e['step']))
+        self.latest = dict(entry, **_detail(score, self.class_names))
+        self._write()
+
+    def add_test(self, score, checkpoint, class_names):
+        """Records the test score of the best checkpoint and rewrites the file."""
+        self.test = dict(_entry(score), checkpoint=checkpoint, chosen_on=self.records.describe(),
+                         **_detail(score, class_names))
+        self._write()
+
+    def _write(self):
+        validation = self.records.kind == 'validation'
         guards.replace_file(self.path, json.dumps({
-            'checkpoints': self.checkpoints, 'best': best, 'latest': latest,
-            'best_is_chosen_on': 'the eval records themselves: an optimistic figure'}, indent=1))
+            'scored_on': self.records.describe(), 'checkpoints': self.checkpoints, 'best': self.best,
+            'latest': self.latest, 'test': self.test,
+            'best_is_chosen_on': (self.records.describe() + ', held out of training' if validation
+                                  else 'the eval records themselves: an optimistic figure')}, indent=1))
+
+
+def _entry(score):
+    entry = {'step': score.step, 'precision': score.precision, 'loss': score.loss, 'images': score.num_images}
+    if score.precision_at_5 is not None:
+        entry['precision_at_5'] = score.precision_at_5
+    return entry
+
+
+def _detail(score, class_names):
+    """Per-class precision (None for a class without images), the confusion matrix, the class names."""
+    per_class = [int(score.confusion[c, c]) / int(row.sum()) if row.sum() else None
+                 for c, row in enumerate(score.confusion)]
+    return {'per_class_precision': per_class, 'confusion_matrix': score.confusion.tolist(),
+            'class_names': class_names}
 
 
 class EvalState(object):
@@ -291,6 +352,10 @@ def wait_for_run(log_root, interval_secs):
 def evaluate(config):
     """Scores checkpoints until the one at the run's train_steps (or one, with config.eval.once).
 
+    Each checkpoint is scored on checkpoint_records(config): the validation records when
+    the run holds some out, else the eval records. The best one is kept in
+    <log_root>/best/ (best.py). With a validation split, the test records are scored
+    once at the end, on the best checkpoint.
     A checkpoint that cannot be restored (rotated away, damaged) is skipped with a
     warning that says why, and the newest older one not scored yet is scored instead.
     SIGTERM or SIGINT stops it at once (a score in progress is dropped); it returns normally.
@@ -301,67 +366,85 @@ def evaluate(config):
       errors.DataError: bad eval records, or records that changed since the start.
       summaries.SummaryWriteError: the eval event file cannot be written.
     """
-    checked = cifar_input.check_files(config.data.dataset, config.data.eval_data_path)
+    checkpoint_records(config).check(config.data.dataset)
+    if config.data.validation_size:
+        test_records(config).check(config.data.dataset)
     os.makedirs(config.eval_dir, exist_ok=True)
+    best.remove_holding_folders(config.log_root)
     try:
         with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
-            scorer = _Scorer(config, checked)
+            scorer = _Scorer(config)
             if config.eval.once:
                 _score_once(scorer, config.log_root)
             else:
                 _follow_training(scorer, config)
+            scorer.score_test()
     except guards.Stopped as e:
         logging.warning('eval stopped by %s', e.signal_name)
+    finally:
+        best.remove_holding_folders(config.log_root)
 
 
 def score_after_training(config):
-    """Scores the run's last checkpoint once on the eval records and prints its held-out
-    precision. The run is trained and saved by then: when the score cannot be had (no eval
-    records, a bad one, a stop signal), a warning says why. Returns the Score or None."""
+    """Scores the run's last checkpoint once on checkpoint_records(config) (the eval records,
+    or the validation records) and prints its held-out precision. The run is trained and saved
+    by then: when the score cannot be had (no records, a bad one, a stop signal), a warning says
+    why. Returns the Score or None."""
+    records = checkpoint_records(config)
     try:
         with guards.StopSignals(raise_at_once=True, first_message='%s: skipping the held-out score'):
-            score = _score_last_checkpoint(config)
+            score = _score_last_checkpoint(config, records)
     except guards.Stopped as e:
         logging.warning('no held-out precision: stopped by %s; the run is saved', e.signal_name)
         return None
     except (Error, UnreadableCheckpoint, tf.errors.OpError) as e:
         logging.warning('no held-out precision: %s', guards.error_line(e))
         return None
-    print('held-out precision %.4f on %d images of %s (step %d, loss %.4f)'
-          % (score.precision, score.num_images, config.data.eval_data_path, score.step, score.loss), flush=True)
+    print('%s precision %.4f on %s (step %d, loss %.4f)'
+          % ('validation' if records.kind == 'validation' else 'held-out', score.precision,
+             '%d images of %s' % (score.num_images, records.data_path) if records.kind == 'test'
+             else '%d images (%s)' % (score.num_images, records.describe()), score.step, score.loss), flush=True)
     return score
 
 
-def _score_last_checkpoint(config):
-    cifar_input.check_files(config.data.dataset, config.data.eval_data_path)
+def _score_last_checkpoint(config, records):
+    records.check(config.data.dataset)
     path = checkpoints.latest(config.log_root)
     if path is None:
         raise CheckpointError('no checkpoint in %s' % config.log_root)
     eval_config = dataclasses.replace(config, mode='eval')
-    return EvalGraph(eval_config.hparams(), eval_config).score(path, config.eval.use_moving_average,
-                                                               config.eval.batch_count)
+    return EvalGraph(eval_config.hparams(), eval_config, records).score(
+        path, config.eval.use_moving_average, config.eval.batch_count)
 
 
 class _Scorer(object):
-    """Scores a checkpoint, or the newest older one that restores; reports each score."""
+    """Scores a checkpoint, or the newest older one that restores; reports each score and keeps
+    the best checkpoint; scores the best on the test records when the run has a validation split."""
 
-    def __init__(self, config, checked):
+    def __init__(self, config):
         self.config = config
-        self.checked = checked
-        hps = config.hparams()
-        num_records = sum(n for _, n in self.checked)
-        run_files.write_record(config.eval_dir, config, hps)
+        self.hps = config.hparams()
+        self.records = checkpoint_records(config)
+        self.checked, num_records = self.records.check(config.data.dataset)
+        run_files.write_record(config.eval_dir, config, self.hps)
         self.expected = num_records if not config.eval.batch_count else min(
-            num_records, config.eval.batch_count * hps.batch_size)
-        logging.info('eval: %d of %d records of %s per checkpoint', self.expected, num_records,
-                     config.data.eval_data_path)
-        self.evaluator = EvalGraph(hps, config)
-        self.progress = progress.EvalProgress(self.expected, hps.batch_size)
+            num_records, config.eval.batch_count * self.hps.batch_size)
+        logging.info('eval: %d of %d records per checkpoint (%s)', self.expected, num_records,
+                     self.records.describe())
+        self.evaluator = EvalGraph(self.hps, config, self.records)
+        self.progress = progress.EvalProgress(self.expected, self.hps.batch_size)
         self.state = EvalState(config.eval_dir)
-        self.results = Results(config.eval_dir, cifar_input.label_names(
-            config.data.dataset, config.data.eval_data_path, config.data.label_mode))
-        logging.info("results in %s; 'Best Precision' is the best on these eval records themselves, "
-                     'an optimistic figure', self.results.path)
+        self.results = Results(config.eval_dir, self.records, self._class_names(self.records))
+        if self.records.kind == 'validation':
+            logging.info('the best checkpoint is chosen on the validation records and kept in %s; the test '
+                         'records, %s, are scored once, on it, at the end', best.directory(config.log_root),
+                         config.data.eval_data_path)
+        else:
+            logging.info("results in %s; 'Best Precision' is the best on these eval records themselves, "
+                         'an optimistic figure', self.results.path)
+
+    def _class_names(self, records):
+        return cifar_input.label_names(self.config.data.dataset, records.data_path, self.config.data.label_mode)
 
     def not_scored_up_to(self, latest):
         """The checkpoints on disk up to `latest` (the newest one the trainer finished), oldest
@@ -378,18 +461,28 @@ class _Scorer(object):
         error = cifar_input.changed_file_error(self.config.data.dataset, self.checked)
         if error is not None:
             raise error
+        # Held in best/ while it is scored: rotation cannot take it away, and it can become the best.
+        held = best.hold(self.config.log_root, path)
+        if held is None:
+            return self._skip(path, '%s: %s' % (path, checkpoints.problem(path) or 'its files went'))
         try:
-            score = self.evaluator.score(path, self.config.eval.use_moving_average, self.config.eval.batch_count,
-                                         self.progress)
-        except UnreadableCheckpoint as e:
-            logging.warning('skipping checkpoint %s', e)
-            self.state.skip(path)
-            return False
-        if score.num_images != self.expected:
-            raise DataError('read %d of the %d eval records of %s: the files changed'
-                            % (score.num_images, self.expected, self.config.data.eval_data_path))
-        self._report(path, score)
-        return True
+            try:
+                score = self.evaluator.score(held, self.config.eval.use_moving_average,
+                                             self.config.eval.batch_count, self.progress)
+            except UnreadableCheckpoint as e:
+                return self._skip(path, str(e).replace(held, path))
+            if score.num_images != self.expected:
+                raise DataError('read %d of the %d records of %s: the files changed'
+                                % (score.num_images, self.expected, self.records.describe()))
+            self._report(path, score, held)
+            return True
+        finally:
+            best.release(held)  # nothing left to release once promoted
+
+    def _skip(self, path, reason):
+        logging.warning('skipping checkpoint %s', reason)
+        self.state.skip(path)
+        return False
 
     def score_newest_readable(self, path):
         """Scores `path`, or else the newest older checkpoint not scored yet that restores
@@ -398,7 +491,7 @@ class _Scorer(object):
                  if step < step_in_name(path) and not self.state.is_scored(p)]
         return any(self.score_or_skip(candidate) for candidate in [path] + older)
 
-    def _report(self, path, score):
+    def _report(self, path, score, held):
         self.state.record(path, score)
         self.results.add(score)
         scalars = {'Precision': score.precision, 'Best Precision': self.state.best_precision, 'loss': score.loss}
@@ -407,9 +500,40 @@ class _Scorer(object):
             scalars['Precision@5'] = score.precision_at_5
             top_5 = ', precision@5 %.4f' % score.precision_at_5
         summaries.write_scalars(self.config.eval_dir, score.step, scalars)
-        print('step %d: precision %.4f, best precision %.4f%s, loss %.4f (%d images, %.1f s)'
-              % (score.step, score.precision, self.state.best_precision, top_5, score.loss, score.num_images,
-                 score.seconds), flush=True)
+        print('step %d: %sprecision %.4f, best precision %.4f%s, loss %.4f (%d images, %.1f s)'
+              % (score.step, 'validation ' if self.records.kind == 'validation' else '', score.precision,
+                 self.state.best_precision, top_5, score.loss, score.num_images, score.seconds), flush=True)
+        if self.results.best['step'] == score.step:
+            best.promote(self.config.log_root, held, {
+                'step': score.step, 'precision': score.precision, 'scored_on': self.records.describe()})
+        else:
+            best.release(held)
+
+    def score_test(self):
+        """With a validation split: scores the kept best checkpoint on the test records, once
+        (again only when the best changed), and reports it apart from the validation scores."""
+        if self.records.kind != 'validation':
+            return
+        path = best.path(self.config.log_root)
+        kept = best.info(self.config.log_root) or {}
+        if path is None:
+            logging.warning('no test score: no best checkpoint kept in %s', best.directory(self.config.log_root))
+            return
+        if self.results.test and self.results.test.get('checkpoint') == os.path.basename(path):
+            logging.info('the test score of the best checkpoint, step %d, is in %s already',
+                         self.results.test['step'], self.results.path)
+            return
+        records = test_records(self.config)
+        _, count = records.check(self.config.data.dataset)
+        logging.info('scoring the best checkpoint, %s, on the test records, %s', path, records.data_path)
+        score = EvalGraph(self.hps, self.config, records).score(
+            path, self.config.eval.use_moving_average, self.config.eval.batch_count,
+            progress.EvalProgress(count, self.hps.batch_size))
+        self.results.add_test(score, os.path.basename(path), self._class_names(records))
+        summaries.write_scalars(self.config.eval_dir, score.step, {'Test Precision': score.precision})
+        print('test precision %.4f on %d images of %s (the best checkpoint, step %d, chosen on validation '
+              'precision %.4f)' % (score.precision, score.num_images, records.data_path, score.step,
+                                   kept.get('precision', float('nan'))), flush=True)
 
 
 def _score_once(scorer, log_root):

@@ -1,8 +1,9 @@
 """A trained network as a SavedModel that plain TensorFlow 2 can load and call.
 
 `export_saved_model(config)` writes config.transfer.export_dir from the checkpoint
-config.transfer.checkpoint_path (a prefix or a directory), else the newest one of
-config.log_root that restores, with the moving-average weights when the checkpoint
+config.transfer.checkpoint_path (a prefix or a directory), else the best one that
+eval kept in <log_root>/best/ (best.py), else the newest one of config.log_root
+that restores, with the moving-average weights when the checkpoint
 has them (config.eval.use_moving_average). Two signatures, both taking
 `images`: raw uint8 [N, 32, 32, 3] RGB images, standardized inside the graph as in
 training:
@@ -25,6 +26,7 @@ import tensorflow as tf
 from absl import logging
 
 import resnet_model
+from resnet_cifar import best
 from resnet_cifar import guards
 from resnet_cifar import transfer
 from resnet_cifar.errors import CheckpointError, FlagError
@@ -42,7 +44,8 @@ def export_saved_model(config):
     """
     export_dir = config.transfer.export_dir
     check_export_dir(export_dir)
-    checkpoint = transfer.find_checkpoint(config.transfer.checkpoint_path or config.log_root)
+    checkpoint = transfer.find_checkpoint(config.transfer.checkpoint_path or best.path(config.log_root)
+                                          or config.log_root)
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix='.%s.' % os.path.basename(os.path.abspath(export_dir)), dir=parent)

@@ -11,8 +11,10 @@ or the devices are decided here.
 import math
 import os
 
+from resnet_cifar import best
 from resnet_cifar import checkpoints
 from resnet_cifar import config as config_lib
+from resnet_cifar import datasets
 from resnet_cifar import guards
 from resnet_cifar import run_files
 from resnet_cifar.errors import FlagError
@@ -31,7 +33,7 @@ SHORT_RUN_MIN_SAVE_STEPS = 100
 # The settings each mode takes from the run when its flags leave them out.
 _FROM_THE_RUN = {
     'train': run_files.KEYS,
-    'eval': run_files.MODEL_KEYS + ('train_steps',),
+    'eval': run_files.MODEL_KEYS + run_files.SPLIT_KEYS + ('train_steps',),
     # Extract's --dataset and --label_mode describe the records, not the network.
     'extract': run_files.MODEL_KEYS[2:],
     'export': run_files.MODEL_KEYS,
@@ -59,8 +61,9 @@ def run_config(values, given):
         random_seed=v['random_seed'],
         data=config_lib.Data(
             dataset=settings['dataset'], label_mode=settings['label_mode'],
-            train_data_path=v['train_data_path'] or '', eval_data_path=v['eval_data_path'] or '',
-            num_input_threads=v['num_input_threads'], image_size=v['image_size']),
+            train_data_path=train_data_path(v, given, log_root, settings), eval_data_path=v['eval_data_path'] or '',
+            num_input_threads=v['num_input_threads'], image_size=v['image_size'],
+            validation_size=settings['validation_size']),
         model=config_lib.Model(**_section(settings, 'model'), data_format=data_format(v),
                                compute_dtype=v['compute_dtype']),
         schedule=config_lib.Schedule(**_section(settings, 'schedule')),
@@ -76,6 +79,7 @@ def run_config(values, given):
         taken_from_run=tuple(taken), changes_to_run=tuple(changes))
     check_gpus(config)
     check_outputs(config)
+    check_validation_size(config)
     return config
 
 
@@ -98,6 +102,24 @@ def _checkpoints(v, given, train_steps):
                                   summary_histograms=v['summary_histograms'])
 
 
+def train_data_path(v, given, log_root, settings):
+    """--train_data_path; for eval of a run with a validation split, the run's unless given."""
+    if v['mode'] == 'eval' and settings['validation_size'] and 'train_data_path' not in given:
+        return run_files.train_data_path(log_root) or ''
+    return v['train_data_path'] or ''
+
+
+def check_validation_size(config):
+    """FlagError unless --validation_size leaves training records (training and eval read the split)."""
+    data = config.data
+    if not data.validation_size or config.mode not in ('train', 'eval'):
+        return
+    total = datasets.count_records(data.dataset, data.train_data_path)
+    if data.validation_size >= total:
+        raise FlagError('--validation_size=%d: expected fewer than the %d records of %s, to leave some to train on'
+                        % (data.validation_size, total, data.train_data_path))
+
+
 def after_training(v, given):
     """--eval_after_training, except for a run on other training data than the dataset's own with
     no --eval_data_path: the dataset's default test set would say nothing about it."""
@@ -116,6 +138,7 @@ def flag_settings(v, dataset=None):
     return {
         'dataset': dataset,
         'label_mode': v['label_mode'],
+        'validation_size': v['validation_size'],
         'num_residual_units': (v['num_residual_units'] if v['num_residual_units'] is not None
                                else defaults['num_residual_units']),
         'use_bottleneck': v['use_bottleneck'],
@@ -170,8 +193,8 @@ def resolve_settings(v, given, log_root):
 
 def saved_settings(mode, source_dir):
     """(settings, their file) of the run in source_dir, or (None, None): a mode that takes none,
-    or a run without a checkpoint yet (the settings of a new run come from its first trainer)."""
-    if mode not in _FROM_THE_RUN or checkpoints.latest(source_dir) is None:
+    or a run without a checkpoint yet (in it, or kept by eval in best/) (the settings of a new run come from its first trainer)."""
+    if mode not in _FROM_THE_RUN or (checkpoints.latest(source_dir) is None and best.path(source_dir) is None):
         return None, None
     return run_files.read(source_dir)
 

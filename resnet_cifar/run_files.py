@@ -7,6 +7,8 @@ note); every later trainer of the run writes it again with what it changed.
 
 - MODEL_KEYS decide the network and what its outputs mean. A process whose
   flags give another value than the run's must stop (`differences`).
+- SPLIT_KEYS say which records the run trains on; like the model keys, a
+  process of the run may not change them.
 - TRAINING_KEYS are the run's recipe. A resumed trainer keeps the run's unless
   its flags give a new value, which then holds from the step it resumes at.
 
@@ -28,7 +30,8 @@ LOCK_FILE = 'trainer.lock'
 MODEL_KEYS = ('dataset', 'label_mode', 'num_residual_units', 'use_bottleneck', 'width', 'relu_leakiness')
 TRAINING_KEYS = ('batch_size', 'optimizer', 'weight_decay_rate', 'moving_average_decay',
                  'lr_boundaries', 'lr_values', 'min_lrn_rate', 'train_steps', 'freeze_restored_layers')
-KEYS = MODEL_KEYS + TRAINING_KEYS
+SPLIT_KEYS = ('validation_size',)
+KEYS = MODEL_KEYS + SPLIT_KEYS + TRAINING_KEYS
 _LEGACY_RECORD = os.path.join('train', 'config.json')
 
 
@@ -76,6 +79,16 @@ def load_config(log_root):
         raise SettingsError('%s: %s' % (settings_path, e)) from None
 
 
+def train_data_path(log_root):
+    """The training records the run's config.json names, or None (no file, or an older one)."""
+    try:
+        saved = _load(path(log_root))
+    except SettingsError:
+        return None
+    data = (saved or {}).get('data')
+    return data.get('train_data_path') if isinstance(data, dict) else None
+
+
 def _flat(saved):
     """{key: value} of a settings file: a serialized RunConfig (sections), or a flat object."""
     if not isinstance(saved.get('data'), dict):
@@ -91,7 +104,7 @@ _KINDS = {
     'num_residual_units': int, 'use_bottleneck': bool, 'width': int, 'relu_leakiness': _NUMBER,
     'batch_size': int, 'optimizer': ('mom', 'sgd'), 'weight_decay_rate': _NUMBER,
     'moving_average_decay': _NUMBER, 'min_lrn_rate': _NUMBER, 'train_steps': int,
-    'freeze_restored_layers': bool,
+    'freeze_restored_layers': bool, 'validation_size': int,
 }
 
 
@@ -189,15 +202,15 @@ def as_flag(key, value):
 
 
 def differences(log_root, saved, source, given):
-    """Raises SettingsError naming each model flag in `given` whose value is not the run's.
+    """Raises SettingsError naming each model or split flag in `given` whose value is not the run's.
 
     Args:
       log_root: the run directory, for the message.
       saved, source: the run's settings and their file (read()).
       given: {key: value} of the model settings the user gave as flags.
     """
-    differ = [key for key in MODEL_KEYS if key in given and key in saved and given[key] != saved[key]]
+    differ = [key for key in MODEL_KEYS + SPLIT_KEYS if key in given and key in saved and given[key] != saved[key]]
     if differ:
-        raise SettingsError('%s: the run in %s has %s (%s); leave the model flags out to use the run\'s'
+        raise SettingsError('%s: the run in %s has %s (%s); leave these flags out to use the run\'s'
                             % (' '.join(as_flag(k, given[k]) for k in differ), log_root,
                                ' '.join(as_flag(k, saved[k]) for k in differ), source))

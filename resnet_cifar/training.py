@@ -305,7 +305,7 @@ def _build_one_device(hps, config):
         images, labels = cifar_input.build_input(
             config.data.dataset, config.data.train_data_path, hps.batch_size, 'train',
             num_threads=config.data.num_input_threads, label_mode=config.data.label_mode,
-            seed=config.random_seed)
+            seed=config.random_seed, validation_size=config.data.validation_size)
         if config.devices.stage_input:
             images, labels = staging.stage(images, labels, device)
         summaries.add_input_images(images)
@@ -344,6 +344,10 @@ def train(config):
         record found by the reader threads, or a file that changed during training.
     """
     data_files = cifar_input.check_files(config.data.dataset, config.data.train_data_path)
+    if config.data.validation_size:
+        logging.info('training on %d records of %s; the last %d are held out for validation',
+                     sum(n for _, n in data_files) - config.data.validation_size, config.data.train_data_path,
+                     config.data.validation_size)
     log_root = config.log_root
     os.makedirs(log_root, exist_ok=True)
     with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):

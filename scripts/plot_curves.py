@@ -6,8 +6,9 @@ For headless servers where TensorBoard is out of reach. Reads every event file
 under LOG_ROOT (each directory is a run: train, eval, ...) and draws two panels:
 loss (train total_loss and cross_entropy, eval loss, which is cross-entropy; log scale) and
 precision (train batch precision, eval Precision and Precision@5). With
---confusion, also the confusion matrix of the last checkpoint eval scored (from
-<eval_dir>/results.json). Needs matplotlib: pip install matplotlib, or the
+--confusion, also the confusion matrix of eval's final evaluation (from
+<eval_dir>/results.json): the test score of the best checkpoint when the run has a
+validation split, else the last checkpoint eval scored. Needs matplotlib: pip install matplotlib, or the
 project's 'plot' extra.
 """
 import argparse
@@ -112,14 +113,16 @@ def plot(scalars, out_path, title=None):
 
 
 def plot_confusion(results_path, out_path):
-    """Draws the confusion matrix of results.json's latest checkpoint into out_path."""
+    """Draws the confusion matrix of results.json's final evaluation into out_path: its test score
+    (a run with a validation split), else its latest checkpoint's."""
     import json
     require_matplotlib()
     import matplotlib.pyplot as plt
     try:
         with open(results_path) as f:
-            latest = json.load(f)['latest']
-        confusion, names = latest['confusion_matrix'], latest.get('class_names')
+            results = json.load(f)
+        final = results.get('test') or results['latest']
+        confusion, names = final['confusion_matrix'], final.get('class_names')
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PlotError('%s: no confusion matrix to draw (%s); run eval first' % (results_path, e)) from None
     size = len(confusion)
@@ -135,7 +138,8 @@ def plot_confusion(results_path, out_path):
                 axes.text(column, row, confusion[row][column], ha='center', va='center', fontsize='x-small')
     axes.set_xlabel('taken for')
     axes.set_ylabel('true class')
-    axes.set_title('step %d: precision %.4f' % (latest['step'], latest['precision']))
+    axes.set_title('%sstep %d: precision %.4f' % ('test, ' if results.get('test') else '', final['step'],
+                                                  final['precision']))
     figure.tight_layout()
     figure.savefig(out_path, format='png')
     plt.close(figure)
@@ -146,7 +150,7 @@ def main(argv=None):
     parser.add_argument('log_root', help='directory of the runs (for example runs/cifar10)')
     parser.add_argument('out_png', help='the PNG to write')
     parser.add_argument('--confusion', metavar='PNG',
-                        help='also draw the confusion matrix of the last checkpoint eval scored into PNG')
+                        help='also draw the confusion matrix of eval\'s final evaluation into PNG')
     parser.add_argument('--eval_dir', help='where eval wrote results.json (default: LOG_ROOT/eval)')
     args = parser.parse_args(argv)
     if not os.path.isdir(args.log_root):

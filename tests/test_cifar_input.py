@@ -392,3 +392,55 @@ def test_cli_bad_flag_exits_two():
     with pytest.raises(SystemExit) as exit_info:
         cifar_input.main(['--dataset=cifar11'])
     assert exit_info.value.code == 2
+
+
+# ---------------------------------------------------------------- validation split
+
+@pytest.fixture
+def three_files(tmp_path):
+    """Files of 5, 70 and 130 CIFAR-10 records; returns (pattern, images, labels) in file order."""
+    images, labels = random_images(205, seed=4), np.arange(205) % 10
+    for name, first, end in (('data_batch_1.bin', 0, 5), ('data_batch_2.bin', 5, 75), ('data_batch_3.bin', 75, 205)):
+        write_records(tmp_path / name, images[first:end], labels[first:end])
+    return str(tmp_path / 'data_batch_*.bin'), images, labels
+
+
+def read_part(pattern, validation_size, validation, mode='eval', batch_size=16):
+    """(images, labels as class numbers) of one part of the records, one pass."""
+    with tf.Graph().as_default():
+        batch = cifar_input.build_input('cifar10', pattern, batch_size, mode, num_epochs=1, num_threads=1,
+                                        validation_size=validation_size, validation=validation)
+        batches = run_queue(batch, max_runs=100, init_local=True)
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]).argmax(axis=1)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('validation_size', [150, 130, 1])  # inside a file, at a file's start, the last record
+def test_validation_holds_out_the_last_records_and_training_reads_only_the_others(three_files, validation_size):
+    pattern, images, labels = three_files
+    kept = 205 - validation_size
+    train_images, train_labels = read_part(pattern, validation_size, validation=False)
+    valid_images, valid_labels = read_part(pattern, validation_size, validation=True)
+    # The counts add up, each part is exactly its records in file order, so no record is in both.
+    assert (len(train_labels), len(valid_labels)) == (kept, validation_size)
+    np.testing.assert_allclose(train_images, standardize(images[:kept]), atol=1e-4)
+    np.testing.assert_allclose(valid_images, standardize(images[kept:]), atol=1e-4)
+    np.testing.assert_array_equal(np.concatenate([train_labels, valid_labels]), labels)
+
+
+@pytest.mark.timeout(60)
+def test_train_mode_reads_only_the_training_part(three_files):
+    """The shuffling, augmenting train queue drops the held-out records too: one pass over the
+    files gives the 9 training records (labels 0..8), none of the 196 held out."""
+    pattern, _, labels = three_files
+    _, train_labels = read_part(pattern, 196, validation=False, mode='train', batch_size=1)
+    assert sorted(train_labels) == list(labels[:9])
+
+
+def test_split_records_counts_from_the_end_of_the_last_file():
+    checked = [('a', 5), ('b', 70), ('c', 130)]
+    assert cifar_input.split_records(checked, 150) == ([('a', 0, 5), ('b', 0, 50)], [('b', 50, 70), ('c', 0, 130)])
+    assert cifar_input.split_records(checked, 130) == ([('a', 0, 5), ('b', 0, 70)], [('c', 0, 130)])
+    assert cifar_input.split_records(checked, 0) == ([('a', 0, 5), ('b', 0, 70), ('c', 0, 130)], [])
+    with pytest.raises(DataError, match='cannot hold out 205 of 205 records'):
+        cifar_input.split_records(checked, 205)

@@ -292,3 +292,55 @@ def test_eval_flip_averages_each_image_with_its_mirror(tiny_run, tmp_path):
     assert flipped.loss == pytest.approx(flipped_mirrored.loss, abs=1e-5)
     assert abs(flipped.precision - flipped_mirrored.precision) <= 1 / 300  # a tie may break either way
     np.testing.assert_allclose(flipped.confusion.sum(axis=1), plain.confusion.sum(axis=1))
+
+
+@pytest.mark.timeout(400)
+def test_eval_beside_training_on_a_validation_split_keeps_the_best_and_scores_the_test_once(tmp_path):
+    """Training saves every 5 steps and keeps one checkpoint; eval beside it scores what it finds
+    on the 300 held-out validation records, each checkpoint once, in step order, keeps the best
+    in best/, and at the end scores that one on the test records. Export then takes best/."""
+    from resnet_cifar import best, export
+    run_dir = str(tmp_path / 'run')
+    run = ['--dataset=digits', '--log_root=' + run_dir]
+    trainer = Process(['--mode=train', *run, *TINY, '--train_steps=120', '--save_checkpoints_steps=5',
+                       '--keep_checkpoint_max=1', '--validation_size=300'])
+    evaluator = Process(['--mode=eval', *run, '--eval_interval_secs=1'])
+    try:
+        assert trainer.wait(300) == 0, trainer.stderr[-3000:]
+        assert evaluator.wait(300) == 0, evaluator.stderr[-3000:]
+    finally:
+        trainer.kill()
+        evaluator.kill()
+    out = evaluator.proc.stdout.read()
+    scored = [(int(s), float(p)) for s, p in re.findall(r'^step (\d+): validation precision ([0-9.]+)', out, re.M)]
+    steps = [step for step, _ in scored]
+    assert steps == sorted(set(steps)) and steps[-1] == 120, out  # each once, in order, the last one too
+    assert checkpoint_steps(run_dir) == [120]  # the others were rotated away
+
+    results = json.load(open(os.path.join(run_dir, 'eval', 'results.json')))
+    assert [(e['step'], '%.4f' % e['precision']) for e in results['checkpoints']] == [
+        (step, '%.4f' % precision) for step, precision in scored]
+    chosen = results['best']
+    assert chosen == max(results['checkpoints'], key=lambda e: (e['precision'], -e['step']))
+    assert 'validation records: the last 300 of' in results['best_is_chosen_on']
+    test = results['test']
+    assert (test['step'], test['checkpoint'], test['images']) == (chosen['step'], 'model.ckpt-%d' % chosen['step'], 300)
+    confusion = np.array(test['confusion_matrix'])
+    assert confusion.sum() == 300 and np.trace(confusion) / 300 == pytest.approx(test['precision'])
+    assert test['class_names'][0] == 'zero' and len(test['per_class_precision']) == 10
+    assert len(re.findall(r'^test precision', out, re.M)) == 1
+    assert 'test precision %.4f on 300 images' % test['precision'] in out
+
+    # best/ holds that checkpoint: scored again on the validation records, it gives the same figure.
+    kept = best.path(run_dir)
+    assert kept == os.path.join(run_dir, 'best', 'model.ckpt-%d' % chosen['step'])
+    config = processes.resolve(['--mode=eval', '--log_root=' + run_dir])
+    again = evaluation.EvalGraph(config.hparams(), config, evaluation.checkpoint_records(config)).score(kept)
+    assert (again.step, again.precision) == (chosen['step'], pytest.approx(chosen['precision']))
+
+    # Export takes best/ by default, also when the run's own checkpoints are gone.
+    for name in glob.glob(os.path.join(run_dir, 'model.ckpt-*')):
+        os.remove(name)
+    export_config = processes.resolve(['--mode=export', '--log_root=' + run_dir,
+                                       '--export_dir=' + str(tmp_path / 'model')])
+    assert export.export_saved_model(export_config) == kept

@@ -75,7 +75,8 @@ def test_plot_curves_draws_train_loss_and_eval_precision(tmp_path, capsys):
     confusion_png = str(tmp_path / 'plots' / 'confusion.png')
     assert plot_curves.main([log_root, out, '--confusion=' + confusion_png]) == 1
     assert 'results.json: no confusion matrix to draw' in capsys.readouterr().err
-    results = evaluation.Results(os.path.join(log_root, 'eval'), ['cat', 'dog', 'eel'])
+    results = evaluation.Results(os.path.join(log_root, 'eval'), evaluation.Records('test', 'test.bin', 0),
+                                 ['cat', 'dog', 'eel'])
     results.add(evaluation.Score(300, 0.6, 1.0, 10, 1.0, confusion=np.array([[3, 1, 0], [1, 2, 1], [0, 1, 1]])))
     assert plot_curves.main([log_root, out, '--confusion=' + confusion_png]) == 0
     assert png_size(confusion_png)[0] >= 500 and os.path.getsize(confusion_png) > 10000

@@ -8,12 +8,14 @@ fixture (conftest.py): ResNet-8 (--num_residual_units=1, not the digits default 
 """
 import json
 import os
+import shutil
 
 import pytest
 
 import processes
 from resnet_cifar import run_files
 from resnet_cifar import training
+from resnet_cifar.config import Data, RunConfig
 from processes import TINY_DIGITS, assert_one_line_error, copy_run, logged_steps, run, snapshot
 
 TINY_RUN_SCHEDULE = ([30, 45, 60], [0.1, 0.01, 0.001, 0.0001])
@@ -233,3 +235,27 @@ def test_no_held_out_score_on_the_default_test_set_of_a_run_on_other_data(tmp_pa
     assert processes.resolve(['--dataset=digits', log_root, '--train_data_path=/my/train.bin',
                               '--eval_data_path=/my/test.bin']).eval.after_training
     assert not processes.resolve(['--dataset=digits', log_root, '--noeval_after_training']).eval.after_training
+
+
+@pytest.mark.timeout(60)
+def test_a_validation_size_that_leaves_nothing_to_train_on_is_a_flag_error(capsys):
+    """The digits sample's training file holds 1,497 records."""
+    for size, expected in [(1497, '--validation_size=1497: expected fewer than the 1497 records of '),
+                           (-1, '--validation_size=-1: expected 0 or more')]:
+        code, err = processes.main_exit(['--mode=train', '--dataset=digits', '--validation_size=%d' % size], capsys)
+        assert_one_line_error(code, err, 2, expected)
+    assert processes.resolve(['--mode=train', '--dataset=digits', '--validation_size=1496']).data.validation_size == 1496
+
+
+def test_eval_takes_the_validation_split_and_its_records_from_the_run(tmp_path, capsys):
+    """Eval scores the records the trainer held out: its --validation_size and --train_data_path
+    come from the run; a trainer resuming the run may not change the split."""
+    elsewhere = str(tmp_path / 'elsewhere.bin')
+    shutil.copy(Data(dataset='digits').train_data_path, elsewhere)
+    write_run(tmp_path)
+    run_files.write(RunConfig(log_root=str(tmp_path), data=Data(
+        dataset='digits', train_data_path=elsewhere, validation_size=300)))
+    config = processes.resolve(['--mode=eval', '--log_root=' + str(tmp_path)])
+    assert (config.data.validation_size, config.data.train_data_path) == (300, elsewhere)
+    code, err = processes.main_exit(['--mode=train', '--log_root=' + str(tmp_path), '--validation_size=200'], capsys)
+    assert_one_line_error(code, err, 1, '--validation_size=200: the run in %s has --validation_size=300' % tmp_path)

@@ -1,0 +1,239 @@
+"""One configuration trained with several seeds: the mean and spread of what it reaches.
+
+  python scripts/multi_seed.py --seeds=1,2,3 --target=0.95 -- --dataset=digits --train_steps=400
+  python scripts/multi_seed.py --seeds=1,2,3,4 --parallel=2 --out=runs/wrn.json -- --dataset=cifar10 ...
+
+Every flag after `--` goes to resnet_main.py, to training and then to eval. Each
+seed trains in its own run directory, <log_root>/seed-<S> (--log_root, default
+runs/multi_seed), keeping every checkpoint; then eval scores each checkpoint
+(on the validation records with --validation_size, else on the eval records).
+Seeds run in sequence, or --parallel=N at a time (they then share the CPU, so
+their images/s drop).
+
+Per seed and as mean and sample standard deviation over the seeds it reports:
+  test precision   the test score of the checkpoint eval chose on validation,
+                   or without a validation split the final checkpoint's score
+  time to target   seconds from the start of training to the first checkpoint
+                   scoring --target or more (on what eval scores), and its step
+  images/s         the median of training's progress lines (in a run shorter
+                   than one progress interval: between its checkpoints)
+as a table on stdout and as JSON in --out (default <log_root>/multi_seed.json).
+State accuracy claims this way: a mean and spread over seeds, not one run.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIN = os.path.join(REPO, 'resnet_main.py')
+DEFAULT_LOG_ROOT = os.path.join('runs', 'multi_seed')
+# Keep every checkpoint: time to target needs each one's score and the time it was written.
+KEEP_ALL = '--keep_checkpoint_max=1000000'
+
+
+class SeedRunError(Exception):
+    """A training or eval process of one seed failed; the message names the seed and the cause."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """A bad option is one line on stderr and exit status 2, without the usage text."""
+
+    def error(self, message):
+        self.exit(2, 'error: %s\n' % message)
+
+
+def parse_args(argv):
+    parser = _Parser(description=__doc__.split('\n\n')[0],
+                                     usage='%(prog)s [options] -- [resnet_main.py flags]')
+    parser.add_argument('--seeds', default='1,2,3', help='comma-separated random seeds (default 1,2,3)')
+    parser.add_argument('--parallel', type=int, default=1, help='seeds run at a time (default 1)')
+    parser.add_argument('--target', type=float, default=None,
+                        help='precision in (0, 1] whose time to reach is reported (default: none)')
+    parser.add_argument('--log_root', default=DEFAULT_LOG_ROOT, help='the seeds\' runs go in LOG_ROOT/seed-S')
+    parser.add_argument('--out', default=None, help='the JSON file (default LOG_ROOT/multi_seed.json)')
+    own, main_flags = _split_at_dashes(argv)
+    options = parser.parse_args(own)
+    try:
+        options.seeds = [int(s) for s in options.seeds.split(',') if s.strip()]
+    except ValueError:
+        parser.error('--seeds=%s: expected comma-separated integers' % options.seeds)
+    if not options.seeds or len(set(options.seeds)) != len(options.seeds):
+        parser.error('--seeds=%s: expected distinct integers' % ','.join(map(str, options.seeds)))
+    if options.parallel < 1:
+        parser.error('--parallel=%d: expected 1 or more' % options.parallel)
+    if options.target is not None and not 0 < options.target <= 1:
+        parser.error('--target=%g: expected a precision in (0, 1]' % options.target)
+    for flag in main_flags:
+        if re.match(r'--(mode|log_root|random_seed)=', flag):
+            parser.error('%s: multi_seed.py sets it for each seed; leave it out' % flag)
+    options.out = options.out or os.path.join(options.log_root, 'multi_seed.json')
+    return options, main_flags
+
+
+def _split_at_dashes(argv):
+    if '--' in argv:
+        at = argv.index('--')
+        return argv[:at], argv[at + 1:]
+    return argv, []
+
+
+def run_seed(seed, log_root, main_flags, target, prefix_output):
+    """Trains and scores one seed; returns its result dict. Raises SeedRunError."""
+    run_dir = os.path.join(log_root, 'seed-%d' % seed)
+    keep = [] if any(f.startswith('--keep_checkpoint_max') for f in main_flags) else [KEEP_ALL]
+    common = ['--log_root=' + run_dir] + main_flags
+    start = time.time()
+    train_output = _run(seed, 'train', ['--mode=train', '--random_seed=%d' % seed, '--noeval_after_training']
+                        + keep + common, prefix_output)
+    train_seconds = time.time() - start
+    _run(seed, 'eval', ['--mode=eval'] + common, prefix_output)
+    results = _read_json(os.path.join(run_dir, 'eval', 'results.json'), seed)
+    final = results.get('test') or results.get('latest') or {}
+    reached = _first_reaching(results.get('checkpoints', []), target)
+    rates = [float(r) for r in re.findall(r'([0-9.]+) examples/sec', train_output)]
+    if not rates:  # a run shorter than its progress interval
+        rates = [_rate_between_checkpoints(run_dir, results.get('checkpoints', []))]
+    return {
+        'seed': seed, 'log_root': run_dir,
+        'test_precision': final.get('precision'), 'test_step': final.get('step'),
+        'chosen_on': results.get('best_is_chosen_on') if results.get('test') else 'the final checkpoint',
+        'target_step': None if reached is None else reached['step'],
+        'seconds_to_target': None if reached is None else _checkpoint_time(run_dir, reached['step']) - start,
+        'images_per_sec': statistics.median(rates) if None not in rates else None,
+        'train_seconds': train_seconds,
+    }
+
+
+def _run(seed, role, args, prefix_output):
+    """resnet_main.py with args; returns its stderr (the log). SeedRunError when it fails."""
+    process = subprocess.Popen([sys.executable, MAIN] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, cwd=os.getcwd())
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if prefix_output:
+            sys.stdout.write('[seed %d %s] %s' % (seed, role, line))
+            sys.stdout.flush()
+    if process.wait() != 0:
+        errors = [line.strip() for line in lines if line.startswith('error:')] or [lines[-1].strip() if lines else '']
+        raise SeedRunError('seed %d: %s failed (exit %d): %s' % (seed, role, process.returncode, errors[-1]))
+    return ''.join(lines)
+
+
+def _read_json(path, seed):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise SeedRunError('seed %d: cannot read %s: %s' % (seed, path, e)) from None
+
+
+def _first_reaching(checkpoints, target):
+    if target is None:
+        return None
+    return next((entry for entry in sorted(checkpoints, key=lambda e: e['step'])
+                 if entry['precision'] >= target), None)
+
+
+def _rate_between_checkpoints(run_dir, checkpoints):
+    """Images/s from the first checkpoint after step 0 to the last (saving included), or None."""
+    steps = sorted(e['step'] for e in checkpoints if e['step'] > 0)
+    try:
+        with open(os.path.join(run_dir, 'config.json')) as f:
+            batch_size = json.load(f)['schedule']['batch_size']
+        seconds = _checkpoint_time(run_dir, steps[-1]) - _checkpoint_time(run_dir, steps[0])
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return (steps[-1] - steps[0]) * batch_size / seconds if seconds > 0 else None
+
+
+def _checkpoint_time(run_dir, step):
+    """When the checkpoint of `step` was written (its index file's time)."""
+    return os.path.getmtime(os.path.join(run_dir, 'model.ckpt-%d.index' % step))
+
+
+def summarize(runs, key):
+    """{'mean', 'std', 'n'} of runs' `key` where it is known; std is the sample standard deviation."""
+    values = [run[key] for run in runs if run.get(key) is not None]
+    return {'mean': statistics.mean(values) if values else None,
+            'std': statistics.stdev(values) if len(values) > 1 else None, 'n': len(values)}
+
+
+def table(runs, summary, target):
+    """The per-seed rows and the mean and std, as text."""
+    head = ['seed', 'test precision', 'step to %g' % target if target else 'step to target',
+            'seconds to target', 'images/s', 'train seconds']
+    rows = [[str(r['seed']), _fmt(r['test_precision'], '%.4f'), _fmt(r['target_step'], '%d'),
+             _fmt(r['seconds_to_target'], '%.1f'), _fmt(r['images_per_sec'], '%.0f'),
+             _fmt(r['train_seconds'], '%.1f')] for r in runs]
+    for name, fmt in (('mean', '%.4f'), ('std', '%.4f')):
+        rows.append([name, _fmt(summary['test_precision'][name], fmt), '',
+                     _fmt(summary['seconds_to_target'][name], '%.1f'), _fmt(summary['images_per_sec'][name], '%.0f'),
+                     _fmt(summary['train_seconds'][name], '%.1f')])
+    widths = [max(len(row[i]) for row in [head] + rows) for i in range(len(head))]
+    return '\n'.join('  '.join(cell.rjust(width) for cell, width in zip(row, widths)) for row in [head] + rows)
+
+
+def _fmt(value, fmt):
+    return '-' if value is None else fmt % value
+
+
+def run_all(options, main_flags):
+    """Runs every seed, options.parallel at a time; returns the runs in seed order. Raises SeedRunError."""
+    results, failures, lock = {}, [], threading.Lock()
+    pending = list(options.seeds)
+    prefix_output = options.parallel > 1 or len(options.seeds) > 1
+
+    def worker():
+        while True:
+            with lock:
+                if not pending or failures:
+                    return
+                seed = pending.pop(0)
+            try:
+                result = run_seed(seed, options.log_root, main_flags, options.target, prefix_output)
+            except SeedRunError as e:
+                with lock:
+                    failures.append(e)
+                return
+            with lock:
+                results[seed] = result
+
+    threads = [threading.Thread(target=worker) for _ in range(min(options.parallel, len(options.seeds)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return [results[seed] for seed in options.seeds]
+
+
+def main(argv=None):
+    options, main_flags = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        runs = run_all(options, main_flags)
+    except SeedRunError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return 1
+    summary = {key: summarize(runs, key)
+               for key in ('test_precision', 'seconds_to_target', 'images_per_sec', 'train_seconds')}
+    report = {'resnet_main_flags': main_flags, 'seeds': options.seeds, 'target': options.target,
+              'parallel': options.parallel, 'runs': runs, 'summary': summary,
+              'time': time.strftime('%Y-%m-%d %H:%M:%S')}
+    os.makedirs(os.path.dirname(os.path.abspath(options.out)), exist_ok=True)
+    with open(options.out, 'w') as f:
+        json.dump(report, f, indent=1)
+    print(table(runs, summary, options.target))
+    print('wrote %s' % options.out)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""scripts/multi_seed.py: one configuration, several seeds, the mean and spread of what it reaches."""
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from processes import REPO
+
+SCRIPT = os.path.join(REPO, 'scripts', 'multi_seed.py')
+
+
+def multi_seed(*args, timeout=400):
+    return subprocess.run([sys.executable, SCRIPT] + list(args), capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.timeout(420)
+def test_two_seeds_give_a_table_and_a_json_of_means_and_spreads(tmp_path):
+    out = str(tmp_path / 'report.json')
+    done = multi_seed('--seeds=3,4', '--parallel=2', '--target=0.3', '--log_root=' + str(tmp_path / 'runs'),
+                      '--out=' + out, '--', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
+                      '--train_steps=40', '--save_checkpoints_steps=10', '--validation_size=200')
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.load(open(out))
+    runs = report['runs']
+    assert [r['seed'] for r in runs] == [3, 4]
+    for r in runs:
+        assert os.path.isdir(r['log_root']) and r['log_root'].endswith('seed-%d' % r['seed'])
+        results = json.load(open(os.path.join(r['log_root'], 'eval', 'results.json')))
+        # The test score of the checkpoint chosen on validation, as eval recorded it.
+        assert (r['test_precision'], r['test_step']) == (results['test']['precision'], results['test']['step'])
+        assert 'validation' in r['chosen_on']
+        reached = [e['step'] for e in results['checkpoints'] if e['precision'] >= 0.3]
+        assert r['target_step'] == (reached[0] if reached else None)
+        assert r['seconds_to_target'] is None or 0 < r['seconds_to_target'] < r['train_seconds']
+        assert r['images_per_sec'] > 0
+    precisions = [r['test_precision'] for r in runs]
+    summary = report['summary']['test_precision']
+    assert summary == {'mean': pytest.approx(statistics.mean(precisions)),
+                       'std': pytest.approx(statistics.stdev(precisions)), 'n': 2}
+    # The table: a row per seed, then the mean and the std, with the same figures.
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
+    assert rows['3'][1] == '%.4f' % precisions[0] and rows['4'][1] == '%.4f' % precisions[1]
+    assert rows['mean'][1] == '%.4f' % summary['mean'] and rows['std'][1] == '%.4f' % summary['std']
+    assert re.search(r'^\[seed 4 train\] ', done.stdout, re.M)  # each process's log, prefixed
+    assert 'wrote %s' % out in done.stdout
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('args, expected', [
+    (['--seeds=1,x'], '--seeds=1,x: expected comma-separated integers'),
+    (['--seeds=1,1'], '--seeds=1,1: expected distinct integers'),
+    (['--target=2'], '--target=2: expected a precision in (0, 1]'),
+    (['--', '--random_seed=5'], '--random_seed=5: multi_seed.py sets it for each seed; leave it out'),
+])
+def test_bad_options_are_one_line(args, expected):
+    done = multi_seed(*args)
+    assert done.returncode == 2 and done.stderr == 'error: %s\n' % expected
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_seed_is_one_line_naming_it(tmp_path):
+    done = multi_seed('--seeds=7', '--log_root=' + str(tmp_path), '--', '--dataset=digits', '--batch_size=0')
+    assert done.returncode == 1
+    assert done.stderr == 'error: seed 7: train failed (exit 2): error: --batch_size=0: expected a positive integer\n'
+    assert not os.path.exists(str(tmp_path / 'multi_seed.json'))
