@@ -159,11 +159,11 @@ flags.DEFINE_boolean('stage_input', None,
                      'Train mode: copy the next batch onto the training device(s) while the current step '
                      'runs (a staging area; each step trains on the batch staged by the step before). '
                      'Default: on when training on GPU(s), off on the CPU.')
-flags.DEFINE_enum('compute_dtype', 'float32', list(config.COMPUTE_DTYPES),
-                  'Precision of the convolutions and batch norm (train, eval and extract): float32, or '
-                  'mixed precision for GPUs, float16 (with dynamic loss scaling) or bfloat16; variables '
-                  'and checkpoints stay float32 either way. On CPUs float16 is slow; bfloat16 may be '
-                  'faster on CPUs with bfloat16 instructions (AVX512_BF16, AMX).')
+flags.DEFINE_enum('compute_dtype', 'auto', ['auto'] + list(config.COMPUTE_DTYPES),
+                  'Precision of the convolutions and batch norm: auto (training in bfloat16 on CPUs with '
+                  'bfloat16 instructions, AVX512_BF16 or AMX, else float32; eval, extract and export in '
+                  'float32), float32, or mixed precision: float16 (with dynamic loss scaling; slow on '
+                  'CPUs) or bfloat16. Variables and checkpoints stay float32 either way.')
 
 
 # --help: the flags in these groups (docs/flags.md has the same ones), then the example.

@@ -313,7 +313,8 @@ class RunConfig:
     default <log_root>/train and /eval) the event files. `taken_from_run` names
     the settings this process took from the run's config.json (resolve.py), and
     `changes_to_run` describes, as flags, what a resuming trainer changes of the
-    run's recipe.
+    run's recipe. `compute_dtype_choice` says why --compute_dtype=auto chose
+    model.compute_dtype ('' when the flag named the dtype).
     """
     mode: str = 'train'
     log_root: str = ''                  # default: runs/<dataset>
@@ -329,6 +330,7 @@ class RunConfig:
     transfer: Transfer = dataclasses.field(default_factory=Transfer)
     taken_from_run: Tuple[str, ...] = ()
     changes_to_run: Tuple[str, ...] = ()
+    compute_dtype_choice: str = ''      # why --compute_dtype=auto picked model.compute_dtype; '' if asked for
 
     def __post_init__(self):
         _check_types(self)

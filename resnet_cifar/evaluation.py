@@ -413,6 +413,8 @@ def _score_last_checkpoint(config, records):
     if path is None:
         raise CheckpointError('no checkpoint in %s' % config.log_root)
     eval_config = dataclasses.replace(config, mode='eval')
+    if config.compute_dtype_choice:  # eval scores in float32 unless asked otherwise
+        eval_config = dataclasses.replace(eval_config, model=dataclasses.replace(config.model, compute_dtype='float32'))
     return EvalGraph(eval_config.hparams(), eval_config, records).score(
         path, config.eval.use_moving_average, config.eval.batch_count)
 

@@ -14,6 +14,7 @@ import os
 from resnet_cifar import best
 from resnet_cifar import checkpoints
 from resnet_cifar import config as config_lib
+from resnet_cifar import cpu
 from resnet_cifar import datasets
 from resnet_cifar import guards
 from resnet_cifar import run_files
@@ -56,6 +57,7 @@ def run_config(values, given):
         raise FlagError('--lrn_rate=%g: expected a positive learning rate' % v['lrn_rate'])
     log_root = v['log_root'] or os.path.join('runs', v['dataset'])
     settings, changes, taken = resolve_settings(v, given, log_root)
+    dtype, dtype_choice = compute_dtype(v)
     config = config_lib.RunConfig(
         mode=v['mode'], log_root=log_root, train_dir=v['train_dir'] or '', eval_dir=v['eval_dir'] or '',
         random_seed=v['random_seed'],
@@ -65,7 +67,7 @@ def run_config(values, given):
             num_input_threads=v['num_input_threads'], image_size=v['image_size'],
             validation_size=settings['validation_size']),
         model=config_lib.Model(**_section(settings, 'model'), data_format=data_format(v),
-                               compute_dtype=v['compute_dtype']),
+                               compute_dtype=dtype),
         schedule=config_lib.Schedule(**_section(settings, 'schedule')),
         checkpoints=_checkpoints(v, given, settings['train_steps']),
         eval=config_lib.Eval(
@@ -76,7 +78,7 @@ def run_config(values, given):
         devices=devices(v),
         transfer=config_lib.Transfer(**{name: v[name] for name in _TRANSFER_FLAGS},
                                      freeze_restored_layers=settings['freeze_restored_layers']),
-        taken_from_run=tuple(taken), changes_to_run=tuple(changes))
+        taken_from_run=tuple(taken), changes_to_run=tuple(changes), compute_dtype_choice=dtype_choice)
     check_gpus(config)
     check_outputs(config)
     check_validation_size(config)
@@ -235,6 +237,15 @@ def devices(v):
         stage_input = default_stage_input(v['num_gpus'], v['tower_device'])
     return config_lib.Devices(num_gpus=v['num_gpus'], tower_device=v['tower_device'],
                               variable_device=v['variable_device'], stage_input=bool(stage_input))
+
+
+def compute_dtype(v):
+    """(--compute_dtype, '') as given, or for auto (dtype, why auto picked it): bfloat16 for
+    training on a CPU with bfloat16 instructions, else float32 (cpu.py)."""
+    if v['compute_dtype'] != 'auto':
+        return v['compute_dtype'], ''
+    gpu_training = v['num_gpus'] >= 1 and v['tower_device'] == 'gpu'
+    return cpu.auto_compute_dtype(v['mode'], gpu_training, cpu.cpu_flags())
 
 
 def data_format(v):

@@ -345,6 +345,8 @@ def train(config):
         record found by the reader threads, or a file that changed during training.
     """
     data_files = cifar_input.check_files(config.data.dataset, config.data.train_data_path)
+    if config.compute_dtype_choice:
+        logging.info('compute dtype %s (%s)', config.model.compute_dtype, config.compute_dtype_choice)
     if config.data.validation_size:
         logging.info('training on %d records of %s; the last %d are held out for validation',
                      sum(n for _, n in data_files) - config.data.validation_size, config.data.train_data_path,

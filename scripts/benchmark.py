@@ -21,6 +21,13 @@ It prints a table, then one JSON object as the last line:
   train_flops_per_image           forward plus backward, counted from the graph by TF's profiler
   train_gflops, efficiency        train_flops_per_image * rate, and its share of matmul_gflops
                                   (float32 peak, also for --compute_dtype=bfloat16 or float16)
+  compute_dtype, compute_dtype_choice   the dtype timed, and why (auto picks it from the CPU flags)
+  breakdown_top_ops_ms            a traced in-memory training step: ms per op type, the top 10
+  breakdown_stages_ms             the same by stage: forward, backward, update
+  breakdown_sum_ms, traced_step_ms   all traced op time summed, and the traced step's wall time
+  torch_train_images_per_sec      when PyTorch is importable: the same network's training step in
+                                  PyTorch (scripts/torch_resnet.py), timed in turns with the others;
+                                  torch_peer says which PyTorch, or why the peer was skipped
 """
 import argparse
 import contextlib
@@ -31,6 +38,7 @@ import sys
 import tempfile
 import time
 
+from resnet_cifar import cpu  # no TensorFlow in it
 
 # Batches a full train queue gives before its readers must keep up: cifar_input's
 # shuffle queue holds 16 batches and keeps half of them.
@@ -50,8 +58,9 @@ def parse_args(argv):
     parser.add_argument('--device', choices=['cpu', 'gpu'], default='cpu')
     parser.add_argument('--data_format', choices=['NHWC', 'NCHW'], default=None,
                         help='default: NHWC on cpu, NCHW on gpu')
-    parser.add_argument('--compute_dtype', choices=['float32', 'float16', 'bfloat16'], default='float32',
-                        help='precision of convolutions and batch norm (resnet_main.py --compute_dtype)')
+    parser.add_argument('--compute_dtype', choices=['auto', 'float32', 'float16', 'bfloat16'], default='auto',
+                        help='precision of convolutions and batch norm, as resnet_main.py --compute_dtype '
+                             '(auto: bfloat16 on CPUs with bfloat16 instructions, else float32)')
     parser.add_argument('--stage_input', choices=['on', 'off'], default=None,
                         help='the real pipeline through a staging area on the device (staging.py); '
                              'default: on for gpu, off for cpu, as in resnet_main.py')
@@ -62,8 +71,12 @@ def parse_args(argv):
     parser.add_argument('--inter_threads', type=int, default=0, help='0 = TensorFlow chooses')
     parser.add_argument('--input_threads', type=int, default=None, help='reader threads; default per cifar_input')
     parser.add_argument('--matmul_size', type=int, default=2048)
-    parser.add_argument('--skip', default='', help='comma-separated parts to skip: synthetic,real,input,eval')
+    parser.add_argument('--skip', default='',
+                        help='comma-separated parts to skip: synthetic,real,input,eval,breakdown,torch')
     args = parser.parse_args(argv)
+    args.compute_dtype, args.compute_dtype_choice = (
+        cpu.auto_compute_dtype('train', args.device == 'gpu', cpu.cpu_flags()) if args.compute_dtype == 'auto'
+        else (args.compute_dtype, 'asked for'))
     for name in ('num_residual_units', 'width', 'batch_size', 'eval_batch_size', 'steps', 'windows', 'num_records',
                  'matmul_size'):
         if getattr(args, name) < 1:
@@ -143,7 +156,8 @@ class Bench(object):
 
     @contextlib.contextmanager
     def session_step(self, graph, fetch, with_queues=False, prime=None):
-        """Yields run_step(), one session.run(fetch) in an initialized session of `graph`.
+        """Yields run_step(), one session.run(fetch) in an initialized session of `graph`
+        (run_step.session is that session).
 
         with_queues starts the queue runners (stopped through a Coordinator on
         exit); `prime` runs once after they start.
@@ -158,19 +172,47 @@ class Bench(object):
             try:
                 if prime is not None:
                     session.run(prime)
-                yield lambda: session.run(fetch)
+                run_step = lambda: session.run(fetch)  # noqa: E731
+                run_step.session = session
+                yield run_step
             finally:
                 coord.request_stop()
                 coord.join(threads, stop_grace_period_secs=10)
 
-    def train_synthetic(self):
-        """A session_step of training from in-memory tensors."""
+    def _synthetic_graph(self):
         tf, batch = self.tf, self.args.batch_size
         graph = tf.Graph()
         with graph.as_default(), tf.compat.v1.device(self.device):
             model = self.resnet_model.ResNet(self.hparams(batch), *self.in_memory_batch(batch), 'train')
             model.build_graph()
-        return self.session_step(graph, model.train_op)
+        return graph, model.train_op
+
+    def train_synthetic(self):
+        """A session_step of training from in-memory tensors."""
+        return self.session_step(*self._synthetic_graph())
+
+    def step_breakdown(self, traced_steps=3):
+        """Where a training step from in-memory input spends its time, from TensorFlow's step trace.
+
+        Returns ({op type: ms per step}, {stage: ms per step}, traced wall ms per step): each op's
+        time from its start to its end on its thread, summed over its type and over the stage its
+        name puts it in (forward, backward: the gradients, update: optimizer, moving averages and
+        batch-norm statistics). Ops run on several threads at once, so the sums can exceed the
+        wall time of the step; tracing itself slows the step a little.
+        """
+        tf = self.tf
+        graph, train_op = self._synthetic_graph()
+        by_type, by_stage, wall = {}, {}, 0.0
+        options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+        with self.session_step(graph, train_op) as run_step:
+            for _ in range(self.args.warmup_steps):
+                run_step()
+            for _ in range(traced_steps):
+                metadata = tf.compat.v1.RunMetadata()
+                run_step.session.run(train_op, options=options, run_metadata=metadata)
+                wall += _add_op_times(metadata.step_stats, by_type, by_stage)
+        per_step = lambda times: {k: v / traced_steps for k, v in times.items()}  # noqa: E731
+        return per_step(by_type), per_step(by_stage), wall / traced_steps
 
     def train_flops_per_image(self):
         """Forward plus backward FLOPs per image, counted by TF's profiler.
@@ -234,6 +276,51 @@ class Bench(object):
         return (lambda: a @ b), self.session_step(graph, fetch), 2.0 * n ** 3
 
 
+def _add_op_times(step_stats, by_type, by_stage):
+    """Adds each traced op's milliseconds to its type and its stage; returns the step's wall ms."""
+    starts, ends = [], []
+    for device in step_stats.dev_stats:
+        for node in device.node_stats:
+            if node.node_name in ('_SOURCE', '_SINK'):
+                continue
+            label = node.timeline_label.split(' = ', 1)
+            op_type = label[1].split('(', 1)[0] if len(label) == 2 else node.node_name.split(':')[0]
+            ms = node.all_end_rel_micros / 1000.0
+            by_type[op_type] = by_type.get(op_type, 0.0) + ms
+            stage = _stage_of(node.node_name)
+            by_stage[stage] = by_stage.get(stage, 0.0) + ms
+            starts.append(node.all_start_micros)
+            ends.append(node.all_start_micros + node.all_end_rel_micros)
+    return (max(ends) - min(starts)) / 1000.0 if starts else 0.0
+
+
+def _stage_of(node_name):
+    name = node_name.lower()
+    if name.startswith('gradients'):
+        return 'backward'
+    if any(part in name for part in ('apply_gradients', 'momentum', 'exponentialmovingaverage', 'train_op',
+                                     'assignsub', 'global_step', 'moving_mean', 'moving_variance')):
+        return 'update'
+    return 'forward'
+
+
+def torch_peer(args):
+    """(run_step, '') of the same network's training step in PyTorch, or (None, why not)."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'torch_resnet.py')
+    spec = importlib.util.spec_from_file_location('torch_resnet', path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as e:
+        return None, 'PyTorch is not importable here (%s)' % e
+    if args.device != 'cpu' or args.width < 1:
+        return None, 'the peer runs on the CPU only'
+    step = module.train_step(args.num_residual_units, args.width, args.batch_size, args.compute_dtype,
+                             args.intra_threads or os.cpu_count())
+    return step, 'PyTorch %s, eager, channels_last' % module.version()
+
+
 def write_random_records(directory, num_records):
     import numpy as np
     path = os.path.join(directory, 'benchmark.bin')
@@ -279,9 +366,21 @@ def main(argv=None):
         if 'eval' not in skip:
             run_steps['eval_images_per_sec'] = (sessions.enter_context(bench.eval_forward()),
                                                 args.eval_batch_size)
+        if 'torch' not in skip:
+            torch_step, results['torch_peer'] = torch_peer(args)
+            if torch_step is not None:
+                run_steps['torch_train_images_per_sec'] = (torch_step, batch)
         run_steps['matmul_flops_numpy'] = (numpy_matmul, matmul_flops)
         run_steps['matmul_flops_tensorflow'] = (sessions.enter_context(tf_matmul), matmul_flops)
         results.update(interleaved_medians(run_steps, args.warmup_steps, args.steps, args.windows))
+    if 'breakdown' not in skip:
+        by_type, by_stage, traced_ms = bench.step_breakdown()
+        top = sorted(by_type.items(), key=lambda item: -item[1])[:10]
+        results.update({'breakdown_top_ops_ms': dict(top), 'breakdown_stages_ms': by_stage,
+                        'breakdown_sum_ms': sum(by_type.values()), 'traced_step_ms': traced_ms})
+    if 'torch_train_images_per_sec' in results and 'train_images_per_sec_synthetic' in results:
+        results['torch_over_synthetic'] = (results['torch_train_images_per_sec']
+                                           / results['train_images_per_sec_synthetic'])
     results['matmul_gflops_numpy'] = results.pop('matmul_flops_numpy') / 1e9
     results['matmul_gflops_tensorflow'] = results.pop('matmul_flops_tensorflow') / 1e9
     results['matmul_gflops'] = max(results['matmul_gflops_numpy'], results['matmul_gflops_tensorflow'])
@@ -289,6 +388,8 @@ def main(argv=None):
         results['train_flops_per_image'] = bench.train_flops_per_image()
         results['train_gflops'] = results['train_images_per_sec_synthetic'] * results['train_flops_per_image'] / 1e9
         results['efficiency'] = results['train_gflops'] / results['matmul_gflops']
+    if 'train_images_per_sec_synthetic' in results:
+        results['step_ms_synthetic'] = 1000.0 * args.batch_size / results['train_images_per_sec_synthetic']
     if 'train_images_per_sec' in results and 'train_images_per_sec_synthetic' in results:
         results['real_over_synthetic'] = (results['train_images_per_sec']
                                           / results['train_images_per_sec_synthetic'])
@@ -297,6 +398,7 @@ def main(argv=None):
     results.update({
         'depth': 6 * args.num_residual_units + 2, 'width': args.width, 'batch_size': args.batch_size,
         'data_format': args.data_format, 'compute_dtype': args.compute_dtype,
+        'compute_dtype_choice': args.compute_dtype_choice, 'cpu': cpu.describe(),
         'onednn': args.onednn == 'on', 'xla': args.xla,
         'intra_threads': args.intra_threads, 'inter_threads': args.inter_threads,
         'input_threads': args.input_threads, 'stage_input': args.stage_input, 'tensorflow': tf.__version__,
@@ -319,17 +421,31 @@ def print_table(results):
             ('train throughput', 'train_gflops', 'GFLOP/s'),
             ('efficiency (train / float32 matmul)', 'efficiency', ''),
             ('real / in-memory train rate', 'real_over_synthetic', ''),
-            ('input / real train rate', 'input_over_train', '')]
+            ('input / real train rate', 'input_over_train', ''),
+            ('PyTorch peer, in-memory input', 'torch_train_images_per_sec', 'images/s'),
+            ('PyTorch / this suite, in-memory', 'torch_over_synthetic', ''),
+            ('step, in-memory input', 'step_ms_synthetic', 'ms'),
+            ('traced step (wall)', 'traced_step_ms', 'ms'),
+            ('traced op time, summed', 'breakdown_sum_ms', 'ms')]
     name = 'ResNet-%d' % results['depth'] if results['width'] == 1 else 'WRN-%d-%d' % (
         results['depth'], results['width'])
-    print('%s, batch %d, %s, %s, oneDNN %s, XLA %s' % (
+    print('%s, batch %d, %s, %s (%s), oneDNN %s, XLA %s; %s' % (
         name, results['batch_size'], results['data_format'], results['compute_dtype'],
-        'on' if results['onednn'] else 'off', 'on' if results['xla'] else 'off'))
+        results['compute_dtype_choice'], 'on' if results['onednn'] else 'off', 'on' if results['xla'] else 'off',
+        results['cpu']))
+    if 'torch_peer' in results:
+        print('  peer: %s' % results['torch_peer'])
     for label, key, unit in rows:
         if key in results:
             value = results[key]
             text = ('%.3g' % value) if value >= 1e6 or value < 10 else ('%.1f' % value)
             print('  %-30s %12s %s' % (label, text, unit))
+    for title, key in (('time per step by op type (top 10)', 'breakdown_top_ops_ms'),
+                       ('time per step by stage', 'breakdown_stages_ms')):
+        if key in results:
+            print('  %s:' % title)
+            for op, ms in sorted(results[key].items(), key=lambda item: -item[1]):
+                print('    %-28s %9.1f ms' % (op, ms))
 
 
 if __name__ == '__main__':

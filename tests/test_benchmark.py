@@ -51,7 +51,9 @@ def assert_plausible(result):
 
 KEYS = ('train_images_per_sec_synthetic', 'train_images_per_sec', 'input_images_per_sec',
         'eval_images_per_sec', 'matmul_gflops', 'train_gflops', 'train_flops_per_image', 'efficiency',
-        'depth', 'batch_size', 'input_threads', 'stage_input', 'data_format', 'compute_dtype', 'onednn', 'xla', 'tensorflow', 'device')
+        'depth', 'batch_size', 'input_threads', 'stage_input', 'data_format', 'compute_dtype', 'onednn', 'xla',
+        'tensorflow', 'device', 'compute_dtype_choice', 'cpu', 'breakdown_top_ops_ms', 'breakdown_stages_ms',
+        'breakdown_sum_ms', 'traced_step_ms', 'step_ms_synthetic', 'torch_peer')
 
 
 @pytest.mark.timeout(180)
@@ -68,7 +70,18 @@ def test_benchmark_prints_json_with_every_key():
     for key in KEYS:
         assert key in result, key
     assert result['depth'] == 8 and result['batch_size'] == 8 and result['width'] == 1
-    assert (result['data_format'], result['compute_dtype']) == ('NHWC', 'float32')
+    from resnet_cifar import cpu
+    auto = cpu.auto_compute_dtype('train', False, cpu.cpu_flags())
+    assert (result['data_format'], result['compute_dtype'], result['compute_dtype_choice']) == ('NHWC',) + auto
+    assert 'PyTorch peer' not in proc.stdout or 'torch_train_images_per_sec' in result
+    # The traced step's op times add up to about the measured step (ops may overlap on two
+    # threads, and tracing costs a little): not a tenth of it, not three times it.
+    assert 0.5 < result['breakdown_sum_ms'] / result['step_ms_synthetic'] < 3, result
+    assert sum(result['breakdown_stages_ms'].values()) == pytest.approx(result['breakdown_sum_ms'])
+    assert result['breakdown_stages_ms']['backward'] > result['breakdown_stages_ms']['forward'] > 0
+    top = result['breakdown_top_ops_ms']
+    assert len(top) == 10 and any('Conv2D' in op for op in top) and sum(top.values()) <= result['breakdown_sum_ms']
+    assert result['step_ms_synthetic'] == pytest.approx(8000.0 / result['train_images_per_sec_synthetic'])
     assert result['onednn'] is True and result['xla'] is False and result['stage_input'] is False
     assert_plausible(result)
     # The forward pass alone costs about a third of a training step, and the windows of both are
@@ -107,3 +120,22 @@ def test_benchmark_rejects_nchw_on_cpu_without_onednn():
                            '--data_format=NCHW', '--onednn=off'], capture_output=True, text=True, timeout=50)
     assert proc.returncode == 2
     assert 'NCHW' in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.timeout(120)
+def test_the_pytorch_peer_is_skipped_cleanly_without_pytorch():
+    """PyTorch is no dependency: where it cannot be imported, the run says so and goes on."""
+    try:
+        import torch  # noqa: F401
+        pytest.skip('PyTorch is importable here: the peer runs')
+    except ImportError:
+        pass
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'scripts', 'benchmark.py'), '--num_residual_units=1', '--batch_size=8',
+         '--warmup_steps=1', '--steps=1', '--windows=1', '--matmul_size=64', '--skip=real,input,eval,breakdown'],
+        capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['torch_peer'] == "PyTorch is not importable here (No module named 'torch')"
+    assert 'torch_train_images_per_sec' not in result
+    assert "peer: PyTorch is not importable here" in proc.stdout

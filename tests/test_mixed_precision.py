@@ -293,3 +293,49 @@ def test_unknown_compute_dtype_is_a_one_line_flag_error(capsys):
     code, err = processes.main_exit(['--compute_dtype=float64'], capsys)
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith('error: ') and '--compute_dtype' in err, err
+
+
+# ---------------------------------------------------------------- --compute_dtype=auto
+
+@pytest.mark.timeout(300)
+def test_auto_follows_the_cpu_flags_into_the_graph_config_json_resumes_and_eval(monkeypatch, tmp_path):
+    """With a CPU flag list that has bfloat16 instructions, auto (the default) trains in bfloat16,
+    says so, and records it; the run resumes in float32 and back; eval in auto scores in float32."""
+    from resnet_cifar import cpu, run_files
+    cpuinfo = tmp_path / 'cpuinfo'
+    monkeypatch.setattr(cpu, 'CPUINFO', str(cpuinfo))
+    log_root = str(tmp_path / 'run')
+    common = ['--dataset=digits', '--log_root=' + log_root] + TINY
+
+    def config_for(*flags, cpu_flags='fpu avx512f avx512_bf16'):
+        cpuinfo.write_text('processor\t: 0\nflags\t\t: %s\n' % cpu_flags)
+        return processes.resolve(list(flags) + common)
+
+    assert config_for('--mode=train', cpu_flags='fpu avx512f').model.compute_dtype == 'float32'
+    config = config_for('--mode=train', '--train_steps=6')
+    assert (config.model.compute_dtype, config.compute_dtype_choice.split(',')[0]) == (
+        'bfloat16', 'auto: this CPU has bfloat16 instructions')
+    with tf.Graph().as_default() as graph:
+        training.build_train_graph(config)
+        convs = [op for op in graph.get_operations() if op.type == 'Conv2D' and 'gradients' not in op.name]
+        assert convs and all(op.get_attr('T') == tf.bfloat16 for op in convs)
+    with processes.AbslRecords() as records:
+        training.train(config)
+    assert ('compute dtype bfloat16 (auto: this CPU has bfloat16 instructions, avx512_bf16; '
+            '--compute_dtype=float32 for float32)') in records.messages
+    assert run_files.load_config(log_root).model.compute_dtype == 'bfloat16'
+
+    # bfloat16 -> float32 -> auto (bfloat16) again, each resuming the other's checkpoint.
+    training.train(config_for('--mode=train', '--train_steps=9', '--compute_dtype=float32'))
+    assert run_files.load_config(log_root).model.compute_dtype == 'float32'
+    training.train(config_for('--mode=train', '--train_steps=12'))
+    assert run_files.load_config(log_root).model.compute_dtype == 'bfloat16'
+    assert tf.train.load_variable(tf.train.latest_checkpoint(log_root), 'global_step') == 12
+
+    eval_config = config_for('--mode=eval')
+    assert eval_config.model.compute_dtype == 'float32'
+    evaluator = evaluation.EvalGraph(eval_config.hparams(), eval_config)
+    convs = [op for op in evaluator.graph.get_operations() if op.type == 'Conv2D']
+    assert convs and all(op.get_attr('T') == tf.float32 for op in convs)
+    score = evaluator.score(tf.train.latest_checkpoint(log_root))
+    assert (score.step, score.num_images) == (12, 300) and np.isfinite(score.loss)
