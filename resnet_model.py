@@ -65,8 +65,8 @@ _HParamsBase = collections.namedtuple(
     ['batch_size', 'num_classes', 'min_lrn_rate', 'lrn_rate', 'num_residual_units',
      'use_bottleneck', 'weight_decay_rate', 'relu_leakiness', 'optimizer',
      'width', 'momentum', 'bn_decay', 'bn_epsilon', 'moving_average_decay', 'data_format',
-     'compute_dtype'],
-    defaults=(1, 0.9, 0.9, 1e-3, 0.999, 'NHWC', 'float32'))
+     'compute_dtype', 'lr_boundaries', 'lr_values'],
+    defaults=(1, 0.9, 0.9, 1e-3, 0.999, 'NHWC', 'float32', (), ()))
 
 
 class HParams(_HParamsBase):
@@ -77,7 +77,7 @@ class HParams(_HParamsBase):
         any batch size).
       num_classes: number of output classes.
       min_lrn_rate: floor on the learning rate the optimizer uses.
-      lrn_rate: initial learning rate (the training loop sets it each phase).
+      lrn_rate: the learning rate when lr_values is empty (a constant rate).
       num_residual_units: residual units per stage (n).
       use_bottleneck: bottleneck units (1x1, 3x3, 1x1) instead of plain (3x3, 3x3).
       weight_decay_rate: L2 coefficient on convolution and fully connected weights.
@@ -93,6 +93,10 @@ class HParams(_HParamsBase):
       compute_dtype: 'float32', or 'float16' / 'bfloat16' for mixed precision:
         convolutions and batch norm compute in 16 bits while every variable
         stays float32 (float16 trains with dynamic loss scaling).
+      lr_boundaries: global steps (increasing ints >= 1) where the rate changes.
+      lr_values: the piecewise-constant rates, one more than lr_boundaries:
+        lr_values[i] applies from global step lr_boundaries[i-1] (inclusive) up
+        to lr_boundaries[i]. Empty: lrn_rate at every step.
 
     Invalid values raise ValueError naming the field and the allowed values;
     `_replace` validates too.
@@ -162,7 +166,34 @@ def _validated(fields):
     out['optimizer'] = _check_choice('optimizer', fields['optimizer'], OPTIMIZERS)
     out['data_format'] = _check_choice('data_format', fields['data_format'], DATA_FORMATS)
     out['compute_dtype'] = _check_choice('compute_dtype', fields['compute_dtype'], COMPUTE_DTYPES)
+    out['lr_boundaries'], out['lr_values'] = _check_schedule(fields['lr_boundaries'], fields['lr_values'])
     return out
+
+
+def _check_schedule(boundaries, values):
+    """(boundaries as ints, values as floats), both tuples; ValueError unless they make a schedule."""
+    if not isinstance(boundaries, (list, tuple)) or any(
+            isinstance(b, bool) or not isinstance(b, numbers.Integral) for b in boundaries):
+        raise _bad('lr_boundaries', 'a tuple of integer steps', boundaries)
+    boundaries = tuple(int(b) for b in boundaries)
+    if any(b < 1 for b in boundaries) or any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
+        raise _bad('lr_boundaries', 'increasing steps >= 1', boundaries)
+    if not isinstance(values, (list, tuple)) or not all(_is_number(v) and v > 0 for v in values):
+        raise _bad('lr_values', 'a tuple of positive numbers', values)
+    if values and len(values) != len(boundaries) + 1:
+        raise _bad('lr_values', 'one more rate than lr_boundaries (%d)' % len(boundaries), values)
+    if boundaries and not values:
+        raise _bad('lr_values', 'rates for lr_boundaries %s' % (boundaries,), values)
+    return boundaries, tuple(float(v) for v in values)
+
+
+def scheduled_rate(step, boundaries, values, name='learning_rate'):
+    """The piecewise-constant rate at `step` (an int64 scalar tensor): values[i] from
+    boundaries[i-1] (inclusive) up to boundaries[i]; a float32 scalar tensor."""
+    with tf.name_scope('schedule'):
+        passed = tf.greater_equal(step, tf.constant(boundaries, tf.int64, shape=[len(boundaries)]))
+        index = tf.reduce_sum(tf.cast(passed, tf.int32))
+    return tf.gather(tf.constant(values, tf.float32), index, name=name)
 
 
 def count_params(variables):
@@ -197,7 +228,11 @@ class ResNet:
 
     Attributes (shapes per batch):
       global_step: int64 scalar variable.
-      lrn_rate: float32 scalar variable 'learning_rate', set with set_lrn_rate().
+      step_value: int64 scalar, the global step read once per session.run,
+        before this step's increment: the step the train op runs at.
+      lrn_rate: float32 scalar tensor 'learning_rate', the rate of the schedule
+        (hps.lr_boundaries, hps.lr_values) at step_value; computed in the
+        graph, so every process of a cluster agrees on it.
       effective_lrn_rate: max(lrn_rate, hps.min_lrn_rate), the rate the optimizer uses.
       ema: the ExponentialMovingAverage of the trainable variables, or None.
       loss_scale: (train mode, compute_dtype float16) the
@@ -228,7 +263,7 @@ class ResNet:
         self.mode = mode
         self.images = _checked_images(images)
         self.labels = _checked_labels(labels, hps.num_classes)
-        self.global_step = self.lrn_rate = self.effective_lrn_rate = None
+        self.global_step = self.step_value = self.lrn_rate = self.effective_lrn_rate = None
         self.ema = self.loss_scale = None
         self.logits = self.predictions = self.features = None
         self.cross_entropy = self.weight_decay = self.cost = self.precision = None
@@ -237,8 +272,6 @@ class ResNet:
         self.train_op = None
         self.summaries = None
         self._weight_variables = []
-        self._lrn_rate_value = None
-        self._lrn_rate_assign = None
 
     @property
     def _channels_last(self):
@@ -262,18 +295,12 @@ class ResNet:
                              self.effective_lrn_rate, self.loss_scale)
         self.summaries = tf.compat.v1.summary.merge_all()
 
-    def set_lrn_rate(self, session, value):
-        """Sets the learning-rate variable to `value` (a number >= 0) in `session`."""
-        if not _is_number(value) or value < 0:
-            raise ValueError('learning rate must be a finite number >= 0; got %r' % (value,))
-        session.run(self._lrn_rate_assign, feed_dict={self._lrn_rate_value: value})
-
     def variables_to_restore(self):
         """Checkpoint name -> variable, for an eval Saver that loads the moving averages.
 
         Trainable variables are loaded from their moving-average shadows; every
-        other global variable (batch-norm moving statistics, global step,
-        learning rate) from its own name. Shadow variables themselves are left
+        other global variable (batch-norm moving statistics, global step) from
+        its own name. Shadow variables themselves are left
         out. Without moving averages this is the plain name -> variable mapping.
         """
         graph = self.logits.graph
@@ -290,11 +317,11 @@ class ResNet:
     def build_step_state(self):
         """The state one optimizer step shares: global step, learning rate, EMA, loss scale."""
         self.global_step = tf.compat.v1.train.get_or_create_global_step()
-        self.lrn_rate = tf.compat.v1.get_variable(
-            'learning_rate', [], tf.float32,
-            initializer=tf.compat.v1.constant_initializer(self.hps.lrn_rate), trainable=False)
-        self._lrn_rate_value = tf.compat.v1.placeholder(tf.float32, [], 'new_learning_rate')
-        self._lrn_rate_assign = self.lrn_rate.assign(self._lrn_rate_value)
+        # One read per session.run: the optimizer's update depends on the rate, and the
+        # increment on the update, so this is the step before the increment.
+        self.step_value = tf.identity(self.global_step, name='step_value')
+        self.lrn_rate = scheduled_rate(self.step_value, self.hps.lr_boundaries,
+                                       self.hps.lr_values or (self.hps.lrn_rate,))
         self.effective_lrn_rate = tf.maximum(self.lrn_rate, self.hps.min_lrn_rate,
                                              name='effective_learning_rate')
         if self.hps.moving_average_decay > 0:
@@ -306,8 +333,7 @@ class ResNet:
 
     def share_step_state(self, lead):
         """Uses the step state of `lead` (another tower, after its build_step_state())."""
-        for name in ('global_step', 'lrn_rate', 'effective_lrn_rate', 'ema', 'loss_scale',
-                     '_lrn_rate_value', '_lrn_rate_assign'):
+        for name in ('global_step', 'step_value', 'lrn_rate', 'effective_lrn_rate', 'ema', 'loss_scale'):
             setattr(self, name, getattr(lead, name))
 
     def build_forward(self):

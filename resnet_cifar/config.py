@@ -379,7 +379,8 @@ class RunConfig:
             weight_decay_rate=self.schedule.weight_decay_rate, relu_leakiness=self.model.relu_leakiness,
             optimizer=self.schedule.optimizer, width=self.model.width,
             moving_average_decay=self.schedule.moving_average_decay,
-            data_format=self.model.data_format, compute_dtype=self.model.compute_dtype)
+            data_format=self.model.data_format, compute_dtype=self.model.compute_dtype,
+            lr_boundaries=self.schedule.lr_boundaries, lr_values=self.schedule.lr_values)
 
     def to_dict(self):
         """Plain JSON-able values: {field: value, section: {field: value}}."""

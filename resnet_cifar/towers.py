@@ -97,7 +97,7 @@ class TowerModel(object):
       variable_device: where the variables live, e.g. '/cpu:0' or '/gpu:0'.
 
     Attributes, over the whole global batch:
-      global_step, lrn_rate (the learning-rate variable), set_lrn_rate(session, value),
+      global_step, step_value, lrn_rate (the schedule's rate at step_value, in the graph),
       cost (mean of the tower costs), cross_entropy (mean), weight_decay,
       precision (fraction of the global batch right), ema, loss_scale (float16: the
       one loss_scaling.DynamicLossScale of all towers, else None), train_op, summaries
@@ -117,7 +117,8 @@ class TowerModel(object):
             lead.build_step_state()
         for tower in self.towers[1:]:
             tower.share_step_state(lead)
-        self.global_step, self.lrn_rate = lead.global_step, lead.lrn_rate
+        self.global_step, self.step_value, self.lrn_rate = lead.global_step, lead.step_value, lead.lrn_rate
+        self.effective_lrn_rate = lead.effective_lrn_rate
         self.ema, self.loss_scale = lead.ema, lead.loss_scale
         self.tower_grads = self._build_towers(devices, variable_device)
         with tf.compat.v1.device(variable_device), tf.name_scope('towers'):
@@ -146,10 +147,6 @@ class TowerModel(object):
                 tower.build_forward()
                 tower_grads.append(tower.compute_gradients(tower.cost))
         return tower_grads
-
-    def set_lrn_rate(self, session, value):
-        """Sets the shared learning-rate variable to `value` (a number >= 0)."""
-        self.towers[0].set_lrn_rate(session, value)
 
     def _mean_batch_moments(self):
         """[(moving mean or variance, mean over towers of the tower batch values)]."""

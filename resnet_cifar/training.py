@@ -44,44 +44,41 @@ def forward_flops_per_image(hps):
 
 
 class _StepCountingHook(tf.compat.v1.train.SessionRunHook):
-    """Knows the global step of the next train step without an extra fetch.
+    """Knows the global step its process's train steps run at, read with each of them.
 
-    One trainer increments the global step once per run of the train op, so the
-    value read when the session is created plus the number of runs is exact.
+    Each run fetches model.step_value (the global step read by the train op itself,
+    before its increment) beside the train op, so the count stays exact whether one
+    trainer increments the global step or several workers of a cluster do; then the
+    global step may jump between two runs of this process. After a run, `ran_at`
+    is the step it ran at, `step` (= ran_at + 1) the step of the next one as far as
+    this process knows, and `local_steps` the number of runs of this process.
+    Subclasses add their own fetches with `fetches()` and read them in
+    `run_values.results['own']` (absent when fetches() returned None).
     """
 
     def __init__(self, model):
         self._model = model
-        self.step = None
+        self.step = self.ran_at = None
+        self.local_steps = 0
+
+    def fetches(self):
+        """This hook's own fetches for the next run, or None."""
+        return None
 
     def after_create_session(self, session, coord):
         self.step = int(session.run(self._model.global_step))
 
-    def after_run(self, run_context, run_values):
-        self.step += 1
-
-
-class LearningRateHook(_StepCountingHook):
-    """Sets the model's learning-rate variable from the schedule, only when it changes."""
-
-    def __init__(self, model, schedule):
-        super().__init__(model)
-        self._rate_at = schedule.rate_at
-        self._current = None
-
-    def after_create_session(self, session, coord):
-        super().after_create_session(session, coord)
-        self._set(session)
+    def before_run(self, run_context):
+        fetches = {'step': self._model.step_value}
+        own = self.fetches()
+        if own is not None:
+            fetches['own'] = own
+        return tf.compat.v1.train.SessionRunArgs(fetches)
 
     def after_run(self, run_context, run_values):
-        super().after_run(run_context, run_values)
-        self._set(run_context.session)
-
-    def _set(self, session):
-        rate = self._rate_at(self.step)
-        if rate != self._current:
-            self._model.set_lrn_rate(session, rate)
-            self._current = rate
+        self.ran_at = int(run_values.results['step'])
+        self.step = self.ran_at + 1
+        self.local_steps += 1
 
 
 class NanLossError(Exception):
@@ -97,14 +94,13 @@ class NanLossHook(_StepCountingHook):
     of a diverged step are never saved.
     """
 
-    def before_run(self, run_context):
-        return tf.compat.v1.train.SessionRunArgs(self._model.cost)
+    def fetches(self):
+        return self._model.cost
 
     def after_run(self, run_context, run_values):
-        step = self.step
         super().after_run(run_context, run_values)
-        if not np.isfinite(run_values.results):
-            raise NanLossError(step)
+        if not np.isfinite(run_values.results['own']):
+            raise NanLossError(self.ran_at)
 
 
 class StuckLossScaleError(NanLossError):
@@ -127,12 +123,11 @@ class LossScaleHook(_StepCountingHook):
         self._max_skipped = max_skipped
 
     def after_run(self, run_context, run_values):
-        step = self.step
         super().after_run(run_context, run_values)
         # Read after the step: fetched with it, the values could predate its update.
         scale, skipped = run_context.session.run(self._fetches)
         if skipped >= self._max_skipped and scale <= loss_scaling.MIN_SCALE:
-            raise StuckLossScaleError(step, int(skipped))
+            raise StuckLossScaleError(self.ran_at, int(skipped))
 
 
 class FiniteVariablesCheck(tf.compat.v1.train.CheckpointSaverListener):
@@ -200,35 +195,41 @@ class ProgressHook(_StepCountingHook):
     def __init__(self, model, batch_size, train_steps, every_n_steps, summary_dir):
         super().__init__(model)
         self._fetches = {'cost': model.cost, 'precision': model.precision,
-                         'lrn_rate': model.lrn_rate, 'summaries': model.summaries}
+                         'lrn_rate': model.effective_lrn_rate, 'summaries': model.summaries}
         self._batch_size = batch_size
         self._train_steps = train_steps
         self._every_n = every_n_steps
         self._summary_dir = summary_dir
         self._window_start = None
+        self._last_logged = None
         self._writer = None
         self.write_error = None
 
     def after_create_session(self, session, coord):
         super().after_create_session(session, coord)
-        self._window_start = (time.time(), self.step)
+        self._window_start = (time.time(), self.step, self.local_steps)
+        self._last_logged = self.step
 
-    def before_run(self, run_context):
-        if (self.step + 1) % self._every_n == 0:
-            return tf.compat.v1.train.SessionRunArgs(self._fetches)
+    def fetches(self):
+        # The first run that may end at or past the next multiple of N (every N-th step
+        # with one trainer; a cluster's other workers may also move the global step on).
+        if (self.step + 1) // self._every_n > self._last_logged // self._every_n:
+            return self._fetches
         return None
 
     def after_run(self, run_context, run_values):
         super().after_run(run_context, run_values)
-        if run_values.results is None:
+        r = run_values.results.get('own')
+        if r is None:
             return
-        now, step = time.time(), self.step
-        start_time, start_step = self._window_start
-        self._window_start = (now, step)
-        steps_per_sec = (step - start_step) / max(now - start_time, 1e-9)
-        examples_per_sec = steps_per_sec * self._batch_size
+        now, step, local_steps = time.time(), self.step, self.local_steps
+        self._last_logged = step
+        start_time, start_step, start_local = self._window_start
+        self._window_start = (now, step, local_steps)
+        elapsed = max(now - start_time, 1e-9)
+        steps_per_sec = (step - start_step) / elapsed  # global steps, of every worker
+        examples_per_sec = (local_steps - start_local) / elapsed * self._batch_size  # this process's
         eta_secs = (self._train_steps - step) / max(steps_per_sec, 1e-9)
-        r = run_values.results
         logging.info('step %d/%d (%.1f%%): loss %.4f, precision %.4f, lr %g, %.1f examples/sec, ETA %s',
                      step, self._train_steps, 100.0 * step / self._train_steps, r['cost'],
                      r['precision'], r['lrn_rate'], examples_per_sec, progress.format_duration(eta_secs))
@@ -444,7 +445,6 @@ def _hooks(model, config, scaffold, saves, causes):
     """The session's hooks, in the order they must run."""
     hooks = [
         tf.compat.v1.train.StopAtStepHook(last_step=config.schedule.train_steps),
-        LearningRateHook(model, config.schedule),
         NanLossHook(model),
         causes.summaries,
         causes.data,

@@ -16,7 +16,9 @@ from resnet_cifar import checkpoints
 # never restored from another run; it is the "new layer" of a fine-tuned network.
 NEW_LAYER_SCOPE = 'logit'
 # Optimizer slots ('<var>/Momentum') and moving averages ('<var>/ExponentialMovingAverage')
-# are named after their variable; these two are the only other bookkeeping variables.
+# are named after their variable; these two are the only other bookkeeping variables
+# (checkpoints of older runs hold a 'learning_rate' variable; the rate is now computed
+# in the graph from the global step).
 _BOOKKEEPING = ('global_step', 'learning_rate')
 _SHOWN_MISMATCHES = 3
 

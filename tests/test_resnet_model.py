@@ -215,8 +215,8 @@ def test_variable_names_collections_and_depth():
             'unit_3_1/bn3/gamma', 'unit_last/bn/beta', 'logit/weights',
             'logit/biases'} <= trainable
     assert 'unit_1_1/shortcut/weights' not in trainable  # identity shortcut inside a stage
-    assert {'unit_2_0/bn1/moving_mean', 'unit_last/bn/moving_variance', 'global_step',
-            'learning_rate'} <= global_names - trainable
+    assert {'unit_2_0/bn1/moving_mean', 'unit_last/bn/moving_variance', 'global_step'} <= global_names - trainable
+    assert 'learning_rate' not in global_names  # computed from the global step, not stored
     assert decayed == {name for name in trainable if name.endswith('/weights')}
     # 9n+2 weighted layers: stem, 3 convs per unit, FC (+3 projection shortcuts off the path).
     assert len(convs) - 3 + 1 == 9 * 2 + 2
@@ -308,32 +308,41 @@ def test_cost_is_cross_entropy_plus_decay_of_exactly_the_weights():
 
 
 @pytest.mark.timeout(30)
-def test_learning_rate_is_settable_and_floored_by_min_lrn_rate():
-    hps = synthetic.tiny_hps(optimizer='sgd', lrn_rate=0.05, min_lrn_rate=0.01, moving_average_decay=0.0)
+def test_learning_rate_follows_the_global_step_and_is_floored_by_min_lrn_rate():
+    # 0.05 at steps 0 and 1, 0.2 at step 2, then 1e-6, floored to 0.01, from step 3 on.
+    hps = synthetic.tiny_hps(optimizer='sgd', lrn_rate=0.05, min_lrn_rate=0.01, moving_average_decay=0.0,
+                             lr_boundaries=(2, 3), lr_values=(0.05, 0.2, 1e-6))
     images, labels = random_batch(8, 10, seed=4)
     with tf.Graph().as_default():
         model = build(hps, 'train', tf.constant(images), tf.constant(labels))
         biases = by_name('logit/biases')
-        assert not model.lrn_rate.trainable and model.lrn_rate.op.name == 'learning_rate'
+        assert model.lrn_rate.op.name == 'learning_rate'
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
-            assert session.run(model.lrn_rate) == pytest.approx(0.05)
-            for rate, effective in ((0.05, 0.05), (0.2, 0.2), (1e-6, 0.01)):
-                model.set_lrn_rate(session, rate)
+            for step, effective in ((0, 0.05), (1, 0.05), (2, 0.2), (3, 0.01), (4, 0.01)):
                 before = session.run(biases)
                 # The bias gradient is mean(softmax - labels); biases carry no decay.
-                predictions, _, summary = session.run(
-                    [model.predictions, model.train_op, model.summaries])
+                predictions, _, summary, ran_at = session.run(
+                    [model.predictions, model.train_op, model.summaries, model.step_value])
                 after = session.run(biases)
-                assert session.run(model.lrn_rate) == pytest.approx(rate)
+                assert ran_at == step and session.run(model.global_step) == step + 1
                 gradient = (predictions - labels).mean(axis=0)
                 np.testing.assert_allclose(after - before, -effective * gradient,
                                            rtol=1e-3, atol=1e-7)
                 logged = {v.tag: v.simple_value for v in
                           tf.compat.v1.Summary.FromString(summary).value}
                 assert logged['learning_rate'] == pytest.approx(effective)
-            with pytest.raises(ValueError, match='learning rate'):
-                model.set_lrn_rate(session, float('nan'))
+
+
+@pytest.mark.parametrize('boundaries, values, message', [
+    ((2, 2), (0.1, 0.2, 0.3), 'increasing steps'),
+    ((2,), (0.1,), 'one more rate'),
+    ((2,), (), 'rates for lr_boundaries'),
+    ((), (float('nan'),), 'positive numbers'),
+])
+def test_bad_schedule_is_a_value_error(boundaries, values, message):
+    with pytest.raises(ValueError, match=message):
+        synthetic.tiny_hps(lr_boundaries=boundaries, lr_values=values)
 
 
 @pytest.mark.timeout(30)

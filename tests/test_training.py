@@ -195,3 +195,30 @@ def test_an_event_file_error_right_after_a_whole_save_is_not_a_failed_save(tmp_p
     saves.before_save(None, 60)  # the save of 60 itself failed
     error = training._session_error(IndexError('run/model.ckpt-60.data; File too large'), config, saves)
     assert str(error).startswith('cannot save checkpoint 60 in %s' % log_root)
+
+
+def _add_learning_rate_variable(prefix, value):
+    """Rewrites checkpoint `prefix` with a 'learning_rate' variable, as runs saved before the
+    rate was computed in the graph from the global step."""
+    values = read_checkpoint(prefix)
+    with tf.Graph().as_default():
+        variables = [tf.compat.v1.Variable(v, name=name) for name, v in values.items()]
+        variables.append(tf.compat.v1.Variable(np.float32(value), name='learning_rate'))
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver(variables).save(session, prefix, write_meta_graph=False)
+
+
+@pytest.mark.timeout(180)
+def test_a_checkpoint_with_the_old_learning_rate_variable_resumes_and_evals(tiny_run, tmp_path):
+    log_root = processes.copy_run(tiny_run, tmp_path / 'run')
+    _add_learning_rate_variable(os.path.join(log_root, 'model.ckpt-60'), 0.5)
+    assert 'learning_rate' in read_checkpoint(os.path.join(log_root, 'model.ckpt-60'))
+    trained = processes.run_main('--mode=train', '--log_root=' + log_root, '--train_steps=70',
+                                 '--log_every_n_steps=5')
+    assert 'resuming from' in trained.stderr and checkpoint_steps(log_root)[-1] == 70
+    # The run's schedule (0.0001 from step 60 on), not the stored 0.5.
+    assert {step: lr for step, (_, lr) in logged_steps(trained.stderr, 70).items()} == {
+        65: pytest.approx(0.0001), 70: pytest.approx(0.0001)}
+    scored = processes.run_main('--mode=eval', '--log_root=' + log_root, '--eval_once', '--eval_batch_count=1')
+    assert processes.eval_precisions(scored.stdout)[0][0] == 70
