@@ -337,7 +337,8 @@ def _score_last_checkpoint(config):
     path = checkpoints.latest(config.log_root)
     if path is None:
         raise CheckpointError('no checkpoint in %s' % config.log_root)
-    eval_config = dataclasses.replace(config, mode='eval')
+    # On this machine alone, also after training in a cluster.
+    eval_config = dataclasses.replace(config, mode='eval', cluster=type(config.cluster)())
     return EvalGraph(eval_config.hparams(), eval_config).score(path, config.eval.use_moving_average,
                                                                config.eval.batch_count)
 
