@@ -5,6 +5,7 @@
   tensorboard --logdir=/tmp/resnet
   python resnet_main.py --mode=extract --extract_data_path=... --features_path=train.npz
   python resnet_main.py --mode=finetune --train_features=train.npz --eval_features=test.npz
+  python resnet_main.py --job_name=ps|worker --task_index=0 --ps_hosts=h0:2222 --worker_hosts=h1:2222,h2:2222
 
 Flags -> one RunConfig (resnet_cifar/resolve.py) -> the mode's function. Train mode
 writes checkpoints to --log_root and summaries to --train_dir; eval mode, run as a
@@ -165,6 +166,21 @@ flags.DEFINE_enum('compute_dtype', 'auto', ['auto'] + list(config.COMPUTE_DTYPES
                   'float32), float32, or mixed precision: float16 (with dynamic loss scaling; slow on '
                   'CPUs) or bfloat16. Variables and checkpoints stay float32 either way.')
 
+# A cluster: parameter servers and workers (docs/distributed.md).
+flags.DEFINE_string('job_name', None,
+                    'This task\'s job in a cluster: ps (serves the variables) or worker (trains; worker 0 is '
+                    'the chief). Default: one machine, or the task of TF_CONFIG when it is set.')
+flags.DEFINE_integer('task_index', 0, 'This task\'s index in its job (--ps_hosts or --worker_hosts).')
+flags.DEFINE_string('ps_hosts', None, 'Comma-separated host:port of the parameter servers, the same for every task.')
+flags.DEFINE_string('worker_hosts', None, 'Comma-separated host:port of the workers, the same for every task; '
+                    'the first is the chief.')
+flags.DEFINE_boolean('sync_replicas', False,
+                     'With a cluster: each update averages one gradient of every worker (SyncReplicasOptimizer); '
+                     'the global step counts updates. Default: asynchronous, every worker step is an update.')
+flags.DEFINE_integer('cluster_timeout_secs', 120,
+                     'With a cluster: how long a task waits for a ps task or the chief before it gives up '
+                     'with an error naming the address.')
+
 
 # --help: the flags in these groups (docs/flags.md has the same ones), then the example.
 FLAG_GROUPS = [
@@ -182,6 +198,7 @@ FLAG_GROUPS = [
                              'eval_features', 'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate',
                              'init_checkpoint', 'freeze_restored_layers', 'export_dir']),
     ('Devices and precision', ['num_gpus', 'tower_device', 'variable_device', 'stage_input', 'compute_dtype']),
+    ('Cluster', ['job_name', 'task_index', 'ps_hosts', 'worker_hosts', 'sync_replicas', 'cluster_timeout_secs']),
 ]
 EXAMPLE = """\
 Example, the bundled digits sample (a few minutes on a CPU):
@@ -234,7 +251,7 @@ def run(argv):
         # After absl set up logging, so that TensorFlow's records go through absl's handler.
         tf = quiet.import_tensorflow()
         import cifar_input
-        from resnet_cifar import errors, evaluation, export, features, guards, training
+        from resnet_cifar import distributed, errors, evaluation, export, features, guards, training
     except KeyboardInterrupt:
         fail('interrupted by SIGINT while starting; nothing was written', 130)
     try:
@@ -250,6 +267,8 @@ def run(argv):
         mode = {'train': training.train, 'eval': evaluation.evaluate,
                 'extract': features.extract_features, 'finetune': features.finetune,
                 'export': export.export_saved_model}[run_config.mode]
+        if run_config.cluster.job_name == 'ps':
+            mode = distributed.run_ps
         mode(run_config)
     except errors.Error as e:
         fail(str(e), e.exit_status)

@@ -223,8 +223,9 @@ class ResNet:
     `build_graph()` builds everything for one device. Data-parallel towers
     (towers.py) build the same from the public pieces, in this order:
     `build_step_state()` once (or `share_step_state(lead)`), `build_forward()`
-    per tower, `compute_gradients(cost)`, `moving_statistics_updates(moments)`
-    and `apply_gradients(grads_and_vars, update_ops)`.
+    per tower, `compute_gradients(cost)`, then `build_train_op(grads_and_vars,
+    moments)`: `moving_statistics_updates(moments)` and `apply_gradients(grads_and_vars,
+    update_ops)`.
 
     Attributes (shapes per batch):
       global_step: int64 scalar variable.
@@ -277,20 +278,23 @@ class ResNet:
     def _channels_last(self):
         return self.hps.data_format == 'NHWC'
 
-    def build_graph(self, is_frozen=None):
+    def build_graph(self, is_frozen=None, build_train_op=None):
         """Builds the whole one-device graph in the default graph: model, cost, train op, summaries.
 
         Args:
           is_frozen: optional predicate on a trainable variable; the train op
             leaves the variables it accepts unchanged (no gradient, no optimizer
             slot), though their moving averages are kept as usual.
+          build_train_op: optional function (model, grads_and_vars, moments) ->
+            train op, in place of ResNet.build_train_op (synchronous replicas
+            of a cluster, distributed.py).
         """
         self.build_step_state()
         self.build_forward()
         if self.mode == 'train':
-            self.bn_update_ops = self.moving_statistics_updates(self.batch_moments)
-            self.train_op = self.apply_gradients(self.compute_gradients(self.cost, is_frozen),
-                                                 self.bn_update_ops)
+            build_train_op = build_train_op or ResNet.build_train_op
+            self.train_op = build_train_op(self, self.compute_gradients(self.cost, is_frozen),
+                                           self.batch_moments)
         add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay, self.precision,
                              self.effective_lrn_rate, self.loss_scale)
         self.summaries = tf.compat.v1.summary.merge_all()
@@ -379,13 +383,19 @@ class ResNet:
             tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, updates[-1])
         return updates
 
+    def build_train_op(self, grads_and_vars, moments):
+        """The train op of one process: the batch-norm moving statistics move toward `moments`
+        ([(moving variable, batch value)], into bn_update_ops), and apply_gradients."""
+        self.bn_update_ops = self.moving_statistics_updates(moments)
+        return self.apply_gradients(grads_and_vars, self.bn_update_ops)
+
     def apply_gradients(self, grads_and_vars, update_ops):
         """The train op: optimizer step (+1 global step), then the EMA update, plus update_ops.
 
         With a loss scale, a step whose gradients overflowed skips the optimizer
         step (still +1 global step) and the scale adapts.
         """
-        optimizer = self._make_optimizer()
+        optimizer = self.make_optimizer()
         if self.loss_scale is None:
             step = optimizer.apply_gradients(
                 grads_and_vars, global_step=self.global_step, name='apply_gradients')
@@ -536,7 +546,8 @@ class ResNet:
                 self.weight_decay = tf.constant(0.0, name='weight_decay')
             self.cost = tf.add(self.cross_entropy, self.weight_decay, name='cost')
 
-    def _make_optimizer(self):
+    def make_optimizer(self):
+        """The hps.optimizer at effective_lrn_rate: plain gradient descent or momentum."""
         if self.hps.optimizer == 'sgd':
             return tf.compat.v1.train.GradientDescentOptimizer(self.effective_lrn_rate)
         return tf.compat.v1.train.MomentumOptimizer(self.effective_lrn_rate, self.hps.momentum)

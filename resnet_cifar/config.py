@@ -8,6 +8,7 @@
     eval: Eval              how eval scores checkpoints
     devices: Devices        where the graph runs
     transfer: Transfer      extract, finetune and --init_checkpoint
+    cluster: cluster.Cluster  this process's task in a parameter-server cluster, if any
 
 A field has the name of its flag unless its class maps it (`_FLAGS`): Eval.once is
 --eval_once. A value that cannot work raises errors.FlagError naming the flag, for
@@ -23,6 +24,7 @@ import typing
 from typing import Optional, Tuple
 
 from resnet_cifar import datasets
+from resnet_cifar.cluster import Cluster
 from resnet_cifar.errors import FlagError
 
 MODES = ('train', 'eval', 'extract', 'finetune', 'export')
@@ -328,6 +330,7 @@ class RunConfig:
     eval: Eval = dataclasses.field(default_factory=Eval)
     devices: Devices = dataclasses.field(default_factory=Devices)
     transfer: Transfer = dataclasses.field(default_factory=Transfer)
+    cluster: Cluster = dataclasses.field(default_factory=Cluster)
     taken_from_run: Tuple[str, ...] = ()
     changes_to_run: Tuple[str, ...] = ()
     compute_dtype_choice: str = ''      # why --compute_dtype=auto picked model.compute_dtype; '' if asked for
@@ -352,6 +355,7 @@ class RunConfig:
             if self.num_towers > 1:
                 raise FlagError('--freeze_restored_layers: not supported with --num_gpus > 1 towers yet; '
                                 'train the new layer on one device')
+        self._check_cluster()
         if self.batch_size % self.num_towers:
             raise FlagError('--batch_size=%d: not divisible by --num_gpus=%d; each tower takes an equal '
                             'share of the batch' % (self.batch_size, self.devices.num_gpus))
@@ -362,6 +366,24 @@ class RunConfig:
             if self.model.compute_dtype == 'float16':
                 raise FlagError('--data_format=NCHW: float16 on the CPU runs on TensorFlow\'s generic '
                                 'kernels, which pool NHWC only; use NHWC')
+
+    def _check_cluster(self):
+        if not self.cluster.is_distributed:
+            return
+        if self.mode != 'train':
+            raise FlagError('--job_name=%s: a cluster trains (--mode=train); run --mode=%s without the '
+                            'cluster flags' % (self.cluster.job_name, self.mode))
+        if self.cluster.sync_replicas and self.model.compute_dtype == 'float16':
+            raise FlagError('--sync_replicas: not supported with --compute_dtype=float16 (its loss scale '
+                            'skips steps); use bfloat16 or float32')
+
+    @property
+    def input_seed(self):
+        """The seed of the input shuffling: random_seed, plus the task index of a worker, so that
+        each worker of a cluster reads its own order; None when random_seed is None."""
+        if self.random_seed is None:
+            return None
+        return self.random_seed + (self.cluster.task_index if self.cluster.job_name == 'worker' else 0)
 
     @property
     def num_towers(self):

@@ -412,7 +412,8 @@ def _score_last_checkpoint(config, records):
     path = checkpoints.latest(config.log_root)
     if path is None:
         raise CheckpointError('no checkpoint in %s' % config.log_root)
-    eval_config = dataclasses.replace(config, mode='eval')
+    # On this machine alone, also after training in a cluster.
+    eval_config = dataclasses.replace(config, mode='eval', cluster=type(config.cluster)())
     if config.compute_dtype_choice:  # eval scores in float32 unless asked otherwise
         eval_config = dataclasses.replace(eval_config, model=dataclasses.replace(config.model, compute_dtype='float32'))
     return EvalGraph(eval_config.hparams(), eval_config, records).score(

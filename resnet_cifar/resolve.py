@@ -13,6 +13,7 @@ import os
 
 from resnet_cifar import best
 from resnet_cifar import checkpoints
+from resnet_cifar import cluster as cluster_lib
 from resnet_cifar import config as config_lib
 from resnet_cifar import cpu
 from resnet_cifar import datasets
@@ -41,12 +42,13 @@ _FROM_THE_RUN = {
 }
 
 
-def run_config(values, given):
+def run_config(values, given, environ=None):
     """The RunConfig of the command line.
 
     Args:
       values: {flag name: value} of every flag (absl's FLAGS.flag_values_dict()).
       given: the names of the flags given on the command line.
+      environ: the environment, for TF_CONFIG when no cluster flag is given; default os.environ.
     Raises:
       errors.FlagError: naming the flag and what was expected.
       run_files.SettingsError: a model flag that differs from the run's, or a
@@ -55,6 +57,7 @@ def run_config(values, given):
     v = values
     if not (v['lrn_rate'] > 0 and math.isfinite(v['lrn_rate'])):
         raise FlagError('--lrn_rate=%g: expected a positive learning rate' % v['lrn_rate'])
+    cluster = cluster_lib.from_values(v, given, os.environ if environ is None else environ)
     log_root = v['log_root'] or os.path.join('runs', v['dataset'])
     settings, changes, taken = resolve_settings(v, given, log_root)
     dtype, dtype_choice = compute_dtype(v)
@@ -78,9 +81,11 @@ def run_config(values, given):
         devices=devices(v),
         transfer=config_lib.Transfer(**{name: v[name] for name in _TRANSFER_FLAGS},
                                      freeze_restored_layers=settings['freeze_restored_layers']),
-        taken_from_run=tuple(taken), changes_to_run=tuple(changes), compute_dtype_choice=dtype_choice)
+        cluster=cluster, taken_from_run=tuple(taken), changes_to_run=tuple(changes),
+        compute_dtype_choice=dtype_choice)
     check_gpus(config)
-    check_outputs(config)
+    if config.cluster.job_name != 'ps':  # a parameter server writes nothing
+        check_outputs(config)
     check_validation_size(config)
     return config
 

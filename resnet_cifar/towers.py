@@ -95,6 +95,9 @@ class TowerModel(object):
         [b, num_classes]) per tower; b = hps.batch_size / N.
       devices: one device string per tower, e.g. tower_devices(N, 'gpu').
       variable_device: where the variables live, e.g. '/cpu:0' or '/gpu:0'.
+      build_train_op: optional (lead ResNet, averaged grads_and_vars, mean batch
+        moments) -> train op; default ResNet.build_train_op (distributed.py's for
+        synchronous replicas).
 
     Attributes, over the whole global batch:
       global_step, step_value, lrn_rate (the schedule's rate at step_value, in the graph),
@@ -106,7 +109,7 @@ class TowerModel(object):
       [(gradient, variable)]), grads_and_vars (the averaged ones).
     """
 
-    def __init__(self, hps, tower_batches, devices, variable_device):
+    def __init__(self, hps, tower_batches, devices, variable_device, build_train_op=None):
         if len(tower_batches) != len(devices) or not devices:
             raise ValueError('TowerModel: %d tower batches for %d devices' % (len(tower_batches), len(devices)))
         self.hps = hps
@@ -127,9 +130,11 @@ class TowerModel(object):
             self.weight_decay = lead.weight_decay
             self.precision = _mean([t.precision for t in self.towers], 'precision')
             self.grads_and_vars = average_gradients(self.tower_grads)
-            self.bn_update_ops = lead.moving_statistics_updates(self._mean_batch_moments())
+            mean_moments = self._mean_batch_moments()
         with tf.compat.v1.device(variable_device):
-            self.train_op = lead.apply_gradients(self.grads_and_vars, self.bn_update_ops)
+            build_train_op = build_train_op or resnet_model.ResNet.build_train_op
+            self.train_op = build_train_op(lead, self.grads_and_vars, mean_moments)
+        self.bn_update_ops = lead.bn_update_ops
         resnet_model.add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay,
                                           self.precision, lead.effective_lrn_rate, self.loss_scale)
         self.summaries = tf.compat.v1.summary.merge_all()
@@ -158,7 +163,7 @@ def _mean(tensors, name):
     return tf.multiply(tf.add_n(tensors), 1.0 / len(tensors), name=name)
 
 
-def build_train_towers(hps, config):
+def build_train_towers(hps, config, build_train_op=None):
     """The training input queue on the CPU, one dequeue per tower; returns a TowerModel.
 
     config: the RunConfig; its num_towers, devices (tower_device, variable_device,
@@ -171,11 +176,11 @@ def build_train_towers(hps, config):
         input_queue = cifar_input.make_input_queue(
             config.data.dataset, config.data.train_data_path, hps.batch_size, 'train',
             num_threads=config.data.num_input_threads, label_mode=config.data.label_mode,
-            seed=config.random_seed, validation_size=config.data.validation_size)
+            seed=config.input_seed, validation_size=config.data.validation_size)
         tower_batches = [input_queue.dequeue(hps.batch_size // num_towers) for _ in range(num_towers)]
         devices = tower_devices(num_towers, config.devices.tower_device)
         if config.devices.stage_input:
             tower_batches = [staging.stage(images, labels, device)
                              for (images, labels), device in zip(tower_batches, devices)]
         summaries.add_input_images(tower_batches[0][0])
-    return TowerModel(hps, tower_batches, devices, config.devices.variable_device_name)
+    return TowerModel(hps, tower_batches, devices, config.devices.variable_device_name, build_train_op)

@@ -4,6 +4,7 @@
 checkpoint in config.log_root that restores, and, when training ends at
 config.schedule.train_steps, scores the last checkpoint on the eval records.
 """
+import contextlib
 import os
 import time
 
@@ -15,6 +16,7 @@ import cifar_input
 import resnet_model
 from resnet_cifar import checkpoints
 from resnet_cifar import devices
+from resnet_cifar import distributed
 from resnet_cifar import evaluation
 from resnet_cifar import guards
 from resnet_cifar import loss_scaling
@@ -233,7 +235,7 @@ class ProgressHook(_StepCountingHook):
         logging.info('step %d/%d (%.1f%%): loss %.4f, precision %.4f, lr %g, %.1f examples/sec, ETA %s',
                      step, self._train_steps, 100.0 * step / self._train_steps, r['cost'],
                      r['precision'], r['lrn_rate'], examples_per_sec, progress.format_duration(eta_secs))
-        if self.write_error is not None:
+        if self.write_error is not None or self._summary_dir is None:
             return
         try:
             self._writer = tf.compat.v1.summary.FileWriterCache.get(self._summary_dir)
@@ -281,32 +283,33 @@ class DataFilesHook(tf.compat.v1.train.SessionRunHook):
             run_context.request_stop()
 
 
-def build_train_graph(config):
+def build_train_graph(config, build_train_op=None):
     """Input queue on the CPU, the ResNet on config.devices.device. Returns the model.
 
     With config.devices.stage_input, each batch is staged onto the device a step
     ahead (staging.py); _hooks then adds the StagingHook. With config.num_towers
-    > 1, the towers of towers.py instead: a TowerModel.
+    > 1, the towers of towers.py instead: a TowerModel. build_train_op: see
+    ResNet.build_graph (distributed.SyncReplicas's for synchronous replicas).
     """
     if config.random_seed is not None:
         tf.compat.v1.set_random_seed(config.random_seed)
     hps = config.hparams()
     if config.num_towers > 1:
-        model = towers.build_train_towers(hps, config)
+        model = towers.build_train_towers(hps, config, build_train_op)
     else:
-        model = _build_one_device(hps, config)
+        model = _build_one_device(hps, config, build_train_op)
     if config.checkpoints.summary_histograms:
         model.summaries = summaries.add_histograms(model)
     return model
 
 
-def _build_one_device(hps, config):
+def _build_one_device(hps, config, build_train_op=None):
     device = config.devices.device
     with tf.compat.v1.device('/cpu:0'):
         images, labels = cifar_input.build_input(
             config.data.dataset, config.data.train_data_path, hps.batch_size, 'train',
             num_threads=config.data.num_input_threads, label_mode=config.data.label_mode,
-            seed=config.random_seed, validation_size=config.data.validation_size)
+            seed=config.input_seed, validation_size=config.data.validation_size)
         if config.devices.stage_input:
             images, labels = staging.stage(images, labels, device)
         summaries.add_input_images(images)
@@ -314,7 +317,7 @@ def _build_one_device(hps, config):
         model = resnet_model.ResNet(hps, images, labels, 'train')
         # Frozen: every layer but the new fully connected one keeps its restored weights.
         model.build_graph(is_frozen=(lambda v: not transfer.is_new_layer(v))
-                          if config.transfer.freeze_restored_layers else None)
+                          if config.transfer.freeze_restored_layers else None, build_train_op=build_train_op)
     return model
 
 
@@ -351,24 +354,41 @@ def train(config):
         logging.info('training on %d records of %s; the last %d are held out for validation',
                      sum(n for _, n in data_files) - config.data.validation_size, config.data.train_data_path,
                      config.data.validation_size)
-    log_root = config.log_root
-    os.makedirs(log_root, exist_ok=True)
-    with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
-        resume_from = checkpoints.prepare_resume(log_root)
-        done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
-        if done is not None:
-            logging.info('resuming from %s at step %d', resume_from, done)
-        if done is not None and done >= config.schedule.train_steps:
-            # Without this, MonitoredTrainingSession would run one more step before stopping.
-            logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
-                         log_root, done, config.schedule.train_steps)
-            return
-        with guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
-                                'send it again to exit at once') as stop_signals:
-            with summaries.writer_errors_reported_once():
-                finished = _train(config, resume_from, data_files, stop_signals)
-    if finished and config.eval.after_training:
+    cluster = config.cluster
+    server = None
+    if cluster.is_distributed:
+        server = distributed.start_server(cluster, devices.num_cpu_devices(config))
+        distributed.wait_for_ps_tasks(cluster)
+    if not cluster.is_chief:
+        # Another worker of a cluster: the chief restores, saves and writes log_root.
+        finished = _train_with_signals(config, None, data_files, server)
+    else:
+        log_root = config.log_root
+        os.makedirs(log_root, exist_ok=True)
+        with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
+            resume_from = checkpoints.prepare_resume(log_root)
+            done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
+            if done is not None:
+                logging.info('resuming from %s at step %d', resume_from, done)
+            if done is not None and done >= config.schedule.train_steps:
+                # Without this, MonitoredTrainingSession would run one more step before stopping.
+                logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
+                             log_root, done, config.schedule.train_steps)
+                finished = None
+            else:
+                finished = _train_with_signals(config, resume_from, data_files, server)
+    if server is not None and finished is not False:
+        distributed.signal_done(cluster, server.target)
+    if finished and cluster.is_chief and config.eval.after_training:
         evaluation.score_after_training(config)
+
+
+def _train_with_signals(config, resume_from, data_files, server):
+    """_train, stopping after the current step on SIGTERM or SIGINT."""
+    with guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
+                            'send it again to exit at once') as stop_signals:
+        with summaries.writer_errors_reported_once():
+            return _train(config, resume_from, data_files, stop_signals, server)
 
 
 def _write_settings(config, hps, resume_from):
@@ -385,8 +405,10 @@ class _StopCauses(object):
 
     def __init__(self, model, config, data_files, stop_signals):
         self.signal = StopOnSignalHook(model, stop_signals)
+        # In a cluster only the chief writes summaries; the other workers log their progress.
         self.summaries = ProgressHook(model, config.schedule.batch_size, config.schedule.train_steps,
-                                      config.checkpoints.log_every_n_steps, config.train_dir)
+                                      config.checkpoints.log_every_n_steps,
+                                      config.train_dir if config.cluster.is_chief else None)
         self.data = DataFilesHook(config.data.dataset, data_files)
 
     def error_after_saving(self, checkpoint):
@@ -399,25 +421,46 @@ class _StopCauses(object):
         return None
 
 
-def _train(config, resume_from, data_files, stop_signals):
-    """Builds the graph and runs the session; True when training reached train_steps."""
+def _train(config, resume_from, data_files, stop_signals, server=None):
+    """Builds the graph and runs the session; True when training reached train_steps.
+
+    server: this worker's tf.compat.v1.train.Server in a cluster, else None.
+    """
+    cluster = config.cluster
     with tf.Graph().as_default():
-        model = build_train_graph(config)
+        sync = distributed.SyncReplicas(cluster.num_workers) if cluster.sync_replicas else None
+        placement = distributed.device_function(cluster) if server else None
+        with tf.compat.v1.device(placement) if placement else contextlib.nullcontext():
+            model = build_train_graph(config, sync.build_train_op if sync else None)
         hps = model.hps
         logging.info('ResNet: %d trainable parameters, %.1f MFLOPs forward per image',
                      resnet_model.count_params(tf.compat.v1.trainable_variables()),
                      forward_flops_per_image(hps) / 1e6)
+        if server:
+            _log_placement(cluster)
         if resume_from is not None:
             # Before the settings are written: a run without them has only its checkpoint to say
             # what network it is.
             transfer.check_resumable(resume_from, tf.compat.v1.global_variables())
-        _write_settings(config, hps, resume_from)
-        scaffold = tf.compat.v1.train.Scaffold(
-            saver=tf.compat.v1.train.Saver(max_to_keep=config.checkpoints.keep_max, save_relative_paths=True),
-            init_fn=transfer.warm_start_fn(model, config.transfer.init_checkpoint, resume_from))
+        if cluster.is_chief:
+            _write_settings(config, hps, resume_from)
+            scaffold = tf.compat.v1.train.Scaffold(
+                saver=tf.compat.v1.train.Saver(max_to_keep=config.checkpoints.keep_max,
+                                               save_relative_paths=True),
+                init_fn=transfer.warm_start_fn(model, config.transfer.init_checkpoint, resume_from))
+        else:
+            scaffold = tf.compat.v1.train.Scaffold()
+            step = distributed.wait_for_chief(cluster, server.target, _session_config(config))
+            if step >= config.schedule.train_steps:
+                logging.info('nothing to train: the global step is %d, train_steps is %d',
+                             step, config.schedule.train_steps)
+                return True
         saves = SaveTracker()
         causes = _StopCauses(model, config, data_files, stop_signals)
-        _run_and_explain(model, config, scaffold, saves, causes)
+        extra_hooks = sync.hooks(cluster.is_chief) if sync else []
+        _run_and_explain(model, config, scaffold, saves, causes, server, extra_hooks)
+    if server:
+        logging.info('%s ran %d train steps', cluster.task_name(), causes.summaries.local_steps)
     if causes.signal.stopped_at is not None:
         logging.warning('stopped by %s at step %d; checkpoint %s saved; run the same command to resume',
                         stop_signals.signal_name, causes.signal.stopped_at, last_checkpoint(config))
@@ -426,10 +469,25 @@ def _train(config, resume_from, data_files, stop_signals):
     return True
 
 
-def _run_and_explain(model, config, scaffold, saves, causes):
+def _log_placement(cluster):
+    """One log line: how many variables each ps task holds."""
+    placement = distributed.variable_placement(tf.compat.v1.global_variables())
+    logging.info('%s: variables on the ps tasks: %s', cluster.task_name(),
+                 ', '.join('%s: %d' % (device, count) for device, count in sorted(placement.items())))
+
+
+def _session_config(config):
+    """The session config: soft placement, CPU devices for towers; in a cluster, its device filters."""
+    if config.cluster.is_distributed:
+        return distributed.session_config(config.cluster, devices.num_cpu_devices(config))
+    return devices.session_config(devices.num_cpu_devices(config))
+
+
+def _run_and_explain(model, config, scaffold, saves, causes, server=None, extra_hooks=()):
     """Runs the session; every way it can fail comes out as one error (TrainingError, DataError)."""
     try:
-        _run_session(model, config, scaffold, _hooks(model, config, scaffold, saves, causes))
+        hooks = _hooks(model, config, scaffold, saves, causes) + list(extra_hooks)
+        _run_session(model, config, scaffold, hooks, server)
     except NanLossError as e:
         raise TrainingError('%s; the last good checkpoint, %s, is kept'
                             % (e, last_checkpoint(config))) from None
@@ -441,26 +499,27 @@ def _run_and_explain(model, config, scaffold, saves, causes):
             raise
         raise error from e
     error = causes.error_after_saving(last_checkpoint(config))
-    if error is None:
+    if error is None and config.cluster.is_chief:
         error = _flush_summaries(config, last_checkpoint(config))
     if error is not None:
         raise error
 
 
 def _hooks(model, config, scaffold, saves, causes):
-    """The session's hooks, in the order they must run."""
+    """The session's hooks, in the order they must run; in a cluster only the chief saves."""
     hooks = [
         tf.compat.v1.train.StopAtStepHook(last_step=config.schedule.train_steps),
         NanLossHook(model),
         causes.summaries,
         causes.data,
         causes.signal,
+    ]
+    if config.cluster.is_chief:
         # After the NaN check: MonitoredTrainingSession would put its own saver first.
-        tf.compat.v1.train.CheckpointSaverHook(
+        hooks.append(tf.compat.v1.train.CheckpointSaverHook(
             config.log_root, save_secs=config.checkpoints.save_secs,
             save_steps=config.checkpoints.save_steps, scaffold=scaffold,
-            listeners=[FiniteVariablesCheck(), saves]),
-    ]
+            listeners=[FiniteVariablesCheck(), saves]))
     if model.loss_scale is not None:
         hooks.insert(hooks.index(causes.signal), LossScaleHook(model))
     if staging.put_ops():
@@ -468,14 +527,17 @@ def _hooks(model, config, scaffold, saves, causes):
     return hooks
 
 
-def _run_session(model, config, scaffold, hooks):
+def _run_session(model, config, scaffold, hooks, server=None):
+    """Runs train steps until a hook stops the session; in a cluster, on `server` (is_chief: worker 0)."""
     run_error = None
+    cluster = config.cluster
     with tf.compat.v1.train.MonitoredTrainingSession(
-            checkpoint_dir=config.log_root, scaffold=scaffold, hooks=hooks,
+            master=server.target if server else '', is_chief=cluster.is_chief,
+            checkpoint_dir=config.log_root if cluster.is_chief else None, scaffold=scaffold, hooks=hooks,
             save_checkpoint_secs=None, save_checkpoint_steps=None,
             # ProgressHook writes the summaries, at the same steps as its log line.
             save_summaries_steps=None, save_summaries_secs=None, log_step_count_steps=None,
-            config=devices.session_config(devices.num_cpu_devices(config))) as session:
+            max_wait_secs=cluster.timeout_secs, config=_session_config(config)) as session:
         while not session.should_stop():
             try:
                 session.run(model.train_op)
