@@ -247,15 +247,7 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
     info = dataset_info(dataset)
     _check_queue_args(mode, batch_size, num_threads, num_epochs, shuffle_capacity)
     label_offset, classes = _label_layout(dataset, label_mode)
-    checked = check_files(dataset, data_path)
-    if validation_size:
-        ranges = split_records(checked, validation_size)[1 if validation else 0]
-    else:
-        ranges = [(path, 0, count) for path, count in checked]
-    files = [path for path, _, _ in ranges]
-    counts = dict(checked)
-    if all(end - first == counts[path] for path, first, end in ranges):
-        ranges = None  # whole files: nothing to filter
+    files, ranges = _files_and_ranges(check_files(dataset, data_path), validation_size, validation)
 
     train = mode == 'train'
     if not train:
@@ -280,6 +272,17 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
         tf.compat.v1.train.add_queue_runner(tf.compat.v1.train.QueueRunner(queue, enqueue_ops))
         tf.compat.v1.summary.scalar('batch_queue_fill', tf.cast(queue.size(), tf.float32) / capacity)
     return InputQueue(queue, classes, mode)
+
+
+def _files_and_ranges(checked, validation_size, validation):
+    """(files to read, their record ranges or None for whole files) of one part of the records."""
+    if validation_size:
+        ranges = split_records(checked, validation_size)[1 if validation else 0]
+    else:
+        ranges = [(path, 0, count) for path, count in checked]
+    counts = dict(checked)
+    whole = all(end - first == counts[path] for path, first, end in ranges)
+    return [path for path, _, _ in ranges], None if whole else ranges
 
 
 def _check_queue_args(mode, batch_size, num_threads, num_epochs, shuffle_capacity):

@@ -348,12 +348,7 @@ def train(config):
         record found by the reader threads, or a file that changed during training.
     """
     data_files = cifar_input.check_files(config.data.dataset, config.data.train_data_path)
-    if config.compute_dtype_choice:
-        logging.info('compute dtype %s (%s)', config.model.compute_dtype, config.compute_dtype_choice)
-    if config.data.validation_size:
-        logging.info('training on %d records of %s; the last %d are held out for validation',
-                     sum(n for _, n in data_files) - config.data.validation_size, config.data.train_data_path,
-                     config.data.validation_size)
+    _log_choices(config, data_files)
     cluster = config.cluster
     server = None
     if cluster.is_distributed:
@@ -389,6 +384,16 @@ def _train_with_signals(config, resume_from, data_files, server):
                             'send it again to exit at once') as stop_signals:
         with summaries.writer_errors_reported_once():
             return _train(config, resume_from, data_files, stop_signals, server)
+
+
+def _log_choices(config, data_files):
+    """The first lines: the compute dtype auto chose, and the records held out for validation."""
+    if config.compute_dtype_choice:
+        logging.info('compute dtype %s (%s)', config.model.compute_dtype, config.compute_dtype_choice)
+    if config.data.validation_size:
+        logging.info('training on %d records of %s; the last %d are held out for validation',
+                     sum(n for _, n in data_files) - config.data.validation_size, config.data.train_data_path,
+                     config.data.validation_size)
 
 
 def _write_settings(config, hps, resume_from):
