@@ -131,7 +131,7 @@ def after_training(v, given):
 def _check_lengths(v, given):
     """FlagError for a run length given twice, or a bad number of epochs."""
     if 'train_steps' in given and 'train_epochs' in given:
-        raise FlagError('--train_epochs=%g: and --train_steps=%d; give one, the length of the run in epochs '
+        raise FlagError('--train_epochs=%g and --train_steps=%d: give one, the length of the run in epochs '
                         'or in steps' % (v['train_epochs'], v['train_steps']))
     for name in ('train_epochs', 'lr_warmup'):
         value = v.get(name)

@@ -206,6 +206,8 @@ _FLAG_NAMES = {'warmup_steps': 'lr_warmup'}
 def as_flag(key, value):
     """How a setting is given on the command line: '--width=2', '--nouse_bottleneck', '--lr_values=0.1,0.01'."""
     key = _FLAG_NAMES.get(key, key)
+    if key == 'preset' and not value:
+        return 'no --preset'
     if isinstance(value, bool):
         return '--%s%s' % ('' if value else 'no', key)
     if isinstance(value, (list, tuple)):
