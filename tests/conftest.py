@@ -8,8 +8,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import pytest  # noqa: E402
 
 # The run of the `tiny_run` fixture: 60 steps, a checkpoint every 20, the newest 2 kept.
-TINY_RUN_ARGS = ['--mode=train', '--dataset=digits', '--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling',
-                 '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
+TINY_RUN_ARGS = ['--mode=train', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
+                 '--nolr_batch_scaling', '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
                  '--log_every_n_steps=20', '--noeval_after_training']
 
 
@@ -44,8 +44,8 @@ def diverged(learnable, tmp_path_factory):
     config = processes.resolve(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                                 '--log_root=' + log_root, '--train_steps=40', '--save_checkpoints_steps=5',
                                 '--keep_checkpoint_max=20', '--lr_boundaries=12', '--lr_values=0.1,1e6',
-                                '--log_every_n_steps=100', '--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling',
-                                '--noeval_after_training'])
+                                '--log_every_n_steps=100', '--num_residual_units=1', '--batch_size=32',
+                                '--nolr_batch_scaling', '--noeval_after_training'])
     with pytest.raises(training.TrainingError) as error:
         training.train(config)
     return log_root, str(error.value)
