@@ -311,14 +311,18 @@ def resumed_schedule(v, given, saved, settings):
 
     settings: the resumed run's settings, the run's merged with the flags given.
     --train_steps (or --train_epochs) moves only the end: the run's boundaries stay
-    unless --lr_boundaries is given or --lr_schedule changes the kind, so a cosine
-    keeps its end and an extended run goes on at the rate it ended at. --lr_values
+    unless --lr_boundaries is given or --lr_schedule changes the kind (then the new
+    kind's default boundaries over the resumed run), so a cosine keeps its end and an
+    extended run goes on at the rate it ended at. --lr_values
     replaces the rates; --lrn_rate alone scales the run's rates so that the first is
     --lrn_rate (scaled with the batch like the run's). New boundaries of another
     count than the run's get the default rates from the run's first.
     """
-    if 'lr_boundaries' in given or settings['lr_schedule'] != saved['lr_schedule']:
+    if 'lr_boundaries' in given:
         boundaries = settings['lr_boundaries']
+    elif settings['lr_schedule'] != saved['lr_schedule']:  # the new kind's default, over the run
+        boundaries = schedule_boundaries(dict(v, lr_boundaries=None), settings['lr_schedule'],
+                                         settings['train_steps'], None, int)
     else:
         boundaries = saved['lr_boundaries']
     if 'lr_values' in given:

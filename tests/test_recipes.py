@@ -284,6 +284,9 @@ def test_a_run_from_before_the_recipes_resumes_with_their_old_values(tmp_path, c
         ('piecewise', 0, False, '')
     assert (schedule.mixup_alpha, schedule.label_smoothing, schedule.cutout_size) == (0.0, 0.0, 0)
     assert (schedule.lr_boundaries, schedule.lr_values) == ((30, 45), (0.2, 0.02, 0.002))
+    # Another kind of schedule on resuming: its default over the run, from the run's first rate.
+    cosine = processes.resolve(['--mode=train', '--log_root=' + str(tmp_path), '--lr_schedule=cosine']).schedule
+    assert (cosine.train_steps, cosine.lr_boundaries, cosine.lr_values) == (60, (60,), (0.1, 0.0001))
     # A run's preset, like its network, stays; its recipe flags may change one by one.
     code, err = processes.main_exit(['--mode=train', '--log_root=' + str(tmp_path), '--preset=fast_cifar'], capsys)
     processes.assert_one_line_error(code, err, 1, '--preset=fast_cifar: the run in %s has no --preset' % tmp_path)
