@@ -200,6 +200,25 @@ def _augment(images, crop_seed, flip_seed, flip):
     return tf.gather(cropped, cols, axis=2, batch_dims=1)
 
 
+def cutout(images, size, seed=None):
+    """Per image, a size x size square at a uniformly random centre set to zero, clipped at the
+    borders (DeVries and Taylor, 2017). images: float32 [n, 32, 32, channels]."""
+    centres = tf.random.uniform([tf.shape(images)[0], 2], 0, IMAGE_SIZE, tf.int32, seed=seed)
+    return cutout_at(images, centres, size)
+
+
+def cutout_at(images, centres, size):
+    """images float32 [n, 32, 32, channels] with rows [r - size//2, r - size//2 + size) and the
+    same columns around each centre (r, c) of centres int32 [n, 2] set to zero (the part
+    of the square inside the image)."""
+    positions = tf.range(IMAGE_SIZE)
+    first = centres - size // 2
+    in_rows = (positions >= first[:, :1]) & (positions < first[:, :1] + size)   # [n, 32]
+    in_cols = (positions >= first[:, 1:]) & (positions < first[:, 1:] + size)   # [n, 32]
+    inside = in_rows[:, :, None] & in_cols[:, None, :]                          # [n, 32, 32]
+    return images * tf.cast(tf.logical_not(inside), images.dtype)[:, :, :, None]
+
+
 def _queue_sizes(mode, batch_size, shuffle_capacity, repeatable=False):
     """(capacity, min_after_dequeue) of the batch queue.
 
@@ -217,7 +236,8 @@ def _queue_sizes(mode, batch_size, shuffle_capacity, repeatable=False):
 
 
 def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shuffle_capacity=None,
-                     num_epochs=None, label_mode='fine', seed=None, validation_size=0, validation=False):
+                     num_epochs=None, label_mode='fine', seed=None, validation_size=0, validation=False,
+                     cutout_size=0):
     """Builds the reader threads and batch queue; returns an InputQueue.
 
     Args:
@@ -241,6 +261,8 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
       validation_size: when positive, the last validation_size records of
         data_path (datasets.split_records) are held out: read only the others,
         or with `validation`, only those.
+      cutout_size: train mode: each image gets a random cutout_size squared square
+        zeroed after standardization (cutout); 0: none.
 
     All arguments and files are checked (check_files) before any op is made.
     """
@@ -266,7 +288,7 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
         else:
             queue = tf.queue.FIFOQueue(capacity, [tf.float32, tf.int32], shapes=shapes)
         enqueue_ops = [_enqueue_op(queue, filename_queue, info, label_offset, classes, label_mode,
-                                   seed, thread, train, ranges) for thread in range(num_threads)]
+                                   seed, thread, train, ranges, cutout_size) for thread in range(num_threads)]
         # The default close_op closes the queue once every enqueue thread has
         # hit the end of the last epoch, so dequeue_up_to returns the remainder.
         tf.compat.v1.train.add_queue_runner(tf.compat.v1.train.QueueRunner(queue, enqueue_ops))
@@ -297,18 +319,28 @@ def _check_queue_args(mode, batch_size, num_threads, num_epochs, shuffle_capacit
         raise DataError('shuffle_capacity must be >= batch_size (%d), got %d' % (batch_size, shuffle_capacity))
 
 
-def _enqueue_op(queue, filename_queue, info, label_offset, classes, label_mode, seed, thread, train, ranges):
-    """One reader thread's op: read a record, augment it (train mode), standardize, enqueue."""
+def _enqueue_op(queue, filename_queue, info, label_offset, classes, label_mode, seed, thread, train, ranges,
+                cutout_size=0):
+    """One reader thread's op: read records, augment them (train mode), standardize, cut out
+    (train mode, cutout_size), enqueue."""
     images, labels = _read_examples(filename_queue, info, label_offset, classes, label_mode, ranges)
     if train:
         # Equal op seeds would give every thread, and crop and flip, the same random stream.
         crop_seed, flip_seed = (None, None) if seed is None else (seed + 2 * thread + 1, seed + 2 * thread + 2)
         images = _augment(images, crop_seed, flip_seed, info.random_flip)
-    return queue.enqueue_many([tf.image.per_image_standardization(images), labels])
+    images = tf.image.per_image_standardization(images)
+    if train and cutout_size:
+        images = cutout(images, cutout_size, None if seed is None else seed + _CUTOUT_SEED_OFFSET + thread)
+    return queue.enqueue_many([images, labels])
+
+
+# Cutout's op seeds start here, apart from the crop and flip seeds of any thread.
+_CUTOUT_SEED_OFFSET = 100003
 
 
 def build_input(dataset, data_path, batch_size, mode, num_threads=None, shuffle_capacity=None,
-                num_epochs=None, label_mode='fine', seed=None, validation_size=0, validation=False):
+                num_epochs=None, label_mode='fine', seed=None, validation_size=0, validation=False,
+                cutout_size=0):
     """Images and labels of CIFAR records from reader queues.
 
     Returns (images, labels): images float32 [batch, 32, 32, 3] NHWC,
@@ -320,7 +352,7 @@ def build_input(dataset, data_path, batch_size, mode, num_threads=None, shuffle_
     input_queue = make_input_queue(dataset, data_path, batch_size, mode, num_threads=num_threads,
                                    shuffle_capacity=shuffle_capacity, num_epochs=num_epochs,
                                    label_mode=label_mode, seed=seed, validation_size=validation_size,
-                                   validation=validation)
+                                   validation=validation, cutout_size=cutout_size)
     return input_queue.dequeue(batch_size)
 
 

@@ -27,6 +27,7 @@ try:  # a Ctrl-C while Python starts is one line, not a traceback
     from resnet_cifar import config
     from resnet_cifar import datasets
     from resnet_cifar import flag_help
+    from resnet_cifar import presets
     from resnet_cifar import quiet
 except KeyboardInterrupt:
     sys.stderr.write('error: interrupted by SIGINT while starting; nothing was written\n')
@@ -57,6 +58,9 @@ flags.DEFINE_integer('validation_size', 0,
 flags.DEFINE_integer('image_size', 32, 'Image side in pixels. CIFAR images are 32x32; only 32 is supported.')
 flags.DEFINE_integer('num_input_threads', None,
                      'Reader threads of the training input queue. Default: one per CPU core, at least 2.')
+flags.DEFINE_integer('cutout_size', 0,
+                     'Cutout: each training image gets a random SxS square zeroed (after standardization, '
+                     'clipped at the borders). 0: none.')
 
 # Where things go.
 flags.DEFINE_string('log_root', None,
@@ -77,19 +81,42 @@ flags.DEFINE_enum('data_format', None, list(config.DATA_FORMATS),
 flags.DEFINE_float('relu_leakiness', 0.1, 'Slope of the leaky ReLU for negative inputs, in [0, 1).')
 
 # Optimisation.
+flags.DEFINE_enum('preset', None, list(presets.NAMES),
+                  'A whole training recipe (docs/recipes.md): resnet32_classic, resnet110, wrn28_10 or '
+                  'fast_cifar. Flags given with it override its values.')
 flags.DEFINE_integer('train_steps', None,
                      'Training ends at this global step. Default: 80000 (the classic recipe), 1000 for digits.')
+flags.DEFINE_float('train_epochs', None,
+                   'The run\'s length in passes over the training records (those not held out), instead of '
+                   '--train_steps; --lr_boundaries and --lr_warmup then count epochs too.')
 flags.DEFINE_integer('batch_size', None, 'Images per step. Default: 128 in train mode, 100 in eval mode.')
-flags.DEFINE_enum('optimizer', 'mom', ['mom', 'sgd'], 'mom: momentum 0.9; sgd: plain gradient descent.')
+flags.DEFINE_enum('optimizer', 'mom', list(config.OPTIMIZERS),
+                  'mom: momentum 0.9; nesterov: Nesterov momentum 0.9; sgd: plain gradient descent.')
 flags.DEFINE_float('weight_decay_rate', 0.0002, 'L2 weight decay on convolution and fully connected weights.')
-flags.DEFINE_float('lrn_rate', 0.1, 'Initial learning rate; the default schedule divides it by 10 at each boundary.')
+flags.DEFINE_float('lrn_rate', 0.1, 'Initial learning rate at batch 128; the default schedule divides it by 10 '
+                   'at each boundary.')
 flags.DEFINE_float('min_lrn_rate', 0.0001, 'Floor of the learning rate.')
+flags.DEFINE_enum('lr_schedule', 'piecewise', list(config.LR_SCHEDULES),
+                  'piecewise: constant between --lr_boundaries; cosine: half a cosine from the first of '
+                  '--lr_values to the second, ending at the one boundary (default: --train_steps), then '
+                  'the second.')
 flags.DEFINE_string('lr_boundaries', None,
-                    'Comma-separated global steps where the learning rate changes. '
-                    'Default: 50%, 75% and 100% of --train_steps (40000,60000,80000 classic).')
+                    'Comma-separated global steps (epochs with --train_epochs) where the learning rate changes. '
+                    'Default: 50%, 75% and 100% of --train_steps (40000,60000,80000 classic); cosine: the end.')
 flags.DEFINE_string('lr_values', None,
-                    'Comma-separated learning rates, one more than --lr_boundaries. '
-                    'Default: --lrn_rate times 1, 0.1, 0.01, 0.001.')
+                    'Comma-separated learning rates at batch 128, one more than --lr_boundaries. '
+                    'Default: --lrn_rate times 1, 0.1, 0.01, 0.001; cosine: 1, 0.001.')
+flags.DEFINE_float('lr_warmup', 0,
+                   'Linear warmup over the first K steps (epochs with --train_epochs): the rate of step s < K '
+                   'is multiplied by (s + 1) / K. 0: none.')
+flags.DEFINE_boolean('lr_batch_scaling', True,
+                     'The learning rates are for batch 128: run them times --batch_size / 128 (the linear '
+                     'scaling rule, so that other batches and more towers keep the recipe).')
+flags.DEFINE_float('label_smoothing', 0.0,
+                   'Label smoothing epsilon: training targets are (1 - eps) * one-hot + eps / classes. 0: none.')
+flags.DEFINE_float('mixup_alpha', 0.0,
+                   'Mixup: each training image and its label are mixed with another of its batch, weights '
+                   'drawn from Beta(alpha, alpha). 0: none.')
 flags.DEFINE_float('moving_average_decay', 0.999,
                    'Decay of the exponential moving average of the weights that eval uses; 0 turns it off.')
 flags.DEFINE_integer('random_seed', None, 'Seed of the graph and the input shuffling; with '
@@ -186,10 +213,12 @@ flags.DEFINE_integer('cluster_timeout_secs', 120,
 FLAG_GROUPS = [
     ('Run', ['mode', 'dataset', 'log_root', 'train_dir', 'eval_dir']),
     ('Data', ['train_data_path', 'eval_data_path', 'validation_size', 'label_mode', 'image_size',
-              'num_input_threads']),
+              'num_input_threads', 'cutout_size']),
     ('Model', ['num_residual_units', 'use_bottleneck', 'width', 'data_format', 'relu_leakiness']),
-    ('Training schedule', ['train_steps', 'batch_size', 'optimizer', 'weight_decay_rate', 'lrn_rate',
-                           'min_lrn_rate', 'lr_boundaries', 'lr_values', 'moving_average_decay', 'random_seed']),
+    ('Training schedule', ['preset', 'train_steps', 'train_epochs', 'batch_size', 'optimizer', 'weight_decay_rate',
+                           'lrn_rate', 'min_lrn_rate', 'lr_schedule', 'lr_boundaries', 'lr_values', 'lr_warmup',
+                           'lr_batch_scaling', 'label_smoothing', 'mixup_alpha', 'moving_average_decay',
+                           'random_seed']),
     ('Checkpoints and logging', ['save_checkpoints_steps', 'save_checkpoints_secs', 'keep_checkpoint_max',
                                  'log_every_n_steps', 'summary_histograms']),
     ('Eval', ['eval_batch_count', 'eval_once', 'eval_interval_secs', 'eval_use_moving_average',
@@ -200,6 +229,8 @@ FLAG_GROUPS = [
     ('Devices and precision', ['num_gpus', 'tower_device', 'variable_device', 'stage_input', 'compute_dtype']),
     ('Cluster', ['job_name', 'task_index', 'ps_hosts', 'worker_hosts', 'sync_replicas', 'cluster_timeout_secs']),
 ]
+# Groups the short --help lists by name only: few users need them.
+COMPACT_GROUPS = ('Transfer and export', 'Cluster')
 EXAMPLE = """\
 Example, the bundled digits sample (a few minutes on a CPU):
   python resnet_main.py --dataset=digits            # trains, then prints its held-out precision
@@ -277,6 +308,6 @@ def run(argv):
 
 
 if __name__ == '__main__':
-    flag_help.handle_help_args(sys.argv, FLAGS, FLAG_GROUPS, example=EXAMPLE,
+    flag_help.handle_help_args(sys.argv, FLAGS, FLAG_GROUPS, example=EXAMPLE, compact=COMPACT_GROUPS,
                                usage='usage: python resnet_main.py [--flag=value ...]\n\n' + __doc__.split('\n\n')[0])
     app.run(main, flags_parser=parse_flags)

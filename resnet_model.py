@@ -50,7 +50,8 @@ ACTIVATIONS_COLLECTION = 'unit_activations'
 # The name of a variable's moving average (tf.compat.v1.train.ExponentialMovingAverage's).
 SHADOW_SUFFIX = '/ExponentialMovingAverage'
 
-OPTIMIZERS = ('sgd', 'mom')
+OPTIMIZERS = ('sgd', 'mom', 'nesterov')
+LR_SCHEDULES = ('piecewise', 'cosine')
 DATA_FORMATS = ('NHWC', 'NCHW')
 COMPUTE_DTYPES = ('float32', 'float16', 'bfloat16')
 MODES = ('train', 'eval')
@@ -65,8 +66,9 @@ _HParamsBase = collections.namedtuple(
     ['batch_size', 'num_classes', 'min_lrn_rate', 'lrn_rate', 'num_residual_units',
      'use_bottleneck', 'weight_decay_rate', 'relu_leakiness', 'optimizer',
      'width', 'momentum', 'bn_decay', 'bn_epsilon', 'moving_average_decay', 'data_format',
-     'compute_dtype', 'lr_boundaries', 'lr_values'],
-    defaults=(1, 0.9, 0.9, 1e-3, 0.999, 'NHWC', 'float32', (), ()))
+     'compute_dtype', 'lr_boundaries', 'lr_values', 'lr_schedule', 'warmup_steps', 'label_smoothing',
+     'mixup_alpha'],
+    defaults=(1, 0.9, 0.9, 1e-3, 0.999, 'NHWC', 'float32', (), (), 'piecewise', 0, 0.0, 0.0))
 
 
 class HParams(_HParamsBase):
@@ -82,7 +84,7 @@ class HParams(_HParamsBase):
       use_bottleneck: bottleneck units (1x1, 3x3, 1x1) instead of plain (3x3, 3x3).
       weight_decay_rate: L2 coefficient on convolution and fully connected weights.
       relu_leakiness: slope of the leaky ReLU for negative inputs, in [0, 1).
-      optimizer: 'sgd' or 'mom' (momentum).
+      optimizer: 'sgd', 'mom' (momentum) or 'nesterov' (Nesterov momentum).
       width: width multiplier k (WRN-28-10 is n=4, k=10).
       momentum: momentum coefficient of 'mom'.
       bn_decay: decay of the batch-norm moving mean and variance.
@@ -97,6 +99,14 @@ class HParams(_HParamsBase):
       lr_values: the piecewise-constant rates, one more than lr_boundaries:
         lr_values[i] applies from global step lr_boundaries[i-1] (inclusive) up
         to lr_boundaries[i]. Empty: lrn_rate at every step.
+      lr_schedule: 'piecewise' (lr_boundaries, lr_values as above) or 'cosine':
+        lr_boundaries (end,), lr_values (start, final); half a cosine from start
+        at step warmup_steps to final at step end, then final.
+      warmup_steps: the rate of step s < warmup_steps is multiplied by
+        (s + 1) / warmup_steps (a linear warmup); 0: none.
+      label_smoothing: epsilon in [0, 1); the training target is
+        (1 - epsilon) * label + epsilon / num_classes.
+      mixup_alpha: > 0 trains on mixup pairs of each batch (mixup below); 0: none.
 
     Invalid values raise ValueError naming the field and the allowed values;
     `_replace` validates too.
@@ -167,6 +177,16 @@ def _validated(fields):
     out['data_format'] = _check_choice('data_format', fields['data_format'], DATA_FORMATS)
     out['compute_dtype'] = _check_choice('compute_dtype', fields['compute_dtype'], COMPUTE_DTYPES)
     out['lr_boundaries'], out['lr_values'] = _check_schedule(fields['lr_boundaries'], fields['lr_values'])
+    out['lr_schedule'] = _check_choice('lr_schedule', fields['lr_schedule'], LR_SCHEDULES)
+    if isinstance(fields['warmup_steps'], bool) or not isinstance(fields['warmup_steps'], numbers.Integral) \
+            or fields['warmup_steps'] < 0:
+        raise _bad('warmup_steps', 'an integer >= 0', fields['warmup_steps'])
+    out['warmup_steps'] = int(fields['warmup_steps'])
+    if out['lr_schedule'] == 'cosine' and (len(out['lr_boundaries']) != 1 or
+                                           out['lr_boundaries'][0] <= out['warmup_steps']):
+        raise _bad('lr_boundaries', 'one step, the end of the cosine, after warmup_steps', out['lr_boundaries'])
+    out['label_smoothing'] = _check_number('label_smoothing', fields['label_smoothing'], 0, 1, True, False)
+    out['mixup_alpha'] = _check_number('mixup_alpha', fields['mixup_alpha'], 0, None, True, False)
     return out
 
 
@@ -187,13 +207,65 @@ def _check_schedule(boundaries, values):
     return boundaries, tuple(float(v) for v in values)
 
 
-def scheduled_rate(step, boundaries, values, name='learning_rate'):
-    """The piecewise-constant rate at `step` (an int64 scalar tensor): values[i] from
-    boundaries[i-1] (inclusive) up to boundaries[i]; a float32 scalar tensor."""
+def scheduled_rate(step, boundaries, values, kind='piecewise', warmup_steps=0, name='learning_rate'):
+    """The learning rate at `step` (an int64 scalar tensor), a float32 scalar tensor.
+
+    piecewise: values[i] from boundaries[i-1] (inclusive) up to boundaries[i].
+    cosine: boundaries (end,), values (start, final): start + (final - start) *
+    (1 - cos(pi * p)) / 2 with p = clip((step - warmup_steps) / (end - warmup_steps), 0, 1),
+    so `final` from `end` on. With warmup_steps, the rate of step s < warmup_steps is
+    multiplied by (s + 1) / warmup_steps. Computed in float64, as config.Schedule.rate_at.
+    """
     with tf.name_scope('schedule'):
-        passed = tf.greater_equal(step, tf.constant(boundaries, tf.int64, shape=[len(boundaries)]))
-        index = tf.reduce_sum(tf.cast(passed, tf.int32))
-    return tf.gather(tf.constant(values, tf.float32), index, name=name)
+        step_number = tf.cast(step, tf.float64)
+        if kind == 'cosine':
+            (end,), (start_rate, final_rate) = boundaries, values
+            progress = tf.clip_by_value((step_number - warmup_steps) / float(end - warmup_steps), 0.0, 1.0)
+            rate = final_rate + (start_rate - final_rate) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        else:
+            passed = tf.greater_equal(step, tf.constant(boundaries, tf.int64, shape=[len(boundaries)]))
+            index = tf.reduce_sum(tf.cast(passed, tf.int32))
+            rate = tf.gather(tf.constant(values, tf.float64), index)
+        if warmup_steps:
+            rate *= tf.minimum((step_number + 1.0) / warmup_steps, 1.0)
+    return tf.cast(rate, tf.float32, name=name)
+
+
+def mixup(images, labels, alpha, seed=None):
+    """Mixup (Zhang et al., 2018) within one batch: each image is mixed with a partner.
+
+    Args:
+      images: float32 [batch, height, width, channels]; labels: float32 [batch, classes].
+      alpha: > 0; each image's weight is drawn from Beta(alpha, alpha).
+      seed: op seed of the draws, or None.
+    Returns:
+      (mixed images, mixed labels, weights float32 [batch], partners int32 [batch]):
+      mixed[i] = weights[i] * x[i] + (1 - weights[i]) * x[partners[i]], for the images and
+      the labels alike; partners is a random permutation of the batch. Labels that each
+      sum to one still do.
+    """
+    count = tf.shape(images)[0]
+    seeds = (None, None, None) if seed is None else (seed, seed + 1, seed + 2)
+    first = tf.random.gamma([count], alpha, seed=seeds[0])
+    second = tf.random.gamma([count], alpha, seed=seeds[1])
+    weights = first / tf.maximum(first + second, 1e-12)
+    partners = tf.random.shuffle(tf.range(count), seed=seeds[2])
+    mixed_images = _mix(images, weights, partners)
+    mixed_labels = _mix(labels, weights, partners)
+    return mixed_images, mixed_labels, weights, partners
+
+
+def _mix(x, weights, partners):
+    """weights[i] * x[i] + (1 - weights[i]) * x[partners[i]] along the first axis."""
+    shape = tf.concat([tf.shape(weights), tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+    w = tf.reshape(weights, shape)
+    return w * x + (1.0 - w) * tf.gather(x, partners)
+
+
+def smoothed_labels(labels, epsilon):
+    """(1 - epsilon) * labels + epsilon / classes; labels float32 [batch, classes]."""
+    classes = tf.cast(tf.shape(labels)[1], labels.dtype)
+    return (1.0 - epsilon) * labels + epsilon / classes
 
 
 def count_params(variables):
@@ -242,10 +314,14 @@ class ResNet:
       predictions: softmax of logits, [batch, num_classes].
       features: float32 [batch, D], the pooled activations the fully connected
         layer reads; D = 64*width (plain) or 256*width (bottleneck).
-      cross_entropy: scalar, mean softmax cross-entropy.
+      target_labels: float32 [batch, num_classes], what the network learns: in train mode
+        with hps.mixup_alpha the mixed (soft) labels of the mixed images, else `labels`.
+      cross_entropy: scalar, mean softmax cross-entropy against target_labels, smoothed
+        in train mode by hps.label_smoothing.
       weight_decay: scalar, weight_decay_rate * sum(tf.nn.l2_loss(w)).
       cost: cross_entropy + weight_decay.
-      precision: scalar, fraction of the batch whose argmax matches the label.
+      precision: scalar, fraction of the batch whose argmax matches the argmax of
+        target_labels (with mixup: the class of the image with the larger weight).
       batch_moments: (train mode) [(moving mean or variance variable, this
         batch's mean or unbiased variance)] of every batch norm, in graph order.
       bn_update_ops: (train mode, after build_graph) the moving mean/variance
@@ -264,6 +340,7 @@ class ResNet:
         self.mode = mode
         self.images = _checked_images(images)
         self.labels = _checked_labels(labels, hps.num_classes)
+        self.target_labels = None
         self.global_step = self.step_value = self.lrn_rate = self.effective_lrn_rate = None
         self.ema = self.loss_scale = None
         self.logits = self.predictions = self.features = None
@@ -325,7 +402,8 @@ class ResNet:
         # increment on the update, so this is the step before the increment.
         self.step_value = tf.identity(self.global_step, name='step_value')
         self.lrn_rate = scheduled_rate(self.step_value, self.hps.lr_boundaries,
-                                       self.hps.lr_values or (self.hps.lrn_rate,))
+                                       self.hps.lr_values or (self.hps.lrn_rate,),
+                                       self.hps.lr_schedule, self.hps.warmup_steps)
         self.effective_lrn_rate = tf.maximum(self.lrn_rate, self.hps.min_lrn_rate,
                                              name='effective_learning_rate')
         if self.hps.moving_average_decay > 0:
@@ -341,8 +419,13 @@ class ResNet:
             setattr(self, name, getattr(lead, name))
 
     def build_forward(self):
-        """Forward pass, cost and precision; in train mode it records the batch moments."""
-        x = self._in_compute_dtype(self.images)
+        """Forward pass, cost and precision; in train mode it records the batch moments, and
+        mixes the batch (hps.mixup_alpha) and smooths its labels (hps.label_smoothing)."""
+        images, self.target_labels = self.images, self.labels
+        if self.mode == 'train' and self.hps.mixup_alpha > 0:
+            with tf.name_scope('mixup'):
+                images, self.target_labels, _, _ = mixup(images, self.labels, self.hps.mixup_alpha)
+        x = self._in_compute_dtype(images)
         if not self._channels_last:
             x = tf.transpose(x, [0, 3, 1, 2])
         with tf.compat.v1.variable_scope('init'):
@@ -356,7 +439,8 @@ class ResNet:
             self.logits = self._fully_connected(self.features, self.hps.num_classes)
         self.predictions = tf.nn.softmax(self.logits, name='predictions')
         self._build_cost()
-        correct = tf.equal(tf.argmax(self.logits, 1), tf.argmax(self.labels, 1))
+        # The class with the larger weight in a mixed image; the label itself without mixup.
+        correct = tf.equal(tf.argmax(self.logits, 1), tf.argmax(self.target_labels, 1))
         self.precision = tf.reduce_mean(tf.cast(correct, tf.float32), name='precision')
 
     def compute_gradients(self, cost, is_frozen=None):
@@ -535,8 +619,10 @@ class ResNet:
 
     def _build_cost(self):
         with tf.name_scope('costs'):
-            per_image = tf.nn.softmax_cross_entropy_with_logits(
-                labels=self.labels, logits=self.logits)
+            targets = self.target_labels
+            if self.mode == 'train' and self.hps.label_smoothing > 0:
+                targets = smoothed_labels(targets, self.hps.label_smoothing)
+            per_image = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=self.logits)
             self.cross_entropy = tf.reduce_mean(per_image, name='cross_entropy')
             if self.hps.weight_decay_rate > 0:
                 l2 = tf.add_n([tf.nn.l2_loss(w) for w in self._weight_variables])
@@ -550,7 +636,9 @@ class ResNet:
         """The hps.optimizer at effective_lrn_rate: plain gradient descent or momentum."""
         if self.hps.optimizer == 'sgd':
             return tf.compat.v1.train.GradientDescentOptimizer(self.effective_lrn_rate)
-        return tf.compat.v1.train.MomentumOptimizer(self.effective_lrn_rate, self.hps.momentum)
+        # Nesterov keeps the same 'Momentum' slots: checkpoints move between the two.
+        return tf.compat.v1.train.MomentumOptimizer(self.effective_lrn_rate, self.hps.momentum,
+                                                    use_nesterov=self.hps.optimizer == 'nesterov')
 
 
 def restore_names(variables, from_shadows):

@@ -28,7 +28,11 @@ from resnet_cifar.cluster import Cluster
 from resnet_cifar.errors import FlagError
 
 MODES = ('train', 'eval', 'extract', 'finetune', 'export')
-OPTIMIZERS = ('mom', 'sgd')
+OPTIMIZERS = ('mom', 'sgd', 'nesterov')
+LR_SCHEDULES = ('piecewise', 'cosine')
+# The batch size the base learning rates are given for: with lr_batch_scaling, a rate r runs
+# as r * batch_size / BASE_BATCH_SIZE (the linear scaling rule).
+BASE_BATCH_SIZE = 128
 DATA_FORMATS = ('NHWC', 'NCHW')
 COMPUTE_DTYPES = ('float32', 'float16', 'bfloat16')
 TOWER_DEVICES = ('gpu', 'cpu')
@@ -158,42 +162,90 @@ class Model:
 class Schedule:
     """The training recipe. Steps are global steps; rates are per step, in weight units per gradient unit.
 
-    lr_values[i] applies from lr_boundaries[i-1] (inclusive) up to lr_boundaries[i];
-    the last value applies from the last boundary on. No rate is below min_lrn_rate.
+    piecewise: lr_values[i] applies from lr_boundaries[i-1] (inclusive) up to
+      lr_boundaries[i]; the last value applies from the last boundary on.
+    cosine: lr_boundaries is (end,) and lr_values (start, final): the rate falls along
+      half a cosine from `start` at step warmup_steps to `final` at step `end`, and
+      stays `final` from `end` on (a resumed run extended past `end` keeps it).
+    A linear warmup multiplies the rate of step s < warmup_steps by (s + 1) / warmup_steps.
+    No rate is below min_lrn_rate. The rates are as used: resolve.py has already scaled
+    them with the batch size when lr_batch_scaling is set (recorded so that a resumed
+    run scales the rates it is given the same way).
     """
+    _FLAGS = {'warmup_steps': 'lr_warmup'}
     train_steps: int = 80000            # training ends at this global step
     batch_size: int = 128               # images per step, over all towers
-    optimizer: str = 'mom'              # mom: momentum 0.9; sgd: plain gradient descent
+    optimizer: str = 'mom'              # mom: momentum 0.9; nesterov: Nesterov momentum 0.9; sgd: plain
     weight_decay_rate: float = 0.0002   # times half the sum of squared conv and fc weights
     moving_average_decay: float = 0.999  # of the weights' shadows that eval scores; 0: none
+    lr_schedule: str = 'piecewise'      # piecewise or cosine
     lr_boundaries: Tuple[int, ...] = (40000, 60000, 80000)
     lr_values: Tuple[float, ...] = (0.1, 0.01, 0.001, 0.0001)
     min_lrn_rate: float = 0.0001
+    warmup_steps: int = 0               # linear warmup over the first N steps; 0: none
+    lr_batch_scaling: bool = False      # the rates were given for batch 128 and scaled to batch_size
+    cutout_size: int = 0                # training images get a random SxS square zeroed; 0: none
+    mixup_alpha: float = 0.0            # mixup of image pairs, weights ~ Beta(alpha, alpha); 0: none
+    label_smoothing: float = 0.0        # epsilon: the target is (1 - eps) * one-hot + eps / classes
+    preset: str = ''                    # the preset the recipe started from (presets.py), or ''
 
     def __post_init__(self):
         _check_types(self)
         _positive(self, 'train_steps', 'batch_size')
         _choice(self, 'optimizer', OPTIMIZERS)
+        _choice(self, 'lr_schedule', LR_SCHEDULES)
         _in_range(self, 'weight_decay_rate', 0)
         _in_range(self, 'moving_average_decay', 0, 1)
         _in_range(self, 'min_lrn_rate', 0)
-        problem = schedule_problem(self.lr_boundaries, self.lr_values)
+        _in_range(self, 'warmup_steps', 0)
+        if not 0 <= self.cutout_size <= datasets.IMAGE_SIZE:
+            _fail(self, 'cutout_size', self.cutout_size, '0 (none) to %d pixels' % datasets.IMAGE_SIZE)
+        _in_range(self, 'mixup_alpha', 0)
+        _in_range(self, 'label_smoothing', 0, 1)
+        problem = schedule_problem(self.lr_boundaries, self.lr_values, self.lr_schedule, self.warmup_steps)
         if problem:
             raise FlagError('--lr_boundaries/--lr_values: %s' % problem)
 
     def rate_at(self, step):
-        """The learning rate of the train step that runs at global step `step`."""
-        return max(self.lr_values[bisect.bisect_right(self.lr_boundaries, step)], self.min_lrn_rate)
+        """The learning rate of the train step that runs at global step `step` (resnet_model's
+        scheduled_rate computes the same in the graph)."""
+        if self.lr_schedule == 'cosine':
+            rate = cosine_rate(step, self.warmup_steps, self.lr_boundaries[0], *self.lr_values)
+        else:
+            rate = self.lr_values[bisect.bisect_right(self.lr_boundaries, step)]
+        if step < self.warmup_steps:
+            rate *= (step + 1) / self.warmup_steps
+        return max(rate, self.min_lrn_rate)
 
     def describe(self):
-        """'0.1 until step 40000, 0.01 until step 60000, then 0.001; never below 0.0001'."""
-        spans = ['%g until step %d' % (value, boundary)
-                 for value, boundary in zip(self.lr_values, self.lr_boundaries)]
-        return '%s, then %g; never below %g' % (', '.join(spans), self.lr_values[-1], self.min_lrn_rate)
+        """'0.1 until step 40000, 0.01 until step 60000, then 0.001; never below 0.0001', or for
+        cosine 'cosine from 0.1 at step 0 to 0.0001 at step 3000, then 0.0001; ...'; the warmup
+        comes first when there is one."""
+        if self.lr_schedule == 'cosine':
+            text = 'cosine from %g at step %d to %g at step %d, then %g' % (
+                self.lr_values[0], self.warmup_steps, self.lr_values[1], self.lr_boundaries[0], self.lr_values[1])
+        else:
+            spans = ['%g until step %d' % (value, boundary)
+                     for value, boundary in zip(self.lr_values, self.lr_boundaries)]
+            text = '%s, then %g' % (', '.join(spans), self.lr_values[-1])
+        if self.warmup_steps:
+            text = 'linear warmup over steps 0 to %d, then %s' % (self.warmup_steps - 1, text)
+        return '%s; never below %g' % (text, self.min_lrn_rate)
 
 
-def schedule_problem(boundaries, values):
-    """What is wrong with a piecewise schedule, or None."""
+def cosine_rate(step, start_step, end_step, start_rate, final_rate):
+    """Half a cosine from start_rate at start_step to final_rate at end_step; constant outside."""
+    progress = min(max(step - start_step, 0) / (end_step - start_step), 1.0)
+    return final_rate + (start_rate - final_rate) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def schedule_problem(boundaries, values, kind='piecewise', warmup_steps=0):
+    """What is wrong with a schedule, or None."""
+    if kind == 'cosine' and len(boundaries) != 1:
+        return ('a cosine schedule has one boundary, the step where it ends, got %s'
+                % (','.join(map(str, boundaries)) or 'none'))
+    if kind == 'cosine' and warmup_steps >= boundaries[0]:
+        return 'the cosine must end after the warmup (%d steps), got %d' % (warmup_steps, boundaries[0])
     if len(values) != len(boundaries) + 1:
         return ('expected one more learning rate than boundaries, got %d rates and %d boundaries'
                 % (len(values), len(boundaries)))
@@ -406,7 +458,9 @@ class RunConfig:
             optimizer=self.schedule.optimizer, width=self.model.width,
             moving_average_decay=self.schedule.moving_average_decay,
             data_format=self.model.data_format, compute_dtype=self.model.compute_dtype,
-            lr_boundaries=self.schedule.lr_boundaries, lr_values=self.schedule.lr_values)
+            lr_boundaries=self.schedule.lr_boundaries, lr_values=self.schedule.lr_values,
+            lr_schedule=self.schedule.lr_schedule, warmup_steps=self.schedule.warmup_steps,
+            label_smoothing=self.schedule.label_smoothing, mixup_alpha=self.schedule.mixup_alpha)
 
     def to_dict(self):
         """Plain JSON-able values: {field: value, section: {field: value}}."""
@@ -432,6 +486,8 @@ SETTING_SECTIONS = {
     'batch_size': 'schedule', 'optimizer': 'schedule', 'weight_decay_rate': 'schedule',
     'moving_average_decay': 'schedule', 'lr_boundaries': 'schedule', 'lr_values': 'schedule',
     'min_lrn_rate': 'schedule', 'train_steps': 'schedule', 'freeze_restored_layers': 'transfer',
+    'lr_schedule': 'schedule', 'warmup_steps': 'schedule', 'lr_batch_scaling': 'schedule',
+    'cutout_size': 'schedule', 'mixup_alpha': 'schedule', 'label_smoothing': 'schedule', 'preset': 'schedule',
 }
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import textwrap
 
 SHORT_HELP_ARGS = ('-h', '-?', '--help', '-help', '--helpshort', '-helpshort')
 FULL_HELP_ARGS = ('--helpfull', '-helpfull')
@@ -58,11 +59,17 @@ def flag_line(flag, width):
     return line
 
 
-def grouped_help(flag_values, groups, usage='', example='', width=None):
-    """The short help: `usage`, then each group's flags one a line, then `example`."""
+def grouped_help(flag_values, groups, usage='', example='', width=None, compact=()):
+    """The short help: `usage`, then each group's flags one a line, then `example`. The groups
+    titled in `compact` list only their flags' names (--help=TOPIC shows them in full)."""
     width = width or max(60, min(120, shutil.get_terminal_size((100, 24)).columns))
     parts = [usage.strip()] if usage else []
     for title, names in groups:
+        if title in compact:
+            listed = textwrap.fill(' '.join('--' + name for name in names), width, initial_indent='  ',
+                                   subsequent_indent='  ', break_on_hyphens=False)
+            parts.append('%s (--help=%s):\n%s' % (title, title.split()[0].lower(), listed))
+            continue
         parts.append('%s:\n%s' % (title, '\n'.join(flag_line(flag_values[name], width) for name in names)))
     if example:
         parts.append(example.rstrip())
@@ -85,7 +92,7 @@ def topic_help(flag_values, groups, topic):
                        for f in flags) + '\n'
 
 
-def handle_help_args(argv, flag_values, groups, usage='', example='', stdout=None):
+def handle_help_args(argv, flag_values, groups, usage='', example='', stdout=None, compact=()):
     """Answers -h/--help/--help=TOPIC/--helpfull in `argv` and exits 0; returns otherwise.
 
     Call before absl parses `argv`, before TensorFlow is imported. Only the
@@ -100,7 +107,7 @@ def handle_help_args(argv, flag_values, groups, usage='', example='', stdout=Non
             stdout.write(_full_help(flag_values, usage))
             _exit(stdout, 0)
         if arg in SHORT_HELP_ARGS:
-            stdout.write(grouped_help(flag_values, groups, usage, example))
+            stdout.write(grouped_help(flag_values, groups, usage, example, compact=compact))
             _exit(stdout, 0)
         if arg.startswith(('--help=', '-help=')):
             topic = arg.split('=', 1)[1]

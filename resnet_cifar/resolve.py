@@ -18,8 +18,9 @@ from resnet_cifar import config as config_lib
 from resnet_cifar import cpu
 from resnet_cifar import datasets
 from resnet_cifar import guards
+from resnet_cifar import presets
 from resnet_cifar import run_files
-from resnet_cifar.errors import FlagError
+from resnet_cifar.errors import DataError, FlagError
 
 # Dataset defaults: the classic recipe for CIFAR, a short ResNet-14 run for the digits sample.
 DATASET_DEFAULTS = {
@@ -58,6 +59,7 @@ def run_config(values, given, environ=None):
     if not (v['lrn_rate'] > 0 and math.isfinite(v['lrn_rate'])):
         raise FlagError('--lrn_rate=%g: expected a positive learning rate' % v['lrn_rate'])
     cluster = cluster_lib.from_values(v, given, os.environ if environ is None else environ)
+    _check_lengths(v, given)
     log_root = v['log_root'] or os.path.join('runs', v['dataset'])
     settings, changes, taken = resolve_settings(v, given, log_root)
     dtype, dtype_choice = compute_dtype(v)
@@ -133,15 +135,51 @@ def after_training(v, given):
     return v['eval_after_training'] and ('eval_data_path' in given or 'train_data_path' not in given)
 
 
-def flag_settings(v, dataset=None):
-    """The run settings (run_files.KEYS) as the flags and their defaults give them (a new run)."""
+def _check_lengths(v, given):
+    """FlagError for a run length given twice, or a bad number of epochs."""
+    if 'train_steps' in given and 'train_epochs' in given:
+        raise FlagError('--train_epochs=%g and --train_steps=%d: give one, the length of the run in epochs '
+                        'or in steps' % (v['train_epochs'], v['train_steps']))
+    for name in ('train_epochs', 'lr_warmup'):
+        value = v.get(name)
+        if value is not None and (not math.isfinite(value) or value < (0 if name == 'lr_warmup' else 1e-9)):
+            raise FlagError('--%s=%g: expected a %s number' % (name, value, 'non-negative' if name == 'lr_warmup'
+                                                                  else 'positive'))
+
+
+def flag_settings(v, dataset=None, given=(), run=None):
+    """The run settings (run_files.KEYS) as the flags, the preset and the defaults give them,
+    in steps and in the rates the steps use (a new run).
+
+    given: the flags given (they win over the preset's values). run: {key: value} of the
+    run's own batch_size and validation_size when resuming, which epochs and the batch
+    scaling of the learning rates are counted with.
+    """
     dataset = dataset or v['dataset']
+    v, preset = presets.apply(v, given)
     defaults = DATASET_DEFAULTS[dataset]
-    train_steps = v['train_steps'] if v['train_steps'] is not None else defaults['train_steps']
-    if v['lr_boundaries'] is None:
-        boundaries = [train_steps // 2, train_steps * 3 // 4, train_steps]
+    run = run or {}
+    batch_size = run.get('batch_size', v['batch_size'] if v['batch_size'] is not None and v['mode'] == 'train'
+                         else config_lib.BASE_BATCH_SIZE)
+    per_epoch = steps_per_epoch(v, dataset, batch_size, run.get('validation_size', v['validation_size']))
+    if per_epoch is not None:
+        train_steps = max(1, math.ceil(v['train_epochs'] * per_epoch - 1e-9))
     else:
-        boundaries = parse_list('lr_boundaries', v['lr_boundaries'], int)
+        train_steps = v['train_steps'] if v['train_steps'] is not None else defaults['train_steps']
+    in_steps = (lambda x: int(round(x * per_epoch))) if per_epoch is not None else (lambda x: int(round(x)))
+    kind = v['lr_schedule']
+    boundaries = schedule_boundaries(v, kind, train_steps, preset, in_steps)
+    scale = batch_size / config_lib.BASE_BATCH_SIZE if v['lr_batch_scaling'] else 1.0
+    if v['lr_values'] is not None:
+        rates = parse_list('lr_values', v['lr_values'], float)
+    elif preset is not None and preset.rates and 'lr_boundaries' not in given:
+        rates = [v['lrn_rate'] * factor for factor in preset.rates]
+    else:
+        rates = default_rates(v['lrn_rate'], len(boundaries), kind)
+    if 'lr_warmup' in given or preset is None:
+        warmup = in_steps(v['lr_warmup'])
+    else:
+        warmup = int(round(preset.warmup * train_steps))
     return {
         'dataset': dataset,
         'label_mode': v['label_mode'],
@@ -151,17 +189,64 @@ def flag_settings(v, dataset=None):
         'use_bottleneck': v['use_bottleneck'],
         'width': v['width'],
         'relu_leakiness': v['relu_leakiness'],
-        'batch_size': v['batch_size'] if v['batch_size'] is not None and v['mode'] == 'train' else 128,
+        'batch_size': batch_size,
         'optimizer': v['optimizer'],
         'weight_decay_rate': v['weight_decay_rate'],
         'moving_average_decay': v['moving_average_decay'],
+        'lr_schedule': kind,
         'lr_boundaries': boundaries,
-        'lr_values': (parse_list('lr_values', v['lr_values'], float) if v['lr_values'] is not None
-                      else default_rates(v['lrn_rate'], len(boundaries))),
+        'lr_values': [_clean(rate * scale) for rate in rates],
         'min_lrn_rate': v['min_lrn_rate'],
+        'warmup_steps': warmup,
+        'lr_batch_scaling': bool(v['lr_batch_scaling']),
+        'cutout_size': v['cutout_size'],
+        'mixup_alpha': v['mixup_alpha'],
+        'label_smoothing': v['label_smoothing'],
+        'preset': v['preset'] or '',
         'train_steps': train_steps,
         'freeze_restored_layers': v['freeze_restored_layers'],
     }
+
+
+def _clean(rate):
+    """A rate without the rounding noise of its product (0.02, not 0.020000000000000004)."""
+    return float('%.12g' % rate)
+
+
+def steps_per_epoch(v, dataset, batch_size, validation_size):
+    """Steps of one pass over the training records (those not held out for validation) when the
+    run's length is in epochs (--train_epochs, or the preset's), else None.
+
+    Only training needs the records: another mode without them ignores the epochs.
+    """
+    if v['train_epochs'] is None:
+        return None
+    path = v['train_data_path'] or datasets.dataset_info(dataset).default_train_path
+    try:
+        records = datasets.count_records(dataset, path) - validation_size
+    except DataError:
+        if v['mode'] == 'train':
+            raise
+        return None
+    return max(records, 1) / batch_size
+
+
+def schedule_boundaries(v, kind, train_steps, preset, in_steps):
+    """The steps where the rate changes (piecewise), or (end,) of a cosine: --lr_boundaries
+    (in epochs when the run's length is), else the preset's fractions of the run, else
+    50%, 75% and 100% of the run (piecewise) or its end (cosine)."""
+    if v['lr_boundaries'] is not None:
+        if v['train_epochs'] is None:
+            return parse_list('lr_boundaries', v['lr_boundaries'], int)
+        epochs = parse_list('lr_boundaries', v['lr_boundaries'], float)
+        if not all(math.isfinite(e) for e in epochs):
+            raise FlagError('--lr_boundaries=%s: expected finite numbers of epochs' % v['lr_boundaries'])
+        return [in_steps(e) for e in epochs]
+    if preset is not None and preset.boundaries:
+        return [max(1, int(round(f * train_steps))) for f in preset.boundaries]
+    if kind == 'cosine':
+        return [train_steps]
+    return [train_steps // 2, train_steps * 3 // 4, train_steps]
 
 
 def parse_list(name, text, convert):
@@ -172,9 +257,23 @@ def parse_list(name, text, convert):
         raise FlagError('--%s=%s: expected comma-separated numbers' % (name, text)) from None
 
 
-def default_rates(initial, num_boundaries):
-    """The default learning rates: `initial`, divided by 10 at each boundary."""
+def default_rates(initial, num_boundaries, kind='piecewise'):
+    """The default learning rates: `initial`, divided by 10 at each boundary (piecewise), or
+    a cosine from `initial` to initial / 1000."""
+    if kind == 'cosine':
+        return [initial, initial / 1000]
     return [initial / 10 ** i for i in range(num_boundaries + 1)]
+
+
+# Settings whose flag has another name, or whose flag gives them in other units.
+_FLAGS_OF_KEYS = {'train_steps': ('train_steps', 'train_epochs'), 'warmup_steps': ('lr_warmup',)}
+
+
+def given_keys(given):
+    """The settings (run_files.KEYS) the given flags set."""
+    keys = set(given)
+    keys.update(key for key, flags in _FLAGS_OF_KEYS.items() if set(flags) & set(given))
+    return keys
 
 
 def resolve_settings(v, given, log_root):
@@ -183,14 +282,16 @@ def resolve_settings(v, given, log_root):
     source_dir = run_dir_of(v, log_root)
     saved, source = saved_settings(v['mode'], source_dir)
     keys = [key for key in _FROM_THE_RUN[v['mode']] if key in saved] if saved else ()
+    chosen_keys = given_keys(given)
     dataset = saved['dataset'] if 'dataset' in keys and 'dataset' not in given else v['dataset']
-    settings = flag_settings(v, dataset)
-    chosen = {key: settings[key] for key in keys if key in given}
+    run = {key: saved[key] for key in ('batch_size', 'validation_size') if key in keys and key not in chosen_keys}
+    settings = flag_settings(v, dataset, given, run)
+    chosen = {key: settings[key] for key in keys if key in chosen_keys}
     if saved:
         run_files.differences(source_dir, saved, source, chosen)
         settings.update({key: saved[key] for key in keys if key not in chosen})
     if 'lr_boundaries' in keys and 'lr_values' in keys:
-        settings['lr_boundaries'], settings['lr_values'] = resumed_schedule(v, given, saved)
+        settings['lr_boundaries'], settings['lr_values'] = resumed_schedule(v, given, saved, settings)
     changes = ['%s instead of the run\'s %s' % (run_files.as_flag(key, settings[key]),
                                                 run_files.as_flag(key, saved[key]))
                for key in run_files.TRAINING_KEYS
@@ -212,23 +313,34 @@ def run_dir_of(v, log_root):
     return path if os.path.isdir(path) or path == log_root else os.path.dirname(path)
 
 
-def resumed_schedule(v, given, saved):
+def resumed_schedule(v, given, saved, settings):
     """(boundaries, rates) of a resumed run: the run's, with what the flags change.
 
-    --train_steps moves only the end: the run's boundaries stay unless
-    --lr_boundaries is given. --lr_values replaces the rates; --lrn_rate alone
-    scales the run's rates so that the first is --lrn_rate. New boundaries of
-    another count than the run's get the default rates from the run's first.
+    settings: the resumed run's settings, the run's merged with the flags given.
+    --train_steps (or --train_epochs) moves only the end: the run's boundaries stay
+    unless --lr_boundaries is given or --lr_schedule changes the kind (then the new
+    kind's default boundaries over the resumed run), so a cosine keeps its end and an
+    extended run goes on at the rate it ended at. --lr_values
+    replaces the rates; --lrn_rate alone scales the run's rates so that the first is
+    --lrn_rate (scaled with the batch like the run's). New boundaries of another
+    count than the run's get the default rates from the run's first.
     """
-    boundaries = (parse_list('lr_boundaries', v['lr_boundaries'], int) if 'lr_boundaries' in given
-                  else saved['lr_boundaries'])
+    if 'lr_boundaries' in given:
+        boundaries = settings['lr_boundaries']
+    elif settings['lr_schedule'] != saved['lr_schedule']:  # the new kind's default, over the run
+        boundaries = schedule_boundaries(dict(v, lr_boundaries=None), settings['lr_schedule'],
+                                         settings['train_steps'], None, int)
+    else:
+        boundaries = saved['lr_boundaries']
     if 'lr_values' in given:
-        return boundaries, parse_list('lr_values', v['lr_values'], float)
+        return boundaries, settings['lr_values']
     rates = saved['lr_values']
-    scale = v['lrn_rate'] / rates[0] if 'lrn_rate' in given else 1.0
+    batch_scale = settings['batch_size'] / config_lib.BASE_BATCH_SIZE if settings['lr_batch_scaling'] else 1.0
+    scale = v['lrn_rate'] * batch_scale / rates[0] if 'lrn_rate' in given else 1.0
     if len(rates) != len(boundaries) + 1:
-        return boundaries, default_rates(rates[0] * scale, len(boundaries))
-    return boundaries, rates if scale == 1.0 else [rate * scale for rate in rates]
+        return boundaries, [_clean(rate) for rate in default_rates(rates[0] * scale, len(boundaries),
+                                                                   settings['lr_schedule'])]
+    return boundaries, rates if scale == 1.0 else [_clean(rate * scale) for rate in rates]
 
 
 def default_stage_input(num_gpus, tower_device):

@@ -29,7 +29,12 @@ FILE_NAME = 'config.json'
 LOCK_FILE = 'trainer.lock'
 MODEL_KEYS = ('dataset', 'label_mode', 'num_residual_units', 'use_bottleneck', 'width', 'relu_leakiness')
 TRAINING_KEYS = ('batch_size', 'optimizer', 'weight_decay_rate', 'moving_average_decay',
-                 'lr_boundaries', 'lr_values', 'min_lrn_rate', 'train_steps', 'freeze_restored_layers')
+                 'lr_boundaries', 'lr_values', 'min_lrn_rate', 'train_steps', 'freeze_restored_layers',
+                 'lr_schedule', 'warmup_steps', 'lr_batch_scaling', 'cutout_size', 'mixup_alpha',
+                 'label_smoothing', 'preset')
+# The recipe keys added with the presets, and the values runs written before them trained with.
+RECIPE_DEFAULTS = {'lr_schedule': 'piecewise', 'warmup_steps': 0, 'lr_batch_scaling': False, 'cutout_size': 0,
+                   'mixup_alpha': 0.0, 'label_smoothing': 0.0, 'preset': ''}
 SPLIT_KEYS = ('validation_size',)
 KEYS = MODEL_KEYS + SPLIT_KEYS + TRAINING_KEYS
 _LEGACY_RECORD = os.path.join('train', 'config.json')
@@ -48,7 +53,9 @@ def read(log_root):
     run has none yet.
 
     A file of an older version may lack keys added since: those are left out, and
-    the flags give them. Raises SettingsError naming the file when it exists but
+    the flags give them; except the recipe keys of RECIPE_DEFAULTS, which take the
+    values such a run trained with (a piecewise schedule, no warmup, no batch scaling,
+    no regularizers, no preset). Raises SettingsError naming the file when it exists but
     is not a settings file, or holds a value of the wrong kind.
     """
     settings_path = path(log_root)
@@ -63,7 +70,7 @@ def read(log_root):
         raise SettingsError('%s is not a run settings file: it has no "dataset"' % settings_path)
     settings = {key: settings[key] for key in KEYS if key in settings}
     _check_kinds(settings_path, settings)
-    return settings, settings_path
+    return dict(RECIPE_DEFAULTS, **settings), settings_path
 
 
 def load_config(log_root):
@@ -102,9 +109,11 @@ _NUMBER = (int, float)
 _KINDS = {
     'dataset': ('cifar10', 'cifar100', 'digits'), 'label_mode': ('fine', 'coarse'),
     'num_residual_units': int, 'use_bottleneck': bool, 'width': int, 'relu_leakiness': _NUMBER,
-    'batch_size': int, 'optimizer': ('mom', 'sgd'), 'weight_decay_rate': _NUMBER,
+    'batch_size': int, 'optimizer': config_lib.OPTIMIZERS, 'weight_decay_rate': _NUMBER,
     'moving_average_decay': _NUMBER, 'min_lrn_rate': _NUMBER, 'train_steps': int,
     'freeze_restored_layers': bool, 'validation_size': int,
+    'lr_schedule': config_lib.LR_SCHEDULES, 'warmup_steps': int, 'lr_batch_scaling': bool, 'cutout_size': int,
+    'mixup_alpha': _NUMBER, 'label_smoothing': _NUMBER, 'preset': str,
 }
 
 
@@ -190,8 +199,15 @@ def write_record(directory, config, hps):
     return record_path
 
 
+# Settings whose flag has another name (the flag of warmup_steps may count epochs).
+_FLAG_NAMES = {'warmup_steps': 'lr_warmup'}
+
+
 def as_flag(key, value):
     """How a setting is given on the command line: '--width=2', '--nouse_bottleneck', '--lr_values=0.1,0.01'."""
+    key = _FLAG_NAMES.get(key, key)
+    if key == 'preset' and not value:
+        return 'no --preset'
     if isinstance(value, bool):
         return '--%s%s' % ('' if value else 'no', key)
     if isinstance(value, (list, tuple)):
@@ -207,9 +223,11 @@ def differences(log_root, saved, source, given):
     Args:
       log_root: the run directory, for the message.
       saved, source: the run's settings and their file (read()).
-      given: {key: value} of the model settings the user gave as flags.
+      given: {key: value} of the settings the user gave as flags; a run's preset, like its
+        model, cannot change (its recipe flags can, one by one).
     """
-    differ = [key for key in MODEL_KEYS + SPLIT_KEYS if key in given and key in saved and given[key] != saved[key]]
+    differ = [key for key in MODEL_KEYS + SPLIT_KEYS + ('preset',)
+              if key in given and key in saved and given[key] != saved[key]]
     if differ:
         raise SettingsError('%s: the run in %s has %s (%s); leave these flags out to use the run\'s'
                             % (' '.join(as_flag(k, given[k]) for k in differ), log_root,

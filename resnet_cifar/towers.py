@@ -176,7 +176,8 @@ def build_train_towers(hps, config, build_train_op=None):
         input_queue = cifar_input.make_input_queue(
             config.data.dataset, config.data.train_data_path, hps.batch_size, 'train',
             num_threads=config.data.num_input_threads, label_mode=config.data.label_mode,
-            seed=config.input_seed, validation_size=config.data.validation_size)
+            seed=config.input_seed, validation_size=config.data.validation_size,
+            cutout_size=config.schedule.cutout_size)
         tower_batches = [input_queue.dequeue(hps.batch_size // num_towers) for _ in range(num_towers)]
         devices = tower_devices(num_towers, config.devices.tower_device)
         if config.devices.stage_input:

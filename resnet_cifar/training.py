@@ -309,7 +309,8 @@ def _build_one_device(hps, config, build_train_op=None):
         images, labels = cifar_input.build_input(
             config.data.dataset, config.data.train_data_path, hps.batch_size, 'train',
             num_threads=config.data.num_input_threads, label_mode=config.data.label_mode,
-            seed=config.input_seed, validation_size=config.data.validation_size)
+            seed=config.input_seed, validation_size=config.data.validation_size,
+            cutout_size=config.schedule.cutout_size)
         if config.devices.stage_input:
             images, labels = staging.stage(images, labels, device)
         summaries.add_input_images(images)

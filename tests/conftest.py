@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 
 # The run of the `tiny_run` fixture: 60 steps, a checkpoint every 20, the newest 2 kept.
 TINY_RUN_ARGS = ['--mode=train', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
-                 '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
+                 '--nolr_batch_scaling', '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
                  '--log_every_n_steps=20', '--noeval_after_training']
 
 
@@ -45,7 +45,7 @@ def diverged(learnable, tmp_path_factory):
                                 '--log_root=' + log_root, '--train_steps=40', '--save_checkpoints_steps=5',
                                 '--keep_checkpoint_max=20', '--lr_boundaries=12', '--lr_values=0.1,1e6',
                                 '--log_every_n_steps=100', '--num_residual_units=1', '--batch_size=32',
-                                '--noeval_after_training'])
+                                '--nolr_batch_scaling', '--noeval_after_training'])
     with pytest.raises(training.TrainingError) as error:
         training.train(config)
     return log_root, str(error.value)

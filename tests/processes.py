@@ -16,12 +16,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, 'resnet_main.py')
 
 # The smallest ResNet (8 layers) on the bundled digits, which are real handwritten images.
-# A ResNet-8 at batch 32; no held-out score at the end of training (tests that want it ask for it).
-TINY_DIGITS = ['--dataset=digits', '--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
+# A ResNet-8 at batch 32 at the rates as given (not scaled to the batch); no held-out score at the
+# end of training (tests that want it ask for it).
+TINY_DIGITS = ['--dataset=digits', '--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling',
+               '--noeval_after_training']
 # A run that does not end by itself: tests stop it.
 LONG_RUN = ['--mode=train', '--train_steps=100000', '--save_checkpoints_steps=100000']
 # A tiny network that learns the synthetic classes (synthetic.py) in a few hundred steps.
-TINY = ['--num_residual_units=1', '--batch_size=32', '--log_every_n_steps=10', '--noeval_after_training']
+TINY = ['--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--log_every_n_steps=10',
+        '--noeval_after_training']
 
 
 def run(*args, timeout=240):

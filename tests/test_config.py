@@ -45,7 +45,7 @@ def test_it_is_frozen_and_a_misspelled_setting_is_an_error():
      '--lr_boundaries/--lr_values: expected one more learning rate than boundaries'),
     (lambda: Schedule(lr_boundaries=[10], lr_values=[0.1, -1.0]),
      '--lr_boundaries/--lr_values: learning rates must be positive numbers'),
-    (lambda: Schedule(optimizer='adam'), '--optimizer=adam: expected one of mom, sgd'),
+    (lambda: Schedule(optimizer='adam'), '--optimizer=adam: expected one of mom, sgd, nesterov'),
     (lambda: Model(relu_leakiness=1.5), '--relu_leakiness=1.5: expected a value in [0, 1)'),
     (lambda: Model(width=0), '--width=0: expected a positive integer'),
     (lambda: Model(use_bottleneck=1), '--use_bottleneck=1: expected true or false'),

@@ -22,7 +22,7 @@ from processes import AbslRecords, Process, checkpoint_steps
 from resnet_cifar import evaluation
 from resnet_cifar.config import Data, Eval, Model, RunConfig, Schedule
 
-TINY = ['--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
+TINY = ['--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--noeval_after_training']
 
 
 @pytest.mark.timeout(180)

@@ -17,8 +17,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, 'scripts', 'train_and_eval.py')
 # A tiny network on the bundled digits; eval scores the checkpoint at the last step.
-TINY_DIGITS = ['--dataset=digits', '--num_residual_units=1', '--batch_size=32', '--eval_interval_secs=1',
-               '--noeval_after_training']
+TINY_DIGITS = ['--dataset=digits', '--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling',
+               '--eval_interval_secs=1', '--noeval_after_training']
 TRAIN_TAGS = ('total_loss', 'cross_entropy', 'weight_decay', 'precision', 'learning_rate',
               'examples_per_sec', 'global_step/sec', 'input/batch_queue_fill')
 EVAL_TAGS = ('Precision', 'Best Precision', 'loss')

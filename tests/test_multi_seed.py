@@ -23,7 +23,8 @@ def test_two_seeds_give_a_table_and_a_json_of_means_and_spreads(tmp_path):
     out = str(tmp_path / 'report.json')
     done = multi_seed('--seeds=3,4', '--parallel=2', '--target=0.3', '--log_root=' + str(tmp_path / 'runs'),
                       '--out=' + out, '--', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
-                      '--train_steps=40', '--save_checkpoints_steps=10', '--validation_size=200')
+                      '--nolr_batch_scaling', '--train_steps=40', '--save_checkpoints_steps=10',
+                      '--validation_size=200')
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.load(open(out))
     runs = report['runs']

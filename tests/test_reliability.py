@@ -24,7 +24,7 @@ import synthetic
 from processes import (MAIN, REPO, Process, assert_all_checkpoints_loadable, assert_one_line_error,
                        checkpoint_steps, latest_step, logged_steps, read_checkpoint, error_lines)
 
-TINY = ['--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
+TINY = ['--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--noeval_after_training']
 
 
 # ---------------------------------------------------------------- helpers

@@ -194,7 +194,7 @@ def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
     already gets most of the way. Short runs save every tenth of the run, by steps."""
     log_root = str(tmp_path / 'digits')
     train = run_main('--mode=train', '--dataset=digits', '--log_root=' + log_root, '--train_steps=300',
-                     '--num_residual_units=1', '--batch_size=32', '--log_every_n_steps=100')
+                     '--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--log_every_n_steps=100')
     held_out = re.findall(r'^held-out precision (0\.\d+|1\.0000) on 300 images of \S+test_batch\.bin '
                           r'\(step 300, loss [\d.]+\)$', train.stdout, re.M)
     assert len(held_out) == 1 and float(held_out[0]) >= 0.95, train.stdout

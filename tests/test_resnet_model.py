@@ -76,8 +76,8 @@ def test_hparams_normalize_numbers():
 
 
 @pytest.mark.parametrize('field, value, allowed', [
-    ('optimizer', 'adam', "one of 'sgd', 'mom'"),
-    ('optimizer', None, "one of 'sgd', 'mom'"),
+    ('optimizer', 'adam', "one of 'sgd', 'mom', 'nesterov'"),
+    ('optimizer', None, "one of 'sgd', 'mom', 'nesterov'"),
     ('batch_size', 0, 'an integer >= 1'),
     ('batch_size', 12.0, 'an integer >= 1'),
     ('num_classes', -1, 'an integer >= 1'),

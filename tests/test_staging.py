@@ -18,7 +18,7 @@ from resnet_cifar import training
 from processes import (AbslRecords, Process, assert_one_line_error, eval_precisions, latest_step, logged_steps,
                        main_exit_status, resolve)
 
-TINY = ['--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
+TINY = ['--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--noeval_after_training']
 BATCH = 3
 
 

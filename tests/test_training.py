@@ -18,7 +18,7 @@ from processes import (LONG_RUN, REPO, TINY_DIGITS, Process, assert_all_checkpoi
 from resnet_cifar import training
 from resnet_cifar.config import RunConfig
 
-TINY = ['--num_residual_units=1', '--batch_size=32', '--noeval_after_training']
+TINY = ['--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--noeval_after_training']
 
 
 @pytest.mark.timeout(180)
