@@ -495,8 +495,13 @@ class _Scorer(object):
         return any(self.score_or_skip(candidate) for candidate in [path] + older)
 
     def _report(self, path, score, held):
-        self.state.record(path, score)
+        # In this order, so that a stop between two of them leaves the checkpoint unscored (and
+        # scored again after a restart), never scored but missing from results.json or best/.
         self.results.add(score)
+        if self.results.best['step'] == score.step:
+            best.promote(self.config.log_root, held, {
+                'step': score.step, 'precision': score.precision, 'scored_on': self.records.describe()})
+        self.state.record(path, score)
         scalars = {'Precision': score.precision, 'Best Precision': self.state.best_precision, 'loss': score.loss}
         top_5 = ''
         if score.precision_at_5 is not None:
@@ -506,11 +511,6 @@ class _Scorer(object):
         print('step %d: %sprecision %.4f, best precision %.4f%s, loss %.4f (%d images, %.1f s)'
               % (score.step, 'validation ' if self.records.kind == 'validation' else '', score.precision,
                  self.state.best_precision, top_5, score.loss, score.num_images, score.seconds), flush=True)
-        if self.results.best['step'] == score.step:
-            best.promote(self.config.log_root, held, {
-                'step': score.step, 'precision': score.precision, 'scored_on': self.records.describe()})
-        else:
-            best.release(held)
 
     def score_test(self):
         """With a validation split: scores the kept best checkpoint on the test records, once

@@ -121,7 +121,7 @@ def train_data_path(v, given, log_root, settings):
 def check_validation_size(config):
     """FlagError unless --validation_size leaves training records (training and eval read the split)."""
     data = config.data
-    if not data.validation_size or config.mode not in ('train', 'eval'):
+    if not data.validation_size or config.mode not in ('train', 'eval') or config.cluster.job_name == 'ps':
         return
     total = datasets.count_records(data.dataset, data.train_data_path)
     if data.validation_size >= total:

@@ -34,7 +34,7 @@ TRAINING_KEYS = ('batch_size', 'optimizer', 'weight_decay_rate', 'moving_average
                  'label_smoothing', 'preset')
 # The recipe keys added with the presets, and the values runs written before them trained with.
 RECIPE_DEFAULTS = {'lr_schedule': 'piecewise', 'warmup_steps': 0, 'lr_batch_scaling': False, 'cutout_size': 0,
-                   'mixup_alpha': 0.0, 'label_smoothing': 0.0, 'preset': ''}
+                   'mixup_alpha': 0.0, 'label_smoothing': 0.0, 'preset': '', 'validation_size': 0}
 SPLIT_KEYS = ('validation_size',)
 KEYS = MODEL_KEYS + SPLIT_KEYS + TRAINING_KEYS
 _LEGACY_RECORD = os.path.join('train', 'config.json')

@@ -280,6 +280,8 @@ def _add_op_times(step_stats, by_type, by_stage):
     """Adds each traced op's milliseconds to its type and its stage; returns the step's wall ms."""
     starts, ends = [], []
     for device in step_stats.dev_stats:
+        if 'stream:' in device.device:  # a GPU's streams repeat the ops of its device entry
+            continue
         for node in device.node_stats:
             if node.node_name in ('_SOURCE', '_SINK'):
                 continue
@@ -314,6 +316,8 @@ def torch_peer(args):
         spec.loader.exec_module(module)
     except ImportError as e:
         return None, 'PyTorch is not importable here (%s)' % e
+    except Exception as e:  # a broken installation must not end the benchmark
+        return None, 'PyTorch failed to load (%s)' % str(e).splitlines()[0]
     if args.device != 'cpu' or args.width < 1:
         return None, 'the peer runs on the CPU only'
     step = module.train_step(args.num_residual_units, args.width, args.batch_size, args.compute_dtype,

@@ -86,12 +86,17 @@ def _split_at_dashes(argv):
 def run_seed(seed, log_root, main_flags, target, prefix_output):
     """Trains and scores one seed; returns its result dict. Raises SeedRunError."""
     run_dir = os.path.join(log_root, 'seed-%d' % seed)
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        raise SeedRunError('seed %d: %s is not empty; its times would be wrong: choose another --log_root '
+                           'or delete it' % (seed, run_dir))
     keep = [] if any(f.startswith('--keep_checkpoint_max') for f in main_flags) else [KEEP_ALL]
     common = ['--log_root=' + run_dir] + main_flags
     start = time.time()
     train_output = _run(seed, 'train', ['--mode=train', '--random_seed=%d' % seed, '--noeval_after_training']
                         + keep + common, prefix_output)
     train_seconds = time.time() - start
+    if re.search(r'stopped by SIG\w+ at step', train_output):
+        raise SeedRunError('seed %d: training was stopped before its end' % seed)
     _run(seed, 'eval', ['--mode=eval'] + common, prefix_output)
     results = _read_json(os.path.join(run_dir, 'eval', 'results.json'), seed)
     final = results.get('test') or results.get('latest') or {}
@@ -104,16 +109,39 @@ def run_seed(seed, log_root, main_flags, target, prefix_output):
         'test_precision': final.get('precision'), 'test_step': final.get('step'),
         'chosen_on': results.get('best_is_chosen_on') if results.get('test') else 'the final checkpoint',
         'target_step': None if reached is None else reached['step'],
-        'seconds_to_target': None if reached is None else _checkpoint_time(run_dir, reached['step']) - start,
+        'seconds_to_target': None if reached is None else _seconds_since(run_dir, reached['step'], start),
         'images_per_sec': statistics.median(rates) if None not in rates else None,
         'train_seconds': train_seconds,
     }
 
 
+# The seeds' running processes, stopped on Ctrl-C; once stopping, no new one starts.
+_CHILDREN, _CHILDREN_LOCK, _STOPPING = set(), threading.Lock(), threading.Event()
+
+
 def _run(seed, role, args, prefix_output):
     """resnet_main.py with args; returns its stderr (the log). SeedRunError when it fails."""
-    process = subprocess.Popen([sys.executable, MAIN] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, cwd=os.getcwd())
+    with _CHILDREN_LOCK:
+        if _STOPPING.is_set():
+            raise SeedRunError('seed %d: stopped' % seed)
+        process = subprocess.Popen([sys.executable, MAIN] + args, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, cwd=os.getcwd())
+        _CHILDREN.add(process)
+    try:
+        return _output(seed, role, process, prefix_output)
+    finally:
+        with _CHILDREN_LOCK:
+            _CHILDREN.discard(process)
+
+
+def _stop_children():
+    with _CHILDREN_LOCK:
+        _STOPPING.set()
+        for process in _CHILDREN:
+            process.terminate()  # SIGTERM: training saves a checkpoint, eval stops
+
+
+def _output(seed, role, process, prefix_output):
     lines = []
     for line in process.stdout:
         lines.append(line)
@@ -151,6 +179,14 @@ def _rate_between_checkpoints(run_dir, checkpoints):
     except (OSError, ValueError, KeyError, IndexError):
         return None
     return (steps[-1] - steps[0]) * batch_size / seconds if seconds > 0 else None
+
+
+def _seconds_since(run_dir, step, start):
+    """Seconds from `start` to when the checkpoint of `step` was written, or None when it is gone."""
+    try:
+        return _checkpoint_time(run_dir, step) - start
+    except OSError:
+        return None
 
 
 def _checkpoint_time(run_dir, step):
@@ -198,18 +234,26 @@ def run_all(options, main_flags):
                 seed = pending.pop(0)
             try:
                 result = run_seed(seed, options.log_root, main_flags, options.target, prefix_output)
-            except SeedRunError as e:
+            except Exception as e:  # noqa: B902 (any failure ends this seed, not the report)
                 with lock:
-                    failures.append(e)
+                    failures.append(e if isinstance(e, SeedRunError) else SeedRunError('seed %d: %s' % (seed, e)))
                 return
             with lock:
                 results[seed] = result
 
-    threads = [threading.Thread(target=worker) for _ in range(min(options.parallel, len(options.seeds)))]
+    # Daemon threads: Ctrl-C ends the script (and, through the terminal, the seeds' processes).
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(options.parallel, len(options.seeds)))]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.5)
+    except KeyboardInterrupt:
+        with lock:
+            pending.clear()
+        _stop_children()
+        raise SeedRunError('stopped by Ctrl-C; no report written')
     if failures:
         raise failures[0]
     return [results[seed] for seed in options.seeds]

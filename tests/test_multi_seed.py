@@ -69,3 +69,14 @@ def test_a_failing_seed_is_one_line_naming_it(tmp_path):
     assert done.returncode == 1
     assert done.stderr == 'error: seed 7: train failed (exit 2): error: --batch_size=0: expected a positive integer\n'
     assert not os.path.exists(str(tmp_path / 'multi_seed.json'))
+
+
+@pytest.mark.timeout(60)
+def test_a_seed_directory_that_is_not_empty_is_refused(tmp_path):
+    """A finished run there would be scored again with a new start time: negative times."""
+    (tmp_path / 'seed-7').mkdir()
+    (tmp_path / 'seed-7' / 'checkpoint').write_text('')
+    done = multi_seed('--seeds=7', '--log_root=' + str(tmp_path), '--', '--dataset=digits')
+    assert done.returncode == 1
+    assert done.stderr == ('error: seed 7: %s is not empty; its times would be wrong: choose another '
+                           '--log_root or delete it\n' % (tmp_path / 'seed-7'))
