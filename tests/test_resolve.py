@@ -259,3 +259,12 @@ def test_eval_takes_the_validation_split_and_its_records_from_the_run(tmp_path, 
     assert (config.data.validation_size, config.data.train_data_path) == (300, elsewhere)
     code, err = processes.main_exit(['--mode=train', '--log_root=' + str(tmp_path), '--validation_size=200'], capsys)
     assert_one_line_error(code, err, 1, '--validation_size=200: the run in %s has --validation_size=300' % tmp_path)
+
+
+def test_a_run_older_than_the_split_may_not_gain_one_when_resumed(tmp_path, capsys):
+    """Its config.json has no validation_size: it trained on every record, so a resume that
+    would hold some out (and let eval validate on trained-on records) is refused."""
+    write_run(tmp_path)
+    assert 'validation_size' not in DIGITS_DEFAULTS
+    code, err = processes.main_exit(['--mode=train', '--log_root=' + str(tmp_path), '--validation_size=200'], capsys)
+    assert_one_line_error(code, err, 1, '--validation_size=200: the run in %s has --validation_size=0' % tmp_path)
