@@ -15,8 +15,9 @@ setup(
         'absl-py',
     ],
     extras_require={
-        # The tests start a real TensorBoard, draw a real plot and regenerate the digits sample.
-        'test': ['pytest', 'pytest-timeout', 'tensorboard', 'matplotlib', 'scikit-learn'],
+        # The tests start a real TensorBoard, draw a real plot and regenerate the digits sample;
+        # pytest-xdist runs them on every core (pytest.ini).
+        'test': ['pytest', 'pytest-timeout', 'pytest-xdist', 'tensorboard', 'matplotlib', 'scikit-learn'],
         # scripts/train_and_eval.py starts TensorBoard; scripts/plot_curves.py draws with matplotlib.
         'tensorboard': ['tensorboard'],
         'plot': ['matplotlib'],

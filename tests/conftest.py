@@ -7,6 +7,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest  # noqa: E402
 
+# Workers for pytest.ini's `-n auto`: most tests start TensorFlow subprocesses of their
+# own, so more workers than cores only makes each test slower and closer to its timeout.
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
 # The run of the `tiny_run` fixture: 60 steps, a checkpoint every 20, the newest 2 kept.
 TINY_RUN_ARGS = ['--mode=train', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
                  '--nolr_batch_scaling', '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
