@@ -25,9 +25,12 @@ It prints a table, then one JSON object as the last line:
   breakdown_top_ops_ms            a traced in-memory training step: ms per op type, the top 10
   breakdown_stages_ms             the same by stage: forward, backward, update
   breakdown_sum_ms, traced_step_ms   all traced op time summed, and the traced step's wall time
+                                  (--inter_threads=1 runs one op at a time: then the sum is the step)
   torch_train_images_per_sec      when PyTorch is importable: the same network's training step in
                                   PyTorch (scripts/torch_resnet.py), timed in turns with the others;
                                   torch_peer says which PyTorch, or why the peer was skipped
+  torch_breakdown_top_ops_ms, torch_breakdown_sum_ms   the peer's step by op (its own CPU time,
+                                  torch.profiler), the top 10, and all summed
 """
 import argparse
 import contextlib
@@ -322,6 +325,7 @@ def torch_peer(args):
         return None, 'the peer runs on the CPU only'
     step = module.train_step(args.num_residual_units, args.width, args.batch_size, args.compute_dtype,
                              args.intra_threads or os.cpu_count())
+    step.op_breakdown = lambda: module.op_breakdown(step)
     return step, 'PyTorch %s, eager, channels_last' % module.version()
 
 
@@ -382,6 +386,10 @@ def main(argv=None):
         top = sorted(by_type.items(), key=lambda item: -item[1])[:10]
         results.update({'breakdown_top_ops_ms': dict(top), 'breakdown_stages_ms': by_stage,
                         'breakdown_sum_ms': sum(by_type.values()), 'traced_step_ms': traced_ms})
+        if 'torch_train_images_per_sec' in results:
+            torch_ops = torch_step.op_breakdown()
+            results['torch_breakdown_top_ops_ms'] = dict(sorted(torch_ops.items(), key=lambda item: -item[1])[:10])
+            results['torch_breakdown_sum_ms'] = sum(torch_ops.values())
     if 'torch_train_images_per_sec' in results and 'train_images_per_sec_synthetic' in results:
         results['torch_over_synthetic'] = (results['torch_train_images_per_sec']
                                            / results['train_images_per_sec_synthetic'])
@@ -430,7 +438,8 @@ def print_table(results):
             ('PyTorch / this suite, in-memory', 'torch_over_synthetic', ''),
             ('step, in-memory input', 'step_ms_synthetic', 'ms'),
             ('traced step (wall)', 'traced_step_ms', 'ms'),
-            ('traced op time, summed', 'breakdown_sum_ms', 'ms')]
+            ('traced op time, summed', 'breakdown_sum_ms', 'ms'),
+            ('PyTorch op time, summed', 'torch_breakdown_sum_ms', 'ms')]
     name = 'ResNet-%d' % results['depth'] if results['width'] == 1 else 'WRN-%d-%d' % (
         results['depth'], results['width'])
     print('%s, batch %d, %s, %s (%s), oneDNN %s, XLA %s; %s' % (
@@ -445,7 +454,8 @@ def print_table(results):
             text = ('%.3g' % value) if value >= 1e6 or value < 10 else ('%.1f' % value)
             print('  %-30s %12s %s' % (label, text, unit))
     for title, key in (('time per step by op type (top 10)', 'breakdown_top_ops_ms'),
-                       ('time per step by stage', 'breakdown_stages_ms')):
+                       ('time per step by stage', 'breakdown_stages_ms'),
+                       ('PyTorch peer, time per step by op (top 10)', 'torch_breakdown_top_ops_ms')):
         if key in results:
             print('  %s:' % title)
             for op, ms in sorted(results[key].items(), key=lambda item: -item[1]):

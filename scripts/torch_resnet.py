@@ -81,5 +81,22 @@ def train_step(num_residual_units, width, batch_size, compute_dtype, threads):
     return step
 
 
+def op_breakdown(step, steps=5):
+    """{PyTorch op: ms per step} of `step`, each op's own CPU time (torch.profiler's self time),
+    over `steps` profiled steps after one untimed warm-up step under the profiler.
+
+    PyTorch runs one op at a time (each on all its threads): compare these with
+    benchmark.py's breakdown at --inter_threads=1.
+    """
+    from torch.profiler import ProfilerActivity, profile, schedule
+    with profile(activities=[ProfilerActivity.CPU],
+                 schedule=schedule(wait=0, warmup=1, active=steps), acc_events=True) as profiler:
+        for _ in range(steps + 1):
+            step()
+            profiler.step()
+    return {event.key: event.self_cpu_time_total / 1000.0 / steps for event in profiler.key_averages()
+            if event.self_cpu_time_total > 0}
+
+
 def version():
     return torch.__version__
