@@ -359,8 +359,10 @@ def evaluate(config):
     A checkpoint that cannot be restored (rotated away, damaged) is skipped with a
     warning that says why, and the newest older one not scored yet is scored instead.
     SIGTERM or SIGINT stops it at once (a score in progress is dropped); it returns normally.
+    One eval per run: it holds <log_root>/eval.lock while it runs.
 
     Raises:
+      guards.LockedError: another eval is using the run.
       errors.CheckpointError: a checkpoint of another network (other model flags), or,
         with eval.once, no checkpoint that restores.
       errors.DataError: bad eval records, or records that changed since the start.
@@ -370,19 +372,21 @@ def evaluate(config):
     if config.data.validation_size:
         test_records(config).check(config.data.dataset)
     os.makedirs(config.eval_dir, exist_ok=True)
-    best.remove_holding_folders(config.log_root)
-    try:
-        with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
-            scorer = _Scorer(config)
-            if config.eval.once:
-                _score_once(scorer, config.log_root)
-            else:
-                _follow_training(scorer, config)
-            scorer.score_test()
-    except guards.Stopped as e:
-        logging.warning('eval stopped by %s', e.signal_name)
-    finally:
-        best.remove_holding_folders(config.log_root)
+    with guards.RunLock(os.path.join(config.log_root, run_files.EVAL_LOCK_FILE), 'eval',
+                        '--log_root=%s' % config.log_root):
+        best.remove_holding_folders(config.log_root)  # left by an eval that was killed
+        try:
+            with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
+                scorer = _Scorer(config)
+                if config.eval.once:
+                    _score_once(scorer, config.log_root)
+                else:
+                    _follow_training(scorer, config)
+                scorer.score_test()
+        except guards.Stopped as e:
+            logging.warning('eval stopped by %s', e.signal_name)
+        finally:
+            best.remove_holding_folders(config.log_root)
 
 
 def score_after_training(config):

@@ -8,7 +8,8 @@ No TensorFlow import here, so the signal handling is cheap to test on its own.
 - `output_dir_problem`: why a directory cannot be created or written, before
   a run starts.
 - `error_line`: the one-line message of an OSError or TensorFlow error.
-- `RunLock`: one process at a time per run directory (a second trainer is refused).
+- `RunLock`: one process of a kind at a time per run directory (a second trainer, or a
+  second eval, is refused).
 - `replace_file`: writes a small file in one step (whole or not at all).
 """
 import fcntl

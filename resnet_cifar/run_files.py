@@ -27,6 +27,8 @@ from resnet_cifar.errors import RunError
 FILE_NAME = 'config.json'
 # The trainer's lock (guards.RunLock): one trainer per run.
 LOCK_FILE = 'trainer.lock'
+# Eval's lock: one eval per run, since it keeps the run's best/ and eval results.
+EVAL_LOCK_FILE = 'eval.lock'
 MODEL_KEYS = ('dataset', 'label_mode', 'num_residual_units', 'use_bottleneck', 'width', 'relu_leakiness')
 TRAINING_KEYS = ('batch_size', 'optimizer', 'weight_decay_rate', 'moving_average_decay',
                  'lr_boundaries', 'lr_values', 'min_lrn_rate', 'train_steps', 'freeze_restored_layers',

@@ -1,4 +1,5 @@
 """guards.py: stop signals, output-directory checks, the trainer's lock, one-line error text."""
+import json
 import os
 import signal
 import subprocess
@@ -104,3 +105,25 @@ def test_a_file_system_without_flock_is_a_warning_not_a_refusal(tmp_path, monkey
             assert guards.live_holder(path).startswith('pid %d on host ' % os.getpid())
     assert any('cannot lock it (No locks available)' in m for m in records.messages), records.messages
     assert open(path).read() == '' and guards.live_holder(path) is None
+
+
+def test_a_second_eval_on_a_run_is_refused_while_the_first_follows_it(tiny_run, tmp_path):
+    """Two evals on one run would rename each other's checkpoints in best/ and overwrite each
+    other's results.json: the second is one line naming the first, and the first goes on."""
+    from resnet_cifar import run_files
+    run_dir = processes.copy_run(tiny_run, tmp_path / 'run')
+    settings, _ = run_files.read(run_dir)
+    # As a trainer extending the run writes it: the first eval then waits for step 100.
+    guards.replace_file(run_files.path(run_dir), json.dumps(dict(settings, train_steps=100)))
+    first = Process(['--mode=eval', '--log_root=' + run_dir, '--eval_interval_secs=1'])
+    try:
+        first.wait_for(r'waiting for a new checkpoint', timeout=150)  # 40 and 60 scored
+        best_before = processes.snapshot(os.path.join(run_dir, 'best'))
+        second = subprocess.run([sys.executable, MAIN, '--mode=eval', '--eval_once', '--log_root=' + run_dir],
+                                capture_output=True, text=True, cwd=REPO, timeout=150)
+        assert_one_line_error(second.returncode, second.stderr, 1, '--log_root=' + run_dir,
+                              'another eval', 'pid %d' % first.proc.pid)
+        assert first.proc.poll() is None  # the first one waits on
+        assert processes.snapshot(os.path.join(run_dir, 'best')) == best_before
+    finally:
+        first.kill()
