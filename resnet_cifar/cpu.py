@@ -25,17 +25,27 @@ def cpu_flags(cpuinfo=None):
     return None
 
 
-def auto_compute_dtype(mode, gpu_training, flags):
+def onednn_on():
+    """False when TF_ENABLE_ONEDNN_OPTS=0 turns TensorFlow's oneDNN kernels off (resnet_main.py
+    turns them on unless told otherwise)."""
+    return os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1') != '0'
+
+
+def auto_compute_dtype(mode, gpu_training, flags, onednn=True):
     """(dtype, why) that --compute_dtype=auto stands for.
 
     mode: the RunConfig mode; only training picks bfloat16 (eval, extract and export
     score in float32). gpu_training: towers on GPUs (auto keeps float32 there).
-    flags: cpu_flags() output.
+    flags: cpu_flags() output. onednn: onednn_on(); without oneDNN, bfloat16 runs on
+    TensorFlow's generic kernels, several times slower than float32.
     """
     if mode != 'train':
         return 'float32', 'auto: %s scores in float32' % mode
     if gpu_training:
         return 'float32', 'auto: training on GPUs; ask for --compute_dtype=float16 or bfloat16 there'
+    if not onednn:
+        return 'float32', ('auto: TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off, and without it '
+                           'bfloat16 runs on slow generic kernels')
     if flags is None:
         return 'float32', 'auto: the CPU flags cannot be read (%s)' % CPUINFO
     found = [flag for flag in BFLOAT16_FLAGS if flag in flags]

@@ -358,11 +358,11 @@ def devices(v):
 
 def compute_dtype(v):
     """(--compute_dtype, '') as given, or for auto (dtype, why auto picked it): bfloat16 for
-    training on a CPU with bfloat16 instructions, else float32 (cpu.py)."""
+    training on a CPU with bfloat16 instructions and oneDNN on, else float32 (cpu.py)."""
     if v['compute_dtype'] != 'auto':
         return v['compute_dtype'], ''
     gpu_training = v['num_gpus'] >= 1 and v['tower_device'] == 'gpu'
-    return cpu.auto_compute_dtype(v['mode'], gpu_training, cpu.cpu_flags())
+    return cpu.auto_compute_dtype(v['mode'], gpu_training, cpu.cpu_flags(), cpu.onednn_on())
 
 
 def data_format(v):

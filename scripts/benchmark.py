@@ -78,7 +78,8 @@ def parse_args(argv):
                         help='comma-separated parts to skip: synthetic,real,input,eval,breakdown,torch')
     args = parser.parse_args(argv)
     args.compute_dtype, args.compute_dtype_choice = (
-        cpu.auto_compute_dtype('train', args.device == 'gpu', cpu.cpu_flags()) if args.compute_dtype == 'auto'
+        cpu.auto_compute_dtype('train', args.device == 'gpu', cpu.cpu_flags(), args.onednn == 'on')
+        if args.compute_dtype == 'auto'
         else (args.compute_dtype, 'asked for'))
     for name in ('num_residual_units', 'width', 'batch_size', 'eval_batch_size', 'steps', 'windows', 'num_records',
                  'matmul_size'):
