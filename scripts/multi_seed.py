@@ -18,6 +18,8 @@ Per seed and as mean and sample standard deviation over the seeds it reports:
   images/s         the median of training's progress lines (in a run shorter
                    than one progress interval: between its checkpoints)
 as a table on stdout and as JSON in --out (default <log_root>/multi_seed.json).
+A seed that fails (or Ctrl-C) stops the seeds not started yet; the report then
+holds the seeds that finished, its JSON says what failed, and the exit status is 1.
 State accuracy claims this way: a mean and spread over seeds, not one run.
 """
 import argparse
@@ -70,7 +72,7 @@ def parse_args(argv):
     if options.target is not None and not 0 < options.target <= 1:
         parser.error('--target=%g: expected a precision in (0, 1]' % options.target)
     for flag in main_flags:
-        if re.match(r'--(mode|log_root|random_seed)=', flag):
+        if re.match(r'--?(mode|log_root|random_seed)(=|$)', flag):  # absl: -flag, --flag value
             parser.error('%s: multi_seed.py sets it for each seed; leave it out' % flag)
     options.out = options.out or os.path.join(options.log_root, 'multi_seed.json')
     return options, main_flags
@@ -221,7 +223,10 @@ def _fmt(value, fmt):
 
 
 def run_all(options, main_flags):
-    """Runs every seed, options.parallel at a time; returns the runs in seed order. Raises SeedRunError."""
+    """Runs every seed, options.parallel at a time, until one fails.
+
+    Returns (the finished runs in seed order, the SeedRunError that stopped the rest or None).
+    """
     results, failures, lock = {}, [], threading.Lock()
     pending = list(options.seeds)
     prefix_output = options.parallel > 1 or len(options.seeds) > 1
@@ -252,29 +257,34 @@ def run_all(options, main_flags):
     except KeyboardInterrupt:
         with lock:
             pending.clear()
+            failures.insert(0, SeedRunError('stopped by Ctrl-C'))
         _stop_children()
-        raise SeedRunError('stopped by Ctrl-C; no report written')
-    if failures:
-        raise failures[0]
-    return [results[seed] for seed in options.seeds]
+    with lock:
+        return [results[seed] for seed in options.seeds if seed in results], (failures[0] if failures else None)
 
 
 def main(argv=None):
+    """Runs the seeds; the report (JSON and table) holds every seed that finished, also when one
+    failed or Ctrl-C stopped them: then it says so, and the exit status is 1."""
     options, main_flags = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        runs = run_all(options, main_flags)
-    except SeedRunError as e:
-        print('error: %s' % e, file=sys.stderr)
+    runs, failure = run_all(options, main_flags)
+    if not runs:
+        print('error: %s' % (failure or 'no seed finished'), file=sys.stderr)
         return 1
     summary = {key: summarize(runs, key)
                for key in ('test_precision', 'seconds_to_target', 'images_per_sec', 'train_seconds')}
     report = {'resnet_main_flags': main_flags, 'seeds': options.seeds, 'target': options.target,
               'parallel': options.parallel, 'runs': runs, 'summary': summary,
               'time': time.strftime('%Y-%m-%d %H:%M:%S')}
+    if failure:
+        report['failed'] = str(failure)
     os.makedirs(os.path.dirname(os.path.abspath(options.out)), exist_ok=True)
     with open(options.out, 'w') as f:
         json.dump(report, f, indent=1)
     print(table(runs, summary, options.target))
+    if failure:
+        print('error: %s; the finished seeds are in %s' % (failure, options.out), file=sys.stderr)
+        return 1
     print('wrote %s' % options.out)
     return 0
 

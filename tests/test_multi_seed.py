@@ -57,6 +57,10 @@ def test_two_seeds_give_a_table_and_a_json_of_means_and_spreads(tmp_path):
     (['--seeds=1,1'], '--seeds=1,1: expected distinct integers'),
     (['--target=2'], '--target=2: expected a precision in (0, 1]'),
     (['--', '--random_seed=5'], '--random_seed=5: multi_seed.py sets it for each seed; leave it out'),
+    # absl also takes a flag's value as the next argument, and one dash.
+    (['--', '--log_root', 'elsewhere', '--batch_size=0'],
+     '--log_root: multi_seed.py sets it for each seed; leave it out'),
+    (['--', '-mode=eval', '--batch_size=0'], '-mode=eval: multi_seed.py sets it for each seed; leave it out'),
 ])
 def test_bad_options_are_one_line(args, expected):
     done = multi_seed(*args)
@@ -80,3 +84,24 @@ def test_a_seed_directory_that_is_not_empty_is_refused(tmp_path):
     assert done.returncode == 1
     assert done.stderr == ('error: seed 7: %s is not empty; its times would be wrong: choose another '
                            '--log_root or delete it\n' % (tmp_path / 'seed-7'))
+
+
+@pytest.mark.timeout(300)
+def test_a_seed_failing_after_another_finished_keeps_the_finished_ones_figures(tmp_path):
+    (tmp_path / 'seed-6').mkdir()
+    (tmp_path / 'seed-6' / 'checkpoint').write_text('')  # refused when its turn comes
+    out = str(tmp_path / 'report.json')
+    done = multi_seed('--seeds=5,6', '--log_root=' + str(tmp_path), '--out=' + out, '--', '--dataset=digits',
+                      '--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--train_steps=10',
+                      '--save_checkpoints_steps=10')
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.splitlines()[-1] == (
+        'error: seed 6: %s is not empty; its times would be wrong: choose another --log_root or delete it; '
+        'the finished seeds are in %s' % (tmp_path / 'seed-6', out))
+    report = json.load(open(out))
+    assert [r['seed'] for r in report['runs']] == [5] and report['seeds'] == [5, 6]
+    assert report['failed'].startswith('seed 6: ')
+    results = json.load(open(os.path.join(str(tmp_path / 'seed-5'), 'eval', 'results.json')))
+    assert report['runs'][0]['test_precision'] == results['latest']['precision']
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
+    assert rows['5'][1] == '%.4f' % results['latest']['precision'] and '6' not in rows
