@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 MAX_WORKERS = 4
 
 
+@pytest.hookimpl(optionalhook=True)  # known only where pytest-xdist is loaded
 def pytest_xdist_auto_num_workers(config):
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
