@@ -23,6 +23,7 @@ import os
 import typing
 from typing import Optional, Tuple
 
+from resnet_cifar import cpu
 from resnet_cifar import datasets
 from resnet_cifar.cluster import Cluster
 from resnet_cifar.errors import FlagError
@@ -412,7 +413,7 @@ class RunConfig:
             raise FlagError('--batch_size=%d: not divisible by --num_gpus=%d; each tower takes an equal '
                             'share of the batch' % (self.batch_size, self.devices.num_gpus))
         if self.model.data_format == 'NCHW' and self.devices.device == '/cpu:0':
-            if os.environ.get('TF_ENABLE_ONEDNN_OPTS') == '0':
+            if not cpu.onednn_on():
                 raise FlagError('--data_format=NCHW: on the CPU only oneDNN runs NCHW, and '
                                 'TF_ENABLE_ONEDNN_OPTS=0 turns it off; use NHWC')
             if self.model.compute_dtype == 'float16':

@@ -26,9 +26,9 @@ def cpu_flags(cpuinfo=None):
 
 
 def onednn_on():
-    """False when TF_ENABLE_ONEDNN_OPTS=0 turns TensorFlow's oneDNN kernels off (resnet_main.py
+    """False when TF_ENABLE_ONEDNN_OPTS=0 (or false) turns TensorFlow's oneDNN kernels off (resnet_main.py
     turns them on unless told otherwise)."""
-    return os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1') != '0'
+    return os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1').strip().lower() not in ('0', 'false')
 
 
 def auto_compute_dtype(mode, gpu_training, flags, onednn=True):

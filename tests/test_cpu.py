@@ -41,5 +41,7 @@ def test_auto_is_float32_when_onednn_is_off_even_on_a_bfloat16_cpu(tmp_path, mon
     assert config.model.compute_dtype == 'float32'
     assert config.compute_dtype_choice == ('auto: TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off, and without it '
                                            'bfloat16 runs on slow generic kernels')
+    monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', 'False')  # TensorFlow reads booleans this way too
+    assert processes.resolve(['--mode=train', '--dataset=digits']).model.compute_dtype == 'float32'
     assert processes.resolve(['--mode=train', '--dataset=digits', '--compute_dtype=bfloat16']
                              ).model.compute_dtype == 'bfloat16'  # asked for: given
