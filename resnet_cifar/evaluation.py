@@ -373,7 +373,8 @@ def evaluate(config):
         test_records(config).check(config.data.dataset)
     os.makedirs(config.eval_dir, exist_ok=True)
     with guards.RunLock(os.path.join(config.log_root, run_files.EVAL_LOCK_FILE), 'eval',
-                        '--log_root=%s' % config.log_root):
+                        '--log_root=%s' % config.log_root,
+                        'it keeps best/ and eval/results.json: wait for it, or stop it first'):
         best.remove_holding_folders(config.log_root)  # left by an eval that was killed
         try:
             with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):

@@ -204,14 +204,16 @@ class RunLock(object):
       path: the lock file; its directory must exist.
       owner: what the holder is, for the messages ('trainer').
       flag: how the user named the directory, for the messages ('--log_root=runs/x').
+      advice: what the refused process's user can do, the message's end.
     Raises (on entry):
       LockedError: another process holds the lock.
     """
 
-    def __init__(self, path, owner, flag):
+    def __init__(self, path, owner, flag, advice='stop it first, or give another directory'):
         self.path = path
         self._owner = owner
         self._flag = flag
+        self._advice = advice
         self._file = None
 
     def __enter__(self):
@@ -221,8 +223,8 @@ class RunLock(object):
         except BlockingIOError:
             holder = _read_from_start(lock_file) or 'a process that has not written its name yet'
             lock_file.close()
-            raise LockedError('%s: another %s is using this run: %s; stop it first, or give another '
-                              'directory' % (self._flag, self._owner, holder)) from None
+            raise LockedError('%s: another %s is using this run: %s; %s'
+                              % (self._flag, self._owner, holder, self._advice)) from None
         except OSError as e:  # a file system without flock (some network and FUSE mounts)
             logging.warning('%s: cannot lock it (%s): a second %s on this run would not be refused',
                             self.path, e.strerror or e, self._owner)
