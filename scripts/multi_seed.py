@@ -87,10 +87,7 @@ def _split_at_dashes(argv):
 
 def run_seed(seed, log_root, main_flags, target, prefix_output):
     """Trains and scores one seed; returns its result dict. Raises SeedRunError."""
-    run_dir = os.path.join(log_root, 'seed-%d' % seed)
-    if os.path.isdir(run_dir) and os.listdir(run_dir):
-        raise SeedRunError('seed %d: %s is not empty; its times would be wrong: choose another --log_root '
-                           'or delete it' % (seed, run_dir))
+    run_dir = _seed_dir(log_root, seed)
     keep = [] if any(f.startswith('--keep_checkpoint_max') for f in main_flags) else [KEEP_ALL]
     common = ['--log_root=' + run_dir] + main_flags
     start = time.time()
@@ -99,7 +96,9 @@ def run_seed(seed, log_root, main_flags, target, prefix_output):
     train_seconds = time.time() - start
     if re.search(r'stopped by SIG\w+ at step', train_output):
         raise SeedRunError('seed %d: training was stopped before its end' % seed)
-    _run(seed, 'eval', ['--mode=eval'] + common, prefix_output)
+    eval_output = _run(seed, 'eval', ['--mode=eval'] + common, prefix_output)
+    if re.search(r'eval stopped by SIG\w+', eval_output):
+        raise SeedRunError('seed %d: eval was stopped before its end' % seed)
     results = _read_json(os.path.join(run_dir, 'eval', 'results.json'), seed)
     final = results.get('test') or results.get('latest') or {}
     reached = _first_reaching(results.get('checkpoints', []), target)
@@ -222,11 +221,28 @@ def _fmt(value, fmt):
     return '-' if value is None else fmt % value
 
 
+def _seed_dir(log_root, seed):
+    return os.path.join(log_root, 'seed-%d' % seed)
+
+
+def _seed_dir_problem(log_root, seeds):
+    """Why a seed's run directory cannot be used (it is not empty), or None."""
+    for seed in seeds:
+        run_dir = _seed_dir(log_root, seed)
+        if os.path.isdir(run_dir) and os.listdir(run_dir):
+            return SeedRunError('seed %d: %s is not empty; its times would be wrong: choose another --log_root '
+                                'or delete it' % (seed, run_dir))
+    return None
+
+
 def run_all(options, main_flags):
     """Runs every seed, options.parallel at a time, until one fails.
 
     Returns (the finished runs in seed order, the SeedRunError that stopped the rest or None).
     """
+    problem = _seed_dir_problem(options.log_root, options.seeds)  # before any seed spends hours
+    if problem:
+        return [], problem
     results, failures, lock = {}, [], threading.Lock()
     pending = list(options.seeds)
     prefix_output = options.parallel > 1 or len(options.seeds) > 1

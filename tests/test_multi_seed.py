@@ -3,6 +3,7 @@ import json
 import os
 import re
 import statistics
+import signal
 import subprocess
 import sys
 
@@ -77,31 +78,38 @@ def test_a_failing_seed_is_one_line_naming_it(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_a_seed_directory_that_is_not_empty_is_refused(tmp_path):
-    """A finished run there would be scored again with a new start time: negative times."""
+    """A finished run there would be scored again with a new start time: negative times. Seed 7's
+    directory is checked before seed 6 trains, not after."""
     (tmp_path / 'seed-7').mkdir()
     (tmp_path / 'seed-7' / 'checkpoint').write_text('')
-    done = multi_seed('--seeds=7', '--log_root=' + str(tmp_path), '--', '--dataset=digits')
+    done = multi_seed('--seeds=6,7', '--log_root=' + str(tmp_path), '--', '--dataset=digits')
     assert done.returncode == 1
     assert done.stderr == ('error: seed 7: %s is not empty; its times would be wrong: choose another '
                            '--log_root or delete it\n' % (tmp_path / 'seed-7'))
+    assert not (tmp_path / 'seed-6').exists()
 
 
 @pytest.mark.timeout(300)
-def test_a_seed_failing_after_another_finished_keeps_the_finished_ones_figures(tmp_path):
-    (tmp_path / 'seed-6').mkdir()
-    (tmp_path / 'seed-6' / 'checkpoint').write_text('')  # refused when its turn comes
+def test_ctrl_c_after_a_seed_finished_keeps_its_figures(tmp_path):
     out = str(tmp_path / 'report.json')
-    done = multi_seed('--seeds=5,6', '--log_root=' + str(tmp_path), '--out=' + out, '--', '--dataset=digits',
-                      '--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--train_steps=10',
-                      '--save_checkpoints_steps=10')
-    assert done.returncode == 1, done.stderr[-3000:]
-    assert done.stderr.splitlines()[-1] == (
-        'error: seed 6: %s is not empty; its times would be wrong: choose another --log_root or delete it; '
-        'the finished seeds are in %s' % (tmp_path / 'seed-6', out))
+    proc = subprocess.Popen([sys.executable, SCRIPT, '--seeds=5,6', '--log_root=' + str(tmp_path), '--out=' + out,
+                             '--', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
+                             '--nolr_batch_scaling', '--train_steps=30', '--save_checkpoints_steps=10'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        for line in proc.stdout:  # seed 5 is trained and scored before seed 6 starts
+            if line.startswith('[seed 6 train]'):
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, stderr[-3000:]
+    assert stderr.splitlines()[-1] == 'error: stopped by Ctrl-C; the finished seeds are in %s' % out
     report = json.load(open(out))
     assert [r['seed'] for r in report['runs']] == [5] and report['seeds'] == [5, 6]
-    assert report['failed'].startswith('seed 6: ')
+    assert report['failed'] == 'stopped by Ctrl-C'
     results = json.load(open(os.path.join(str(tmp_path / 'seed-5'), 'eval', 'results.json')))
     assert report['runs'][0]['test_precision'] == results['latest']['precision']
-    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
+    rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.strip()}
     assert rows['5'][1] == '%.4f' % results['latest']['precision'] and '6' not in rows
