@@ -30,7 +30,8 @@ It prints a table, then one JSON object as the last line:
                                   PyTorch (scripts/torch_resnet.py), timed in turns with the others;
                                   torch_peer says which PyTorch, or why the peer was skipped
   torch_breakdown_top_ops_ms, torch_breakdown_sum_ms   the peer's step by op (its own CPU time,
-                                  torch.profiler), the top 10, and all summed
+                                  torch.profiler), the top 10, and all summed; or
+                                  torch_breakdown_error, why the profiler failed
 """
 import argparse
 import contextlib
@@ -388,9 +389,14 @@ def main(argv=None):
         results.update({'breakdown_top_ops_ms': dict(top), 'breakdown_stages_ms': by_stage,
                         'breakdown_sum_ms': sum(by_type.values()), 'traced_step_ms': traced_ms})
         if 'torch_train_images_per_sec' in results:
-            torch_ops = torch_step.op_breakdown()
-            results['torch_breakdown_top_ops_ms'] = dict(sorted(torch_ops.items(), key=lambda item: -item[1])[:10])
-            results['torch_breakdown_sum_ms'] = sum(torch_ops.values())
+            try:
+                torch_ops = torch_step.op_breakdown()
+            except Exception as e:  # an older or broken PyTorch must not lose the figures above
+                results['torch_breakdown_error'] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            else:
+                results['torch_breakdown_top_ops_ms'] = dict(sorted(torch_ops.items(),
+                                                                    key=lambda item: -item[1])[:10])
+                results['torch_breakdown_sum_ms'] = sum(torch_ops.values())
     if 'torch_train_images_per_sec' in results and 'train_images_per_sec_synthetic' in results:
         results['torch_over_synthetic'] = (results['torch_train_images_per_sec']
                                            / results['train_images_per_sec_synthetic'])
@@ -449,6 +455,8 @@ def print_table(results):
         results['cpu']))
     if 'torch_peer' in results:
         print('  peer: %s' % results['torch_peer'])
+    if 'torch_breakdown_error' in results:
+        print('  peer breakdown skipped: %s' % results['torch_breakdown_error'])
     for label, key, unit in rows:
         if key in results:
             value = results[key]

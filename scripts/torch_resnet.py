@@ -83,14 +83,15 @@ def train_step(num_residual_units, width, batch_size, compute_dtype, threads):
 
 def op_breakdown(step, steps=5):
     """{PyTorch op: ms per step} of `step`, each op's own CPU time (torch.profiler's self time),
-    over `steps` profiled steps after one untimed warm-up step under the profiler.
+    over `steps` profiled steps after one untimed warm-up step under the profiler (PyTorch 2.4 or
+    later, for acc_events).
 
     PyTorch runs one op at a time (each on all its threads): compare these with
     benchmark.py's breakdown at --inter_threads=1.
     """
     from torch.profiler import ProfilerActivity, profile, schedule
     with profile(activities=[ProfilerActivity.CPU],
-                 schedule=schedule(wait=0, warmup=1, active=steps), acc_events=True) as profiler:
+                 schedule=schedule(wait=0, warmup=1, active=steps, repeat=1), acc_events=True) as profiler:
         for _ in range(steps + 1):
             step()
             profiler.step()
