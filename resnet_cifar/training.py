@@ -387,6 +387,24 @@ def _train_with_signals(config, resume_from, data_files, server):
             return _train(config, resume_from, data_files, stop_signals, server)
 
 
+def _check_split_of_the_run(config):
+    """A non-chief worker, once the chief wrote the run's settings: SettingsError when they hold out
+    another number of training records than this worker would (it resolved its flags before the
+    settings existed, and would train on records the run validates on). Nothing to check where
+    this worker does not see log_root."""
+    try:
+        saved, path = run_files.read(config.log_root)
+    except run_files.SettingsError:
+        return  # the chief is the one that reports a damaged settings file
+    held_out = (saved or {}).get('validation_size', config.data.validation_size)
+    if held_out != config.data.validation_size:
+        run_split = ('holds out the last %d training records for validation' % held_out if held_out
+                     else 'holds out no training records')
+        raise run_files.SettingsError('%s: the run %s (%s), this worker %s; give every worker --validation_size=%d'
+                                      % (config.cluster.task_name(), run_split, path,
+                                         config.data.validation_size or 'none', held_out))
+
+
 def _log_choices(config, data_files):
     """The first lines: the compute dtype auto chose, and the records held out for validation."""
     if config.compute_dtype_choice:
@@ -457,6 +475,7 @@ def _train(config, resume_from, data_files, stop_signals, server=None):
         else:
             scaffold = tf.compat.v1.train.Scaffold()
             step = distributed.wait_for_chief(cluster, server.target, _session_config(config))
+            _check_split_of_the_run(config)
             if step >= config.schedule.train_steps:
                 logging.info('nothing to train: the global step is %d, train_steps is %d',
                              step, config.schedule.train_steps)

@@ -267,3 +267,25 @@ def test_an_unreachable_chief_is_a_timeout_naming_its_address(learnable, tmp_pat
         ps.kill()
     assert_one_line_error(code, worker.stderr, 1, 'worker 1: the chief, worker 0 at 127.0.0.1:%d, did not '
                           'initialize the variables within 3 seconds' % ports[1])
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_that_would_train_on_the_validation_records_stops_with_one_line(learnable, tmp_path):
+    """Worker 1 starts before the chief wrote the run's settings and is not told --validation_size:
+    it would train on the records the run holds out. Once the chief is up, it stops instead."""
+    log_root = str(tmp_path / 'run')
+    ports = launcher.free_ports(3)
+    flags = (run_data(learnable, log_root) + cluster_flags(ports[:1], ports[1:])
+             + ['--train_steps=20', '--save_checkpoints_steps=10', '--cluster_timeout_secs=120'])
+    ps = task('ps', 0, flags)
+    worker, chief = task('worker', 1, flags), None
+    try:
+        worker.wait_for(r'waiting for the chief', 120)  # resolved without config.json
+        assert not os.path.exists(os.path.join(log_root, 'config.json'))
+        chief = task('worker', 0, flags + ['--validation_size=200'])
+        code = worker.wait(150)
+    finally:
+        kill_all([ps, worker] + ([chief] if chief else []))
+    assert_one_line_error(code, worker.stderr, 1, 'worker 1:', 'holds out the last 200 training records',
+                          'this worker none', '--validation_size=200')
+    assert 'worker 1 ran' not in worker.stderr  # not one step on them
