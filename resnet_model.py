@@ -461,10 +461,11 @@ class ResNet:
         of `moments`, moving <- bn_decay * moving + (1 - bn_decay) * value. They are also
         added to tf.compat.v1.GraphKeys.UPDATE_OPS."""
         updates = []
-        for moving, batch_value in moments:
-            delta = (moving - batch_value) * (1.0 - self.hps.bn_decay)
-            updates.append(tf.compat.v1.assign_sub(moving, delta))
-            tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, updates[-1])
+        with tf.name_scope('moving_statistics'):
+            for moving, batch_value in moments:
+                delta = (moving - batch_value) * (1.0 - self.hps.bn_decay)
+                updates.append(tf.compat.v1.assign_sub(moving, delta))
+                tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, updates[-1])
         return updates
 
     def build_train_op(self, grads_and_vars, moments):

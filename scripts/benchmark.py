@@ -306,7 +306,8 @@ def _stage_of(node_name):
     if name.startswith('gradients'):
         return 'backward'
     if any(part in name for part in ('apply_gradients', 'momentum', 'exponentialmovingaverage', 'train_op',
-                                     'assignsub', 'global_step', 'moving_mean', 'moving_variance')):
+                                     'assignsub', 'global_step', 'moving_mean', 'moving_variance',
+                                     'moving_statistics')):
         return 'update'
     return 'forward'
 

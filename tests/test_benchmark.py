@@ -139,3 +139,24 @@ def test_the_pytorch_peer_is_skipped_cleanly_without_pytorch():
     assert result['torch_peer'] == "PyTorch is not importable here (No module named 'torch')"
     assert 'torch_train_images_per_sec' not in result
     assert "peer: PyTorch is not importable here" in proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_the_stage_breakdown_counts_the_batch_norm_statistics_as_update():
+    import processes
+    import resnet_model
+    import tensorflow as tf
+    benchmark = processes.load_script('benchmark')
+    hps = resnet_model.HParams(batch_size=4, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1,
+                               num_residual_units=1, use_bottleneck=False, weight_decay_rate=0.0002,
+                               relu_leakiness=0.1, optimizer='mom')
+    with tf.Graph().as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [4, 32, 32, 3])
+        labels = tf.compat.v1.placeholder(tf.float32, [4, 10])
+        model = resnet_model.ResNet(hps, images, labels, 'train')
+        model.build_graph()
+        assert len(model.bn_update_ops) == 2 * 7  # mean and variance of 7 batch norms
+        for update in model.bn_update_ops:
+            delta = update.op.inputs[1].op  # (moving - batch value) * (1 - decay)
+            for op in (update.op, delta, delta.inputs[0].op):
+                assert benchmark._stage_of(op.name) == 'update', op.name
