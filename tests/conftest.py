@@ -16,19 +16,6 @@ MAX_WORKERS = 4
 def pytest_xdist_auto_num_workers(config):
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
-
-# The files that take longest (1 to 2 minutes each here) go first, so that no worker is
-# left with one of them while the others have finished.
-LONGEST_FILES = ('test_resnet_main.py', 'test_cluster.py', 'test_mixed_precision.py', 'test_checkpoints.py',
-                 'test_training.py')
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item):
-        name = os.path.basename(str(item.fspath))
-        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
-    items.sort(key=rank)  # stable: each file keeps its own order
-
 # The run of the `tiny_run` fixture: 60 steps, a checkpoint every 20, the newest 2 kept.
 TINY_RUN_ARGS = ['--mode=train', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
                  '--nolr_batch_scaling', '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
