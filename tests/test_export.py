@@ -64,3 +64,58 @@ def test_an_export_dir_that_is_not_new_is_refused_and_left_alone(tiny_run, tmp_p
                                      '--export_dir=' + str(tmp_path / 'new')], capsys)
     processes.assert_one_line_error(code, err, 1, "no checkpoint at '%s'" % (tmp_path / 'none'))
     assert not os.path.exists(str(tmp_path / 'new'))
+
+
+def _copy_with_split(tiny_run, tmp_path, validation_size):
+    """A copy of the tiny run (checkpoints 40 and 60) whose config.json says it holds out the last
+    `validation_size` training records (0: none), as a run trained with --validation_size does."""
+    run_dir = processes.copy_run(tiny_run, tmp_path / 'run')
+    settings_path = os.path.join(run_dir, 'config.json')
+    with open(settings_path) as f:
+        settings = json.load(f)
+    settings['data']['validation_size'] = validation_size
+    with open(settings_path, 'w') as f:
+        json.dump(settings, f)
+    return run_dir
+
+
+def _export(run_dir, export_dir):
+    """(checkpoint exported, the log lines that say which and why, the global step in the export)."""
+    import tensorflow as tf
+    config = processes.resolve(['--mode=export', '--log_root=' + run_dir, '--export_dir=' + export_dir])
+    with processes.AbslRecords() as log:
+        checkpoint = export.export_saved_model(config)
+    said = [m for m in log.messages if m.startswith('exporting ')]
+    return checkpoint, said, int(tf.train.load_variable(os.path.join(export_dir, 'variables', 'variables'),
+                                                        'global_step'))
+
+
+def _same_weights_at_step(source, target, step):
+    """Writes checkpoint `target` with every value of checkpoint `source` but global_step = `step`."""
+    import tensorflow as tf
+    values = processes.read_checkpoint(source)
+    values['global_step'] = values['global_step'].dtype.type(step)
+    with tf.Graph().as_default():
+        variables = {name: tf.compat.v1.Variable(value, name='v%d' % i)
+                     for i, (name, value) in enumerate(sorted(values.items()))}
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver(variables).save(session, target, write_meta_graph=False, write_state=False)
+
+
+@pytest.mark.timeout(180)
+def test_eval_breaks_a_tie_for_the_later_checkpoint_and_export_takes_it(tiny_run, tmp_path):
+    """Checkpoints 40 and 60 hold the same weights: they score the same on the validation records,
+    and the later one, which trained longer, is the best eval keeps and export takes."""
+    from resnet_cifar import best
+    run_dir = _copy_with_split(tiny_run, tmp_path, validation_size=300)
+    _same_weights_at_step(os.path.join(run_dir, 'model.ckpt-60'), os.path.join(run_dir, 'model.ckpt-40'), 40)
+    done = processes.run('--mode=eval', '--log_root=' + run_dir, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.load(open(os.path.join(run_dir, 'eval', 'results.json')))
+    assert [e['step'] for e in results['checkpoints']] == [40, 60]
+    assert results['checkpoints'][0]['precision'] == results['checkpoints'][1]['precision']
+    assert results['best']['step'] == 60 and best.info(run_dir)['step'] == 60
+    assert best.path(run_dir) == os.path.join(run_dir, 'best', 'model.ckpt-60')
+    checkpoint, said, step = _export(run_dir, str(tmp_path / 'served'))
+    assert (checkpoint, step) == (best.path(run_dir), 60)
