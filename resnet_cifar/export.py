@@ -1,12 +1,15 @@
 """A trained network as a SavedModel that plain TensorFlow 2 can load and call.
 
 `export_saved_model(config)` writes config.transfer.export_dir from the checkpoint
-config.transfer.checkpoint_path (a prefix or a directory), else the best one that
-eval kept in <log_root>/best/ (best.py), else the newest one of config.log_root
-that restores, with the moving-average weights when the checkpoint
-has them (config.eval.use_moving_average). Two signatures, both taking
-`images`: raw uint8 [N, 32, 32, 3] RGB images, standardized inside the graph as in
-training:
+`choose_checkpoint(config)` gives: config.transfer.checkpoint_path (a prefix or a
+directory); else, when the run holds out a validation split, the best one that eval
+kept in <log_root>/best/ (best.py), chosen on the validation records; else the newest
+one of config.log_root that restores. Without a validation split best/ was chosen on
+the test records, an optimistic choice, so export takes it only when the run has no
+other checkpoint left. One log line says which checkpoint and why. The weights are the
+moving averages when the checkpoint has them (config.eval.use_moving_average). Two
+signatures, both taking `images`: raw uint8 [N, 32, 32, 3] RGB images, standardized
+inside the graph as in training:
 
   serving_default  probabilities float32 [N, num_classes], classes int64 [N]
   features         features float32 [N, D], what the fully connected layer reads
@@ -27,7 +30,9 @@ from absl import logging
 
 import resnet_model
 from resnet_cifar import best
+from resnet_cifar import checkpoints
 from resnet_cifar import guards
+from resnet_cifar import run_files
 from resnet_cifar import transfer
 from resnet_cifar.errors import CheckpointError, FlagError
 
@@ -44,8 +49,8 @@ def export_saved_model(config):
     """
     export_dir = config.transfer.export_dir
     check_export_dir(export_dir)
-    checkpoint = transfer.find_checkpoint(config.transfer.checkpoint_path or best.path(config.log_root)
-                                          or config.log_root)
+    checkpoint, why = choose_checkpoint(config)
+    logging.info('exporting %s, %s', _shown(checkpoint, config), why)
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix='.%s.' % os.path.basename(os.path.abspath(export_dir)), dir=parent)
@@ -61,6 +66,44 @@ def export_saved_model(config):
     print('exported %s to %s: signatures %s (probabilities, classes) and %s, on uint8 [N, 32, 32, 3] images'
           % (checkpoint, export_dir, SERVING_SIGNATURE, FEATURES_SIGNATURE), flush=True)
     return checkpoint
+
+
+def choose_checkpoint(config):
+    """(checkpoint prefix, why it is the one: a phrase for the log line).
+
+    Raises:
+      errors.CheckpointError: no checkpoint that restores.
+    """
+    if config.transfer.checkpoint_path:
+        return (transfer.find_checkpoint(config.transfer.checkpoint_path),
+                'as --checkpoint_path=%s names' % config.transfer.checkpoint_path)
+    log_root = config.log_root
+    kept = best.path(log_root)
+    held_out = _validation_size(log_root)
+    if kept and held_out:
+        return transfer.find_checkpoint(kept), 'chosen on %d validation records' % held_out
+    if kept and checkpoints.latest(log_root) is None:
+        return (transfer.find_checkpoint(kept), "the run's only checkpoint left: without a validation split it "
+                'was chosen on the test set, an optimistic choice')
+    if held_out:
+        why = 'eval has kept no best/ on the validation records yet'
+    elif kept:
+        why = 'without a validation split, best/%s was chosen on the test set' % os.path.basename(kept)
+    else:
+        why = 'the run has no validation split to choose a best one on'
+    return transfer.find_checkpoint(log_root), "the run's latest checkpoint: " + why
+
+
+def _validation_size(log_root):
+    """The records the run holds out of training to choose its best checkpoint on (0: none)."""
+    settings, _ = run_files.read(log_root)
+    return (settings or {}).get('validation_size') or 0
+
+
+def _shown(checkpoint, config):
+    """The checkpoint as the log line names it: inside the run, relative to it (best/model.ckpt-600)."""
+    inside = os.path.relpath(checkpoint, config.log_root)
+    return checkpoint if config.transfer.checkpoint_path or inside.startswith('..') else inside
 
 
 def check_export_dir(export_dir):

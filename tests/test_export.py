@@ -1,4 +1,5 @@
 """export.py: a SavedModel that plain TensorFlow 2 loads and calls, and that scores as eval does."""
+import glob
 import json
 import os
 import subprocess
@@ -79,6 +80,18 @@ def _copy_with_split(tiny_run, tmp_path, validation_size):
     return run_dir
 
 
+def _run_with_best_at_40(tiny_run, tmp_path, validation_size):
+    """_copy_with_split's run whose best/ holds step 40, kept as eval keeps it."""
+    from resnet_cifar import best
+    run_dir = _copy_with_split(tiny_run, tmp_path, validation_size)
+    config = processes.resolve(['--mode=eval', '--log_root=' + run_dir])
+    assert config.data.validation_size == validation_size
+    scored_on = evaluation.checkpoint_records(config).describe()
+    assert best.keep(run_dir, os.path.join(run_dir, 'model.ckpt-40'),
+                     {'step': 40, 'precision': 0.9, 'scored_on': scored_on}) is None
+    return run_dir
+
+
 def _export(run_dir, export_dir):
     """(checkpoint exported, the log lines that say which and why, the global step in the export)."""
     import tensorflow as tf
@@ -88,6 +101,30 @@ def _export(run_dir, export_dir):
     said = [m for m in log.messages if m.startswith('exporting ')]
     return checkpoint, said, int(tf.train.load_variable(os.path.join(export_dir, 'variables', 'variables'),
                                                         'global_step'))
+
+
+@pytest.mark.timeout(120)
+def test_without_a_validation_split_export_takes_the_final_checkpoint_not_the_test_chosen_best(tiny_run, tmp_path):
+    run_dir = _run_with_best_at_40(tiny_run, tmp_path, validation_size=0)
+    checkpoint, said, step = _export(run_dir, str(tmp_path / 'served'))
+    assert (checkpoint, step) == (os.path.join(run_dir, 'model.ckpt-60'), 60)
+    assert said == ["exporting model.ckpt-60, the run's latest checkpoint: without a validation split, "
+                    'best/model.ckpt-40 was chosen on the test set'], said
+    # With the run's own checkpoints gone, best/ is all there is: taken, and the line says what it is.
+    for name in glob.glob(os.path.join(run_dir, 'model.ckpt-*')):
+        os.remove(name)
+    config = processes.resolve(['--mode=export', '--log_root=' + run_dir, '--export_dir=' + str(tmp_path / 'x')])
+    assert export.choose_checkpoint(config) == (
+        os.path.join(run_dir, 'best', 'model.ckpt-40'),
+        "the run's only checkpoint left: without a validation split it was chosen on the test set, an optimistic choice")
+
+
+@pytest.mark.timeout(120)
+def test_with_a_validation_split_export_takes_the_best_checkpoint_and_says_why(tiny_run, tmp_path):
+    run_dir = _run_with_best_at_40(tiny_run, tmp_path, validation_size=300)
+    checkpoint, said, step = _export(run_dir, str(tmp_path / 'served'))
+    assert (checkpoint, step) == (os.path.join(run_dir, 'best', 'model.ckpt-40'), 40)
+    assert said == ['exporting best/model.ckpt-40, chosen on 300 validation records'], said
 
 
 def _same_weights_at_step(source, target, step):
