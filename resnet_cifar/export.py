@@ -7,9 +7,12 @@ kept in <log_root>/best/ (best.py), chosen on the validation records; else the n
 one of config.log_root that restores. Without a validation split best/ was chosen on
 the test records, an optimistic choice, so export takes it only when the run has no
 other checkpoint left. One log line says which checkpoint and why. The weights are the
-moving averages when the checkpoint has them (config.eval.use_moving_average). Two
-signatures, both taking `images`: raw uint8 [N, 32, 32, 3] RGB images, standardized
-inside the graph as in training:
+moving averages when the checkpoint has them (config.eval.use_moving_average).
+
+The graph is the network's forward pass alone (ResNet.build_network): no cost, no
+summaries, no optimizer or moving-average updates, no input queues. Two signatures,
+both taking `images`: raw uint8 [N, 32, 32, 3] RGB images, standardized inside the
+graph as in training:
 
   serving_default  probabilities float32 [N, num_classes], classes int64 [N]
   features         features float32 [N, D], what the fully connected layer reads
@@ -120,15 +123,15 @@ def _write(config, checkpoint, path):
     with tf.Graph().as_default():
         images = tf.compat.v1.placeholder(tf.uint8, [None, 32, 32, 3], name='images')
         standardized = tf.image.per_image_standardization(tf.cast(images, tf.float32))
-        no_labels = tf.zeros([tf.shape(images)[0], hps.num_classes])
-        model = resnet_model.ResNet(hps, standardized, no_labels, 'eval')
-        model.build_graph()
+        model = resnet_model.ResNet(hps, standardized, None, 'eval')
+        model.build_network()
+        global_step = tf.compat.v1.train.get_or_create_global_step()  # says which step the model is
         network = transfer.network_variables(tf.compat.v1.global_variables())
         transfer.check_architecture(checkpoint, network, ignore=lambda v: False)
         with_shadows = config.eval.use_moving_average and any(
             name.endswith(resnet_model.SHADOW_SUFFIX) for name in transfer.checkpoint_shapes(checkpoint))
         restored = resnet_model.restore_names(network, with_shadows)
-        restored['global_step'] = model.global_step
+        restored['global_step'] = global_step
         signatures = {
             SERVING_SIGNATURE: tf.compat.v1.saved_model.predict_signature_def(
                 {'images': images}, {'probabilities': model.predictions, 'classes': tf.argmax(model.logits, 1)}),
@@ -137,7 +140,6 @@ def _write(config, checkpoint, path):
         }
         saver = tf.compat.v1.train.Saver(restored)
         with tf.compat.v1.Session() as session:
-            session.run(tf.compat.v1.global_variables_initializer())  # the learning rate is not restored
             try:
                 saver.restore(session, checkpoint)
             except (tf.errors.OpError, ValueError) as e:

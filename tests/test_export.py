@@ -127,6 +127,41 @@ def test_with_a_validation_split_export_takes_the_best_checkpoint_and_says_why(t
     assert said == ['exporting best/model.ckpt-40, chosen on 300 validation records'], said
 
 
+def _is_training_op(op_type):
+    """True for an op of training, summaries or input queues, none of which serving needs."""
+    return (op_type == 'L2Loss' or 'SoftmaxCrossEntropyWithLogits' in op_type or 'Summary' in op_type
+            or op_type.endswith('Grad') or op_type.startswith(
+                ('Apply', 'ResourceApply', 'SparseApply', 'ResourceSparseApply', 'AssignAdd', 'AssignSub',
+                 'Queue', 'FIFOQueue', 'RandomShuffleQueue', 'PaddingFIFOQueue', 'FixedLengthRecordReader',
+                 'ReaderRead')))
+
+
+@pytest.mark.timeout(120)
+def test_the_saved_model_holds_the_inference_graph_only(tiny_run, tmp_path):
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+    export_dir = str(tmp_path / 'served')
+    export.export_saved_model(processes.resolve(['--mode=export', '--log_root=' + tiny_run,
+                                                 '--export_dir=' + export_dir]))
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_dir, 'saved_model.pb'), 'rb') as f:
+        saved.ParseFromString(f.read())
+    assert len(saved.meta_graphs) == 1
+    graph = saved.meta_graphs[0].graph_def
+    nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+    op_types = {node.op for node in nodes}
+    assert {'Conv2D', 'FusedBatchNormV3', 'Softmax', 'ArgMax'} <= op_types  # the network is there
+    assert sorted(t for t in op_types if _is_training_op(t)) == []
+    # Nothing of the cost, the learning-rate schedule or the training scalars either.
+    assert [node.name for node in nodes if node.name.split('/')[0] in (
+        'costs', 'learning_rate', 'effective_learning_rate', 'precision', 'step_value')] == []
+    signatures = saved.meta_graphs[0].signature_def
+    assert sorted(signatures) == ['features', 'serving_default']
+    for name, outputs in (('serving_default', ['classes', 'probabilities']), ('features', ['features'])):
+        assert sorted(signatures[name].outputs) == outputs
+        assert signatures[name].inputs['images'].dtype == types_pb2.DT_UINT8
+
+
 def _same_weights_at_step(source, target, step):
     """Writes checkpoint `target` with every value of checkpoint `source` but global_step = `step`."""
     import tensorflow as tf
