@@ -152,8 +152,8 @@ flags.DEFINE_boolean('eval_use_moving_average', True,
 # Transfer: bottleneck features, fine-tuning, starting from another run.
 flags.DEFINE_string('checkpoint_path', None,
                     'Extract and export modes: the checkpoint (a prefix such as runs/x/model.ckpt-300, or '
-                    'a directory) to use. Default: the latest in --log_root (export: the best one eval '
-                    'kept in --log_root/best, else the latest).')
+                    'a directory) to use. Default: the latest in --log_root (export: with a validation split '
+                    'the best one eval kept in --log_root/best, else the latest).')
 flags.DEFINE_string('extract_data_path', None,
                     'Extract mode: glob pattern(s), comma-separated, of the records to run, once, in file order.')
 flags.DEFINE_string('features_path', None, 'Extract mode: the .npz file to write the features and labels to.')
@@ -168,8 +168,8 @@ flags.DEFINE_string('init_checkpoint', None,
                     'once --log_root has its own checkpoint.')
 flags.DEFINE_string('export_dir', None,
                     'Export mode: the new directory of the SavedModel (uint8 images in, class probabilities '
-                    'and bottleneck features out) of --checkpoint_path, else the best checkpoint eval kept in '
-                    '--log_root/best, else the latest of --log_root.')
+                    'and bottleneck features out) of --checkpoint_path, else with a validation split the best '
+                    'checkpoint eval kept in --log_root/best, else the latest of --log_root.')
 flags.DEFINE_boolean('freeze_restored_layers', False,
                      'Train mode with --init_checkpoint: train only the new fully connected layer; '
                      'the restored weights stay as they are (batch-norm statistics still adapt).')

@@ -288,7 +288,7 @@ class ResNet:
       images: float32 [batch, height, width, channels] (NHWC, whatever
         hps.data_format says; the model transposes internally for NCHW).
         CIFAR images are [batch, 32, 32, 3].
-      labels: float32 one-hot [batch, num_classes].
+      labels: float32 one-hot [batch, num_classes]; None for build_network() alone.
       mode: 'train' (batch-norm batch moments, a train_op) or 'eval'
         (batch-norm moving statistics, no train_op).
 
@@ -339,7 +339,7 @@ class ResNet:
         self.hps = hps
         self.mode = mode
         self.images = _checked_images(images)
-        self.labels = _checked_labels(labels, hps.num_classes)
+        self.labels = None if labels is None else _checked_labels(labels, hps.num_classes)
         self.target_labels = None
         self.global_step = self.step_value = self.lrn_rate = self.effective_lrn_rate = None
         self.ema = self.loss_scale = None
@@ -425,7 +425,16 @@ class ResNet:
         if self.mode == 'train' and self.hps.mixup_alpha > 0:
             with tf.name_scope('mixup'):
                 images, self.target_labels, _, _ = mixup(images, self.labels, self.hps.mixup_alpha)
-        x = self._in_compute_dtype(images)
+        self.build_network(images)
+        self._build_cost()
+        # The class with the larger weight in a mixed image; the label itself without mixup.
+        correct = tf.equal(tf.argmax(self.logits, 1), tf.argmax(self.target_labels, 1))
+        self.precision = tf.reduce_mean(tf.cast(correct, tf.float32), name='precision')
+
+    def build_network(self, images=None):
+        """The network alone, from `images` (default: the model's) to features, logits and
+        predictions: no cost, no step state, nothing of training (export.py serves this)."""
+        x = self._in_compute_dtype(self.images if images is None else images)
         if not self._channels_last:
             x = tf.transpose(x, [0, 3, 1, 2])
         with tf.compat.v1.variable_scope('init'):
@@ -438,10 +447,6 @@ class ResNet:
         with tf.compat.v1.variable_scope('logit'):
             self.logits = self._fully_connected(self.features, self.hps.num_classes)
         self.predictions = tf.nn.softmax(self.logits, name='predictions')
-        self._build_cost()
-        # The class with the larger weight in a mixed image; the label itself without mixup.
-        correct = tf.equal(tf.argmax(self.logits, 1), tf.argmax(self.target_labels, 1))
-        self.precision = tf.reduce_mean(tf.cast(correct, tf.float32), name='precision')
 
     def compute_gradients(self, cost, is_frozen=None):
         """[(gradient, variable)] of `cost` for every trainable variable (None if frozen).

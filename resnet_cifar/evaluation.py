@@ -211,8 +211,8 @@ class Results(object):
 
     @property
     def best(self):
-        """The entry of the best checkpoint (the earliest of equals), or None."""
-        return max(self.checkpoints, key=lambda e: (e['precision'], -e['step'])) if self.checkpoints else None
+        """The entry of the best checkpoint, or None; of equals the later, which trained longer."""
+        return max(self.checkpoints, key=lambda e: (e['precision'], e['step'])) if self.checkpoints else None
 
     def add(self, score):
         """Records `score` (a Score with its confusion matrix) and rewrites the file."""

@@ -321,7 +321,7 @@ def test_eval_beside_training_on_a_validation_split_keeps_the_best_and_scores_th
     assert [(e['step'], '%.4f' % e['precision']) for e in results['checkpoints']] == [
         (step, '%.4f' % precision) for step, precision in scored]
     chosen = results['best']
-    assert chosen == max(results['checkpoints'], key=lambda e: (e['precision'], -e['step']))
+    assert chosen == max(results['checkpoints'], key=lambda e: (e['precision'], e['step']))  # the later of equals
     assert 'validation records: the last 300 of' in results['best_is_chosen_on']
     test = results['test']
     assert (test['step'], test['checkpoint'], test['images']) == (chosen['step'], 'model.ckpt-%d' % chosen['step'], 300)
