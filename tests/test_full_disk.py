@@ -1,5 +1,6 @@
 """Eval on a real full disk (a small tmpfs): every error names the file it could not write, and
 <log_root>/best/ is whole at every instant, the old best or the new one."""
+import errno
 import fcntl
 import json
 import os
@@ -21,6 +22,14 @@ def small_disk(tmp_path):
         yield mount_point
 
 
+def fake_checkpoint(log_root, step, content):
+    prefix = os.path.join(log_root, 'model.ckpt-%d' % step)
+    for suffix in ('.index', '.data-00000-of-00001', '.meta'):
+        with open(prefix + suffix, 'w') as f:
+            f.write('%s%s' % (content, suffix))
+    return prefix
+
+
 def assert_best_is_whole(log_root, step):
     """best/ holds the checkpoint at `step` and nothing else but its state file and best.json, and
     both readers, tf.train.latest_checkpoint and best.info, name that checkpoint. Returns its prefix."""
@@ -32,6 +41,44 @@ def assert_best_is_whole(log_root, step):
     info = best.info(log_root)
     assert info['checkpoint'] == name and info['step'] == step, info
     return os.path.join(best_dir, name)
+
+
+@pytest.mark.timeout(60)
+def test_a_promotion_stopped_by_a_full_disk_at_any_step_leaves_the_old_best_whole(small_disk):
+    """The disk is filled with 0, 1, 2 ... pages left until the promotion succeeds: each write of
+    it fails once, in turn; after each failure best/ is the old best, whole, and the error names
+    the file."""
+    log_root = os.path.join(small_disk, 'run')
+    os.makedirs(log_root)
+    assert best.keep(log_root, fake_checkpoint(log_root, 10, 'ten'), {'step': 10, 'precision': 0.5}) is None
+    better = fake_checkpoint(log_root, 20, 'twenty')
+    failures = []
+    for free_pages in range(12):
+        disks.leave_free(disks.fill(small_disk), free_pages)
+        held = best.hold(log_root, better)
+        assert held is not None
+        try:
+            best.promote(log_root, held, {'step': 20, 'precision': 0.7})
+        except OSError as e:
+            assert e.errno == errno.ENOSPC and e.filename and str(e.filename).startswith(log_root), repr(e)
+            failures.append(e.filename)
+            kept = assert_best_is_whole(log_root, 10)
+            assert open(kept + '.index').read() == 'ten.index'
+            assert best.info(log_root)['precision'] == 0.5
+        else:
+            break
+        finally:
+            best.release(held)
+            best.remove_holding_folders(log_root)
+    else:
+        pytest.fail('the promotion never succeeded: %s' % failures)
+    assert len(failures) >= 2, failures  # at least best.json and the state file
+    kept = assert_best_is_whole(log_root, 20)
+    assert open(kept + '.data-00000-of-00001').read() == 'twenty.data-00000-of-00001'
+    assert best.info(log_root) == {'step': 20, 'precision': 0.7, 'checkpoint': 'model.ckpt-20'}
+    assert sorted(os.listdir(log_root)) == sorted(['best', 'model.ckpt-10.index', 'model.ckpt-10.meta',
+                                                   'model.ckpt-10.data-00000-of-00001', 'model.ckpt-20.index',
+                                                   'model.ckpt-20.meta', 'model.ckpt-20.data-00000-of-00001'])
 
 
 @pytest.mark.timeout(240)
