@@ -28,7 +28,7 @@ from resnet_cifar import progress
 from resnet_cifar import run_files
 from resnet_cifar import summaries
 from resnet_cifar import transfer
-from resnet_cifar.errors import CheckpointError, DataError, Error
+from resnet_cifar.errors import CheckpointError, DataError, Error, RunError
 
 # precision_at_5: top-5 precision, or None where it is not computed (see TOP_5_DATASETS);
 # confusion: int64 [num_classes, num_classes], images of class i (row) taken for class j (column).
@@ -367,6 +367,9 @@ def evaluate(config):
         with eval.once, no checkpoint that restores.
       errors.DataError: bad eval records, or records that changed since the start.
       summaries.SummaryWriteError: the eval event file cannot be written.
+      errors.RunError: another file it writes cannot be (results.json, eval_state.json, best/);
+        it names the file.
+      OSError: the lock file cannot be written; it names the file.
     """
     checkpoint_records(config).check(config.data.dataset)
     if config.data.validation_size:
@@ -386,6 +389,9 @@ def evaluate(config):
                 scorer.score_test()
         except guards.Stopped as e:
             logging.warning('eval stopped by %s', e.signal_name)
+        except OSError as e:  # a file it writes (a full disk): the error names it
+            raise RunError('%s; eval stopped, best/ and the scores written before are kept: free space and '
+                           'run it again' % guards.error_line(e)) from None
         finally:
             best.remove_holding_folders(config.log_root)
 

@@ -30,13 +30,17 @@ from resnet_cifar import devices
 from resnet_cifar import progress
 from resnet_cifar import run_files
 from resnet_cifar import transfer
-from resnet_cifar.errors import DataError
+from resnet_cifar.errors import DataError, RunError
 
 FINETUNE_SUBDIR = 'finetune'
 
 
 class FeaturesError(DataError):
     """A features file that is missing or not what --mode=extract writes."""
+
+
+class FinetuneError(RunError):
+    """A fine-tuning whose loss stopped being finite; nothing was saved."""
 
 
 # ---------------------------------------------------------------- extract
@@ -176,7 +180,19 @@ def load_features(path):
             or labels.min() < 0 or labels.max() >= metadata.get('num_classes', 0)):
         raise FeaturesError('features file %r is inconsistent: features %s, labels %s, num_classes %s'
                             % (path, features.shape, labels.shape, metadata.get('num_classes')))
-    return features.astype(np.float32), labels.astype(np.int64), metadata
+    features = features.astype(np.float32)
+    _check_finite(path, features)  # after the cast: a float64 value beyond float32's range is Inf here
+    return features, labels.astype(np.int64), metadata
+
+
+def _check_finite(path, features):
+    """FeaturesError naming the file and the count when `features` holds NaN or Inf."""
+    finite = np.isfinite(features)
+    if not finite.all():
+        raise FeaturesError('features file %r holds %d NaN or Inf values (in %d of %d rows): fine-tuning '
+                            'on it cannot work; extract it again from a checkpoint with finite weights'
+                            % (path, finite.size - int(finite.sum()), int((~finite.all(axis=1)).sum()),
+                               features.shape[0]))
 
 
 # ---------------------------------------------------------------- fine-tune
@@ -230,13 +246,13 @@ def finetune(config):
     The number of classes comes from the features files.
 
     Returns {'precision', 'loss', 'train_precision', 'checkpoint'}.
-    Raises FeaturesError for a missing or mismatched features file.
+    Raises FeaturesError for a missing or mismatched features file, or one holding NaN or Inf;
+    FinetuneError when the loss stops being finite (then nothing in <log_root>/finetune changes).
     """
     t = config.transfer
     (train_x, train_y), (eval_x, eval_y), num_classes = _load_pair(t.train_features, t.eval_features)
     out_dir = os.path.join(config.log_root, FINETUNE_SUBDIR)
     hps = config.hparams()
-    run_files.write_record(out_dir, config, hps)
     logging.info('finetune: %d train features of dimension %d, %d classes, %d epochs of batch %d',
                  len(train_y), train_x.shape[1], num_classes, t.finetune_epochs, t.finetune_batch_size)
     rng = np.random.RandomState(config.random_seed)
@@ -248,9 +264,14 @@ def finetune(config):
         saver = tf.compat.v1.train.Saver(max_to_keep=1, save_relative_paths=True)
         with tf.compat.v1.Session(config=devices.session_config()) as session:
             session.run(tf.compat.v1.global_variables_initializer())
-            _train_layer(session, layer, train_x, train_y, t.finetune_epochs, t.finetune_batch_size, rng)
+            try:
+                _train_layer(session, layer, train_x, train_y, t.finetune_epochs, t.finetune_batch_size, rng)
+            except _NonFiniteLoss as e:
+                raise FinetuneError('finetune: loss is NaN or Inf at step %d (--finetune_lrn_rate=%g); nothing '
+                                    'saved, %s is as it was' % (e.step, t.finetune_lrn_rate, out_dir)) from None
             train_precision, _ = layer.score(session, train_x, train_y, t.finetune_batch_size)
             precision, loss = layer.score(session, eval_x, eval_y, t.finetune_batch_size)
+            run_files.write_record(out_dir, config, hps)  # only for a layer that is saved
             checkpoint = saver.save(session, os.path.join(out_dir, 'model.ckpt'), global_step=layer.global_step)
     print('finetune: precision %.4f, loss %.4f on %d eval features (train precision %.4f); '
           'layer saved to %s' % (precision, loss, len(eval_y), train_precision, checkpoint), flush=True)
@@ -273,14 +294,31 @@ def _load_pair(train_path, eval_path):
     return (train_x, train_y), (eval_x, eval_y), num_classes
 
 
+class _NonFiniteLoss(Exception):
+    def __init__(self, step):
+        super().__init__('loss is NaN or Inf at step %d' % step)
+        self.step = step
+
+
 def _train_layer(session, layer, features, labels, epochs, batch_size, rng):
-    """Shuffled mini-batch epochs; logs the train loss and precision five times."""
+    """Shuffled mini-batch epochs; logs the train loss and precision five times.
+
+    Raises _NonFiniteLoss with the number of steps run before a batch whose loss is NaN or Inf,
+    or before the last epoch's score when that is (the last step made the weights so).
+    """
+    step = 0
     for epoch in range(1, epochs + 1):
         order = rng.permutation(len(labels))
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            session.run(layer.train_op, {layer.features: features[batch], layer.labels: labels[batch]})
+            _, cost = session.run([layer.train_op, layer.cost],
+                                  {layer.features: features[batch], layer.labels: labels[batch]})
+            if not np.isfinite(cost):  # the cost of the weights before this step's update
+                raise _NonFiniteLoss(step)
+            step += 1
         if epoch == epochs or epoch % max(1, epochs // 5) == 0:
             precision, loss = layer.score(session, features, labels, batch_size)
+            if not np.isfinite(loss):
+                raise _NonFiniteLoss(step)
             logging.info('finetune epoch %d/%d: train loss %.4f, train precision %.4f',
                          epoch, epochs, loss, precision)

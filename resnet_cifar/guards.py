@@ -207,6 +207,7 @@ class RunLock(object):
       advice: what the refused process's user can do, the message's end.
     Raises (on entry):
       LockedError: another process holds the lock.
+      OSError: the lock file cannot be written (a full disk); it names the file.
     """
 
     def __init__(self, path, owner, flag, advice='stop it first, or give another directory'):
@@ -230,11 +231,15 @@ class RunLock(object):
                             self.path, e.strerror or e, self._owner)
         else:
             self._log_take_over(lock_file)
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write('pid %d on host %s since %s\n' % (os.getpid(), socket.gethostname(),
-                                                          time.strftime('%Y-%m-%d %H:%M:%S')))
-        lock_file.flush()
+        try:
+            lock_file.seek(0)
+            lock_file.truncate()
+            lock_file.write('pid %d on host %s since %s\n' % (os.getpid(), socket.gethostname(),
+                                                              time.strftime('%Y-%m-%d %H:%M:%S')))
+            lock_file.flush()
+        except OSError as e:  # a full disk
+            _close_quietly(lock_file)  # releases the lock
+            raise naming(e, self.path) from None
         self._file = lock_file
         return self
 
@@ -278,6 +283,14 @@ def live_holder(path):
     return holder
 
 
+def _close_quietly(open_file):
+    """Closes a file whose buffered text may not be writable any more; the descriptor closes all the same."""
+    try:
+        open_file.close()
+    except OSError:
+        pass
+
+
 def _read_from_start(open_file):
     open_file.seek(0)
     return open_file.read().strip()
@@ -285,7 +298,8 @@ def _read_from_start(open_file):
 
 def replace_file(path, text):
     """Writes `text` to `path` through a temporary file and a rename: a crash leaves the old
-    file or the new one, never a part of it. Raises OSError."""
+    file or the new one, never a part of it. Raises OSError naming `path` (a full disk fails
+    the write or the flush, whose error names no file)."""
     tmp = '%s.tmp-%d' % (path, os.getpid())
     try:
         with open(tmp, 'w') as f:
@@ -293,6 +307,15 @@ def replace_file(path, text):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise naming(e, path) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def naming(error, path):
+    """`error`, an OSError, as one whose filename is `path` (for error_line), when it has an errno."""
+    if error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror, path)

@@ -55,3 +55,23 @@ def test_a_copied_run_has_its_own_best(tmp_path):
 def _made(directory):
     os.makedirs(str(directory), exist_ok=True)
     return directory
+
+
+def test_an_unfinished_best_left_by_a_killed_eval_is_removed_and_best_stays(tmp_path):
+    """A killed eval may leave the next best/ it was building beside best/ (and, on a system
+    without an exchanging rename, the previous one); the next eval removes them."""
+    import subprocess
+    import sys
+    log_root = str(tmp_path)
+    best.keep(log_root, fake_checkpoint(tmp_path, 10, 'ten'), {'step': 10})
+    gone = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(gone.stdout)
+    left = [os.path.join(log_root, '.best-by-%d' % dead_pid), os.path.join(log_root, '.best-by-%d.previous' % dead_pid)]
+    for folder in left:
+        os.makedirs(folder)
+        fake_checkpoint(folder, 20, 'twenty')
+    best.remove_holding_folders(log_root)
+    assert not any(os.path.exists(folder) for folder in left)
+    assert best.path(log_root).endswith(os.path.join('best', 'model.ckpt-10'))
+    assert best.info(log_root)['step'] == 10

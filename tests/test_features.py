@@ -6,6 +6,7 @@ the command lines under test run as real subprocesses where their output matters
 """
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -355,3 +356,64 @@ def test_deeper_checkpoint_is_a_mismatch(data, tmp_path, capsys):
     assert status == 1
     line = one_error_line(capsys.readouterr().err)
     assert 'the checkpoint has unit_1_1/bn1/beta [16], which this network lacks' in line, line
+
+
+# ---------------------------------------------------------------- NaN and Inf in fine-tuning
+
+DIGITS_TEST = os.path.join(processes.REPO, 'data', 'digits-bin', 'test_batch.bin')
+
+
+@pytest.fixture(scope='module')
+def digit_features(tiny_run, tmp_path_factory):
+    """The features of the 300 bundled digit test images under the session's tiny run."""
+    path = str(tmp_path_factory.mktemp('digit_features') / 'digits.npz')
+    run_main('--mode=extract', '--dataset=digits', '--log_root=' + tiny_run, '--extract_data_path=' + DIGITS_TEST,
+             '--features_path=' + path)
+    return path
+
+
+def file_bytes(directory):
+    """{relative path: bytes} of every file under `directory`."""
+    found = {}
+    for parent, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, 'rb') as f:
+                found[os.path.relpath(path, directory)] = f.read()
+    return found
+
+
+@pytest.mark.timeout(240)
+def test_finetune_stops_on_nan_features_and_on_a_nan_loss_keeping_the_good_layer(digit_features, tmp_path):
+    log_root = str(tmp_path / 'head')
+    flags = ['--mode=finetune', '--log_root=' + log_root, '--finetune_epochs=2', '--random_seed=3']
+    assert main_in_process('--train_features=' + digit_features, '--eval_features=' + digit_features, *flags) == 0
+    layer_dir = os.path.join(log_root, 'finetune')
+    good = file_bytes(layer_dir)
+    assert tf.train.latest_checkpoint(layer_dir) is not None and 'config.json' in good
+
+    with np.load(digit_features) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    arrays['features'][3, 5] = np.nan
+    arrays['features'][7, :2] = np.inf
+    holed = str(tmp_path / 'holed.npz')
+    np.savez(holed, **arrays)
+    done = processes.run('--train_features=' + digit_features, '--eval_features=' + holed, *flags)
+    line = one_error_line(done.stderr)
+    print(line)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert holed in line and '3 NaN or Inf values' in line and '2 of 300' in line, line
+    assert file_bytes(layer_dir) == good
+    from resnet_cifar import features
+    with pytest.raises(features.FeaturesError, match='holds 3 NaN or Inf values'):
+        features.load_features(holed)  # the same check for the train features
+
+    # Finite features, a loss that diverges: stopped at the step where it did, nothing saved.
+    done = processes.run('--train_features=' + digit_features, '--eval_features=' + digit_features,
+                         '--finetune_lrn_rate=1e30', *flags)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 1, done.stderr[-3000:]
+    print(line)
+    assert re.search(r'loss is NaN or Inf at step \d+', line) and layer_dir in line, line
+    assert 'finetune: precision' not in done.stdout
+    assert file_bytes(layer_dir) == good
