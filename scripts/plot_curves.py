@@ -72,8 +72,9 @@ def require_matplotlib():
     return matplotlib
 
 
-def plot(scalars, out_path, title=None):
-    """Draws the loss and precision panels of `scalars` (as read_scalars returns) into out_path."""
+def curves_figure(scalars, title=None):
+    """The matplotlib figure of the loss and precision panels of `scalars` (as read_scalars
+    returns); PlotError when it holds neither."""
     require_matplotlib()
     import matplotlib.pyplot as plt
 
@@ -106,15 +107,27 @@ def plot(scalars, out_path, title=None):
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    figure.savefig(out_path, format='png')
-    plt.close(figure)
+    return figure
 
 
-def plot_confusion(results_path, out_path):
-    """Draws the confusion matrix of results.json's final evaluation into out_path: its test score
-    (a run with a validation split), else its latest checkpoint's."""
+def save(figure, out_path):
+    """Writes `figure` to the PNG out_path (its directory made if missing) and closes it."""
+    import matplotlib.pyplot as plt
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+        figure.savefig(out_path, format='png')
+    finally:
+        plt.close(figure)
+
+
+def plot(scalars, out_path, title=None):
+    """Draws the loss and precision panels of `scalars` (as read_scalars returns) into out_path."""
+    save(curves_figure(scalars, title), out_path)
+
+
+def confusion_figure(results_path):
+    """The matplotlib figure of the confusion matrix of results.json's final evaluation: its test
+    score (a run with a validation split), else its latest checkpoint's."""
     import json
     require_matplotlib()
     import matplotlib.pyplot as plt
@@ -141,8 +154,12 @@ def plot_confusion(results_path, out_path):
     axes.set_title('%sstep %d: precision %.4f' % ('test, ' if results.get('test') else '', final['step'],
                                                   final['precision']))
     figure.tight_layout()
-    figure.savefig(out_path, format='png')
-    plt.close(figure)
+    return figure
+
+
+def plot_confusion(results_path, out_path):
+    """Draws the confusion matrix of results.json's final evaluation into out_path."""
+    save(confusion_figure(results_path), out_path)
 
 
 def main(argv=None):
