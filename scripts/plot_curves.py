@@ -98,7 +98,7 @@ def curves_figure(scalars, title=None):
         plt.close(figure)
         raise PlotError('no loss or precision scalars in the event files (tags %s)'
                         % ', '.join(t for t, _ in LOSS_TAGS + PRECISION_TAGS))
-    precision_axes.set_ylim(0, 1)
+    precision_axes.set_ylim(*padded_limits([v for line in precision_axes.lines for v in line.get_ydata()]))
     losses = [value for line in loss_axes.lines for value in line.get_ydata()]
     if losses and min(losses) > 0:
         # A log scale: the untrained step-0 eval loss (about 2.3 for 10 classes) would otherwise
@@ -108,6 +108,20 @@ def curves_figure(scalars, title=None):
         figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def padded_limits(values, margin=0.08, least_margin=0.005):
+    """(bottom, top) of an axis that shows `values` with `margin` of their span (at least
+    `least_margin`) free at each end: a run at 0.99 stands clear of the frame."""
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = max(margin * (high - low), least_margin)
+    return low - pad, high + pad
+
+
+def text_colour(background):
+    """'white' on a dark background colour (RGBA), 'black' on a light one."""
+    red, green, blue = background[:3]
+    return 'white' if 0.2126 * red + 0.7152 * green + 0.0722 * blue < 0.5 else 'black'
 
 
 def save(figure, out_path):
@@ -148,7 +162,9 @@ def confusion_figure(results_path):
         axes.set_yticks(range(size), labels)
         for row in range(size):
             for column in range(size):
-                axes.text(column, row, confusion[row][column], ha='center', va='center', fontsize='x-small')
+                count = confusion[row][column]
+                axes.text(column, row, count, ha='center', va='center', fontsize='x-small',
+                          color=text_colour(image.cmap(image.norm(count))))
     axes.set_xlabel('taken for')
     axes.set_ylabel('true class')
     axes.set_title('%sstep %d: precision %.4f' % ('test, ' if results.get('test') else '', final['step'],
