@@ -263,3 +263,25 @@ def test_the_import_leaves_keras_out_and_tf_keras_still_loads_when_asked():
     done = subprocess.run([sys.executable, '-c', driver], capture_output=True, text=True, cwd=REPO, timeout=100)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ['keras imported: False', 'optimizer: SGD']
+
+
+@pytest.mark.parametrize('width', [60, 80, 100, 120])
+def test_grouped_help_never_cuts_a_word(width):
+    """A description too long for its line ends at a word, with '...'; --help=TOPIC has the rest."""
+    text = flag_help.grouped_help(resnet_main.FLAGS, resnet_main.FLAG_GROUPS, width=width,
+                                  compact=resnet_main.COMPACT_GROUPS)
+    cut = 0
+    for title, names in resnet_main.FLAG_GROUPS:
+        if title in resnet_main.COMPACT_GROUPS:
+            continue
+        for name in names:
+            line = next(line for line in text.splitlines() if line.startswith('  --%s=' % name))
+            sentence = flag_help.first_sentence(resnet_main.FLAGS[name].help)
+            if not line.endswith('...') or sentence.endswith('...'):
+                assert line.endswith(' ' + sentence) or not sentence, line
+                continue
+            cut += 1
+            shown = next(k for k in range(len(sentence), 0, -1) if line[:-3].endswith(sentence[:k]))
+            assert sentence[shown] == ' ', (line, sentence)  # the cut is between two words
+            assert len(line) <= width or ' ' not in sentence[:shown], line
+    assert cut > 0 or width == 120
