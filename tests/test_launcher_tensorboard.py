@@ -121,6 +121,8 @@ def test_launcher_runs_to_the_end_then_tensorboard_serves_its_runs(tmp_path):
     final = re.search(r'^\[eval\] step 30: precision ([0-9.]+)', output, re.M)
     assert final, output[-3000:]
     assert re.search(r'^training and eval done$', output, re.M), output[-3000:]
+    # TensorBoard's TensorFlow start-up noise stays out: absl's banner, C++ info lines, cuInit.
+    assert not re.findall(r'^\[tensorboard\] (?:WARNING: All log messages|[IWE]\d{4} |.*cuInit).*$', output, re.M)
 
     # A real TensorBoard on the run's log root.
     port = free_port()
