@@ -15,8 +15,6 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
 # (tag, line style) per panel; 'cost' is the total loss of runs from before it was renamed.
 LOSS_TAGS = (('total_loss', '-'), ('cost', '-'), ('cross_entropy', '--'), ('loss', '-'))
 PRECISION_TAGS = (('precision', '-'), ('Precision', '-'), ('Precision@5', '--'))
@@ -193,8 +191,9 @@ def main(argv=None):
         require_matplotlib()  # before the slow part
         if not event_files(args.log_root):
             raise PlotError('no event files under %s: train first' % args.log_root)
-        import tensorflow as tf
-        tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)  # a deprecation notice
+        from resnet_cifar import quiet  # TensorFlow without its start-up noise, as resnet_main.py
+        quiet.prepare(uses_gpu=False)
+        quiet.import_tensorflow()
         scalars = read_scalars(args.log_root)
         if not scalars:
             raise PlotError('no scalars in the event files under %s' % args.log_root)

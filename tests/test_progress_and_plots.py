@@ -1,6 +1,8 @@
 """In-process: eval progress lines, top-5 precision, and the plot script."""
 import os
 import struct
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -132,3 +134,20 @@ def test_confusion_counts_contrast_with_their_cells(tmp_path):
             assert abs(luminance(cell) - luminance(text.get_color())) > 0.4, (text.get_text(), cell, text.get_color())
     finally:
         figure.clf()
+
+
+@pytest.mark.timeout(240)
+def test_plot_curves_prints_only_what_it_wrote(tmp_path):
+    """No TensorFlow start-up noise (absl's banner, oneDNN and CUDA lines, deprecation notices),
+    with TF_CPP_MIN_LOG_LEVEL unset as in a user's shell."""
+    log_root = str(tmp_path / 'run')
+    for step in (100, 200):
+        summaries.write_scalars(os.path.join(log_root, 'train'), step, {'total_loss': 1.0, 'precision': 0.5})
+    out = str(tmp_path / 'curves.png')
+    env = dict(os.environ)
+    env.pop('TF_CPP_MIN_LOG_LEVEL', None)
+    done = subprocess.run([sys.executable, os.path.join(processes.REPO, 'scripts', 'plot_curves.py'), log_root, out],
+                          capture_output=True, text=True, env=env, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == ''
+    assert done.stdout == 'wrote %s (train)\n' % out
