@@ -12,7 +12,7 @@ CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Subprocesses import this checkout's code whatever their working directory (a `python -c` or a
 # script would otherwise find an installed copy, or nothing).
 os.environ['PYTHONPATH'] = os.pathsep.join(
-    [CHECKOUT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
+    [CHECKOUT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p and p != CHECKOUT])
 
 # Workers for pytest.ini's `-n auto`: most tests start TensorFlow subprocesses of their
 # own, so more workers than cores only makes each test slower and closer to its timeout.
