@@ -48,15 +48,20 @@ def _choices(flag):
 
 
 def flag_line(flag, width):
-    """'  --name=default  First sentence of the help.' cut to `width` columns."""
+    """'  --name=default  First sentence of the help.', cut after a word to fit `width` columns
+    (with '...'); --help=TOPIC shows the rest."""
     name = '--%s=%s' % (flag.name, _value(flag))
     choices = _choices(flag)
     if choices:
         name += ' ' + choices
-    line = '  %-30s %s' % (name, first_sentence(flag.help))
-    if len(line) > width:
-        line = line[:width - 3].rstrip() + '...'
-    return line
+    head = '  %-30s ' % name
+    sentence = first_sentence(flag.help)
+    if len(head) + len(sentence) <= width:
+        return head + sentence
+    # Cut between two words, never inside one (the first word stays whole however long).
+    room = max(0, width - len(head) - 3)
+    words = sentence[:room + 1].rsplit(' ', 1)[0] if ' ' in sentence[:room + 1] else sentence.split(' ', 1)[0]
+    return head + words.rstrip() + '...'
 
 
 def grouped_help(flag_values, groups, usage='', example='', width=None, compact=()):

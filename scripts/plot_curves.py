@@ -15,8 +15,6 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
 # (tag, line style) per panel; 'cost' is the total loss of runs from before it was renamed.
 LOSS_TAGS = (('total_loss', '-'), ('cost', '-'), ('cross_entropy', '--'), ('loss', '-'))
 PRECISION_TAGS = (('precision', '-'), ('Precision', '-'), ('Precision@5', '--'))
@@ -72,8 +70,9 @@ def require_matplotlib():
     return matplotlib
 
 
-def plot(scalars, out_path, title=None):
-    """Draws the loss and precision panels of `scalars` (as read_scalars returns) into out_path."""
+def curves_figure(scalars, title=None):
+    """The matplotlib figure of the loss and precision panels of `scalars` (as read_scalars
+    returns); PlotError when it holds neither."""
     require_matplotlib()
     import matplotlib.pyplot as plt
 
@@ -97,7 +96,7 @@ def plot(scalars, out_path, title=None):
         plt.close(figure)
         raise PlotError('no loss or precision scalars in the event files (tags %s)'
                         % ', '.join(t for t, _ in LOSS_TAGS + PRECISION_TAGS))
-    precision_axes.set_ylim(0, 1)
+    precision_axes.set_ylim(*padded_limits([v for line in precision_axes.lines for v in line.get_ydata()]))
     losses = [value for line in loss_axes.lines for value in line.get_ydata()]
     if losses and min(losses) > 0:
         # A log scale: the untrained step-0 eval loss (about 2.3 for 10 classes) would otherwise
@@ -106,15 +105,41 @@ def plot(scalars, out_path, title=None):
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    figure.savefig(out_path, format='png')
-    plt.close(figure)
+    return figure
 
 
-def plot_confusion(results_path, out_path):
-    """Draws the confusion matrix of results.json's final evaluation into out_path: its test score
-    (a run with a validation split), else its latest checkpoint's."""
+def padded_limits(values, margin=0.08, least_margin=0.005):
+    """(bottom, top) of an axis that shows `values` with `margin` of their span (at least
+    `least_margin`) free at each end: a run at 0.99 stands clear of the frame."""
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = max(margin * (high - low), least_margin)
+    return low - pad, high + pad
+
+
+def text_colour(background):
+    """'white' on a dark background colour (RGBA), 'black' on a light one."""
+    red, green, blue = background[:3]
+    return 'white' if 0.2126 * red + 0.7152 * green + 0.0722 * blue < 0.5 else 'black'
+
+
+def save(figure, out_path):
+    """Writes `figure` to the PNG out_path (its directory made if missing) and closes it."""
+    import matplotlib.pyplot as plt
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+        figure.savefig(out_path, format='png')
+    finally:
+        plt.close(figure)
+
+
+def plot(scalars, out_path, title=None):
+    """Draws the loss and precision panels of `scalars` (as read_scalars returns) into out_path."""
+    save(curves_figure(scalars, title), out_path)
+
+
+def confusion_figure(results_path):
+    """The matplotlib figure of the confusion matrix of results.json's final evaluation: its test
+    score (a run with a validation split), else its latest checkpoint's."""
     import json
     require_matplotlib()
     import matplotlib.pyplot as plt
@@ -135,14 +160,20 @@ def plot_confusion(results_path, out_path):
         axes.set_yticks(range(size), labels)
         for row in range(size):
             for column in range(size):
-                axes.text(column, row, confusion[row][column], ha='center', va='center', fontsize='x-small')
+                count = confusion[row][column]
+                axes.text(column, row, count, ha='center', va='center', fontsize='x-small',
+                          color=text_colour(image.cmap(image.norm(count))))
     axes.set_xlabel('taken for')
     axes.set_ylabel('true class')
     axes.set_title('%sstep %d: precision %.4f' % ('test, ' if results.get('test') else '', final['step'],
                                                   final['precision']))
     figure.tight_layout()
-    figure.savefig(out_path, format='png')
-    plt.close(figure)
+    return figure
+
+
+def plot_confusion(results_path, out_path):
+    """Draws the confusion matrix of results.json's final evaluation into out_path."""
+    save(confusion_figure(results_path), out_path)
 
 
 def main(argv=None):
@@ -160,8 +191,9 @@ def main(argv=None):
         require_matplotlib()  # before the slow part
         if not event_files(args.log_root):
             raise PlotError('no event files under %s: train first' % args.log_root)
-        import tensorflow as tf
-        tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)  # a deprecation notice
+        from resnet_cifar import quiet  # TensorFlow without its start-up noise, as resnet_main.py
+        quiet.prepare(uses_gpu=False)
+        quiet.import_tensorflow()
         scalars = read_scalars(args.log_root)
         if not scalars:
             raise PlotError('no scalars in the event files under %s' % args.log_root)

@@ -32,6 +32,8 @@ import sys
 import threading
 import time
 
+from resnet_cifar import quiet  # no TensorFlow in it
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN = os.path.join(REPO, 'resnet_main.py')
 HOST = '127.0.0.1'
@@ -150,9 +152,15 @@ def _die_with_parent():
 class Child(object):
     """One process of the three, its output copied line by line with a [name] prefix."""
 
-    def __init__(self, name, command, out_lock):
+    def __init__(self, name, command, out_lock, quieted=False):
+        """`quieted`: a process that does not quiet TensorFlow itself (TensorBoard): TensorFlow
+        keeps its CUDA platform off (the cuInit error of a machine without a driver), and the
+        C++ log lines below TF_CPP_MIN_LOG_LEVEL are dropped from its output (quiet.keep_line)."""
         env = dict(os.environ, PYTHONUNBUFFERED='1')
         env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+        if quieted:
+            env.setdefault('TF_ENABLED_DEVICE_TYPES', 'CPU')
+        self._level = int(env['TF_CPP_MIN_LOG_LEVEL']) if quieted and env['TF_CPP_MIN_LOG_LEVEL'].isdigit() else 0
         self.name = name
         # Its own session: a Ctrl-C in the terminal reaches the launcher only, which
         # then stops the children in order.
@@ -167,6 +175,8 @@ class Child(object):
 
     def _copy_output(self):
         for raw in iter(self.proc.stdout.readline, b''):
+            if not quiet.keep_line(raw, self._level):
+                continue
             line = raw.decode('utf-8', 'replace').rstrip('\n')
             if line.strip():
                 self.last_line = line
@@ -238,7 +248,7 @@ class Launcher(object):
             logdir = tensorboard_logdir(self.options)
             self.tensorboard = Child('tensorboard', [
                 sys.executable, '-m', 'tensorboard.main', '--logdir=' + logdir,
-                '--host=' + HOST, '--port=%d' % port], self.lock)
+                '--host=' + HOST, '--port=%d' % port], self.lock, quieted=True)
             self.url = 'http://%s:%d/' % (HOST, port)
             say('TensorBoard: %s (logdir %s)' % (self.url, logdir), self.lock)
         config_json = os.path.join(self.options.train_dir, 'config.json')

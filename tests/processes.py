@@ -28,9 +28,10 @@ TINY = ['--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--
 
 
 def run(*args, timeout=240):
-    """resnet_main.py with `args` to the end; returns the CompletedProcess (stdout, stderr as text)."""
+    """resnet_main.py with `args` to the end, in the test's own empty working directory (conftest.py);
+    returns the CompletedProcess (stdout, stderr as text)."""
     return subprocess.run([sys.executable, MAIN] + list(args), capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout)
 
 
 class Process(object):
@@ -38,7 +39,7 @@ class Process(object):
 
     def __init__(self, args, **popen_args):
         self.proc = subprocess.Popen([sys.executable, MAIN] + list(args), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, cwd=REPO, **popen_args)
+                                     stderr=subprocess.PIPE, text=True, **popen_args)
         self.lines = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -149,7 +150,7 @@ def run_main(*args, timeout=240, check=True):
 
 def start_main(*args):
     return subprocess.Popen([sys.executable, MAIN] + list(args), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stderr=subprocess.PIPE, text=True)
 
 
 def read_scalars(directory):

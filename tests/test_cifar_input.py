@@ -367,8 +367,8 @@ def test_cifar100_label_name_files(tmp_path):
 @pytest.mark.timeout(60)
 def test_cli_prints_check_and_exits_zero(two_files):
     pattern, _, labels = two_files
-    result = subprocess.run([sys.executable, 'cifar_input.py', '--dataset=cifar10', '--data_path=' + pattern],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=50)
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'cifar_input.py'), '--dataset=cifar10', '--data_path=' + pattern],
+                            capture_output=True, text=True, timeout=50)
     assert result.returncode == 0, result.stderr
     assert 'data_batch_1.bin: 5 records' in result.stdout
     assert 'data_batch_2.bin: 3 records' in result.stdout
@@ -379,9 +379,9 @@ def test_cli_prints_check_and_exits_zero(two_files):
 @pytest.mark.timeout(60)
 def test_cli_bad_file_is_one_error_line_and_exit_one(tmp_path):
     (tmp_path / 'short.bin').write_bytes(b'\x00' * 100)
-    result = subprocess.run([sys.executable, 'cifar_input.py', '--dataset=cifar10',
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'cifar_input.py'), '--dataset=cifar10',
                              '--data_path=' + str(tmp_path / 'short.bin')],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=50)
+                            capture_output=True, text=True, timeout=50)
     assert result.returncode == 1
     error_lines = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
     assert len(error_lines) == 1 and 'short.bin' in error_lines[0] and '100 bytes' in error_lines[0]

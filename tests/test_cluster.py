@@ -44,7 +44,7 @@ def kill_all(tasks):
 def start_launcher(args):
     """scripts/launch_local_cluster.py with `args`; its output (all tasks') on stdout."""
     return subprocess.Popen([sys.executable, LAUNCHER] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, cwd=REPO)
+                            text=True)
 
 
 def kill_launcher(proc):
@@ -237,7 +237,7 @@ def test_ctrl_c_to_the_launcher_stops_every_task(learnable, tmp_path):
 ])
 def test_bad_cluster_settings_are_one_line_flag_errors(flags, env, fragments, tmp_path):
     done = subprocess.run([sys.executable, processes.MAIN, '--log_root=' + str(tmp_path)] + flags,
-                          capture_output=True, text=True, cwd=REPO, timeout=50, env=dict(os.environ, **env))
+                          capture_output=True, text=True, timeout=50, env=dict(os.environ, **env))
     assert_one_line_error(done.returncode, done.stderr, 2, *fragments)
 
 

@@ -38,7 +38,7 @@ TEST_RECORDS = 4
 def run_script(name, *args, timeout=120, python_flags=()):
     """Runs scripts/<name> with sys.executable; returns the CompletedProcess (text)."""
     return subprocess.run([sys.executable] + list(python_flags) + [os.path.join(SCRIPTS, name)] + list(args),
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def assert_one_line_error(result, *fragments):

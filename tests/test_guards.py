@@ -9,7 +9,7 @@ import time
 import pytest
 
 import processes
-from processes import (LONG_RUN, MAIN, REPO, TINY_DIGITS, AbslRecords, Process, assert_one_line_error,
+from processes import (LONG_RUN, MAIN, TINY_DIGITS, AbslRecords, Process, assert_one_line_error,
                        checkpoint_steps)
 from resnet_cifar import guards
 from resnet_cifar import training
@@ -30,7 +30,7 @@ def test_second_signal_exits_at_once_even_while_the_main_thread_waits():
         '    os.read(os.pipe()[0], 1)  # blocks for good',
     ])
     proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == 'ready'
         proc.send_signal(signal.SIGTERM)
@@ -75,7 +75,7 @@ def test_a_second_trainer_is_refused_and_a_killed_trainers_lock_is_taken_over(tm
         first.wait_for(r'step 10/', timeout=150)
         second = subprocess.run([sys.executable, MAIN] + TINY_DIGITS + [
             '--mode=train', '--train_steps=30', '--log_root=' + log_root], capture_output=True, text=True,
-            cwd=REPO, timeout=150)
+            timeout=150)
         assert_one_line_error(second.returncode, second.stderr, 1, '--log_root=' + log_root,
                               'pid %d' % first.proc.pid)
         assert first.proc.poll() is None  # the first one trains on
@@ -120,7 +120,7 @@ def test_a_second_eval_on_a_run_is_refused_while_the_first_follows_it(tiny_run, 
         first.wait_for(r'waiting for a new checkpoint', timeout=150)  # 40 and 60 scored
         best_before = processes.snapshot(os.path.join(run_dir, 'best'))
         second = subprocess.run([sys.executable, MAIN, '--mode=eval', '--eval_once', '--log_root=' + run_dir],
-                                capture_output=True, text=True, cwd=REPO, timeout=150)
+                                capture_output=True, text=True, timeout=150)
         assert_one_line_error(second.returncode, second.stderr, 1, '--log_root=' + run_dir,
                               'another eval', 'pid %d' % first.proc.pid)
         assert first.proc.poll() is None  # the first one waits on

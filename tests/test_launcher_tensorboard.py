@@ -59,7 +59,7 @@ class Launcher(object):
 
     def __init__(self, *args):
         self.proc = subprocess.Popen([sys.executable, LAUNCHER] + list(args), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, cwd=REPO)
+                                     stderr=subprocess.STDOUT, text=True)
         self.lines = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -121,6 +121,8 @@ def test_launcher_runs_to_the_end_then_tensorboard_serves_its_runs(tmp_path):
     final = re.search(r'^\[eval\] step 30: precision ([0-9.]+)', output, re.M)
     assert final, output[-3000:]
     assert re.search(r'^training and eval done$', output, re.M), output[-3000:]
+    # TensorBoard's TensorFlow start-up noise stays out: absl's banner, C++ info lines, cuInit.
+    assert not re.findall(r'^\[tensorboard\] (?:WARNING: All log messages|[IWE]\d{4} |.*cuInit).*$', output, re.M)
 
     # A real TensorBoard on the run's log root.
     port = free_port()
@@ -209,7 +211,7 @@ def test_launcher_flag_errors_are_one_line_and_start_nothing(tmp_path, flag, err
 @pytest.mark.timeout(120)
 def test_a_bad_training_flag_gives_the_trainers_one_error_line():
     proc = subprocess.run([sys.executable, LAUNCHER, '--dataset=digits', '--batch_size=0', '--no_tensorboard'],
-                          capture_output=True, text=True, timeout=110, cwd=REPO)
+                          capture_output=True, text=True, timeout=110)
     assert proc.returncode == 2, proc.stdout[-3000:]
     errors = [line for line in proc.stdout.splitlines() if re.match(r'(\[\w+\] )?error: ', line)]
     assert errors == ['[train] error: --batch_size=0: expected a positive integer'], proc.stdout[-3000:]

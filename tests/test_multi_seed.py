@@ -16,7 +16,7 @@ SCRIPT = os.path.join(REPO, 'scripts', 'multi_seed.py')
 
 def multi_seed(*args, timeout=400):
     return subprocess.run([sys.executable, SCRIPT] + list(args), capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout)
 
 
 @pytest.mark.timeout(420)
@@ -95,7 +95,7 @@ def test_ctrl_c_after_a_seed_finished_keeps_its_figures(tmp_path):
     proc = subprocess.Popen([sys.executable, SCRIPT, '--seeds=5,6', '--log_root=' + str(tmp_path), '--out=' + out,
                              '--', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
                              '--nolr_batch_scaling', '--train_steps=30', '--save_checkpoints_steps=10'],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # seed 5 is trained and scored before seed 6 starts
             if line.startswith('[seed 6 train]'):

@@ -11,7 +11,7 @@ import types
 import pytest
 
 import resnet_main
-from processes import MAIN, REPO
+from processes import MAIN
 from resnet_cifar import flag_help
 from resnet_cifar import quiet
 
@@ -60,7 +60,7 @@ def child_env(**settings):
 
 def run_python(code, *args, env=None, timeout=240):
     return subprocess.run([sys.executable, '-c', code] + list(args), capture_output=True, text=True,
-                          cwd=REPO, env=env if env is not None else child_env(), timeout=timeout)
+                          env=env if env is not None else child_env(), timeout=timeout)
 
 
 def noise_in(text):
@@ -73,7 +73,7 @@ def noise_in(text):
 def test_digits_training_start_has_no_noise_before_the_first_progress_line(tmp_path):
     done = subprocess.run([sys.executable, MAIN, '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
                            '--train_steps=20', '--log_every_n_steps=10', '--log_root=%s' % (tmp_path / 'run')],
-                          capture_output=True, text=True, cwd=REPO, env=child_env(), timeout=200)
+                          capture_output=True, text=True, env=child_env(), timeout=200)
     assert done.returncode == 0, done.stderr[-3000:]
     first_progress = re.search(r'^.*step 10/20 .*$', done.stderr, re.M)
     assert first_progress, done.stderr[-3000:]
@@ -260,6 +260,28 @@ def test_the_import_leaves_keras_out_and_tf_keras_still_loads_when_asked():
         print('keras imported:', 'keras' in sys.modules)
         print('optimizer:', type(tf.keras.optimizers.SGD(0.1)).__name__)
         """)
-    done = subprocess.run([sys.executable, '-c', driver], capture_output=True, text=True, cwd=REPO, timeout=100)
+    done = subprocess.run([sys.executable, '-c', driver], capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ['keras imported: False', 'optimizer: SGD']
+
+
+@pytest.mark.parametrize('width', [60, 80, 100, 120])
+def test_grouped_help_never_cuts_a_word(width):
+    """A description too long for its line ends at a word, with '...'; --help=TOPIC has the rest."""
+    text = flag_help.grouped_help(resnet_main.FLAGS, resnet_main.FLAG_GROUPS, width=width,
+                                  compact=resnet_main.COMPACT_GROUPS)
+    cut = 0
+    for title, names in resnet_main.FLAG_GROUPS:
+        if title in resnet_main.COMPACT_GROUPS:
+            continue
+        for name in names:
+            line = next(line for line in text.splitlines() if line.startswith('  --%s=' % name))
+            sentence = flag_help.first_sentence(resnet_main.FLAGS[name].help)
+            if not line.endswith('...') or sentence.endswith('...'):
+                assert line.endswith(' ' + sentence) or not sentence, line
+                continue
+            cut += 1
+            shown = next(k for k in range(len(sentence), 0, -1) if line[:-3].endswith(sentence[:k]))
+            assert sentence[shown] == ' ', (line, sentence)  # the cut is between two words
+            assert len(line) <= width or ' ' not in sentence[:shown], line
+    assert cut > 0 or width == 120

@@ -21,7 +21,7 @@ import cifar_input
 from resnet_cifar import guards
 import processes
 import synthetic
-from processes import (MAIN, REPO, Process, assert_all_checkpoints_loadable, assert_one_line_error,
+from processes import (MAIN, Process, assert_all_checkpoints_loadable, assert_one_line_error,
                        checkpoint_steps, latest_step, logged_steps, read_checkpoint, error_lines)
 
 TINY = ['--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--noeval_after_training']
@@ -95,7 +95,7 @@ def test_sigterm_saves_sigkill_resumes_and_seeded_runs_repeat(learnable, tmp_pat
     assert shadows, sorted(before)
 
     resumed = subprocess.run([sys.executable, MAIN] + common + ['--log_root=' + root_b],
-                             capture_output=True, text=True, cwd=REPO, timeout=180)
+                             capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     logged = logged_steps(resumed.stderr, 40)
     assert min(logged) == resume_step + 1 and max(logged) == 40, sorted(logged)
@@ -386,7 +386,7 @@ def tensorflow_is_loading(pid):
 def test_ctrl_c_while_tensorflow_imports_is_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, MAIN, '--mode=train', '--dataset=digits',
                              '--log_root=' + str(tmp_path / 'run')],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
         while not tensorflow_is_loading(proc.pid):

@@ -166,7 +166,7 @@ def test_missing_data_names_the_download_command(tmp_path):
     present the same command would start an 80k-step run."""
     program = str(tmp_path / 'program')
     shutil.copytree(REPO, program, ignore=lambda folder, names: [
-        name for name in names if name in ('.git', 'tests')
+        name for name in names if name in ('.git', 'tests', 'runs')
         or (name == 'data' and os.path.samefile(folder, REPO))])
     assert not os.path.exists(os.path.join(program, 'data'))
     proc = subprocess.run([sys.executable, os.path.join(program, 'resnet_main.py'), '--mode=train',
