@@ -289,3 +289,68 @@ def test_a_worker_that_would_train_on_the_validation_records_stops_with_one_line
     assert_one_line_error(code, worker.stderr, 1, 'worker 1:', 'holds out the last 200 training records',
                           'this worker none', '--validation_size=200')
     assert 'worker 1 ran' not in worker.stderr  # not one step on them
+
+
+# ------------------------------------------------------------------ a ps that dies
+
+def start_ps_and_workers(flags):
+    """ps 0 and workers 0 and 1 of `flags`, once both workers log training steps: (ps, workers)."""
+    ps = task('ps', 0, flags)
+    workers = [task('worker', 0, flags), task('worker', 1, flags)]
+    try:
+        for worker in workers:
+            worker.wait_for(r'step \d+/100000', 240)
+    except BaseException:
+        kill_all([ps] + workers)
+        raise
+    return ps, workers
+
+
+@pytest.mark.timeout(400)
+def test_workers_whose_only_ps_was_killed_stop_within_the_timeout_naming_it(learnable, tmp_path):
+    log_root = str(tmp_path / 'run')
+    ports = launcher.free_ports(3)
+    flags = (run_data(learnable, log_root) + cluster_flags(ports[:1], ports[1:]) + processes.LONG_RUN
+             + ['--log_every_n_steps=1', '--cluster_timeout_secs=10'])
+    ps, workers = start_ps_and_workers(flags)
+    try:
+        ps.proc.kill()
+        ps.wait(30)
+        killed_at = time.time()
+        codes = [worker.wait(90) for worker in workers]
+        took = time.time() - killed_at
+    finally:
+        kill_all([ps] + workers)
+    for name, code, worker in zip(('worker 0', 'worker 1'), codes, workers):
+        # The watch's line ('took no connection for 10 seconds'), or TensorFlow's timeout that sometimes
+        # ends the step first ('takes no connection ..., and the step waiting on it ended: ...').
+        line = assert_one_line_error(code, worker.stderr, 1, name + ': ps 0 at 127.0.0.1:%d' % ports[0],
+                                     'connection refused', 'restart the ps task')
+        assert ('the last checkpoint' in line) == (name == 'worker 0'), line  # only the chief writes them
+    # They wait about the timeout for the ps to come back (a restarted ps is one; TensorFlow's own
+    # timeout counts from the start of the step under way), then stop: within the timeout, one step
+    # (a few seconds at most here) and a margin for a loaded machine.
+    assert 10 / 2 <= took < 10 + 30, took
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_ends_a_worker_blocked_on_a_dead_ps_promptly(learnable, tmp_path):
+    log_root = str(tmp_path / 'run')
+    ports = launcher.free_ports(3)
+    flags = (run_data(learnable, log_root) + cluster_flags(ports[:1], ports[1:]) + processes.LONG_RUN
+             + ['--log_every_n_steps=1', '--cluster_timeout_secs=600'])
+    ps, workers = start_ps_and_workers(flags)
+    try:
+        ps.proc.kill()
+        ps.wait(30)
+        signalled_at = time.time()
+        for worker in workers:
+            worker.proc.send_signal(signal.SIGTERM)
+        codes = [worker.wait(60) for worker in workers]
+        took = time.time() - signalled_at
+    finally:
+        kill_all([ps] + workers)
+    for name, code, worker in zip(('worker 0', 'worker 1'), codes, workers):
+        assert_one_line_error(code, worker.stderr, 1, name + ': SIGTERM', 'ps 0 at 127.0.0.1:%d' % ports[0])
+    assert took < 20, took  # not the 600 s of --cluster_timeout_secs
+
