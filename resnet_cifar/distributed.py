@@ -19,6 +19,10 @@ the last step puts its index into a "done" queue on every ps task
 worker's too, or --cluster_timeout_secs after the chief's (a worker that was
 killed never says it).
 
+TensorFlow's server listens on every interface of its machine whatever host the
+cluster spec names (grpc_server_lib.cc binds "0.0.0.0:<port>"), and anyone who
+reaches the port can run ops in the task: `start_server` says so in one line.
+
 A worker's ps tasks are watched while it trains (`PsWatch`): one that takes no
 connection for --cluster_timeout_secs, or at a stop signal, ends the worker with
 one line naming its address; TensorFlow would wait for it forever.
@@ -58,7 +62,16 @@ def start_server(cluster, num_cpu_devices=1):
         raise ClusterError('%s: cannot serve at %s: %s' % (cluster.task_name(), cluster.address(),
                                                            guards.error_line(e))) from None
     logging.info('%s serving at %s (%s)', cluster.task_name(), cluster.address(), server.target)
+    logging.warning(listening_warning(cluster))
     return server
+
+
+def listening_warning(cluster):
+    """The one line a task logs once it listens: on every interface, open to whoever reaches it."""
+    port = cluster.address().rpartition(':')[2]
+    return ('%s listens on all interfaces, port %s: anyone who can reach it can run TensorFlow ops as this '
+            'user (read and write files); keep the cluster on a private network or behind a firewall that '
+            'admits only the cluster\'s hosts' % (cluster.task_name(), port))
 
 
 def session_config(cluster, num_cpu_devices=1):

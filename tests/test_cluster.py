@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -354,3 +355,59 @@ def test_sigterm_ends_a_worker_blocked_on_a_dead_ps_promptly(learnable, tmp_path
         assert_one_line_error(code, worker.stderr, 1, name + ': SIGTERM', 'ps 0 at 127.0.0.1:%d' % ports[0])
     assert took < 20, took  # not the 600 s of --cluster_timeout_secs
 
+
+# ------------------------------------------------------------------ who can reach a task's port
+
+def non_loopback_addresses():
+    """This machine's IPv4 addresses other than 127.x (from `ip addr` and the host name)."""
+    found = set()
+    try:
+        shown = subprocess.run(['ip', '-o', '-4', 'addr', 'show', 'up'], capture_output=True, text=True,
+                               timeout=10).stdout
+        found.update(re.findall(r'\binet (\d+\.\d+\.\d+\.\d+)/', shown))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        found.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET))
+    except OSError:
+        pass
+    return sorted(a for a in found if not a.startswith('127.'))
+
+
+OPEN_PORT_WARNING = (r'(ps|worker) (\d) listens on all interfaces, port (\d+): anyone who can reach it can run '
+                     r'TensorFlow ops as this user \(read and write files\); keep the cluster on a private '
+                     r"network or behind a firewall that admits only the cluster's hosts")
+
+
+@pytest.mark.timeout(420)
+def test_every_launcher_task_says_once_that_its_port_is_open_to_all_and_the_docs_say_it(async_run):
+    """TensorFlow 2.21's server binds 0.0.0.0 whatever host the cluster names, so each task says so."""
+    _, output = async_run
+    warned = re.findall(r'\[(\S+ \d)\] .*' + OPEN_PORT_WARNING, output)
+    started = dict(re.findall(r'\[launcher\] (\S+ \d): pid \d+ at 127\.0\.0\.1:(\d+)', output))
+    assert all(task == '%s %s' % (job, index) for task, job, index, _ in warned), warned
+    assert sorted((task, port) for task, _, _, port in warned) == sorted(started.items()), output[-3000:]
+    for page in ('README.md', os.path.join('docs', 'distributed.md')):
+        text = ' '.join(open(os.path.join(REPO, page), encoding='utf-8').read().split())
+        assert 'listens on all interfaces' in text and 'firewall that admits only the cluster' in text, page
+        assert 'read and write files' in text, page
+
+
+@pytest.mark.timeout(120)
+def test_a_task_named_at_127_0_0_1_is_reachable_on_another_address_as_its_warning_says(learnable, tmp_path):
+    """What the warning line says is so: a ps of a cluster on 127.0.0.1 takes connections on this
+    machine's other addresses. Should TensorFlow one day bind only the host the cluster names, this
+    fails: then bind it so, and test that the port is not reachable instead."""
+    addresses = non_loopback_addresses()
+    if not addresses:
+        pytest.skip('this machine has no address but loopback')
+    ports = launcher.free_ports(2)
+    ps = task('ps', 0, run_data(learnable, str(tmp_path / 'run')) + cluster_flags(ports[:1], ports[1:]))
+    try:
+        ps.wait_for('serving the variables', 60)
+        with socket.create_connection((addresses[0], ports[0]), timeout=10):
+            pass
+    finally:
+        ps.kill()
+    found = re.search(OPEN_PORT_WARNING, ps.stderr)
+    assert found and found.group(1, 2, 3) == ('ps', '0', str(ports[0])), ps.stderr[-3000:]
