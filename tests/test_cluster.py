@@ -356,6 +356,30 @@ def test_sigterm_ends_a_worker_blocked_on_a_dead_ps_promptly(learnable, tmp_path
     assert took < 20, took  # not the 600 s of --cluster_timeout_secs
 
 
+
+@pytest.mark.timeout(400)
+def test_a_ps_restarted_on_its_address_within_the_timeout_is_taken_back(learnable, tmp_path):
+    """The watch gives a killed ps the timeout to come back: restarted, training goes on to the end."""
+    log_root = str(tmp_path / 'run')
+    ports = launcher.free_ports(3)
+    flags = (run_data(learnable, log_root) + cluster_flags(ports[:1], ports[1:])
+             + ['--train_steps=150', '--save_checkpoints_steps=10', '--batch_size=16', '--cluster_timeout_secs=60'])
+    ps = task('ps', 0, flags)
+    workers, restarted = [task('worker', 0, flags), task('worker', 1, flags)], None
+    try:
+        for worker in workers:
+            worker.wait_for(r'step \d+/150', 240)
+        ps.proc.kill()
+        ps.wait(30)
+        restarted = task('ps', 0, flags)
+        codes = [worker.wait(240) for worker in workers]
+    finally:
+        kill_all([ps] + workers + ([restarted] if restarted else []))
+    assert codes == [0, 0], [w.stderr[-3000:] for w in workers]
+    assert latest_step(log_root) >= 150
+    assert 'ps 0: every worker is done' in restarted.stderr, restarted.stderr[-3000:]  # they ended on it
+
+
 # ------------------------------------------------------------------ who can reach a task's port
 
 def non_loopback_addresses():
