@@ -193,20 +193,28 @@ def from_tf_config(text, **common):
                    worker_hosts=jobs['chief'] + jobs['worker'], source=TF_CONFIG, **common)
 
 
+def unreachable(address, timeout=1.0):
+    """Why 'host:port' takes no TCP connection within `timeout` seconds ('connection refused'),
+    or None when it takes one."""
+    host, _, port = address.rpartition(':')
+    try:
+        with socket.create_connection((host.strip('[]'), int(port)), timeout=timeout):
+            return None
+    except OSError as e:
+        return (e.strerror or str(e) or type(e).__name__).lower()
+
+
 def wait_for_address(cluster, job_name, task_index, deadline, why=''):
     """Returns once the task's address takes a TCP connection; ClusterError naming the task and
     its address when `deadline` (time.monotonic()) passes first."""
     address = cluster.address(job_name, task_index)
-    host, _, port = address.rpartition(':')
     while True:
-        try:
-            with socket.create_connection((host.strip('[]'), int(port)), timeout=1.0):
-                return
-        except OSError as e:
-            reason = e.strerror or str(e)
+        reason = unreachable(address)
+        if reason is None:
+            return
         if time.monotonic() >= deadline:
             raise ClusterError('%s: cannot reach %s at %s within %d seconds (--cluster_timeout_secs): %s%s; '
                                'start it, or %s' % (cluster.task_name(), cluster.task_name(job_name, task_index),
-                                                   address, cluster.timeout_secs, reason.lower(), why,
+                                                   address, cluster.timeout_secs, reason, why,
                                                    cluster.hosts_hint(job_name)))
         time.sleep(0.2)

@@ -18,7 +18,16 @@ the last step puts its index into a "done" queue on every ps task
 (`signal_done`); `run_ps` returns once the chief's index is there and every other
 worker's too, or --cluster_timeout_secs after the chief's (a worker that was
 killed never says it).
+
+TensorFlow's server listens on every interface of its machine whatever host the
+cluster spec names (grpc_server_lib.cc binds "0.0.0.0:<port>"), and anyone who
+reaches the port can run ops in the task: `start_server` says so in one line.
+
+A worker's ps tasks are watched while it trains (`PsWatch`): one that takes no
+connection for --cluster_timeout_secs, or at a stop signal, ends the worker with
+one line naming its address; TensorFlow would wait for it forever.
 """
+import os
 import threading
 import time
 
@@ -27,7 +36,8 @@ from absl import logging
 
 from resnet_cifar import devices
 from resnet_cifar import guards
-from resnet_cifar.cluster import ClusterError, wait_for_address
+from resnet_cifar.cluster import ClusterError, unreachable, wait_for_address
+from resnet_cifar.errors import Error
 
 # The queue on each ps task that workers put their index into when they are done.
 DONE_QUEUE = 'training_done'
@@ -52,12 +62,22 @@ def start_server(cluster, num_cpu_devices=1):
         raise ClusterError('%s: cannot serve at %s: %s' % (cluster.task_name(), cluster.address(),
                                                            guards.error_line(e))) from None
     logging.info('%s serving at %s (%s)', cluster.task_name(), cluster.address(), server.target)
+    logging.warning(listening_warning(cluster))
     return server
 
 
+def listening_warning(cluster):
+    """The one line a task logs once it listens: on every interface, open to whoever reaches it."""
+    port = cluster.address().rpartition(':')[2]
+    return ('%s listens on all interfaces, port %s: anyone who can reach it can run TensorFlow ops as this '
+            'user (read and write files); keep the cluster on a private network or behind a firewall that '
+            'admits only the cluster\'s hosts' % (cluster.task_name(), port))
+
+
 def session_config(cluster, num_cpu_devices=1):
-    """A worker's session config: soft placement, only the ps tasks and itself to talk to, and no
-    operation that waits longer than cluster.timeout_secs (a ps task that went away)."""
+    """A worker's session config: soft placement, only the ps tasks and itself to talk to, and
+    cluster.timeout_secs as TensorFlow's operation timeout (a step waiting on a ps task that died
+    waits on regardless: PsWatch ends it)."""
     config = devices.session_config(num_cpu_devices)
     config.device_filters.extend(['/job:ps', '/job:worker/task:%d' % cluster.task_index])
     config.operation_timeout_in_ms = cluster.timeout_secs * 1000
@@ -130,6 +150,78 @@ def wait_for_chief(cluster, target, config):
                                       cluster.hosts_hint('worker')))
             time.sleep(0.2)
         return int(session.run(global_step))
+
+
+class PsWatch(object):
+    """Context manager: while it is active, a thread ends this worker when a ps task is gone.
+
+    A training step whose ps task died waits for it forever inside TensorFlow, past every
+    timeout TensorFlow offers (TF 2.21: ConfigProto.operation_timeout_in_ms and
+    RunOptions.timeout_in_ms both let the step wait on), and a stop signal only asks for the end
+    of that step. So every PROBE_SECS the thread tries a TCP connection to each ps task; when
+    one took none for cluster.timeout_secs, or took none at the moment a stop signal
+    (stop_signals.requested) is seen, the process prints one `error:` line naming the task and
+    its address and exits with status 1 (errors.RunError's) at once: the main thread is blocked
+    in TensorFlow and cannot be unwound. A ps task that is back in time (restarted on its
+    address) is forgotten. `kept()` says what survives, e.g. the chief's last checkpoint.
+    """
+    PROBE_SECS = 1.0
+
+    def __init__(self, cluster, stop_signals, kept=lambda: ''):
+        self._cluster = cluster
+        self._stop_signals = stop_signals
+        self._kept = kept
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name='ps-watch', daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        """Ends the thread; an error out of the block while a ps task takes no connection becomes
+        the ClusterError naming it (TensorFlow's own timeout sometimes ends the step first)."""
+        self._done.set()
+        self._thread.join(5)
+        if not isinstance(exc, Exception):
+            return False
+        # TrainingError's message says what is kept, as _line does: the session's own error instead.
+        cause = exc.__cause__ if isinstance(exc, Error) and exc.__cause__ is not None else exc
+        for index, address in enumerate(self._cluster.ps_hosts):
+            reason = unreachable(address)
+            if reason is not None:
+                raise ClusterError(self._line('%s: ps %d at %s takes no connection (%s), and the step waiting on '
+                                              'it ended: %s; stopping' % (self._cluster.task_name(), index, address,
+                                                                          reason, guards.error_line(cause)))) from exc
+        return False
+
+    def _watch(self):
+        down_since = {}
+        while not self._done.wait(self.PROBE_SECS):
+            for index, address in enumerate(self._cluster.ps_hosts):
+                reason = unreachable(address)
+                if reason is None:
+                    down_since.pop(index, None)
+                    continue
+                since = down_since.setdefault(index, time.monotonic())
+                if self._done.is_set():
+                    return
+                if self._stop_signals.requested:
+                    self._exit('%s: %s, and ps %d at %s takes no connection (%s): stopping now, without a '
+                               'checkpoint of this step' % (self._cluster.task_name(), self._stop_signals.signal_name,
+                                                             index, address, reason))
+                if time.monotonic() - since >= self._cluster.timeout_secs:
+                    self._exit('%s: ps %d at %s took no connection for %d seconds (--cluster_timeout_secs): %s; '
+                               'stopping' % (self._cluster.task_name(), index, address, self._cluster.timeout_secs,
+                                             reason))
+
+    def _line(self, message):
+        kept = self._kept()
+        return '%s%s; restart the ps task, then the workers' % (message, '; ' + kept if kept else '')
+
+    def _exit(self, message):
+        os.write(2, ('error: %s\n' % self._line(message)).encode())
+        os._exit(ClusterError.exit_status)
 
 
 def _done_queue(ps_index):

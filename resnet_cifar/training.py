@@ -380,11 +380,22 @@ def train(config):
 
 
 def _train_with_signals(config, resume_from, data_files, server):
-    """_train, stopping after the current step on SIGTERM or SIGINT."""
+    """_train, stopping after the current step on SIGTERM or SIGINT; in a cluster, at once with one
+    line when a ps task is gone (distributed.PsWatch)."""
     with guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
                             'send it again to exit at once') as stop_signals:
-        with summaries.writer_errors_reported_once():
+        with _ps_watch(config, stop_signals, server), summaries.writer_errors_reported_once():
             return _train(config, resume_from, data_files, stop_signals, server)
+
+
+def _ps_watch(config, stop_signals, server):
+    """A worker's distributed.PsWatch (the chief's names its last checkpoint); nothing on one machine."""
+    if server is None:
+        return contextlib.nullcontext()
+    if not config.cluster.is_chief:
+        return distributed.PsWatch(config.cluster, stop_signals)
+    return distributed.PsWatch(config.cluster, stop_signals,
+                               lambda: 'the last checkpoint, %s, is kept' % last_checkpoint(config))
 
 
 def _check_split_of_the_run(config):

@@ -11,6 +11,10 @@ tasks then exit by themselves (the chief tells them training is done), or are
 stopped after --ps_grace_secs. Ctrl-C (or SIGTERM) stops every task, the workers
 first (a worker saves a checkpoint after its current step), then the ps tasks:
 SIGTERM, then SIGKILL after --stop_secs. Exit status: 0 when every worker exited 0, else 1.
+
+The tasks are named at 127.0.0.1, but TensorFlow's servers listen on every interface
+(each task says so in one line; docs/distributed.md): run the launcher where other
+machines cannot reach its ports.
 """
 import argparse
 import json

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -289,3 +290,148 @@ def test_a_worker_that_would_train_on_the_validation_records_stops_with_one_line
     assert_one_line_error(code, worker.stderr, 1, 'worker 1:', 'holds out the last 200 training records',
                           'this worker none', '--validation_size=200')
     assert 'worker 1 ran' not in worker.stderr  # not one step on them
+
+
+# ------------------------------------------------------------------ a ps that dies
+
+def start_ps_and_workers(flags):
+    """ps 0 and workers 0 and 1 of `flags`, once both workers log training steps: (ps, workers)."""
+    ps = task('ps', 0, flags)
+    workers = [task('worker', 0, flags), task('worker', 1, flags)]
+    try:
+        for worker in workers:
+            worker.wait_for(r'step \d+/100000', 240)
+    except BaseException:
+        kill_all([ps] + workers)
+        raise
+    return ps, workers
+
+
+@pytest.mark.timeout(400)
+def test_workers_whose_only_ps_was_killed_stop_within_the_timeout_naming_it(learnable, tmp_path):
+    log_root = str(tmp_path / 'run')
+    ports = launcher.free_ports(3)
+    flags = (run_data(learnable, log_root) + cluster_flags(ports[:1], ports[1:]) + processes.LONG_RUN
+             + ['--log_every_n_steps=1', '--cluster_timeout_secs=10'])
+    ps, workers = start_ps_and_workers(flags)
+    try:
+        ps.proc.kill()
+        ps.wait(30)
+        killed_at = time.time()
+        codes = [worker.wait(90) for worker in workers]
+        took = time.time() - killed_at
+    finally:
+        kill_all([ps] + workers)
+    for name, code, worker in zip(('worker 0', 'worker 1'), codes, workers):
+        # The watch's line ('took no connection for 10 seconds'), or TensorFlow's timeout that sometimes
+        # ends the step first ('takes no connection ..., and the step waiting on it ended: ...').
+        line = assert_one_line_error(code, worker.stderr, 1, name + ': ps 0 at 127.0.0.1:%d' % ports[0],
+                                     'connection refused', 'restart the ps task')
+        assert ('the last checkpoint' in line) == (name == 'worker 0'), line  # only the chief writes them
+    # They wait about the timeout for the ps to come back (a restarted ps is one; TensorFlow's own
+    # timeout counts from the start of the step under way), then stop: within the timeout, one step
+    # (a few seconds at most here) and a margin for a loaded machine.
+    assert 10 / 2 <= took < 10 + 30, took
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_ends_a_worker_blocked_on_a_dead_ps_promptly(learnable, tmp_path):
+    log_root = str(tmp_path / 'run')
+    ports = launcher.free_ports(3)
+    flags = (run_data(learnable, log_root) + cluster_flags(ports[:1], ports[1:]) + processes.LONG_RUN
+             + ['--log_every_n_steps=1', '--cluster_timeout_secs=600'])
+    ps, workers = start_ps_and_workers(flags)
+    try:
+        ps.proc.kill()
+        ps.wait(30)
+        signalled_at = time.time()
+        for worker in workers:
+            worker.proc.send_signal(signal.SIGTERM)
+        codes = [worker.wait(60) for worker in workers]
+        took = time.time() - signalled_at
+    finally:
+        kill_all([ps] + workers)
+    for name, code, worker in zip(('worker 0', 'worker 1'), codes, workers):
+        assert_one_line_error(code, worker.stderr, 1, name + ': SIGTERM', 'ps 0 at 127.0.0.1:%d' % ports[0])
+    assert took < 20, took  # not the 600 s of --cluster_timeout_secs
+
+
+
+@pytest.mark.timeout(400)
+def test_a_ps_restarted_on_its_address_within_the_timeout_is_taken_back(learnable, tmp_path):
+    """The watch gives a killed ps the timeout to come back: restarted, training goes on to the end."""
+    log_root = str(tmp_path / 'run')
+    ports = launcher.free_ports(3)
+    flags = (run_data(learnable, log_root) + cluster_flags(ports[:1], ports[1:])
+             + ['--train_steps=150', '--save_checkpoints_steps=10', '--batch_size=16', '--cluster_timeout_secs=60'])
+    ps = task('ps', 0, flags)
+    workers, restarted = [task('worker', 0, flags), task('worker', 1, flags)], None
+    try:
+        for worker in workers:
+            worker.wait_for(r'step \d+/150', 240)
+        ps.proc.kill()
+        ps.wait(30)
+        restarted = task('ps', 0, flags)
+        codes = [worker.wait(240) for worker in workers]
+    finally:
+        kill_all([ps] + workers + ([restarted] if restarted else []))
+    assert codes == [0, 0], [w.stderr[-3000:] for w in workers]
+    assert latest_step(log_root) >= 150
+    assert 'ps 0: every worker is done' in restarted.stderr, restarted.stderr[-3000:]  # they ended on it
+
+
+# ------------------------------------------------------------------ who can reach a task's port
+
+def non_loopback_addresses():
+    """This machine's IPv4 addresses other than 127.x (from `ip addr` and the host name)."""
+    found = set()
+    try:
+        shown = subprocess.run(['ip', '-o', '-4', 'addr', 'show', 'up'], capture_output=True, text=True,
+                               timeout=10).stdout
+        found.update(re.findall(r'\binet (\d+\.\d+\.\d+\.\d+)/', shown))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        found.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET))
+    except OSError:
+        pass
+    return sorted(a for a in found if not a.startswith('127.'))
+
+
+OPEN_PORT_WARNING = (r'(ps|worker) (\d) listens on all interfaces, port (\d+): anyone who can reach it can run '
+                     r'TensorFlow ops as this user \(read and write files\); keep the cluster on a private '
+                     r"network or behind a firewall that admits only the cluster's hosts")
+
+
+@pytest.mark.timeout(420)
+def test_every_launcher_task_says_once_that_its_port_is_open_to_all_and_the_docs_say_it(async_run):
+    """TensorFlow 2.21's server binds 0.0.0.0 whatever host the cluster names, so each task says so."""
+    _, output = async_run
+    warned = re.findall(r'\[(\S+ \d)\] .*' + OPEN_PORT_WARNING, output)
+    started = dict(re.findall(r'\[launcher\] (\S+ \d): pid \d+ at 127\.0\.0\.1:(\d+)', output))
+    assert all(task == '%s %s' % (job, index) for task, job, index, _ in warned), warned
+    assert sorted((task, port) for task, _, _, port in warned) == sorted(started.items()), output[-3000:]
+    for page in ('README.md', os.path.join('docs', 'distributed.md')):
+        text = ' '.join(open(os.path.join(REPO, page), encoding='utf-8').read().split())
+        assert 'listens on all interfaces' in text and 'firewall that admits only the cluster' in text, page
+        assert 'read and write files' in text, page
+
+
+@pytest.mark.timeout(120)
+def test_a_task_named_at_127_0_0_1_is_reachable_on_another_address_as_its_warning_says(learnable, tmp_path):
+    """What the warning line says is so: a ps of a cluster on 127.0.0.1 takes connections on this
+    machine's other addresses. Should TensorFlow one day bind only the host the cluster names, this
+    fails: then bind it so, and test that the port is not reachable instead."""
+    addresses = non_loopback_addresses()
+    if not addresses:
+        pytest.skip('this machine has no address but loopback')
+    ports = launcher.free_ports(2)
+    ps = task('ps', 0, run_data(learnable, str(tmp_path / 'run')) + cluster_flags(ports[:1], ports[1:]))
+    try:
+        ps.wait_for('serving the variables', 60)
+        with socket.create_connection((addresses[0], ports[0]), timeout=10):
+            pass
+    finally:
+        ps.kill()
+    found = re.search(OPEN_PORT_WARNING, ps.stderr)
+    assert found and found.group(1, 2, 3) == ('ps', '0', str(ports[0])), ps.stderr[-3000:]
