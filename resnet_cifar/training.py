@@ -167,6 +167,51 @@ class StopOnSignalHook(_StepCountingHook):
             run_context.request_stop()
 
 
+class MonotonicTimer(object):
+    """tf.compat.v1.train.SecondOrStepTimer's interface on time.monotonic(): a wall clock set back
+    (by NTP or by hand) neither stops nor hurries saves. TensorFlow's timer reads time.time(): set
+    back an hour, it saved nothing for an hour.
+
+    Triggers at the first step, then once every_secs seconds or every_steps steps have passed.
+    """
+
+    def __init__(self, every_secs=None, every_steps=None):
+        if (every_secs is None) == (every_steps is None):
+            raise ValueError('give one of every_secs and every_steps')
+        self._every_secs, self._every_steps = every_secs, every_steps
+        self.reset()
+
+    def reset(self):
+        self._last_step = self._last_time = None
+
+    def should_trigger_for_step(self, step):
+        if self._last_step is None:
+            return True
+        if step == self._last_step:
+            return False
+        if self._every_secs is not None:
+            return time.monotonic() >= self._last_time + self._every_secs
+        return step >= self._last_step + self._every_steps
+
+    def update_last_triggered_step(self, step):
+        """Records a trigger at `step`; returns (seconds, steps) since the last one, or (None, None)."""
+        now = time.monotonic()
+        elapsed = (None, None) if self._last_step is None else (now - self._last_time, step - self._last_step)
+        self._last_time, self._last_step = now, step
+        return elapsed
+
+    def last_triggered_step(self):
+        return self._last_step
+
+
+class CheckpointSaverHook(tf.compat.v1.train.CheckpointSaverHook):
+    """TensorFlow's CheckpointSaverHook with its timer on the monotonic clock (MonotonicTimer)."""
+
+    def __init__(self, checkpoint_dir, save_secs=None, save_steps=None, **kwargs):
+        super().__init__(checkpoint_dir, save_secs=save_secs, save_steps=save_steps, **kwargs)
+        self._timer = MonotonicTimer(every_secs=save_secs, every_steps=save_steps)  # replaces TensorFlow's
+
+
 class SaveTracker(tf.compat.v1.train.CheckpointSaverListener):
     """Knows whether a checkpoint save started and did not finish, and the last one saved."""
 
@@ -209,7 +254,7 @@ class ProgressHook(_StepCountingHook):
 
     def after_create_session(self, session, coord):
         super().after_create_session(session, coord)
-        self._window_start = (time.time(), self.step, self.local_steps)
+        self._window_start = (time.monotonic(), self.step, self.local_steps)
         self._last_logged = self.step
 
     def fetches(self):
@@ -224,7 +269,7 @@ class ProgressHook(_StepCountingHook):
         r = run_values.results.get('own')
         if r is None:
             return
-        now, step, local_steps = time.time(), self.step, self.local_steps
+        now, step, local_steps = time.monotonic(), self.step, self.local_steps
         self._last_logged = step
         start_time, start_step, start_local = self._window_start
         self._window_start = (now, step, local_steps)
@@ -541,7 +586,7 @@ def _hooks(model, config, scaffold, saves, causes):
     ]
     if config.cluster.is_chief:
         # After the NaN check: MonitoredTrainingSession would put its own saver first.
-        hooks.append(tf.compat.v1.train.CheckpointSaverHook(
+        hooks.append(CheckpointSaverHook(
             config.log_root, save_secs=config.checkpoints.save_secs,
             save_steps=config.checkpoints.save_steps, scaffold=scaffold,
             listeners=[FiniteVariablesCheck(), saves]))
