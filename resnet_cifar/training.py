@@ -402,34 +402,42 @@ def train(config):
         distributed.wait_for_ps_tasks(cluster)
     if not cluster.is_chief:
         # Another worker of a cluster: the chief restores, saves and writes log_root.
-        finished = _train_with_signals(config, None, data_files, server)
+        with _stop_signals() as stop_signals:
+            finished = _train_with_signals(config, None, data_files, server, stop_signals)
     else:
         log_root = config.log_root
-        os.makedirs(log_root, exist_ok=True)
-        with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
-            resume_from = checkpoints.prepare_resume(log_root)
-            done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
-            if done is not None:
-                logging.info('resuming from %s at step %d', resume_from, done)
-            if done is not None and done >= config.schedule.train_steps:
-                # Without this, MonitoredTrainingSession would run one more step before stopping.
-                logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
-                             log_root, done, config.schedule.train_steps)
-                finished = None
-            else:
-                finished = _train_with_signals(config, resume_from, data_files, server)
+        # From before the first write: a signal from here on stops the run with a checkpoint (before,
+        # it ends the process with nothing written).
+        with _stop_signals() as stop_signals:
+            os.makedirs(log_root, exist_ok=True)
+            with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
+                resume_from = checkpoints.prepare_resume(log_root)
+                done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
+                if done is not None:
+                    logging.info('resuming from %s at step %d', resume_from, done)
+                if done is not None and done >= config.schedule.train_steps:
+                    # Without this, MonitoredTrainingSession would run one more step before stopping.
+                    logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
+                                 log_root, done, config.schedule.train_steps)
+                    finished = None
+                else:
+                    finished = _train_with_signals(config, resume_from, data_files, server, stop_signals)
     if server is not None and finished is not False:
         distributed.signal_done(cluster, server.target)
     if finished and cluster.is_chief and config.eval.after_training:
         evaluation.score_after_training(config)
 
 
-def _train_with_signals(config, resume_from, data_files, server):
-    """_train, stopping after the current step on SIGTERM or SIGINT."""
-    with guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
-                            'send it again to exit at once') as stop_signals:
-        with summaries.writer_errors_reported_once():
-            return _train(config, resume_from, data_files, stop_signals, server)
+def _stop_signals():
+    """guards.StopSignals for training: the first SIGTERM or SIGINT stops it after the current step."""
+    return guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
+                              'send it again to exit at once')
+
+
+def _train_with_signals(config, resume_from, data_files, server, stop_signals):
+    """_train, stopping after the current step once `stop_signals` saw SIGTERM or SIGINT."""
+    with summaries.writer_errors_reported_once():
+        return _train(config, resume_from, data_files, stop_signals, server)
 
 
 def _check_split_of_the_run(config):
