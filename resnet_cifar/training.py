@@ -190,7 +190,10 @@ class MonotonicTimer(object):
         if step == self._last_step:
             return False
         if self._every_secs is not None:
-            return time.monotonic() >= self._last_time + self._every_secs
+            now = time.monotonic()
+            if now < self._last_time:  # only a faked clock goes back (libfaketime fakes this one too)
+                self._last_time = now
+            return now >= self._last_time + self._every_secs
         return step >= self._last_step + self._every_steps
 
     def update_last_triggered_step(self, step):

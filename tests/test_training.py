@@ -267,3 +267,21 @@ def test_a_wall_clock_set_back_an_hour_does_not_stop_time_based_saves(tmp_path, 
     assert set(saves_after_the_jump) <= set(checkpoint_steps(log_root) + [0])
     rates = [float(m) for m in re.findall(r'([0-9.e+]+) examples/sec', '\n'.join(records.messages))]
     assert rates and max(rates) < 1e6, rates  # the progress lines' rate does not divide by a negative time
+
+
+def test_the_saver_timer_counts_on_when_even_the_monotonic_clock_is_set_back(monkeypatch):
+    """libfaketime sets CLOCK_MONOTONIC back with the wall clock (a real clock step never moves
+    it): the timer then counts its seconds from the step back, not from an hour ahead."""
+    now = [1000.0]
+    monkeypatch.setattr(time, 'monotonic', lambda: now[0])
+    timer = training.MonotonicTimer(every_secs=5)
+    assert timer.should_trigger_for_step(0)
+    timer.update_last_triggered_step(0)
+    now[0] = 1003.0
+    assert not timer.should_trigger_for_step(10)
+    now[0] = 1003.0 - 3600  # set back an hour
+    assert not timer.should_trigger_for_step(20)
+    now[0] += 5
+    assert timer.should_trigger_for_step(30)
+    assert timer.update_last_triggered_step(30) == (pytest.approx(5.0), 30)
+    assert timer.last_triggered_step() == 30
