@@ -13,25 +13,45 @@ second process beside training, scores every new checkpoint on the whole eval se
 and writes its summaries to --eval_dir. Only this module reads flags.
 """
 import os
+import signal
 import sys
+
+_STARTING_PID = os.getpid()
+
+
+def _interrupted_while_starting(signum, frame):
+    """SIGINT before the mode runs: one line, exit 130. Nothing is written before then, so the
+    process can end at once; no exception is raised that library code could swallow."""
+    if os.getpid() == _STARTING_PID:  # not in the child that filters TensorFlow's stderr (quiet.py)
+        os.write(2, b'error: interrupted by SIGINT while starting; nothing was written\n')
+        os._exit(130)
+
+
+def _mark(stage):
+    """With RESNET_CIFAR_TRACE_START=1, a line 'start: STAGE' on stderr (the tests send signals there)."""
+    if os.environ.get('RESNET_CIFAR_TRACE_START') == '1':
+        os.write(2, ('start: %s\n' % stage).encode())
+
+
+if __name__ == '__main__':
+    # Also when SIGINT came ignored from the parent (a job started with `&` by a shell without job
+    # control): Python then leaves it ignored, and a Ctrl-C was lost until training began.
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    _mark('python')
 
 # Before the first TensorFlow import: oneDNN nearly doubles CPU training speed on
 # processors where TensorFlow leaves it off. The user's own setting wins.
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 
-try:  # a Ctrl-C while Python starts is one line, not a traceback
-    from absl import app
-    from absl import flags
-    from absl import logging
+from absl import app  # noqa: E402 (after the SIGINT handler)
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
 
-    from resnet_cifar import config
-    from resnet_cifar import datasets
-    from resnet_cifar import flag_help
-    from resnet_cifar import presets
-    from resnet_cifar import quiet
-except KeyboardInterrupt:
-    sys.stderr.write('error: interrupted by SIGINT while starting; nothing was written\n')
-    sys.exit(130)
+from resnet_cifar import config  # noqa: E402
+from resnet_cifar import datasets  # noqa: E402
+from resnet_cifar import flag_help  # noqa: E402
+from resnet_cifar import presets  # noqa: E402
+from resnet_cifar import quiet  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -267,6 +287,7 @@ def configure():
 
 
 def main(argv):
+    _mark('main')
     try:
         run(argv)
     except KeyboardInterrupt:  # a stop signal before or outside the modes' own handling
@@ -279,11 +300,17 @@ def run(argv):
     try:
         quiet.prepare(uses_gpu=FLAGS.num_gpus > 0 and FLAGS.tower_device == 'gpu')
         run_config = configure()
+        _mark('tensorflow')
         # After absl set up logging, so that TensorFlow's records go through absl's handler.
         tf = quiet.import_tensorflow()
         import cifar_input
         from resnet_cifar import distributed, errors, evaluation, export, features, guards, training
-    except KeyboardInterrupt:
+        _mark('imported')
+        # From here a Ctrl-C is a KeyboardInterrupt (main's one line, exit 130) until the mode's own
+        # handling (training: guards.StopSignals, before its first write) takes it over.
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except KeyboardInterrupt:  # run in-process (tests), without the start-up handler
         fail('interrupted by SIGINT while starting; nothing was written', 130)
     try:
         if (run_config.mode == 'eval' and not run_config.eval.once
@@ -308,6 +335,7 @@ def run(argv):
 
 
 if __name__ == '__main__':
+    _mark('flags')
     flag_help.handle_help_args(sys.argv, FLAGS, FLAG_GROUPS, example=EXAMPLE, compact=COMPACT_GROUPS,
                                usage='usage: python resnet_main.py [--flag=value ...]\n\n' + __doc__.split('\n\n')[0])
     app.run(main, flags_parser=parse_flags)

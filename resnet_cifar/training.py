@@ -167,6 +167,54 @@ class StopOnSignalHook(_StepCountingHook):
             run_context.request_stop()
 
 
+class MonotonicTimer(object):
+    """tf.compat.v1.train.SecondOrStepTimer's interface on time.monotonic(): a wall clock set back
+    (by NTP or by hand) neither stops nor hurries saves. TensorFlow's timer reads time.time(): set
+    back an hour, it saved nothing for an hour.
+
+    Triggers at the first step, then once every_secs seconds or every_steps steps have passed.
+    """
+
+    def __init__(self, every_secs=None, every_steps=None):
+        if (every_secs is None) == (every_steps is None):
+            raise ValueError('give one of every_secs and every_steps')
+        self._every_secs, self._every_steps = every_secs, every_steps
+        self.reset()
+
+    def reset(self):
+        self._last_step = self._last_time = None
+
+    def should_trigger_for_step(self, step):
+        if self._last_step is None:
+            return True
+        if step == self._last_step:
+            return False
+        if self._every_secs is not None:
+            now = time.monotonic()
+            if now < self._last_time:  # only a faked clock goes back (libfaketime fakes this one too)
+                self._last_time = now
+            return now >= self._last_time + self._every_secs
+        return step >= self._last_step + self._every_steps
+
+    def update_last_triggered_step(self, step):
+        """Records a trigger at `step`; returns (seconds, steps) since the last one, or (None, None)."""
+        now = time.monotonic()
+        elapsed = (None, None) if self._last_step is None else (now - self._last_time, step - self._last_step)
+        self._last_time, self._last_step = now, step
+        return elapsed
+
+    def last_triggered_step(self):
+        return self._last_step
+
+
+class CheckpointSaverHook(tf.compat.v1.train.CheckpointSaverHook):
+    """TensorFlow's CheckpointSaverHook with its timer on the monotonic clock (MonotonicTimer)."""
+
+    def __init__(self, checkpoint_dir, save_secs=None, save_steps=None, **kwargs):
+        super().__init__(checkpoint_dir, save_secs=save_secs, save_steps=save_steps, **kwargs)
+        self._timer = MonotonicTimer(every_secs=save_secs, every_steps=save_steps)  # replaces TensorFlow's
+
+
 class SaveTracker(tf.compat.v1.train.CheckpointSaverListener):
     """Knows whether a checkpoint save started and did not finish, and the last one saved."""
 
@@ -209,7 +257,7 @@ class ProgressHook(_StepCountingHook):
 
     def after_create_session(self, session, coord):
         super().after_create_session(session, coord)
-        self._window_start = (time.time(), self.step, self.local_steps)
+        self._window_start = (time.monotonic(), self.step, self.local_steps)
         self._last_logged = self.step
 
     def fetches(self):
@@ -224,7 +272,7 @@ class ProgressHook(_StepCountingHook):
         r = run_values.results.get('own')
         if r is None:
             return
-        now, step, local_steps = time.time(), self.step, self.local_steps
+        now, step, local_steps = time.monotonic(), self.step, self.local_steps
         self._last_logged = step
         start_time, start_step, start_local = self._window_start
         self._window_start = (now, step, local_steps)
@@ -357,35 +405,43 @@ def train(config):
         distributed.wait_for_ps_tasks(cluster)
     if not cluster.is_chief:
         # Another worker of a cluster: the chief restores, saves and writes log_root.
-        finished = _train_with_signals(config, None, data_files, server)
+        with _stop_signals() as stop_signals:
+            finished = _train_with_signals(config, None, data_files, server, stop_signals)
     else:
         log_root = config.log_root
-        os.makedirs(log_root, exist_ok=True)
-        with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
-            resume_from = checkpoints.prepare_resume(log_root)
-            done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
-            if done is not None:
-                logging.info('resuming from %s at step %d', resume_from, done)
-            if done is not None and done >= config.schedule.train_steps:
-                # Without this, MonitoredTrainingSession would run one more step before stopping.
-                logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
-                             log_root, done, config.schedule.train_steps)
-                finished = None
-            else:
-                finished = _train_with_signals(config, resume_from, data_files, server)
+        # From before the first write: a signal from here on stops the run with a checkpoint (before,
+        # it ends the process with nothing written).
+        with _stop_signals() as stop_signals:
+            os.makedirs(log_root, exist_ok=True)
+            with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
+                resume_from = checkpoints.prepare_resume(log_root)
+                done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
+                if done is not None:
+                    logging.info('resuming from %s at step %d', resume_from, done)
+                if done is not None and done >= config.schedule.train_steps:
+                    # Without this, MonitoredTrainingSession would run one more step before stopping.
+                    logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
+                                 log_root, done, config.schedule.train_steps)
+                    finished = None
+                else:
+                    finished = _train_with_signals(config, resume_from, data_files, server, stop_signals)
     if server is not None and finished is not False:
         distributed.signal_done(cluster, server.target)
     if finished and cluster.is_chief and config.eval.after_training:
         evaluation.score_after_training(config)
 
 
-def _train_with_signals(config, resume_from, data_files, server):
-    """_train, stopping after the current step on SIGTERM or SIGINT; in a cluster, at once with one
-    line when a ps task is gone (distributed.PsWatch)."""
-    with guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
-                            'send it again to exit at once') as stop_signals:
-        with _ps_watch(config, stop_signals, server), summaries.writer_errors_reported_once():
-            return _train(config, resume_from, data_files, stop_signals, server)
+def _stop_signals():
+    """guards.StopSignals for training: the first SIGTERM or SIGINT stops it after the current step."""
+    return guards.StopSignals(first_message='%s: saving a checkpoint after this step, then stopping; '
+                              'send it again to exit at once')
+
+
+def _train_with_signals(config, resume_from, data_files, server, stop_signals):
+    """_train, stopping after the current step once `stop_signals` saw SIGTERM or SIGINT; in a
+    cluster, at once with one line when a ps task is gone (distributed.PsWatch)."""
+    with _ps_watch(config, stop_signals, server), summaries.writer_errors_reported_once():
+        return _train(config, resume_from, data_files, stop_signals, server)
 
 
 def _ps_watch(config, stop_signals, server):
@@ -552,7 +608,7 @@ def _hooks(model, config, scaffold, saves, causes):
     ]
     if config.cluster.is_chief:
         # After the NaN check: MonitoredTrainingSession would put its own saver first.
-        hooks.append(tf.compat.v1.train.CheckpointSaverHook(
+        hooks.append(CheckpointSaverHook(
             config.log_root, save_secs=config.checkpoints.save_secs,
             save_steps=config.checkpoints.save_steps, scaffold=scaffold,
             listeners=[FiniteVariablesCheck(), saves]))

@@ -20,12 +20,17 @@ Per seed and as mean and sample standard deviation over the seeds it reports:
 as a table on stdout and as JSON in --out (default <log_root>/multi_seed.json).
 A seed that fails (or Ctrl-C) stops the seeds not started yet; the report then
 holds the seeds that finished, its JSON says what failed, and the exit status is 1.
+Ctrl-C (or SIGTERM) is passed on once to the seeds' processes, which have their own
+process group so that a terminal's Ctrl-C does not reach them twice: a training seed
+saves a checkpoint of its step and stops, and the report names it; a second Ctrl-C
+stops them at once.
 State accuracy claims this way: a mean and spread over seeds, not one run.
 """
 import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +46,14 @@ KEEP_ALL = '--keep_checkpoint_max=1000000'
 
 class SeedRunError(Exception):
     """A training or eval process of one seed failed; the message names the seed and the cause."""
+
+
+class SeedStopped(SeedRunError):
+    """A stop signal ended a seed's training with a checkpoint of the step it stopped at."""
+
+    def __init__(self, seed, step, checkpoint):
+        super().__init__('seed %d: training stopped at step %d; checkpoint %s saved' % (seed, step, checkpoint))
+        self.seed, self.step, self.checkpoint = seed, step, checkpoint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +107,9 @@ def run_seed(seed, log_root, main_flags, target, prefix_output):
     train_output = _run(seed, 'train', ['--mode=train', '--random_seed=%d' % seed, '--noeval_after_training']
                         + keep + common, prefix_output)
     train_seconds = time.time() - start
+    stopped = re.search(r'stopped by SIG\w+ at step (\d+); checkpoint (\S+) saved', train_output)
+    if stopped:
+        raise SeedStopped(seed, int(stopped.group(1)), stopped.group(2))
     if re.search(r'stopped by SIG\w+ at step', train_output):
         raise SeedRunError('seed %d: training was stopped before its end' % seed)
     eval_output = _run(seed, 'eval', ['--mode=eval'] + common, prefix_output)
@@ -116,8 +132,10 @@ def run_seed(seed, log_root, main_flags, target, prefix_output):
     }
 
 
-# The seeds' running processes, stopped on Ctrl-C; once stopping, no new one starts.
-_CHILDREN, _CHILDREN_LOCK, _STOPPING = set(), threading.Lock(), threading.Event()
+# The seeds' running processes, stopped on Ctrl-C; once stopping, no new one starts. Reentrant:
+# the signal handler takes it in the main thread, and a second signal may come while it runs.
+_CHILDREN, _CHILDREN_LOCK, _STOPPING = set(), threading.RLock(), threading.Event()
+_STOP_SIGNALS = []  # the stop signals received, in order
 
 
 def _run(seed, role, args, prefix_output):
@@ -125,8 +143,9 @@ def _run(seed, role, args, prefix_output):
     with _CHILDREN_LOCK:
         if _STOPPING.is_set():
             raise SeedRunError('seed %d: stopped' % seed)
+        # Its own session: a Ctrl-C in the terminal reaches this script only, which passes it on once.
         process = subprocess.Popen([sys.executable, MAIN] + args, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, cwd=os.getcwd())
+                                   stderr=subprocess.STDOUT, text=True, cwd=os.getcwd(), start_new_session=True)
         _CHILDREN.add(process)
     try:
         return _output(seed, role, process, prefix_output)
@@ -135,11 +154,38 @@ def _run(seed, role, args, prefix_output):
             _CHILDREN.discard(process)
 
 
-def _stop_children():
+def _on_stop_signal(signum, frame):
+    """SIGINT, SIGTERM or SIGHUP: no seed starts any more, and each running process gets the signal
+    (SIGTERM for SIGHUP): training saves a checkpoint and stops, eval stops; a second one
+    passed on makes them exit at once."""
     with _CHILDREN_LOCK:
         _STOPPING.set()
-        for process in _CHILDREN:
-            process.terminate()  # SIGTERM: training saves a checkpoint, eval stops
+        _STOP_SIGNALS.append(signum)
+        for process in list(_CHILDREN):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+
+def _handle_stop_signals():
+    """Installs _on_stop_signal, also over a SIGINT the parent ignored (a job started with `&` by a
+    shell without job control). Only the main thread can; elsewhere (a test) nothing changes."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _on_stop_signal)
+
+
+def _stop_failure(stopped_seeds):
+    """The SeedRunError of a stop signal ('stopped by Ctrl-C' for SIGINT); its `stopped_seeds` are
+    the SeedStopped of the seeds whose training it stopped with a checkpoint."""
+    signum = _STOP_SIGNALS[0]
+    failure = SeedRunError('stopped by %s' % ('Ctrl-C' if signum == signal.SIGINT else signal.Signals(signum).name))
+    failure.stopped_seeds = stopped_seeds
+    return failure
+
+
+def _failure_line(failure):
+    """The failure, and the checkpoints of the seeds a stop signal stopped, as one line."""
+    return '; '.join([str(failure)] + [str(s) for s in getattr(failure, 'stopped_seeds', [])])
 
 
 def _output(seed, role, process, prefix_output):
@@ -250,7 +296,7 @@ def run_all(options, main_flags):
     def worker():
         while True:
             with lock:
-                if not pending or failures:
+                if not pending or failures or _STOPPING.is_set():
                     return
                 seed = pending.pop(0)
             try:
@@ -262,20 +308,15 @@ def run_all(options, main_flags):
             with lock:
                 results[seed] = result
 
-    # Daemon threads: Ctrl-C ends the script (and, through the terminal, the seeds' processes).
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(options.parallel, len(options.seeds)))]
     for thread in threads:
         thread.start()
-    try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
-    except KeyboardInterrupt:
-        with lock:
-            pending.clear()
-            failures.insert(0, SeedRunError('stopped by Ctrl-C'))
-        _stop_children()
+    for thread in threads:  # a stop signal ends the seeds' processes (_on_stop_signal), then these threads
+        while thread.is_alive():
+            thread.join(0.5)
     with lock:
+        if _STOPPING.is_set():
+            failures.insert(0, _stop_failure([f for f in failures if isinstance(f, SeedStopped)]))
         return [results[seed] for seed in options.seeds if seed in results], (failures[0] if failures else None)
 
 
@@ -283,9 +324,10 @@ def main(argv=None):
     """Runs the seeds; the report (JSON and table) holds every seed that finished, also when one
     failed or Ctrl-C stopped them: then it says so, and the exit status is 1."""
     options, main_flags = parse_args(sys.argv[1:] if argv is None else argv)
+    _handle_stop_signals()
     runs, failure = run_all(options, main_flags)
     if not runs:
-        print('error: %s' % (failure or 'no seed finished'), file=sys.stderr)
+        print('error: %s' % (_failure_line(failure) if failure else 'no seed finished'), file=sys.stderr)
         return 1
     summary = {key: summarize(runs, key)
                for key in ('test_precision', 'seconds_to_target', 'images_per_sec', 'train_seconds')}
@@ -294,12 +336,14 @@ def main(argv=None):
               'time': time.strftime('%Y-%m-%d %H:%M:%S')}
     if failure:
         report['failed'] = str(failure)
+        report['stopped_with_a_checkpoint'] = [{'seed': s.seed, 'step': s.step, 'checkpoint': s.checkpoint}
+                                               for s in getattr(failure, 'stopped_seeds', [])]
     os.makedirs(os.path.dirname(os.path.abspath(options.out)), exist_ok=True)
     with open(options.out, 'w') as f:
         json.dump(report, f, indent=1)
     print(table(runs, summary, options.target))
     if failure:
-        print('error: %s; the finished seeds are in %s' % (failure, options.out), file=sys.stderr)
+        print('error: %s; the finished seeds are in %s' % (_failure_line(failure), options.out), file=sys.stderr)
         return 1
     print('wrote %s' % options.out)
     return 0

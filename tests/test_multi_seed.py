@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from processes import REPO
+from processes import REPO, checkpoint_steps
 
 SCRIPT = os.path.join(REPO, 'scripts', 'multi_seed.py')
 
@@ -91,8 +91,13 @@ def test_a_seed_directory_that_is_not_empty_is_refused(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_ctrl_c_after_a_seed_finished_keeps_its_figures(tmp_path):
+    """Started with SIGINT ignored, as a job started with `&` by a shell without job control is (the
+    suite run so): the script still takes Ctrl-C. (Issue 27: it then ran both seeds to the end,
+    exit 0.) Seed 6 gets the signal while it starts or once it trains; either way it ends, with
+    one line or with a checkpoint that the last line names."""
     out = str(tmp_path / 'report.json')
-    proc = subprocess.Popen([sys.executable, SCRIPT, '--seeds=5,6', '--log_root=' + str(tmp_path), '--out=' + out,
+    proc = subprocess.Popen(['/bin/sh', '-c', 'trap "" INT; exec "$@"', 'sh', sys.executable, SCRIPT,
+                             '--seeds=5,6', '--log_root=' + str(tmp_path), '--out=' + out,
                              '--', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
                              '--nolr_batch_scaling', '--train_steps=30', '--save_checkpoints_steps=10'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -105,7 +110,8 @@ def test_ctrl_c_after_a_seed_finished_keeps_its_figures(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 1, stderr[-3000:]
-    assert stderr.splitlines()[-1] == 'error: stopped by Ctrl-C; the finished seeds are in %s' % out
+    assert re.fullmatch(r'error: stopped by Ctrl-C(; seed 6: training stopped at step \d+; checkpoint \S+ saved)?'
+                        r'; the finished seeds are in %s' % re.escape(out), stderr.splitlines()[-1]), stderr[-3000:]
     report = json.load(open(out))
     assert [r['seed'] for r in report['runs']] == [5] and report['seeds'] == [5, 6]
     assert report['failed'] == 'stopped by Ctrl-C'
@@ -113,3 +119,35 @@ def test_ctrl_c_after_a_seed_finished_keeps_its_figures(tmp_path):
     assert report['runs'][0]['test_precision'] == results['latest']['precision']
     rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.strip()}
     assert rows['5'][1] == '%.4f' % results['latest']['precision'] and '6' not in rows
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_in_a_terminal_ends_the_running_seed_with_a_checkpoint(tmp_path):
+    """A terminal's Ctrl-C goes to the whole process group. The training seed saves a checkpoint
+    of the step it stopped at, and the report names it. (Issue 26: the trainer got the terminal's
+    SIGINT, then the script's SIGTERM as a second signal, and exited without saving.)"""
+    proc = subprocess.Popen([sys.executable, SCRIPT, '--seeds=8,9', '--log_root=' + str(tmp_path),
+                             '--', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
+                             '--nolr_batch_scaling', '--train_steps=100000', '--save_checkpoints_steps=100000',
+                             '--log_every_n_steps=1'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as a terminal's foreground job has
+    try:
+        for line in proc.stdout:
+            if re.match(r'\[seed 8 train\] .*step 3/100000', line):
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, stderr[-3000:]
+    stopped = re.fullmatch(r'error: stopped by Ctrl-C; seed 8: training stopped at step (\d+); checkpoint (\S+) saved',
+                           stderr.splitlines()[-1])
+    assert stopped, stderr[-3000:]
+    step, checkpoint = int(stopped.group(1)), stopped.group(2)
+    assert step >= 3 and checkpoint == str(tmp_path / 'seed-8' / ('model.ckpt-%d' % step))
+    assert checkpoint_steps(str(tmp_path / 'seed-8'))[-1] == step
+    assert re.search(r'^\[seed 8 train\] .*SIGINT: saving a checkpoint after this step', stdout, re.M)
+    assert not (tmp_path / 'seed-9').exists()

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -374,10 +375,10 @@ def test_fuzzed_files_and_patterns_end_in_a_data_error_or_valid_batches(tmp_path
 
 
 
-def tensorflow_is_loading(pid):
+def tensorflow_is_loading(pid, library='tensorflow'):
     try:
         with open('/proc/%d/maps' % pid) as f:
-            return 'tensorflow' in f.read()
+            return library in f.read()
     except OSError:
         return False
 
@@ -401,3 +402,117 @@ def test_ctrl_c_while_tensorflow_imports_is_one_line(tmp_path):
     assert_one_line_error(proc.returncode, stderr, 130, 'interrupted by SIGINT while starting')
     assert 'KeyboardInterrupt' not in stderr
     assert not os.path.exists(str(tmp_path / 'run'))
+
+
+# Where the test sends SIGINT: ('start', STAGE) waits for resnet_main.py's 'start: STAGE' line
+# (RESNET_CIFAR_TRACE_START=1), ('maps', NAME) for a library of that name to be loaded, ('log', RE)
+# for a log line, ('file', NAME) for a file in the run directory. The second item: whether the
+# process starts with SIGINT ignored, as a job started with `&` by a shell without job control does.
+START_POINTS = [
+    (('start', 'python'), True), (('start', 'python'), False),
+    (('start', 'flags'), True), (('start', 'flags'), False),
+    (('start', 'main'), True), (('start', 'main'), False),
+    (('start', 'tensorflow'), True), (('start', 'tensorflow'), False),
+    (('maps', 'libtensorflow_framework'), True), (('maps', 'libtensorflow_framework'), False),
+    (('maps', '_pywrap_tensorflow_internal'), True),
+    (('start', 'imported'), True), (('start', 'imported'), False),
+    (('log', r'compute dtype'), True), (('log', r'compute dtype'), False),
+    (('log', r'ResNet: \d+ trainable parameters'), True),
+    (('file', 'config.json'), False),
+    (('log', r'learning rate:'), True),
+    (('log', r'saved checkpoint 0'), False),
+    (('log', r'step 2/'), True), (('log', r'step 3/'), False),
+]
+
+
+def _interrupt_at(point, ignored, log_root):
+    """Starts a training run, sends it SIGINT once `point` is reached; returns None when it ended
+    as it must (exit 130, one line, nothing written; or stopped with a checkpoint of its stop
+    step), else what went wrong."""
+    (kind, what), env = point, dict(os.environ, RESNET_CIFAR_TRACE_START='1')
+    command = [sys.executable, MAIN] + processes.TINY_DIGITS + processes.LONG_RUN + [
+        '--log_root=' + log_root, '--log_every_n_steps=1']
+    if ignored:  # the shell's `trap '' INT` is inherited through exec
+        command = ['/bin/sh', '-c', 'trap "" INT; exec "$@"', 'sh'] + command
+    proc = _Spawned(command, env)
+    try:
+        reached = proc.wait_until(lambda: _reached(proc, kind, what, log_root), timeout=150)
+        if not reached:
+            return 'never reached %s %s (exit %s): %s' % (kind, what, proc.proc.poll(), proc.stderr[-1500:])
+        proc.proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            return 'SIGINT at %s %s (ignored=%s) was lost: still running 60 s later:\n%s' % (
+                kind, what, ignored, proc.stderr[-1500:])
+        proc.reader.join(10)
+        return _outcome_problem(code, proc.stderr, log_root, '%s %s (ignored=%s)' % (kind, what, ignored))
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()
+
+
+class _Spawned(object):
+    """A subprocess whose stderr lines are collected as they come (any command, unlike Process)."""
+
+    def __init__(self, command, env):
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def stderr(self):
+        return ''.join(self.lines)
+
+    def wait_until(self, condition, timeout):
+        deadline = time.monotonic() + timeout  # a bound for a hung child, not a wait
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if condition():
+                return True
+            time.sleep(0.005)
+        return False
+
+
+def _reached(proc, kind, what, log_root):
+    if kind == 'start':
+        return 'start: %s\n' % what in proc.lines
+    if kind == 'maps':
+        return tensorflow_is_loading(proc.proc.pid, what)
+    if kind == 'file':
+        return os.path.exists(os.path.join(log_root, what))
+    return any(re.search(what, line) for line in list(proc.lines))
+
+
+def _outcome_problem(code, stderr, log_root, where):
+    lines = error_lines(stderr)
+    if code == 130:
+        if len(lines) == 1 and 'Traceback' not in stderr and not os.path.exists(log_root):
+            return None
+        return 'SIGINT at %s: exit 130 but %s:\n%s' % (
+            where, 'wrote %s' % os.listdir(log_root) if os.path.exists(log_root) else 'not one line', stderr[-1500:])
+    stopped = re.search(r'stopped by SIGINT at step (\d+); checkpoint (\S+) saved', stderr)
+    if code == 0 and stopped and stopped.group(2).endswith('-' + stopped.group(1)) and int(
+            stopped.group(1)) in checkpoint_steps(log_root):
+        return None
+    return 'SIGINT at %s: exit %s:\n%s' % (where, code, stderr[-1500:])
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_at_any_point_of_start_up_stops_it_in_one_line_or_with_a_checkpoint(tmp_path):
+    """SIGINT at 21 points from resnet_main.py's first line to training's third step, in processes
+    that start with SIGINT as the shell gave it and with it ignored: each run exits 130 with one
+    line and nothing written, or stops training with a checkpoint of its stop step. (Issue 27: a
+    Ctrl-C sent while TensorFlow imported was lost, and the run trained on.)"""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: the machine may be shared
+        problems = list(pool.map(lambda args: _interrupt_at(args[1][0], args[1][1], str(tmp_path / str(args[0]))),
+                                 enumerate(START_POINTS)))
+    problems = [p for p in problems if p]
+    assert not problems, '\n\n'.join(problems)

@@ -1,6 +1,7 @@
 """training.py: NaN and Inf stops, full disks, changing training files, nothing left to train;
 every one a one-line error with the last good checkpoint kept."""
 import glob
+import logging
 import os
 import resource
 import re
@@ -11,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import logging as absl_logging
 
 import processes
 from processes import (LONG_RUN, REPO, TINY_DIGITS, Process, assert_all_checkpoints_loadable, assert_one_line_error,
@@ -222,3 +224,64 @@ def test_a_checkpoint_with_the_old_learning_rate_variable_resumes_and_evals(tiny
         65: pytest.approx(0.0001), 70: pytest.approx(0.0001)}
     scored = processes.run_main('--mode=eval', '--log_root=' + log_root, '--eval_once', '--eval_batch_count=1')
     assert processes.eval_precisions(scored.stdout)[0][0] == 70
+
+
+@pytest.mark.timeout(300)
+def test_a_wall_clock_set_back_an_hour_does_not_stop_time_based_saves(tmp_path, monkeypatch):
+    """--save_checkpoints_secs=1 on a real run in this process. During the first timed save time.time()
+    (the wall clock) goes back 3600 s; saves go on every second, and after three more of them a
+    SIGTERM stops the run with a checkpoint. (Issue 26: TensorFlow's saver timer reads the wall
+    clock, and no save came for an hour.) Bounded by --train_steps: on the old code the run
+    reached its end with no save between the first and the last."""
+    log_root = str(tmp_path / 'run')
+    config = processes.resolve(TINY_DIGITS + ['--mode=train', '--log_root=' + log_root, '--train_steps=600',
+                                              '--save_checkpoints_secs=1', '--log_every_n_steps=5'])
+    real_time, offset = time.time, []
+    monkeypatch.setattr(time, 'time', lambda: real_time() - sum(offset))
+    saves_after_the_jump = []
+
+    class OnSaves(logging.Handler):
+        def emit(self, record):
+            saved = re.match(r'saved checkpoint (\d+)$', record.getMessage())
+            if not saved:
+                return
+            if int(saved.group(1)) == 0:
+                return  # at session start TensorFlow's timer starts counting after this save
+            if not offset:
+                offset.append(3600)  # the clock is set back once, the timer having started before
+            elif len(saves_after_the_jump) < 3:
+                saves_after_the_jump.append(int(saved.group(1)))
+                if len(saves_after_the_jump) == 3:
+                    os.kill(os.getpid(), signal.SIGTERM)  # training saves this step and stops
+
+    handler = OnSaves()
+    with processes.AbslRecords() as records:
+        absl_logging.get_absl_logger().addHandler(handler)
+        try:
+            assert training.train(config) is None
+        finally:
+            absl_logging.get_absl_logger().removeHandler(handler)
+    assert len(saves_after_the_jump) == 3, records.messages[-20:]
+    stopped = [m for m in records.messages if m.startswith('stopped by SIGTERM at step')]
+    assert stopped and int(stopped[0].split()[5].rstrip(';')) < 600, records.messages[-5:]
+    assert set(saves_after_the_jump) <= set(checkpoint_steps(log_root) + [0])
+    rates = [float(m) for m in re.findall(r'([0-9.e+]+) examples/sec', '\n'.join(records.messages))]
+    assert rates and max(rates) < 1e6, rates  # the progress lines' rate does not divide by a negative time
+
+
+def test_the_saver_timer_counts_on_when_even_the_monotonic_clock_is_set_back(monkeypatch):
+    """libfaketime sets CLOCK_MONOTONIC back with the wall clock (a real clock step never moves
+    it): the timer then counts its seconds from the step back, not from an hour ahead."""
+    now = [1000.0]
+    monkeypatch.setattr(time, 'monotonic', lambda: now[0])
+    timer = training.MonotonicTimer(every_secs=5)
+    assert timer.should_trigger_for_step(0)
+    timer.update_last_triggered_step(0)
+    now[0] = 1003.0
+    assert not timer.should_trigger_for_step(10)
+    now[0] = 1003.0 - 3600  # set back an hour
+    assert not timer.should_trigger_for_step(20)
+    now[0] += 5
+    assert timer.should_trigger_for_step(30)
+    assert timer.update_last_triggered_step(30) == (pytest.approx(5.0), 30)
+    assert timer.last_triggered_step() == 30
