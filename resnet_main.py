@@ -321,6 +321,7 @@ def run(argv):
                 cifar_input.check_files(run_config.data.dataset, run_config.data.eval_data_path)
             if not evaluation.wait_for_run(run_config.log_root, run_config.eval.interval_secs):
                 return
+            FLAGS.log_root = run_config.log_root  # the directory resolved at the start, whatever links do since
             run_config = configure()
         mode = {'train': training.train, 'eval': evaluation.evaluate,
                 'extract': features.extract_features, 'finetune': features.finetune,

@@ -171,9 +171,9 @@ def prepare_resume(run_dir):
     state = read_state(run_dir)
     chosen, damaged = newest_restorable(run_dir)
     if chosen is None and damaged:
-        raise CheckpointError('no checkpoint in %s restores: %s; they are kept: move them away to start '
-                              'the run over' % (run_dir, '; '.join('%s %s' % (os.path.basename(p), r)
-                                                                   for p, r in damaged)))
+        raise CheckpointError('no checkpoint in %s restores: %s; they are kept: to start over, move %s away or '
+                              'give another --log_root' % (run_dir, '; '.join('%s %s' % (os.path.basename(p), r)
+                                                                             for p, r in damaged), run_dir))
     if chosen is None:
         return None
     for prefix, reason in damaged:

@@ -10,6 +10,7 @@ checkpoint's global step to config.eval_dir and prints one line per checkpoint.
 """
 import collections
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -193,17 +194,23 @@ class Results(object):
     """
     FILE_NAME = 'results.json'
 
-    def __init__(self, eval_dir, records, class_names=None):
+    def __init__(self, eval_dir, records, class_names=None, run=(None, 0)):
+        """run: (run id, the step from which the run has it), run_files.identity(); the entries of
+        another run are dropped."""
         self.path = os.path.join(eval_dir, self.FILE_NAME)
         self.records = records
         self.class_names = class_names
+        self.run_id = run[0]
         self.checkpoints, self.latest, self.test = [], None, None
         try:
             with open(self.path) as f:
                 saved = json.load(f)
             if saved.get('scored_on', records.describe()) == records.describe():
-                self.checkpoints = list(saved['checkpoints'])
-                self.latest, self.test = saved.get('latest'), saved.get('test')
+                of_this_run = lambda entry: entry and is_of_the_run(saved.get('run_id'), entry['step'], run)
+                self.checkpoints = [e for e in saved['checkpoints'] if of_this_run(e)]
+                self.latest, self.test = [e if of_this_run(e) else None for e in (saved.get('latest'),
+                                                                                   saved.get('test'))]
+                _log_dropped(self.path, saved.get('run_id'), len(saved['checkpoints']) - len(self.checkpoints))
         except FileNotFoundError:
             pass
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
@@ -231,7 +238,8 @@ class Results(object):
     def _write(self):
         validation = self.records.kind == 'validation'
         guards.replace_file(self.path, json.dumps({
-            'scored_on': self.records.describe(), 'checkpoints': self.checkpoints, 'best': self.best,
+            'run_id': self.run_id, 'scored_on': self.records.describe(), 'checkpoints': self.checkpoints,
+            'best': self.best,
             'latest': self.latest, 'test': self.test,
             'best_is_chosen_on': (self.records.describe() + ', held out of training' if validation
                                   else 'the eval records themselves: an optimistic figure')}, indent=1))
@@ -252,45 +260,101 @@ def _detail(score, class_names):
             'class_names': class_names}
 
 
+def is_of_the_run(recorded_id, step, run):
+    """True when a record of `recorded_id` (None: written before runs had ids) about the checkpoint
+    at `step` is of the run `run` ((run id, the step from which the run has it)): the same id, or
+    no id on either side, or no id on the record and a step before the run of an older version got
+    its id."""
+    run_id, from_step = run
+    if recorded_id is None and run_id is not None:
+        return step is not None and 0 < from_step and step <= from_step
+    return recorded_id == run_id
+
+
+def _log_dropped(path, recorded_id, count):
+    if count:
+        logging.warning('%s: %d checkpoint(s) scored there are of another run (%s): not this run\'s, '
+                        'they are scored afresh or dropped', path, count, recorded_id or 'one without an id')
+
+
+_fingerprints = {}
+
+
+def fingerprint(checkpoint_path):
+    """What tells this checkpoint from another one saved under the same name (a run started over):
+    the SHA-256 of its small index file, which holds every tensor's checksum; None when unreadable."""
+    index = checkpoint_path + '.index'
+    try:
+        stat = os.stat(index)
+        key = (index, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if key not in _fingerprints:
+            with open(index, 'rb') as f:
+                _fingerprints[key] = hashlib.sha256(f.read()).hexdigest()[:32]
+        return _fingerprints[key]
+    except OSError:
+        return None
+
+
 class EvalState(object):
-    """Which checkpoints were scored and the best precision, kept in eval_dir across restarts.
+    """Which checkpoints of the run were scored and the best precision, kept in eval_dir across
+    restarts. A checkpoint is known by its step and fingerprint(), not by its name, and the state
+    by the run's id: a run started over in the same directory is scored afresh.
 
     Skipped checkpoints are remembered in this process only, with their index
     file's time: a checkpoint written again under the same name (a trainer that
     resumed before it) is tried again.
     """
 
-    def __init__(self, eval_dir):
+    def __init__(self, eval_dir, run=(None, 0)):
+        """run: (run id, the step from which the run has it), run_files.identity()."""
         self._path = os.path.join(eval_dir, 'eval_state.json')
-        self.scored = {}
+        self.run_id = run[0]
+        self.scored = {}  # {(step, fingerprint, or None for a record of an older version): step}
         self.best_precision = 0.0
         self._skipped = {}
         if os.path.exists(self._path):
             try:
                 with open(self._path) as f:
                     saved = json.load(f)
-                self.scored = {name: step for name, step in dict(saved.get('scored', {})).items()
-                               if step is not None}
-                self.best_precision = float(saved.get('best_precision', 0.0))
-            except (OSError, ValueError, TypeError, AttributeError) as e:
+                self._adopt(saved, run)
+            except (OSError, ValueError, TypeError, AttributeError, KeyError) as e:
                 logging.warning('ignoring unreadable %s (%s): checkpoints may be scored again',
                                 self._path, str(e).splitlines()[0])
                 self.scored, self.best_precision = {}, 0.0
 
-    def record(self, checkpoint_path, score):
-        self.scored[os.path.basename(checkpoint_path)] = score.step
+    def _adopt(self, saved, run):
+        """Takes the records of `saved` (the file's object) that are of `run`."""
+        recorded_id = saved.get('run_id')
+        entries = [(e['step'], e['checkpoint']) for e in saved.get('checkpoints', [])]
+        # Before runs had ids: {name: step}.
+        entries += [(step, None) for name, step in dict(saved.get('scored', {})).items() if step is not None]
+        self.scored = {entry: entry[0] for entry in entries if is_of_the_run(recorded_id, entry[0], run)}
+        if self.scored:
+            self.best_precision = float(saved.get('best_precision', 0.0))
+        _log_dropped(self._path, recorded_id, len(entries) - len(self.scored))
+
+    def record(self, checkpoint_path, score, checkpoint_fingerprint):
+        step = step_in_name(checkpoint_path)
+        self.scored[step, checkpoint_fingerprint] = step
         self.best_precision = max(self.best_precision, score.precision)
-        guards.replace_file(self._path, json.dumps({'scored': self.scored,
-                                                    'best_precision': self.best_precision}, indent=1))
+        guards.replace_file(self._path, json.dumps({
+            'run_id': self.run_id, 'best_precision': self.best_precision,
+            'checkpoints': [{'step': step, 'checkpoint': mark} for step, mark in sorted(
+                self.scored, key=lambda e: (e[0], e[1] or ''))]}, indent=1))
 
     def skip(self, checkpoint_path):
         self._skipped[os.path.basename(checkpoint_path)] = _index_time(checkpoint_path)
 
+    def is_recorded(self, checkpoint_path):
+        """True when this very checkpoint (its step and fingerprint) was scored for this run."""
+        step = step_in_name(checkpoint_path)
+        return (step, None) in self.scored or (step, fingerprint(checkpoint_path)) in self.scored
+
     def is_scored(self, checkpoint_path):
         """True when scored, or skipped and not written again since."""
         name = os.path.basename(checkpoint_path)
-        return name in self.scored or (name in self._skipped
-                                       and self._skipped[name] == _index_time(checkpoint_path))
+        return self.is_recorded(checkpoint_path) or (name in self._skipped
+                                                     and self._skipped[name] == _index_time(checkpoint_path))
 
 
 def _index_time(checkpoint_path):
@@ -447,8 +511,10 @@ class _Scorer(object):
                      self.records.describe())
         self.evaluator = EvalGraph(self.hps, config, self.records)
         self.progress = progress.EvalProgress(self.expected, self.hps.batch_size)
-        self.state = EvalState(config.eval_dir)
-        self.results = Results(config.eval_dir, self.records, self._class_names(self.records))
+        self.run = run_files.identity(config.log_root)
+        self.state = EvalState(config.eval_dir, self.run)
+        self.results = Results(config.eval_dir, self.records, self._class_names(self.records), self.run)
+        _set_aside_best_of_another_run(config.log_root, self.run)
         if self.records.kind == 'validation':
             logging.info('the best checkpoint is chosen on the validation records and kept in %s; the test '
                          'records, %s, are scored once, on it, at the end', best.directory(config.log_root),
@@ -475,6 +541,7 @@ class _Scorer(object):
         error = cifar_input.changed_file_error(self.config.data.dataset, self.checked)
         if error is not None:
             raise error
+        checkpoint_fingerprint = fingerprint(path)
         # Held in best/ while it is scored: rotation cannot take it away, and it can become the best.
         held = best.hold(self.config.log_root, path)
         if held is None:
@@ -488,7 +555,7 @@ class _Scorer(object):
             if score.num_images != self.expected:
                 raise DataError('read %d of the %d records of %s: the files changed'
                                 % (score.num_images, self.expected, self.records.describe()))
-            self._report(path, score, held)
+            self._report(path, score, held, checkpoint_fingerprint)
             return True
         finally:
             best.release(held)  # nothing left to release once promoted
@@ -505,14 +572,15 @@ class _Scorer(object):
                  if step < step_in_name(path) and not self.state.is_scored(p)]
         return any(self.score_or_skip(candidate) for candidate in [path] + older)
 
-    def _report(self, path, score, held):
+    def _report(self, path, score, held, checkpoint_fingerprint):
         # In this order, so that a stop between two of them leaves the checkpoint unscored (and
         # scored again after a restart), never scored but missing from results.json or best/.
         self.results.add(score)
         if self.results.best['step'] == score.step:
             best.promote(self.config.log_root, held, {
-                'step': score.step, 'precision': score.precision, 'scored_on': self.records.describe()})
-        self.state.record(path, score)
+                'step': score.step, 'precision': score.precision, 'scored_on': self.records.describe(),
+                'run_id': self.run[0]})
+        self.state.record(path, score, checkpoint_fingerprint)
         scalars = {'Precision': score.precision, 'Best Precision': self.state.best_precision, 'loss': score.loss}
         top_5 = ''
         if score.precision_at_5 is not None:
@@ -550,6 +618,20 @@ class _Scorer(object):
                                    kept.get('precision', float('nan'))), flush=True)
 
 
+def _set_aside_best_of_another_run(log_root, run):
+    """Moves a best/ that eval kept for another run than `run` to best.of-another-run-<id>/, so
+    that its figures are never taken for this run's; one warning says where."""
+    kept = best.info(log_root)
+    if best.path(log_root) is None or not isinstance(kept, dict) or is_of_the_run(kept.get('run_id'), kept.get('step'), run):
+        return
+    aside = '%s.of-another-run-%s' % (best.directory(log_root), (kept.get('run_id') or 'without-id')[:8])
+    while os.path.exists(aside):
+        aside += '~'
+    os.replace(best.directory(log_root), aside)
+    logging.warning('%s held the best checkpoint of another run (step %s); it is moved to %s',
+                    best.directory(log_root), kept.get('step'), aside)
+
+
 def _score_once(scorer, log_root):
     path = checkpoints.latest(log_root)
     if path is None:
@@ -574,7 +656,7 @@ def _follow_training(scorer, config):
         train_steps = run_train_steps(config)
         if path and step_in_name(path) >= train_steps and not trainer_starting(log_root):
             # Training is over: no later checkpoint will come to wait for.
-            if os.path.basename(path) not in scorer.state.scored:
+            if not scorer.state.is_recorded(path):
                 logging.warning('the last checkpoint, %s, cannot be restored; eval done', path)
             elif scored_here:
                 logging.info('scored the checkpoint at --train_steps=%d; eval done', train_steps)

@@ -60,7 +60,9 @@ def run_config(values, given, environ=None):
         raise FlagError('--lrn_rate=%g: expected a positive learning rate' % v['lrn_rate'])
     cluster = cluster_lib.from_values(v, given, os.environ if environ is None else environ)
     _check_lengths(v, given)
-    log_root = v['log_root'] or os.path.join('runs', v['dataset'])
+    log_root = real_path(v['log_root'] or os.path.join('runs', v['dataset']))
+    v = dict(v, **{name: real_path(v[name]) for name in ('checkpoint_path', 'init_checkpoint') if v[name]})
+    check_glob_characters(v, log_root, cluster.job_name)
     settings, changes, taken = resolve_settings(v, given, log_root)
     dtype, dtype_choice = compute_dtype(v)
     config = config_lib.RunConfig(
@@ -94,6 +96,34 @@ def run_config(values, given, environ=None):
 
 _TRANSFER_FLAGS = ('checkpoint_path', 'extract_data_path', 'features_path', 'train_features', 'eval_features',
                    'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate', 'init_checkpoint', 'export_dir')
+
+
+# What TensorFlow's file matching reads as a pattern: the Saver's rotation and its checkpoint
+# lookups match the prefix unescaped, so a run named with one of these reaches other runs' files.
+GLOB_CHARACTERS = '*?[\\'
+
+
+def real_path(path):
+    """The real directory or file `path` names now, symlinks resolved, absolute: resolved once
+    at the start, so that a link retargeted later never sends a write into another run."""
+    return os.path.realpath(os.path.expanduser(path))
+
+
+def check_glob_characters(v, log_root, job_name):
+    """FlagError for a run directory or checkpoint whose real path holds a glob character
+    (a parameter server reads and writes no file)."""
+    if job_name == 'ps':
+        return
+    paths = [('log_root', log_root)]
+    if v['mode'] in ('extract', 'export') and v['checkpoint_path']:
+        paths = []  # the run directory is --checkpoint_path's
+    paths += [(name, v[name]) for name in ('checkpoint_path', 'init_checkpoint') if v[name]]
+    for name, path in paths:
+        found = [c for c in GLOB_CHARACTERS if c in path]
+        if found:
+            raise FlagError('--%s=%s: its real path holds %r, which TensorFlow reads as a wildcard when it '
+                            'looks for and rotates checkpoints (it would reach other runs\' files); rename '
+                            'the directory or give another --%s' % (name, path, found[0], name))
 
 
 def _section(settings, section):
@@ -301,8 +331,11 @@ def resolve_settings(v, given, log_root):
 
 def saved_settings(mode, source_dir):
     """(settings, their file) of the run in source_dir, or (None, None): a mode that takes none,
-    or a run without a checkpoint yet (in it, or kept by eval in best/) (the settings of a new run come from its first trainer)."""
-    if mode not in _FROM_THE_RUN or (checkpoints.latest(source_dir) is None and best.path(source_dir) is None):
+    or a run without a checkpoint yet (in it, or kept by eval in best/) (the settings of a new run
+    come from its first trainer). A trainer without a checkpoint to resume from starts a new run:
+    its settings come from the flags alone, never from an old config.json."""
+    if mode not in _FROM_THE_RUN or checkpoints.latest(source_dir) is None and (
+            mode == 'train' or best.path(source_dir) is None):
         return None, None
     return run_files.read(source_dir)
 

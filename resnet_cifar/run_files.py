@@ -19,6 +19,7 @@ each trainer wrote in <log_root>/train/config.json. No TensorFlow here.
 import json
 import os
 import time
+import uuid
 
 from resnet_cifar import config as config_lib
 from resnet_cifar import guards
@@ -81,7 +82,8 @@ def load_config(log_root):
     saved = _load(settings_path)
     if saved is None or 'data' not in saved:
         raise SettingsError('%s: no RunConfig saved there (written by this version\'s trainer)' % settings_path)
-    saved.pop('written', None)
+    for note in ('written', RUN_ID, RUN_ID_FROM_STEP):
+        saved.pop(note, None)
     try:
         return config_lib.RunConfig.from_dict(saved)
     except (TypeError, ValueError) as e:
@@ -172,10 +174,35 @@ def _legacy(record_path):
     return known if 'dataset' in known else None
 
 
-def write(config):
-    """Writes config.json of config.log_root: the serialized RunConfig, in one step."""
+# The run's id in config.json, and the global step at which the run got it: 0 for a run started
+# by this version, the step it resumed at for a run of an older version, which had none.
+RUN_ID, RUN_ID_FROM_STEP = 'run_id', 'run_id_from_step'
+
+
+def new_run_id():
+    """A fresh run id: 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+def identity(log_root):
+    """(run id, the step from which the run has it) of log_root's config.json, or (None, 0) when
+    it names none (no file, a file of an older version, or one that cannot be read)."""
+    try:
+        saved = _load(path(log_root)) or {}
+    except SettingsError:
+        saved = {}
+    run_id, from_step = saved.get(RUN_ID), saved.get(RUN_ID_FROM_STEP, 0)
+    if not isinstance(run_id, str) or not run_id:
+        return None, 0
+    return run_id, from_step if isinstance(from_step, int) and not isinstance(from_step, bool) else 0
+
+
+def write(config, run_id=None, run_id_from_step=0):
+    """Writes config.json of config.log_root: the serialized RunConfig and the run's id (a new one
+    when None), in one step."""
     record = dict(config.to_dict(), written={'by': 'resnet_main.py --mode=train',
                                              'time': time.strftime('%Y-%m-%d %H:%M:%S')})
+    record[RUN_ID], record[RUN_ID_FROM_STEP] = run_id or new_run_id(), run_id_from_step
     guards.replace_file(path(config.log_root), json.dumps(record, indent=2, sort_keys=True) + '\n')
 
 

@@ -14,6 +14,7 @@ from absl import logging
 
 import cifar_input
 import resnet_model
+from resnet_cifar import best
 from resnet_cifar import checkpoints
 from resnet_cifar import devices
 from resnet_cifar import distributed
@@ -409,11 +410,13 @@ def train(config):
             finished = _train_with_signals(config, None, data_files, server, stop_signals)
     else:
         log_root = config.log_root
+        _refuse_to_start_over_beside_best(log_root)
         # From before the first write: a signal from here on stops the run with a checkpoint (before,
         # it ends the process with nothing written).
         with _stop_signals() as stop_signals:
             os.makedirs(log_root, exist_ok=True)
             with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
+                _refuse_to_start_over_beside_best(log_root)
                 resume_from = checkpoints.prepare_resume(log_root)
                 done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
                 if done is not None:
@@ -424,7 +427,8 @@ def train(config):
                                  log_root, done, config.schedule.train_steps)
                     finished = None
                 else:
-                    finished = _train_with_signals(config, resume_from, data_files, server, stop_signals)
+                    finished = _train_with_signals(config, resume_from, data_files, server, stop_signals,
+                                                   _identity_of_the_run(log_root, done))
     if server is not None and finished is not False:
         distributed.signal_done(cluster, server.target)
     if finished and cluster.is_chief and config.eval.after_training:
@@ -437,11 +441,12 @@ def _stop_signals():
                               'send it again to exit at once')
 
 
-def _train_with_signals(config, resume_from, data_files, server, stop_signals):
+def _train_with_signals(config, resume_from, data_files, server, stop_signals, identity=None):
     """_train, stopping after the current step once `stop_signals` saw SIGTERM or SIGINT; in a
-    cluster, at once with one line when a ps task is gone (distributed.PsWatch)."""
+    cluster, at once with one line when a ps task is gone (distributed.PsWatch). identity: the
+    chief's (run id, from step) for config.json (_identity_of_the_run)."""
     with _ps_watch(config, stop_signals, server), summaries.writer_errors_reported_once():
-        return _train(config, resume_from, data_files, stop_signals, server)
+        return _train(config, resume_from, data_files, stop_signals, server, identity)
 
 
 def _ps_watch(config, stop_signals, server):
@@ -452,6 +457,31 @@ def _ps_watch(config, stop_signals, server):
         return distributed.PsWatch(config.cluster, stop_signals)
     return distributed.PsWatch(config.cluster, stop_signals,
                                lambda: 'the last checkpoint, %s, is kept' % last_checkpoint(config))
+
+
+class StartOverError(RunError):
+    """A new run in a directory that holds an earlier run's best checkpoint; says how to go on."""
+
+
+def _refuse_to_start_over_beside_best(log_root):
+    """StartOverError when log_root has no checkpoint to resume from but holds the best checkpoint
+    eval kept of an earlier run: a new run there would be scored beside that run's figures."""
+    kept = best.path(log_root)
+    if kept is None or checkpoints.latest(log_root) is not None:
+        return
+    raise StartOverError('%s has no checkpoint to resume from, but holds the best checkpoint of an earlier '
+                         'run (step %s, in %s): to start over, move %s away or give another --log_root; to '
+                         'resume that run, put the checkpoints back'
+                         % (log_root, checkpoints.step_of(kept), best.directory(log_root), log_root))
+
+
+def _identity_of_the_run(log_root, resumed_at):
+    """(run id, the step it holds from) for config.json: a new run's is new; a resumed run keeps its
+    own, and a run of an older version, which has none, gets one from the step it resumes at."""
+    if resumed_at is None:
+        return run_files.new_run_id(), 0
+    run_id, from_step = run_files.identity(log_root)
+    return (run_id, from_step) if run_id else (run_files.new_run_id(), resumed_at)
 
 
 def _check_split_of_the_run(config):
@@ -482,11 +512,12 @@ def _log_choices(config, data_files):
                      config.data.validation_size)
 
 
-def _write_settings(config, hps, resume_from):
-    """The run's settings file, this start's record, and a log line for each change of the recipe."""
-    run_files.write(config)
+def _write_settings(config, hps, resume_from, identity):
+    """The run's settings file (with identity, (run id, from step)), this start's record, and a log
+    line for each change of the recipe."""
+    run_files.write(config, *identity)
     run_files.write_record(config.train_dir, config, hps)
-    for change in config.changes_to_run:
+    for change in config.changes_to_run if resume_from is not None else ():
         logging.warning('from step %d: %s', int(tf.train.load_variable(resume_from, 'global_step')), change)
     logging.info('learning rate: %s', config.schedule.describe())
 
@@ -512,10 +543,11 @@ class _StopCauses(object):
         return None
 
 
-def _train(config, resume_from, data_files, stop_signals, server=None):
+def _train(config, resume_from, data_files, stop_signals, server=None, identity=None):
     """Builds the graph and runs the session; True when training reached train_steps.
 
-    server: this worker's tf.compat.v1.train.Server in a cluster, else None.
+    server: this worker's tf.compat.v1.train.Server in a cluster, else None. identity: the
+    chief's (run id, the step it holds from), written to config.json once the start succeeded.
     """
     cluster = config.cluster
     with tf.Graph().as_default():
@@ -534,11 +566,12 @@ def _train(config, resume_from, data_files, stop_signals, server=None):
             # what network it is.
             transfer.check_resumable(resume_from, tf.compat.v1.global_variables())
         if cluster.is_chief:
-            _write_settings(config, hps, resume_from)
             scaffold = tf.compat.v1.train.Scaffold(
                 saver=tf.compat.v1.train.Saver(max_to_keep=config.checkpoints.keep_max,
                                                save_relative_paths=True),
                 init_fn=transfer.warm_start_fn(model, config.transfer.init_checkpoint, resume_from))
+            # Once every check of the start passed: a start that fails leaves config.json as it was.
+            _write_settings(config, hps, resume_from, identity or (run_files.new_run_id(), 0))
         else:
             scaffold = tf.compat.v1.train.Scaffold()
             step = distributed.wait_for_chief(cluster, server.target, _session_config(config))
