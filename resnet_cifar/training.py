@@ -363,6 +363,8 @@ def train(config):
         os.makedirs(log_root, exist_ok=True)
         with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
             resume_from = checkpoints.prepare_resume(log_root)
+            if resume_from is not None:
+                _check_pinned_split(config, data_files)
             done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
             if done is not None:
                 logging.info('resuming from %s at step %d', resume_from, done)
@@ -387,7 +389,28 @@ def _train_with_signals(config, resume_from, data_files, server):
             return _train(config, resume_from, data_files, stop_signals, server)
 
 
-def _check_split_of_the_run(config):
+def _check_pinned_split(config, data_files):
+    """DataError naming the training file that would move the validation split the run's
+    config.json records (a file grown, shrunk, replaced, reordered, added or gone); nothing
+    to check for a run without a split, or without the record (written by an older version)."""
+    if not config.data.validation_size:
+        return
+    record = run_files.validation_split(config.log_root)
+    if record is not None:
+        error = cifar_input.split_moved_error(config.data.dataset, data_files, record,
+                                              run_files.path(config.log_root))
+        if error is not None:
+            raise error
+
+
+def _split_record(config, data_files):
+    """The record of this run's validation split for its config.json, or None (no split)."""
+    if not config.data.validation_size:
+        return None
+    return cifar_input.split_record(config.data.dataset, data_files, config.data.validation_size)
+
+
+def _check_split_of_the_run(config, data_files):
     """A non-chief worker, once the chief wrote the run's settings: SettingsError when they hold out
     another number of training records than this worker would (it resolved its flags before the
     settings existed, and would train on records the run validates on). Nothing to check where
@@ -403,6 +426,7 @@ def _check_split_of_the_run(config):
         raise run_files.SettingsError('%s: the run %s (%s), this worker %s; give every worker --validation_size=%d'
                                       % (config.cluster.task_name(), run_split, path,
                                          config.data.validation_size or 'none', held_out))
+    _check_pinned_split(config, data_files)
 
 
 def _log_choices(config, data_files):
@@ -415,9 +439,9 @@ def _log_choices(config, data_files):
                      config.data.validation_size)
 
 
-def _write_settings(config, hps, resume_from):
+def _write_settings(config, hps, resume_from, data_files):
     """The run's settings file, this start's record, and a log line for each change of the recipe."""
-    run_files.write(config)
+    run_files.write(config, _split_record(config, data_files))
     run_files.write_record(config.train_dir, config, hps)
     for change in config.changes_to_run:
         logging.warning('from step %d: %s', int(tf.train.load_variable(resume_from, 'global_step')), change)
@@ -467,7 +491,7 @@ def _train(config, resume_from, data_files, stop_signals, server=None):
             # what network it is.
             transfer.check_resumable(resume_from, tf.compat.v1.global_variables())
         if cluster.is_chief:
-            _write_settings(config, hps, resume_from)
+            _write_settings(config, hps, resume_from, data_files)
             scaffold = tf.compat.v1.train.Scaffold(
                 saver=tf.compat.v1.train.Saver(max_to_keep=config.checkpoints.keep_max,
                                                save_relative_paths=True),
@@ -475,7 +499,7 @@ def _train(config, resume_from, data_files, stop_signals, server=None):
         else:
             scaffold = tf.compat.v1.train.Scaffold()
             step = distributed.wait_for_chief(cluster, server.target, _session_config(config))
-            _check_split_of_the_run(config)
+            _check_split_of_the_run(config, data_files)
             if step >= config.schedule.train_steps:
                 logging.info('nothing to train: the global step is %d, train_steps is %d',
                              step, config.schedule.train_steps)
