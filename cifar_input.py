@@ -12,8 +12,8 @@ queue fed by `QueueRunner` threads. Start them with
 `tf.compat.v1.train.start_queue_runners(sess, coord)`; with `num_epochs` set,
 run `tf.compat.v1.local_variables_initializer()` first.
 
-Host side (numpy, no graph): `list_files`, `check_files`, `changed_file_error`, `count_records`,
-`read_records`, `label_names`, `record_summary`. Run this file to check a
+Host side (numpy, no graph): `list_files`, `check_files`, `changed_file_error`, `split_record`,
+`split_moved_error`, `count_records`, `read_records`, `label_names`, `record_summary`. Run this file to check a
 download: python cifar_input.py --dataset=cifar10 [--data_path=...]
 """
 import argparse
@@ -36,7 +36,7 @@ from resnet_cifar.datasets import (DATA_DIR, DATASET_NAMES, IMAGE_BYTES, IMAGE_D
                                    LABEL_MODES, PADDED_SIZE, _label_layout, changed_file_error,
                                    check_files, count_records, dataset_info, format_summary, label_names,
                                    list_files, num_classes, read_records, record_summary,
-                                   split_records)
+                                   split_moved_error, split_record, split_records)
 from resnet_cifar.errors import DataError
 
 MODES = ('train', 'eval')

@@ -45,8 +45,12 @@ def _flag(section, name):
 
 
 def _fail(section, name, value, expected):
+    """Raises the FlagError of a field; it carries the field's name and what was expected, for
+    the message of a settings file (run_files.py) that holds the value."""
     shown = ','.join(map(str, value)) if isinstance(value, (list, tuple)) else value
-    raise FlagError('--%s=%s: expected %s' % (_flag(section, name), shown, expected))
+    error = FlagError('--%s=%s: expected %s' % (_flag(section, name), shown, expected))
+    error.setting, error.expected = name, expected
+    raise error
 
 
 def _coerced(value, kind):
@@ -62,12 +66,14 @@ def _coerced(value, kind):
         return float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise ValueError
+    if kind is int and not -2 ** 63 <= value < 2 ** 63:  # TensorFlow's int64 (a JSON integer has no bound)
+        raise ValueError
     if kind is float and not math.isfinite(value):
         raise ValueError
     return value
 
 
-_KIND_NAMES = {int: 'an integer', float: 'a finite number', bool: 'true or false', str: 'a string'}
+_KIND_NAMES = {int: 'an integer below 2^63', float: 'a finite number', bool: 'true or false', str: 'a string'}
 
 
 def _check_types(section):
@@ -96,6 +102,12 @@ def _positive(section, *names):
         value = getattr(section, name)
         if value is not None and value < 1:
             _fail(section, name, value, 'a positive integer')
+
+
+def _at_most(section, name, most, what):
+    """value <= most; `what` says what the value is ('a positive integer')."""
+    if getattr(section, name) > most:
+        _fail(section, name, getattr(section, name), '%s up to %d' % (what, most))
 
 
 def _in_range(section, name, low, high=None):
@@ -141,6 +153,13 @@ class Data:
         return datasets.num_classes(self.dataset, self.label_mode)
 
 
+# Bounds of the network's size, so that a typo (or a hand-edited config.json) is an error, not a
+# graph that grows until memory runs out: ResNet-1202 (n=200) is the deepest CIFAR ResNet of the
+# papers, and width 64 gives 4,096 filters in the last stage (WRN-28-10 has width 10).
+MAX_RESIDUAL_UNITS = 200
+MAX_WIDTH = 64
+
+
 @dataclasses.dataclass(frozen=True)
 class Model:
     """The network: a pre-activation ResNet of depth 6n+2 (plain units) or 9n+2 (bottleneck)."""
@@ -154,6 +173,8 @@ class Model:
     def __post_init__(self):
         _check_types(self)
         _positive(self, 'num_residual_units', 'width')
+        _at_most(self, 'num_residual_units', MAX_RESIDUAL_UNITS, 'a positive integer')
+        _at_most(self, 'width', MAX_WIDTH, 'a positive integer')
         _in_range(self, 'relu_leakiness', 0, 1)
         _choice(self, 'data_format', DATA_FORMATS)
         _choice(self, 'compute_dtype', COMPUTE_DTYPES)

@@ -7,7 +7,9 @@ cifar_input.py reads the same records through TF1 reader queues.
 """
 import collections
 import glob
+import hashlib
 import os
+import stat
 
 import numpy as np
 
@@ -104,14 +106,29 @@ def list_files(data_path):
 
 
 def _check_readable(path):
-    if os.path.isdir(path):
+    """DataError unless `path` is a regular file this process can open; a FIFO, a socket or a
+    device is refused before it is opened (opening a FIFO waits for a writer, for ever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise DataError('cannot read record file %r: %s' % (path, e.strerror or e)) from None
+    if stat.S_ISDIR(mode):
         raise DataError('%r is a directory; expected a record file (use a pattern such as %r)'
                         % (path, os.path.join(path, '*.bin')))
+    if not stat.S_ISREG(mode):
+        raise DataError('%r is %s; expected a regular file of records' % (path, special_file_kind(mode)))
     try:
         with open(path, 'rb'):
             pass
     except OSError as e:
         raise DataError('cannot read record file %r: %s' % (path, e.strerror or e)) from None
+
+
+def special_file_kind(mode):
+    """What a file that is not a regular file or a directory is, from its st_mode: 'a FIFO', ..."""
+    kinds = ((stat.S_ISFIFO, 'a FIFO'), (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a character device'),
+             (stat.S_ISBLK, 'a block device'))
+    return next((name for is_kind, name in kinds if is_kind(mode)), 'not a regular file')
 
 
 def check_files(dataset, data_path):
@@ -195,6 +212,65 @@ def split_records(checked, validation_size):
             validation.append((path, cut, count))
         start += count
     return training, validation
+
+
+def split_record(dataset, checked, validation_size):
+    """What identifies a run's validation split exactly, as JSON-able values: the training
+    files in order with their record counts, and the sha256 of each file's held-out records.
+
+    checked: [(file, number of records)] from check_files. Reads only the held-out records.
+    """
+    _, validation = split_records(checked, validation_size)
+    info = dataset_info(dataset)
+    return {'validation_size': validation_size, 'files': [[path, count] for path, count in checked],
+            'held_out': [[path, first, end, _records_digest(info, path, first, end)]
+                         for path, first, end in validation]}
+
+
+def split_moved_error(dataset, checked, record, source='the run'):
+    """A DataError naming the first file of `checked` that would move the split of `record`
+    (split_record's), or None when the same records are held out of the same number of records.
+
+    A file added, gone, grown, shrunk or reordered changes the record counts; one rewritten
+    with as many records changes the held-out digests. Files may have moved or been renamed:
+    their names are not compared. source: where the record was read, for the message.
+    """
+    then = record['files']
+    advice = 'restore the training files the run started with, or train a new run in another --log_root'
+    for i in range(max(len(checked), len(then))):
+        if i >= len(checked):
+            return DataError("the run's validation split moved: record file %r (%d records) is not among the "
+                             'training files any more (%s); %s' % (then[i][0], then[i][1], source, advice))
+        path, count = checked[i]
+        if i >= len(then):
+            return DataError("the run's validation split moved: record file %r was not among the %d training "
+                             'files when the split was made (%s); %s' % (path, len(then), source, advice))
+        if count != then[i][1]:
+            return DataError("the run's validation split moved: record file %r holds %d records, %d when the "
+                             'split was made (%s); %s' % (path, count, then[i][1], source, advice))
+    info = dataset_info(dataset)
+    for (path, first, end), (_, _, _, digest) in zip(split_records(checked, record['validation_size'])[1],
+                                                     record['held_out']):
+        if _records_digest(info, path, first, end) != digest:
+            return DataError("the run's validation split moved: record file %r was replaced or rewritten: its "
+                             'records %d to %d, held out for validation, are not those the split was made with '
+                             '(%s); %s' % (path, first, end - 1, source, advice))
+    return None
+
+
+def _records_digest(info, path, first, end):
+    """sha256 (hex) of records [first, end) of a checked file."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        f.seek(first * info.record_bytes)
+        remaining = (end - first) * info.record_bytes
+        while remaining > 0:
+            chunk = f.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise DataError('record file %r ended before record %d; it changed while it was read' % (path, end))
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
 
 
 def count_records(dataset, data_path):

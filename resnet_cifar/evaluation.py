@@ -435,9 +435,10 @@ def evaluate(config):
         it names the file.
       OSError: the lock file cannot be written; it names the file.
     """
-    checkpoint_records(config).check(config.data.dataset)
+    checked, _ = checkpoint_records(config).check(config.data.dataset)
     if config.data.validation_size:
         test_records(config).check(config.data.dataset)
+        _check_pinned_split(config, checked)
     os.makedirs(config.eval_dir, exist_ok=True)
     with guards.RunLock(os.path.join(config.log_root, run_files.EVAL_LOCK_FILE), 'eval',
                         '--log_root=%s' % config.log_root,
@@ -458,6 +459,16 @@ def evaluate(config):
                            'run it again' % guards.error_line(e)) from None
         finally:
             best.remove_holding_folders(config.log_root)
+
+
+def _check_pinned_split(config, checked):
+    """DataError naming the training file that moved the run's validation split since it was
+    recorded in its config.json (the records scored would not be those held out of training)."""
+    record = run_files.validation_split(config.log_root)
+    error = record and cifar_input.split_moved_error(config.data.dataset, checked, record,
+                                                     run_files.path(config.log_root))
+    if error:
+        raise error
 
 
 def score_after_training(config):
@@ -552,6 +563,8 @@ class _Scorer(object):
                                              self.config.eval.batch_count, self.progress)
             except UnreadableCheckpoint as e:
                 return self._skip(path, str(e).replace(held, path))
+            except CheckpointError as e:  # of another network: name the run's checkpoint, not the held link
+                raise CheckpointError(str(e).replace(held, path)) from None
             if score.num_images != self.expected:
                 raise DataError('read %d of the %d records of %s: the files changed'
                                 % (score.num_images, self.expected, self.records.describe()))

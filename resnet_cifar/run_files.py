@@ -18,12 +18,15 @@ each trainer wrote in <log_root>/train/config.json. No TensorFlow here.
 """
 import json
 import os
+import stat
 import time
+import typing
 import uuid
 
 from resnet_cifar import config as config_lib
+from resnet_cifar import datasets
 from resnet_cifar import guards
-from resnet_cifar.errors import RunError
+from resnet_cifar.errors import FlagError, RunError
 
 FILE_NAME = 'config.json'
 # The trainer's lock (guards.RunLock): one trainer per run.
@@ -41,6 +44,8 @@ RECIPE_DEFAULTS = {'lr_schedule': 'piecewise', 'warmup_steps': 0, 'lr_batch_scal
 SPLIT_KEYS = ('validation_size',)
 KEYS = MODEL_KEYS + SPLIT_KEYS + TRAINING_KEYS
 _LEGACY_RECORD = os.path.join('train', 'config.json')
+# The key of config.json that records which training records a run holds out (datasets.split_record).
+SPLIT_RECORD = 'validation_split'
 
 
 class SettingsError(RunError):
@@ -68,11 +73,12 @@ def read(log_root):
         settings = _legacy(settings_path)
         if settings is None:
             return None, None
-    settings = _flat(settings)
+    settings = _flat(settings_path, settings)
     if 'dataset' not in settings:
         raise SettingsError('%s is not a run settings file: it has no "dataset"' % settings_path)
     settings = {key: settings[key] for key in KEYS if key in settings}
     _check_kinds(settings_path, settings)
+    _check_limits(settings_path, settings)
     return dict(RECIPE_DEFAULTS, **settings), settings_path
 
 
@@ -82,12 +88,29 @@ def load_config(log_root):
     saved = _load(settings_path)
     if saved is None or 'data' not in saved:
         raise SettingsError('%s: no RunConfig saved there (written by this version\'s trainer)' % settings_path)
-    for note in ('written', RUN_ID, RUN_ID_FROM_STEP):
+    _flat(settings_path, saved)  # its sections are objects
+    for note in ('written', RUN_ID, RUN_ID_FROM_STEP, SPLIT_RECORD):
         saved.pop(note, None)
     try:
         return config_lib.RunConfig.from_dict(saved)
+    except FlagError as e:
+        raise _limit_error(settings_path, e, _flat(settings_path, saved)) from None
     except (TypeError, ValueError) as e:
         raise SettingsError('%s: %s' % (settings_path, e)) from None
+
+
+def validation_split(log_root):
+    """The record of the run's validation split (datasets.split_record) in its config.json, or
+    None: no file, a run without a split, or one written before splits were recorded."""
+    saved = _load(path(log_root))
+    record = (saved or {}).get(SPLIT_RECORD)
+    if record is None:
+        return None
+    if not (isinstance(record, dict) and isinstance(record.get('validation_size'), int)
+            and isinstance(record.get('files'), list) and isinstance(record.get('held_out'), list)):
+        raise SettingsError('%s: "%s" is not a record of the run\'s validation split; restore it, or delete '
+                            'the key to record the split again' % (path(log_root), SPLIT_RECORD))
+    return record
 
 
 def train_data_path(log_root):
@@ -100,10 +123,14 @@ def train_data_path(log_root):
     return data.get('train_data_path') if isinstance(data, dict) else None
 
 
-def _flat(saved):
+def _flat(settings_path, saved):
     """{key: value} of a settings file: a serialized RunConfig (sections), or a flat object."""
     if not isinstance(saved.get('data'), dict):
         return saved
+    for section in set(config_lib.SETTING_SECTIONS.values()):
+        if section in saved and not isinstance(saved[section], dict):
+            raise SettingsError('%s: "%s" is %s; expected an object of its settings'
+                                % (settings_path, section, _shown(saved[section])))
     return {key: saved[section][key] for key, section in config_lib.SETTING_SECTIONS.items()
             if key in saved.get(section, {})}
 
@@ -139,19 +166,66 @@ def _check_kinds(settings_path, settings):
         raise SettingsError('%s: expected one more of "lr_values" than of "lr_boundaries"' % settings_path)
 
 
+def _check_limits(settings_path, settings):
+    """SettingsError for a value the flags would refuse: the RunConfig sections (config.py) check
+    the values of the file as they check the flags', with the same limits."""
+    sections = {}
+    for key, value in settings.items():
+        sections.setdefault(config_lib.SETTING_SECTIONS[key], {})[key] = value
+    schedule = sections.get('schedule', {})
+    if 'lr_boundaries' not in schedule or 'lr_values' not in schedule:  # an older file: the flags give them
+        for key in ('lr_schedule', 'lr_boundaries', 'lr_values'):
+            schedule.pop(key, None)
+    kinds = typing.get_type_hints(config_lib.RunConfig)
+    try:
+        for section, values in sections.items():
+            kinds[section](**values)
+    except FlagError as e:
+        raise _limit_error(settings_path, e, settings) from None
+
+
+def _limit_error(settings_path, error, settings):
+    """The SettingsError of a config.FlagError raised for a value of the file `settings_path`."""
+    key = getattr(error, 'setting', None)
+    if key in settings:
+        return SettingsError('%s: "%s" is %s; expected %s' % (settings_path, key, _shown(settings[key]),
+                                                              error.expected))
+    text = str(error).replace('--lr_boundaries/--lr_values:', '"lr_boundaries" and "lr_values":')
+    return SettingsError('%s: %s' % (settings_path, text))
+
+
+def _shown(value):
+    """A value of the file as JSON, cut short: one line of a message."""
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + '...'
+
+
 def _is_a(value, kind):
     """isinstance, except that a bool is no number."""
     return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
 def _load(file_path):
+    """The JSON object of a settings file, or None when there is none; SettingsError, naming the
+    file, for anything else: not a regular file (a FIFO would block open() for ever), not UTF-8,
+    not JSON, nested too deeply to parse, not an object."""
     try:
-        with open(file_path) as f:
+        mode = os.stat(file_path).st_mode
+        if not stat.S_ISREG(mode):
+            kind = 'a directory' if stat.S_ISDIR(mode) else datasets.special_file_kind(mode)
+            raise SettingsError('%s is %s; expected a regular file of JSON settings' % (file_path, kind))
+        with open(file_path, encoding='utf-8') as f:
             settings = json.load(f)
     except FileNotFoundError:
         return None
     except OSError as e:
         raise SettingsError('cannot read %s: %s' % (file_path, e.strerror or e)) from None
+    except UnicodeDecodeError as e:
+        raise SettingsError('%s is not UTF-8 text (byte %d): restore it, or delete it to take the settings '
+                            'from the flags' % (file_path, e.start)) from None
+    except RecursionError:
+        raise SettingsError('%s is not valid JSON (nested too deeply): restore it, or delete it to take the '
+                            'settings from the flags' % file_path) from None
     except ValueError as e:
         raise SettingsError('%s is not valid JSON (%s): restore it, or delete it to take the settings '
                             'from the flags' % (file_path, e)) from None
@@ -197,12 +271,15 @@ def identity(log_root):
     return run_id, from_step if isinstance(from_step, int) and not isinstance(from_step, bool) else 0
 
 
-def write(config, run_id=None, run_id_from_step=0):
-    """Writes config.json of config.log_root: the serialized RunConfig and the run's id (a new one
-    when None), in one step."""
+def write(config, run_id=None, run_id_from_step=0, split=None):
+    """Writes config.json of config.log_root: the serialized RunConfig, the run's id (a new one
+    when None), and the record of the run's validation split (datasets.split_record) when there
+    is one, in one step."""
     record = dict(config.to_dict(), written={'by': 'resnet_main.py --mode=train',
                                              'time': time.strftime('%Y-%m-%d %H:%M:%S')})
     record[RUN_ID], record[RUN_ID_FROM_STEP] = run_id or new_run_id(), run_id_from_step
+    if split is not None:
+        record[SPLIT_RECORD] = split
     guards.replace_file(path(config.log_root), json.dumps(record, indent=2, sort_keys=True) + '\n')
 
 

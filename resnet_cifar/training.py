@@ -418,6 +418,8 @@ def train(config):
             with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
                 _refuse_to_start_over_beside_best(log_root)
                 resume_from = checkpoints.prepare_resume(log_root)
+                if resume_from is not None:
+                    _check_pinned_split(config, data_files)
                 done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
                 if done is not None:
                     logging.info('resuming from %s at step %d', resume_from, done)
@@ -484,7 +486,28 @@ def _identity_of_the_run(log_root, resumed_at):
     return (run_id, from_step) if run_id else (run_files.new_run_id(), resumed_at)
 
 
-def _check_split_of_the_run(config):
+def _check_pinned_split(config, data_files):
+    """DataError naming the training file that would move the validation split the run's
+    config.json records (a file grown, shrunk, replaced, reordered, added or gone); nothing
+    to check for a run without a split, or without the record (written by an older version)."""
+    if not config.data.validation_size:
+        return
+    record = run_files.validation_split(config.log_root)
+    if record is not None:
+        error = cifar_input.split_moved_error(config.data.dataset, data_files, record,
+                                              run_files.path(config.log_root))
+        if error is not None:
+            raise error
+
+
+def _split_record(config, data_files):
+    """The record of this run's validation split for its config.json, or None (no split)."""
+    if not config.data.validation_size:
+        return None
+    return cifar_input.split_record(config.data.dataset, data_files, config.data.validation_size)
+
+
+def _check_split_of_the_run(config, data_files):
     """A non-chief worker, once the chief wrote the run's settings: SettingsError when they hold out
     another number of training records than this worker would (it resolved its flags before the
     settings existed, and would train on records the run validates on). Nothing to check where
@@ -500,6 +523,7 @@ def _check_split_of_the_run(config):
         raise run_files.SettingsError('%s: the run %s (%s), this worker %s; give every worker --validation_size=%d'
                                       % (config.cluster.task_name(), run_split, path,
                                          config.data.validation_size or 'none', held_out))
+    _check_pinned_split(config, data_files)
 
 
 def _log_choices(config, data_files):
@@ -512,10 +536,10 @@ def _log_choices(config, data_files):
                      config.data.validation_size)
 
 
-def _write_settings(config, hps, resume_from, identity):
-    """The run's settings file (with identity, (run id, from step)), this start's record, and a log
-    line for each change of the recipe."""
-    run_files.write(config, *identity)
+def _write_settings(config, hps, resume_from, identity, data_files):
+    """The run's settings file (with identity, (run id, from step), and the record of its validation
+    split), this start's record, and a log line for each change of the recipe."""
+    run_files.write(config, *identity, split=_split_record(config, data_files))
     run_files.write_record(config.train_dir, config, hps)
     for change in config.changes_to_run if resume_from is not None else ():
         logging.warning('from step %d: %s', int(tf.train.load_variable(resume_from, 'global_step')), change)
@@ -571,11 +595,11 @@ def _train(config, resume_from, data_files, stop_signals, server=None, identity=
                                                save_relative_paths=True),
                 init_fn=transfer.warm_start_fn(model, config.transfer.init_checkpoint, resume_from))
             # Once every check of the start passed: a start that fails leaves config.json as it was.
-            _write_settings(config, hps, resume_from, identity or (run_files.new_run_id(), 0))
+            _write_settings(config, hps, resume_from, identity or (run_files.new_run_id(), 0), data_files)
         else:
             scaffold = tf.compat.v1.train.Scaffold()
             step = distributed.wait_for_chief(cluster, server.target, _session_config(config))
-            _check_split_of_the_run(config)
+            _check_split_of_the_run(config, data_files)
             if step >= config.schedule.train_steps:
                 logging.info('nothing to train: the global step is %d, train_steps is %d',
                              step, config.schedule.train_steps)
