@@ -23,7 +23,8 @@ def checkout_with_a_quick_start_run(tiny_run, destination):
     start: --validation_size=0 and checkpoints, in the place of the default --log_root."""
     checkout = str(destination)
     shutil.copytree(REPO, checkout, ignore=lambda folder, names: [
-        name for name in names if name in IGNORED or name.endswith('.egg-info')])
+        name for name in names if name in IGNORED or name.endswith('.egg-info')
+        or os.path.exists(os.path.join(folder, name, 'pyvenv.cfg'))])  # a virtualenv in the clone
     copy_run(tiny_run, os.path.join(checkout, 'runs', 'digits'))
     return checkout
 
