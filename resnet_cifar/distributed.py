@@ -159,7 +159,7 @@ class PsWatch(object):
     timeout TensorFlow offers (TF 2.21: ConfigProto.operation_timeout_in_ms and
     RunOptions.timeout_in_ms both let the step wait on), and a stop signal only asks for the end
     of that step. So every PROBE_SECS the thread tries a TCP connection to each ps task; when
-    one took none for cluster.timeout_secs, or took none at the moment a stop signal
+    one took none for cluster.timeout_secs, or took none twice in a row once a stop signal
     (stop_signals.requested) is seen, the process prints one `error:` line naming the task and
     its address and exits with status 1 (errors.RunError's) at once: the main thread is blocked
     in TensorFlow and cannot be unwound. A ps task that is back in time (restarted on its
@@ -196,24 +196,34 @@ class PsWatch(object):
         return False
 
     def _watch(self):
-        down_since = {}
+        down = {}
         while not self._done.wait(self.PROBE_SECS):
-            for index, address in enumerate(self._cluster.ps_hosts):
-                reason = unreachable(address)
-                if reason is None:
-                    down_since.pop(index, None)
-                    continue
-                since = down_since.setdefault(index, time.monotonic())
-                if self._done.is_set():
-                    return
-                if self._stop_signals.requested:
-                    self._exit('%s: %s, and ps %d at %s takes no connection (%s): stopping now, without a '
-                               'checkpoint of this step' % (self._cluster.task_name(), self._stop_signals.signal_name,
-                                                             index, address, reason))
-                if time.monotonic() - since >= self._cluster.timeout_secs:
-                    self._exit('%s: ps %d at %s took no connection for %d seconds (--cluster_timeout_secs): %s; '
-                               'stopping' % (self._cluster.task_name(), index, address, self._cluster.timeout_secs,
-                                             reason))
+            message = self._probe(down)
+            if message is not None and not self._done.is_set():
+                self._exit(message)
+
+    def _probe(self, down):
+        """One connection attempt to each ps task; the reason to end this worker, or None.
+        `down` maps the index of a ps task that took none to (the time.monotonic() since when,
+        the attempts it missed in a row); updated. After a stop signal two missed attempts in a
+        row end the worker: one can miss its 1 s on a loaded machine (a lost SYN is sent again
+        after 1 s), and a healthy chief would exit without its checkpoint."""
+        for index, address in enumerate(self._cluster.ps_hosts):
+            reason = unreachable(address)
+            if reason is None:
+                down.pop(index, None)
+                continue
+            since, missed = down.get(index, (time.monotonic(), 0))
+            down[index] = since, missed + 1
+            if self._stop_signals.requested and missed + 1 >= 2:
+                return ('%s: %s, and ps %d at %s takes no connection (%s): stopping now, without a '
+                        'checkpoint of this step' % (self._cluster.task_name(), self._stop_signals.signal_name,
+                                                     index, address, reason))
+            if time.monotonic() - since >= self._cluster.timeout_secs:
+                return ('%s: ps %d at %s took no connection for %d seconds (--cluster_timeout_secs): %s; '
+                        'stopping' % (self._cluster.task_name(), index, address, self._cluster.timeout_secs,
+                                      reason))
+        return None
 
     def _line(self, message):
         kept = self._kept()

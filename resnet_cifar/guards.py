@@ -4,7 +4,7 @@ No TensorFlow import here, so the signal handling is cheap to test on its own.
 
 - `StopSignals`: while active, the first SIGTERM or SIGINT asks the program to
   stop (training saves a checkpoint first; eval stops at once) and a second
-  one exits the process at once.
+  one exits the process at once (unless it is of the other kind and within 2 s).
 - `output_dir_problem`: why a directory cannot be created or written, before
   a run starts.
 - `error_line`: the one-line message of an OSError or TensorFlow error.
@@ -44,7 +44,10 @@ class StopSignals(object):
     First signal: `requested` becomes True and `signal_name` names it; with
     raise_at_once=True the main thread also gets `Stopped` (at its next Python
     bytecode, which includes waking from time.sleep). Second signal: the process
-    exits at once with status 128 + the signal number.
+    exits at once with status 128 + the signal number; but one of the other kind
+    within SAME_REQUEST_SECS (monotonic) of the first is the same request (a
+    terminal's Ctrl-C and a wrapper script's trap passing SIGTERM on), and only
+    a third exits.
 
     A watcher thread reads the signal numbers from the interpreter's wakeup fd,
     so `requested` is set and a second signal still exits even while the main
@@ -57,12 +60,15 @@ class StopSignals(object):
       first_message: logged on the first signal; '%s' is replaced by the signal name.
     """
 
+    SAME_REQUEST_SECS = 2.0
+
     def __init__(self, raise_at_once=False, first_message='%s: stopping; send it again to exit at once'):
         self.raise_at_once = raise_at_once
         self.first_message = first_message
         self.signal_name = None
         self._requested = threading.Event()
-        self._count = 0
+        self._seen = set()  # the kinds of stop signal received
+        self._first_at = None  # time.monotonic() of the first
         self._lock = threading.Lock()
         self._active = False
 
@@ -97,15 +103,17 @@ class StopSignals(object):
 
     def _on_signal(self, signum, frame):
         """Python-level handler, in the main thread; the watcher does the counting."""
-        self._note(signum)
-        if self.raise_at_once:
+        if self._note(signum) and self.raise_at_once:
             raise Stopped(self.signal_name)
 
     def _note(self, signum):
+        """Marks the stop as requested; True for the first signal (the one that named it)."""
         with self._lock:
-            if self.signal_name is None:
+            first = self.signal_name is None
+            if first:
                 self.signal_name = signal.Signals(signum).name
         self._requested.set()
+        return first
 
     def _watch(self):
         while True:
@@ -120,14 +128,23 @@ class StopSignals(object):
                     return
                 if signum not in STOP_SIGNALS:  # another handled signal, such as SIGALRM
                     continue
-                self._count += 1
-                name = signal.Signals(signum).name
-                if self._count == 1:
-                    self._note(signum)
-                    logging.warning(self.first_message, name)
-                else:
-                    os.write(2, ('error: %s again: exiting at once\n' % name).encode())
-                    os._exit(128 + signum)
+                self._on_stop_signal(signum)
+
+    def _on_stop_signal(self, signum):
+        """Counts a stop signal, in the watcher thread: the first asks, one of another kind within
+        SAME_REQUEST_SECS of it is the same request, any other exits the process at once."""
+        name, now = signal.Signals(signum).name, time.monotonic()
+        if not self._seen:
+            self._seen, self._first_at = {signum}, now
+            self._note(signum)
+            logging.warning(self.first_message, name)
+        elif signum not in self._seen and now - self._first_at < self.SAME_REQUEST_SECS:
+            self._seen.add(signum)
+            logging.warning('%s right after %s: the same stop request; send it again to exit at once',
+                            name, self.signal_name)
+        else:
+            os.write(2, ('error: %s again: exiting at once\n' % name).encode())
+            os._exit(128 + signum)
 
 
 def output_dir_problem(path, writable=True):

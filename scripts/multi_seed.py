@@ -107,7 +107,7 @@ def run_seed(seed, log_root, main_flags, target, prefix_output):
     train_output = _run(seed, 'train', ['--mode=train', '--random_seed=%d' % seed, '--noeval_after_training']
                         + keep + common, prefix_output)
     train_seconds = time.time() - start
-    stopped = re.search(r'stopped by SIG\w+ at step (\d+); checkpoint (\S+) saved', train_output)
+    stopped = re.search(r'stopped by SIG\w+ at step (\d+); checkpoint (.+?) saved; ', train_output)
     if stopped:
         raise SeedStopped(seed, int(stopped.group(1)), stopped.group(2))
     if re.search(r'stopped by SIG\w+ at step', train_output):

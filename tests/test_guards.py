@@ -1,6 +1,7 @@
 """guards.py: stop signals, output-directory checks, the trainer's lock, one-line error text."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,34 +18,97 @@ from resnet_cifar import training
 TINY = ['--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--noeval_after_training']
 
 
-@pytest.mark.timeout(60)
-def test_second_signal_exits_at_once_even_while_the_main_thread_waits():
-    script = '\n'.join([
-        'import os, sys, time',
-        'from resnet_cifar import guards',
-        'with guards.StopSignals(first_message="%s: asked to stop") as stop:',
-        '    print("ready", flush=True)',
-        '    while not stop.requested:',
-        '        time.sleep(0.01)',
-        '    print("requested", stop.signal_name, flush=True)',
-        '    os.read(os.pipe()[0], 1)  # blocks for good',
-    ])
-    proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE,
+WAITING_SCRIPT = '\n'.join([
+    'import os, sys, time',
+    'from resnet_cifar import guards',
+    'with guards.StopSignals(first_message="%s: asked to stop") as stop:',
+    '    print("ready", flush=True)',
+    '    while not stop.requested:',
+    '        time.sleep(0.01)',
+    '    print("requested", stop.signal_name, flush=True)',
+    '    os.read(os.pipe()[0], 1)  # blocks for good',
+])
+
+
+def start_waiting_script():
+    """A process whose main thread blocks for good under StopSignals, once asked to stop."""
+    proc = subprocess.Popen([sys.executable, '-c', WAITING_SCRIPT], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == 'ready'
+    return proc
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('first, second, after_the_window', [
+    (signal.SIGINT, signal.SIGINT, False),  # the same kind, right after: Ctrl-C twice
+    (signal.SIGTERM, signal.SIGINT, True),  # another kind, later than the same request's window
+])
+def test_second_signal_exits_at_once_even_while_the_main_thread_waits(first, second, after_the_window):
+    proc = start_waiting_script()
     try:
-        assert proc.stdout.readline().strip() == 'ready'
-        proc.send_signal(signal.SIGTERM)
-        assert proc.stdout.readline().split() == ['requested', 'SIGTERM']
-        time.sleep(0.3)
+        proc.send_signal(first)
+        assert proc.stdout.readline().split() == ['requested', first.name]
+        if after_the_window:
+            time.sleep(guards.StopSignals.SAME_REQUEST_SECS + 0.2)  # the time is what is tested here
         assert proc.poll() is None  # the first signal only asks
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 128 + signal.SIGINT
+        proc.send_signal(second)
+        assert proc.wait(timeout=10) == 128 + second
         stderr = proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert 'SIGTERM: asked to stop' in stderr and 'error: SIGINT again: exiting at once' in stderr
+    assert '%s: asked to stop' % first.name in stderr
+    assert 'error: %s again: exiting at once' % second.name in stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_signal_of_another_kind_right_after_the_first_is_the_same_stop_request():
+    """A terminal's Ctrl-C (SIGINT) and a wrapper script's trap that passes SIGTERM on (review
+    finding 3): one request. A third signal, of a kind already seen, exits at once. (Signals sent
+    together may arrive in either order.)"""
+    proc = start_waiting_script()
+    try:
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        requested, first = proc.stdout.readline().split()
+        assert requested == 'requested' and first in ('SIGINT', 'SIGTERM')
+        second = 'SIGTERM' if first == 'SIGINT' else 'SIGINT'
+        for line in proc.stderr:
+            assert 'exiting at once' not in line
+            if '%s right after %s: the same stop request' % (second, first) in line:
+                break
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+        assert 'error: SIGTERM again: exiting at once' in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.timeout(120)
+def test_training_saves_its_step_on_ctrl_c_and_a_wrappers_sigterm_right_after(tmp_path):
+    """Issue 26 #9 for users' scripts (review finding 3): SIGINT and SIGTERM together, as a
+    terminal's Ctrl-C and a `trap` passing SIGTERM on to `python resnet_main.py ... &` send them."""
+    log_root = str(tmp_path / 'run')
+    trainer = Process(TINY_DIGITS + LONG_RUN + ['--log_root=' + log_root, '--log_every_n_steps=1'])
+    try:
+        trainer.wait_for(r'step 3/100000', 90)
+        trainer.proc.send_signal(signal.SIGINT)
+        trainer.proc.send_signal(signal.SIGTERM)
+        code = trainer.wait(60)
+    finally:
+        trainer.kill()
+    assert code == 0, trainer.stderr[-3000:]
+    # Signals sent together may arrive in either order: the first names the stop.
+    stopped = re.search(r'stopped by SIG(?:INT|TERM) at step (\d+); checkpoint (.+?) saved; ', trainer.stderr)
+    assert stopped, trainer.stderr[-3000:]
+    step = int(stopped.group(1))
+    assert step >= 3 and checkpoint_steps(log_root)[-1] == step
+    assert stopped.group(2) == os.path.join(log_root, 'model.ckpt-%d' % step)
+    assert 'exiting at once' not in trainer.stderr
 
 
 def test_output_dir_problem_names_the_reason(tmp_path):
