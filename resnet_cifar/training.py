@@ -546,6 +546,26 @@ def _write_settings(config, hps, resume_from, identity, data_files):
     logging.info('learning rate: %s', config.schedule.describe())
 
 
+class _SettingsHook(tf.compat.v1.train.SessionRunHook):
+    """The chief's: writes the run's settings (`write`, once) when the session exists, its
+    checkpoint or --init_checkpoint restored, so a start that fails leaves config.json as it was.
+    It must come first: the checkpoint saver saves the start's step when the session is created."""
+
+    def __init__(self, write):
+        self._write = write
+        self._written = False
+
+    def after_create_session(self, session, coord):
+        if self._written:
+            return  # a session created again after a lost connection: written already
+        try:
+            self._write()
+        except BaseException:
+            coord.request_stop()  # the reader threads are running already
+            raise
+        self._written = True
+
+
 class _StopCauses(object):
     """The hooks that can end a run early, and the one-line message of why it ended."""
 
@@ -594,10 +614,10 @@ def _train(config, resume_from, data_files, stop_signals, server=None, identity=
                 saver=tf.compat.v1.train.Saver(max_to_keep=config.checkpoints.keep_max,
                                                save_relative_paths=True),
                 init_fn=transfer.warm_start_fn(model, config.transfer.init_checkpoint, resume_from))
-            # Once every check of the start passed: a start that fails leaves config.json as it was.
-            _write_settings(config, hps, resume_from, identity or (run_files.new_run_id(), 0), data_files)
+            first_hooks = [_SettingsHook(lambda: _write_settings(
+                config, hps, resume_from, identity or (run_files.new_run_id(), 0), data_files))]
         else:
-            scaffold = tf.compat.v1.train.Scaffold()
+            scaffold, first_hooks = tf.compat.v1.train.Scaffold(), []
             step = distributed.wait_for_chief(cluster, server.target, _session_config(config))
             _check_split_of_the_run(config, data_files)
             if step >= config.schedule.train_steps:
@@ -607,7 +627,7 @@ def _train(config, resume_from, data_files, stop_signals, server=None, identity=
         saves = SaveTracker()
         causes = _StopCauses(model, config, data_files, stop_signals)
         extra_hooks = sync.hooks(cluster.is_chief) if sync else []
-        _run_and_explain(model, config, scaffold, saves, causes, server, extra_hooks)
+        _run_and_explain(model, config, scaffold, saves, causes, server, extra_hooks, first_hooks)
     if server:
         logging.info('%s ran %d train steps', cluster.task_name(), causes.summaries.local_steps)
     if causes.signal.stopped_at is not None:
@@ -632,10 +652,11 @@ def _session_config(config):
     return devices.session_config(devices.num_cpu_devices(config))
 
 
-def _run_and_explain(model, config, scaffold, saves, causes, server=None, extra_hooks=()):
-    """Runs the session; every way it can fail comes out as one error (TrainingError, DataError)."""
+def _run_and_explain(model, config, scaffold, saves, causes, server=None, extra_hooks=(), first_hooks=()):
+    """Runs the session; every way it can fail comes out as one error (TrainingError, DataError).
+    first_hooks run before those of _hooks, extra_hooks after them."""
     try:
-        hooks = _hooks(model, config, scaffold, saves, causes) + list(extra_hooks)
+        hooks = list(first_hooks) + _hooks(model, config, scaffold, saves, causes) + list(extra_hooks)
         _run_session(model, config, scaffold, hooks, server)
     except NanLossError as e:
         raise TrainingError('%s; the last good checkpoint, %s, is kept'
