@@ -512,6 +512,7 @@ def _check_split_of_the_run(config, data_files):
     another number of training records than this worker would (it resolved its flags before the
     settings existed, and would train on records the run validates on). Nothing to check where
     this worker does not see log_root."""
+    _wait_for_the_chief_s_settings(config)
     try:
         saved, path = run_files.read(config.log_root)
     except run_files.SettingsError:
@@ -524,6 +525,21 @@ def _check_split_of_the_run(config, data_files):
                                       % (config.cluster.task_name(), run_split, path,
                                          config.data.validation_size or 'none', held_out))
     _check_pinned_split(config, data_files)
+
+
+def _wait_for_the_chief_s_settings(config, poll_secs=0.1):
+    """A non-chief worker, once the variables are initialized: the chief writes config.json just
+    after (_SettingsHook); waits for it up to cluster.timeout_secs while log_root's lock names a
+    holder. No wait where this worker does not see the chief's log_root."""
+    lock = os.path.join(config.log_root, run_files.LOCK_FILE)
+    deadline = time.monotonic() + config.cluster.timeout_secs
+    while not os.path.exists(run_files.path(config.log_root)) and time.monotonic() < deadline:
+        try:
+            if not os.path.getsize(lock):
+                return  # emptied by a clean exit: no chief holds the run
+        except OSError:
+            return
+        time.sleep(poll_secs)
 
 
 def _log_choices(config, data_files):
