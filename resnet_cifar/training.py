@@ -417,24 +417,29 @@ def train(config):
             os.makedirs(log_root, exist_ok=True)
             with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
                 _refuse_to_start_over_beside_best(log_root)
-                resume_from = checkpoints.prepare_resume(log_root)
-                if resume_from is not None:
-                    _check_pinned_split(config, data_files)
-                done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
-                if done is not None:
-                    logging.info('resuming from %s at step %d', resume_from, done)
-                if done is not None and done >= config.schedule.train_steps:
-                    # Without this, MonitoredTrainingSession would run one more step before stopping.
-                    logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
-                                 log_root, done, config.schedule.train_steps)
-                    finished = None
-                else:
-                    finished = _train_with_signals(config, resume_from, data_files, server, stop_signals,
-                                                   _identity_of_the_run(log_root, done))
+                finished = _resume_or_start(config, data_files, server, stop_signals)
     if server is not None and finished is not False:
         distributed.signal_done(cluster, server.target)
     if finished and cluster.is_chief and config.eval.after_training:
         evaluation.score_after_training(config)
+
+
+def _resume_or_start(config, data_files, server, stop_signals):
+    """The chief's training, holding the run's lock: from the newest checkpoint of log_root that
+    restores, or a new run; _train's result, or None when that checkpoint is at train_steps already."""
+    resume_from = checkpoints.prepare_resume(config.log_root)
+    if resume_from is not None:
+        _check_pinned_split(config, data_files)
+    done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
+    if done is not None:
+        logging.info('resuming from %s at step %d', resume_from, done)
+    if done is not None and done >= config.schedule.train_steps:
+        # Without this, MonitoredTrainingSession would run one more step before stopping.
+        logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
+                     config.log_root, done, config.schedule.train_steps)
+        return None
+    return _train_with_signals(config, resume_from, data_files, server, stop_signals,
+                               _identity_of_the_run(config.log_root, done))
 
 
 def _stop_signals():
