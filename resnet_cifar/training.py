@@ -417,24 +417,29 @@ def train(config):
             os.makedirs(log_root, exist_ok=True)
             with guards.RunLock(os.path.join(log_root, run_files.LOCK_FILE), 'trainer', '--log_root=%s' % log_root):
                 _refuse_to_start_over_beside_best(log_root)
-                resume_from = checkpoints.prepare_resume(log_root)
-                if resume_from is not None:
-                    _check_pinned_split(config, data_files)
-                done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
-                if done is not None:
-                    logging.info('resuming from %s at step %d', resume_from, done)
-                if done is not None and done >= config.schedule.train_steps:
-                    # Without this, MonitoredTrainingSession would run one more step before stopping.
-                    logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
-                                 log_root, done, config.schedule.train_steps)
-                    finished = None
-                else:
-                    finished = _train_with_signals(config, resume_from, data_files, server, stop_signals,
-                                                   _identity_of_the_run(log_root, done))
+                finished = _resume_or_start(config, data_files, server, stop_signals)
     if server is not None and finished is not False:
         distributed.signal_done(cluster, server.target)
     if finished and cluster.is_chief and config.eval.after_training:
         evaluation.score_after_training(config)
+
+
+def _resume_or_start(config, data_files, server, stop_signals):
+    """The chief's training, holding the run's lock: from the newest checkpoint of log_root that
+    restores, or a new run; _train's result, or None when that checkpoint is at train_steps already."""
+    resume_from = checkpoints.prepare_resume(config.log_root)
+    if resume_from is not None:
+        _check_pinned_split(config, data_files)
+    done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
+    if done is not None:
+        logging.info('resuming from %s at step %d', resume_from, done)
+    if done is not None and done >= config.schedule.train_steps:
+        # Without this, MonitoredTrainingSession would run one more step before stopping.
+        logging.info('nothing to train: the latest checkpoint in %s is at step %d, train_steps is %d',
+                     config.log_root, done, config.schedule.train_steps)
+        return None
+    return _train_with_signals(config, resume_from, data_files, server, stop_signals,
+                               _identity_of_the_run(config.log_root, done))
 
 
 def _stop_signals():
@@ -512,6 +517,7 @@ def _check_split_of_the_run(config, data_files):
     another number of training records than this worker would (it resolved its flags before the
     settings existed, and would train on records the run validates on). Nothing to check where
     this worker does not see log_root."""
+    _wait_for_the_chief_s_settings(config)
     try:
         saved, path = run_files.read(config.log_root)
     except run_files.SettingsError:
@@ -524,6 +530,21 @@ def _check_split_of_the_run(config, data_files):
                                       % (config.cluster.task_name(), run_split, path,
                                          config.data.validation_size or 'none', held_out))
     _check_pinned_split(config, data_files)
+
+
+def _wait_for_the_chief_s_settings(config, poll_secs=0.1):
+    """A non-chief worker, once the variables are initialized: the chief writes config.json just
+    after (_SettingsHook); waits for it up to cluster.timeout_secs while log_root's lock names a
+    holder. No wait where this worker does not see the chief's log_root."""
+    lock = os.path.join(config.log_root, run_files.LOCK_FILE)
+    deadline = time.monotonic() + config.cluster.timeout_secs
+    while not os.path.exists(run_files.path(config.log_root)) and time.monotonic() < deadline:
+        try:
+            if not os.path.getsize(lock):
+                return  # emptied by a clean exit: no chief holds the run
+        except OSError:
+            return
+        time.sleep(poll_secs)
 
 
 def _log_choices(config, data_files):
@@ -544,6 +565,26 @@ def _write_settings(config, hps, resume_from, identity, data_files):
     for change in config.changes_to_run if resume_from is not None else ():
         logging.warning('from step %d: %s', int(tf.train.load_variable(resume_from, 'global_step')), change)
     logging.info('learning rate: %s', config.schedule.describe())
+
+
+class _SettingsHook(tf.compat.v1.train.SessionRunHook):
+    """The chief's: writes the run's settings (`write`, once) when the session exists, its
+    checkpoint or --init_checkpoint restored, so a start that fails leaves config.json as it was.
+    It must come first: the checkpoint saver saves the start's step when the session is created."""
+
+    def __init__(self, write):
+        self._write = write
+        self._written = False
+
+    def after_create_session(self, session, coord):
+        if self._written:
+            return  # a session created again after a lost connection: written already
+        try:
+            self._write()
+        except BaseException:
+            coord.request_stop()  # the reader threads are running already
+            raise
+        self._written = True
 
 
 class _StopCauses(object):
@@ -594,10 +635,10 @@ def _train(config, resume_from, data_files, stop_signals, server=None, identity=
                 saver=tf.compat.v1.train.Saver(max_to_keep=config.checkpoints.keep_max,
                                                save_relative_paths=True),
                 init_fn=transfer.warm_start_fn(model, config.transfer.init_checkpoint, resume_from))
-            # Once every check of the start passed: a start that fails leaves config.json as it was.
-            _write_settings(config, hps, resume_from, identity or (run_files.new_run_id(), 0), data_files)
+            first_hooks = [_SettingsHook(lambda: _write_settings(
+                config, hps, resume_from, identity or (run_files.new_run_id(), 0), data_files))]
         else:
-            scaffold = tf.compat.v1.train.Scaffold()
+            scaffold, first_hooks = tf.compat.v1.train.Scaffold(), []
             step = distributed.wait_for_chief(cluster, server.target, _session_config(config))
             _check_split_of_the_run(config, data_files)
             if step >= config.schedule.train_steps:
@@ -607,7 +648,7 @@ def _train(config, resume_from, data_files, stop_signals, server=None, identity=
         saves = SaveTracker()
         causes = _StopCauses(model, config, data_files, stop_signals)
         extra_hooks = sync.hooks(cluster.is_chief) if sync else []
-        _run_and_explain(model, config, scaffold, saves, causes, server, extra_hooks)
+        _run_and_explain(model, config, scaffold, saves, causes, server, extra_hooks, first_hooks)
     if server:
         logging.info('%s ran %d train steps', cluster.task_name(), causes.summaries.local_steps)
     if causes.signal.stopped_at is not None:
@@ -632,10 +673,11 @@ def _session_config(config):
     return devices.session_config(devices.num_cpu_devices(config))
 
 
-def _run_and_explain(model, config, scaffold, saves, causes, server=None, extra_hooks=()):
-    """Runs the session; every way it can fail comes out as one error (TrainingError, DataError)."""
+def _run_and_explain(model, config, scaffold, saves, causes, server=None, extra_hooks=(), first_hooks=()):
+    """Runs the session; every way it can fail comes out as one error (TrainingError, DataError).
+    first_hooks run before those of _hooks, extra_hooks after them."""
     try:
-        hooks = _hooks(model, config, scaffold, saves, causes) + list(extra_hooks)
+        hooks = list(first_hooks) + _hooks(model, config, scaffold, saves, causes) + list(extra_hooks)
         _run_session(model, config, scaffold, hooks, server)
     except NanLossError as e:
         raise TrainingError('%s; the last good checkpoint, %s, is kept'

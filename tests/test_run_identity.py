@@ -126,6 +126,30 @@ def test_a_failed_start_leaves_config_json_as_it_was(tiny_run, tmp_path):
     assert open(os.path.join(log_root, 'config.json')).read() == old
 
 
+def test_a_start_that_fails_when_the_session_is_created_leaves_config_json_as_it_was(tiny_run, tmp_path):
+    """An --init_checkpoint of the right network whose data file is damaged passes every check of
+    the start (they read its index) and fails in the restore, when the session is created. On the
+    old code config.json had already been rewritten with a new run id by then."""
+    init = tmp_path / 'init'
+    os.makedirs(str(init))
+    for name in os.listdir(tiny_run):
+        if name.startswith('model.ckpt-60.'):
+            shutil.copy(os.path.join(tiny_run, name), str(init / name))
+    data = str(init / 'model.ckpt-60.data-00000-of-00001')
+    with open(data, 'r+b') as f:  # same size, every byte zero: only the restore's checksums see it
+        f.write(bytes(os.path.getsize(data)))
+    log_root = str(tmp_path / 'run')
+    os.makedirs(log_root)
+    old = '{"dataset": "digits", "num_residual_units": 1, "run_id": "%s"}\n' % ('ab' * 16)
+    with open(os.path.join(log_root, 'config.json'), 'w') as f:
+        f.write(old)
+    done = processes.run('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=20',
+                         '--init_checkpoint=' + str(init / 'model.ckpt-60'))
+    processes.assert_one_line_error(done.returncode, done.stderr, 1, 'cannot restore', str(init / 'model.ckpt-60'))
+    assert open(os.path.join(log_root, 'config.json')).read() == old
+    assert not os.path.exists(os.path.join(log_root, 'train', 'config.json'))
+
+
 def test_a_resumed_run_keeps_its_id_and_an_old_run_gets_one(tiny_run, tmp_path):
     log_root = _run_copy(tiny_run, tmp_path / 'run')
     settings_path = os.path.join(log_root, 'config.json')
