@@ -203,7 +203,7 @@ class Results(object):
         self.run_id = run[0]
         self.checkpoints, self.latest, self.test = [], None, None
         try:
-            with open(self.path) as f:
+            with guards.open_regular(self.path, RunError, 'of JSON scores') as f:
                 saved = json.load(f)
             if saved.get('scored_on', records.describe()) == records.describe():
                 of_this_run = lambda entry: entry and is_of_the_run(saved.get('run_id'), entry['step'], run)
@@ -314,7 +314,7 @@ class EvalState(object):
         self._skipped = {}
         if os.path.exists(self._path):
             try:
-                with open(self._path) as f:
+                with guards.open_regular(self._path, RunError, 'of JSON') as f:
                     saved = json.load(f)
                 self._adopt(saved, run)
             except (OSError, ValueError, TypeError, AttributeError, KeyError) as e:
