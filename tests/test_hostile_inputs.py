@@ -1,6 +1,7 @@
 """Inputs a careless user or an attacker hands a run: a training file that moves a run's
 validation split, record and settings files that are FIFOs or sockets, a hand-edited config.json.
 Each is one line naming the file and what was expected, before anything is read or written."""
+import errno
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import processes
 import synthetic
 from processes import TINY, assert_one_line_error, checkpoint_steps, copy_run
 from resnet_cifar import datasets
+from resnet_cifar import evaluation
 from resnet_cifar import run_files
 from resnet_cifar.config import Data, Model, RunConfig
 from resnet_cifar.errors import DataError
@@ -278,3 +280,14 @@ def test_a_fifo_as_features_file_is_named_as_a_fifo_not_as_missing(tmp_path):
     with pytest.raises(features.FeaturesError, match='does not exist: write it with --mode=extract'):
         features.load_features(str(tmp_path / 'missing.npz'))
 
+
+@pytest.mark.parametrize('number, advice', [
+    (errno.ENOSPC, 'free space'), (errno.EDQUOT, 'free space'),
+    (errno.EACCES, 'permissions'), (errno.EPERM, 'permissions'), (errno.EROFS, 'read-only'),
+    (errno.EIO, 'fix it and run it again'),
+])
+def test_eval_advice_on_a_write_error_follows_its_errno(tmp_path, number, advice):
+    path = str(tmp_path / 'eval' / 'results.json')
+    line = str(evaluation.write_error(OSError(number, os.strerror(number), path)))
+    assert path in line and os.strerror(number) in line and advice in line and '\n' not in line, line
+    assert number in (errno.ENOSPC, errno.EDQUOT) or 'free space' not in line, line
