@@ -19,6 +19,7 @@ import shutil
 
 from resnet_cifar import checkpoints
 from resnet_cifar import guards
+from resnet_cifar.errors import RunError
 
 DIR_NAME = 'best'
 INFO_FILE = 'best.json'
@@ -188,9 +189,9 @@ def path(log_root):
 
 
 def info(log_root):
-    """best.json of the kept best checkpoint, or None."""
+    """best.json of the kept best checkpoint, or None; RunError when it is not a regular file."""
     try:
-        with open(os.path.join(directory(log_root), INFO_FILE)) as f:
+        with guards.open_regular(os.path.join(directory(log_root), INFO_FILE), RunError, 'of JSON') as f:
             return json.load(f)
     except (OSError, ValueError):
         return None

@@ -23,7 +23,7 @@ import re
 from absl import logging
 
 from resnet_cifar import guards
-from resnet_cifar.errors import CheckpointError  # noqa: F401 (checkpoints.CheckpointError)
+from resnet_cifar.errors import CheckpointError
 
 STATE_FILE = 'checkpoint'
 DAMAGED_DIR = 'damaged'
@@ -76,10 +76,15 @@ State = collections.namedtuple('State', ['latest', 'listed', 'problem', 'elsewhe
 
 
 def read_state(run_dir):
-    """What the state file of run_dir says, as a State; never raises."""
+    """What the state file of run_dir says, as a State.
+
+    Raises:
+      CheckpointError: the state file is a FIFO, a socket, a device or a directory.
+    """
     path = os.path.join(run_dir, STATE_FILE)
     try:
-        with open(path, encoding='utf-8', errors='replace') as f:
+        with guards.open_regular(path, CheckpointError, '(the checkpoint state file)', encoding='utf-8',
+                                 errors='replace') as f:
             text = f.read()
     except FileNotFoundError:
         return State(None, [], 'missing', None)
@@ -227,7 +232,7 @@ def write_state(run_dir, latest_prefix, older_names=()):
     text += ''.join('all_model_checkpoint_paths: "%s"\n' % name for name in names)
     path = os.path.join(run_dir, STATE_FILE)
     try:
-        with open(path) as f:
+        with guards.open_regular(path, CheckpointError, '(the checkpoint state file)') as f:
             if f.read() == text:
                 return
     except OSError:

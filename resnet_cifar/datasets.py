@@ -9,10 +9,10 @@ import collections
 import glob
 import hashlib
 import os
-import stat
 
 import numpy as np
 
+from resnet_cifar import guards
 from resnet_cifar.errors import DataError
 
 IMAGE_SIZE = 32
@@ -108,27 +108,14 @@ def list_files(data_path):
 def _check_readable(path):
     """DataError unless `path` is a regular file this process can open; a FIFO, a socket or a
     device is refused before it is opened (opening a FIFO waits for a writer, for ever)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as e:
-        raise DataError('cannot read record file %r: %s' % (path, e.strerror or e)) from None
-    if stat.S_ISDIR(mode):
+    if os.path.isdir(path):
         raise DataError('%r is a directory; expected a record file (use a pattern such as %r)'
                         % (path, os.path.join(path, '*.bin')))
-    if not stat.S_ISREG(mode):
-        raise DataError('%r is %s; expected a regular file of records' % (path, special_file_kind(mode)))
     try:
-        with open(path, 'rb'):
+        with guards.open_regular(path, DataError, 'of records', shown=repr(path), binary=True):
             pass
     except OSError as e:
         raise DataError('cannot read record file %r: %s' % (path, e.strerror or e)) from None
-
-
-def special_file_kind(mode):
-    """What a file that is not a regular file or a directory is, from its st_mode: 'a FIFO', ..."""
-    kinds = ((stat.S_ISFIFO, 'a FIFO'), (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a character device'),
-             (stat.S_ISBLK, 'a block device'))
-    return next((name for is_kind, name in kinds if is_kind(mode)), 'not a regular file')
 
 
 def check_files(dataset, data_path):

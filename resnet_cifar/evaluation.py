@@ -10,6 +10,7 @@ checkpoint's global step to config.eval_dir and prints one line per checkpoint.
 """
 import collections
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -203,7 +204,7 @@ class Results(object):
         self.run_id = run[0]
         self.checkpoints, self.latest, self.test = [], None, None
         try:
-            with open(self.path) as f:
+            with guards.open_regular(self.path, RunError, 'of JSON scores') as f:
                 saved = json.load(f)
             if saved.get('scored_on', records.describe()) == records.describe():
                 of_this_run = lambda entry: entry and is_of_the_run(saved.get('run_id'), entry['step'], run)
@@ -314,7 +315,7 @@ class EvalState(object):
         self._skipped = {}
         if os.path.exists(self._path):
             try:
-                with open(self._path) as f:
+                with guards.open_regular(self._path, RunError, 'of JSON') as f:
                     saved = json.load(f)
                 self._adopt(saved, run)
             except (OSError, ValueError, TypeError, AttributeError, KeyError) as e:
@@ -454,11 +455,23 @@ def evaluate(config):
                 scorer.score_test()
         except guards.Stopped as e:
             logging.warning('eval stopped by %s', e.signal_name)
-        except OSError as e:  # a file it writes (a full disk): the error names it
-            raise RunError('%s; eval stopped, best/ and the scores written before are kept: free space and '
-                           'run it again' % guards.error_line(e)) from None
+        except OSError as e:  # a file it writes (a full disk, a read-only one): the error names it
+            raise write_error(e) from None
         finally:
             best.remove_holding_folders(config.log_root)
+
+
+def write_error(error):
+    """The RunError for an OSError that stopped eval, naming the file, with advice by its errno."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = 'free space and run it again'
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = ('check its permissions, or whether its file system is read-only (or give another '
+                  '--log_root), and run it again')
+    else:
+        advice = 'fix it and run it again'
+    return RunError('%s; eval stopped, best/ and the scores written before are kept: %s'
+                    % (guards.error_line(error), advice))
 
 
 def _check_pinned_split(config, checked):

@@ -27,6 +27,7 @@ from absl import logging
 import cifar_input
 import resnet_model
 from resnet_cifar import devices
+from resnet_cifar import guards
 from resnet_cifar import progress
 from resnet_cifar import run_files
 from resnet_cifar import transfer
@@ -162,13 +163,19 @@ def save_features(path, features, labels, metadata):
 def load_features(path):
     """(features float32 [N, D], labels int64 [N], metadata dict) of a features file.
 
-    Raises FeaturesError naming the file when it is missing or not a features file.
+    Raises FeaturesError naming the file when it is missing, not a regular file (a FIFO), or
+    not a features file.
     """
-    if not os.path.isfile(path):
-        raise FeaturesError('features file %r does not exist: write it with --mode=extract '
-                            '--features_path=%s' % (path, path))
     try:
-        with np.load(path, allow_pickle=False) as data:
+        opened = guards.open_regular(path, FeaturesError, '(a features .npz from --mode=extract)',
+                                     shown=repr(path), binary=True)
+    except FileNotFoundError:
+        raise FeaturesError('features file %r does not exist: write it with --mode=extract '
+                            '--features_path=%s' % (path, path)) from None
+    except OSError as e:
+        raise FeaturesError('cannot read features file %r: %s' % (path, e.strerror or e)) from None
+    try:
+        with opened, np.load(opened, allow_pickle=False) as data:
             features, labels = data['features'], data['labels']
             metadata = json.loads(str(data['metadata']))
     except (OSError, ValueError, KeyError, TypeError) as e:  # TypeError: an .npy, not an .npz

@@ -11,12 +11,15 @@ No TensorFlow import here, so the signal handling is cheap to test on its own.
 - `RunLock`: one process of a kind at a time per run directory (a second trainer, or a
   second eval, is refused).
 - `replace_file`: writes a small file in one step (whole or not at all).
+- `open_regular`: opens a file for reading only when it is a regular file (a FIFO would
+  block open() for ever).
 """
 import fcntl
 import os
 import re
 import signal
 import socket
+import stat
 import threading
 import time
 
@@ -186,6 +189,43 @@ def _access_reason(path):
     except OSError:
         pass
     return 'permission denied'
+
+
+def file_kind(mode):
+    """What a file that is not a regular file is, from its st_mode: 'a directory', 'a FIFO', ..."""
+    kinds = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISSOCK, 'a socket'),
+             (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'))
+    return next((name for is_kind, name in kinds if is_kind(mode)), 'not a regular file')
+
+
+def open_regular(path, error, of_what='', shown=None, binary=False, **text_args):
+    """open(path) for reading, only once os.stat says it is a regular file: a FIFO would block
+    open() for ever, and a socket or a device is no file of the run's.
+
+    Args:
+      error: the errors.Error class raised, naming the file, when it is not a regular file.
+      of_what: what the file should hold, for the message: 'of records' gives '... expected a
+        regular file of records'.
+      shown: how the message names the file (default: the path).
+      binary: open it in 'rb' mode; else text, with `text_args` (encoding=, errors=).
+    Raises:
+      `error` for a directory, a FIFO, a socket or a device; OSError as open() raises it
+      (FileNotFoundError, PermissionError).
+    """
+    def check(mode):
+        if not stat.S_ISREG(mode):
+            raise error('%s is %s; expected a regular file%s' % (shown or path, file_kind(mode),
+                                                                 ' ' + of_what if of_what else ''))
+    check(os.stat(path).st_mode)
+    # Non-blocking, so that a FIFO put in its place since the stat is caught, not waited on.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        check(os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, 'rb' if binary else 'r', **text_args)
 
 
 def error_line(error):

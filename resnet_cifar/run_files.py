@@ -18,13 +18,11 @@ each trainer wrote in <log_root>/train/config.json. No TensorFlow here.
 """
 import json
 import os
-import stat
 import time
 import typing
 import uuid
 
 from resnet_cifar import config as config_lib
-from resnet_cifar import datasets
 from resnet_cifar import guards
 from resnet_cifar.errors import FlagError, RunError
 
@@ -210,11 +208,7 @@ def _load(file_path):
     file, for anything else: not a regular file (a FIFO would block open() for ever), not UTF-8,
     not JSON, nested too deeply to parse, not an object."""
     try:
-        mode = os.stat(file_path).st_mode
-        if not stat.S_ISREG(mode):
-            kind = 'a directory' if stat.S_ISDIR(mode) else datasets.special_file_kind(mode)
-            raise SettingsError('%s is %s; expected a regular file of JSON settings' % (file_path, kind))
-        with open(file_path, encoding='utf-8') as f:
+        with guards.open_regular(file_path, SettingsError, 'of JSON settings', encoding='utf-8') as f:
             settings = json.load(f)
     except FileNotFoundError:
         return None

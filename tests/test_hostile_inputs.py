@@ -1,6 +1,7 @@
 """Inputs a careless user or an attacker hands a run: a training file that moves a run's
 validation split, record and settings files that are FIFOs or sockets, a hand-edited config.json.
 Each is one line naming the file and what was expected, before anything is read or written."""
+import errno
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import processes
 import synthetic
 from processes import TINY, assert_one_line_error, checkpoint_steps, copy_run
 from resnet_cifar import datasets
+from resnet_cifar import evaluation
 from resnet_cifar import run_files
 from resnet_cifar.config import Data, Model, RunConfig
 from resnet_cifar.errors import DataError
@@ -245,3 +247,47 @@ def test_the_flags_have_the_same_limits(tmp_path, capsys):
     code, err = processes.main_exit(['--mode=train', '--dataset=digits', '--num_residual_units=1000000000',
                                      '--log_root=' + str(tmp_path / 'run')], capsys)
     assert_one_line_error(code, err, 2, '--num_residual_units=1000000000: expected a positive integer up to')
+
+
+# ---------------------------------------------------------------- FIFOs in place of the run's own files
+
+@pytest.mark.parametrize('mode, name', [
+    ('--mode=eval', 'checkpoint'),
+    ('--mode=train', 'checkpoint'),
+    ('--mode=eval', os.path.join('eval', 'results.json')),
+    ('--mode=eval', os.path.join('eval', 'eval_state.json')),
+    ('--mode=eval', os.path.join('best', 'best.json')),
+])
+@pytest.mark.timeout(150)
+def test_a_fifo_in_place_of_a_file_of_the_run_is_one_line_not_a_hang(tiny_run, tmp_path, mode, name):
+    log_root = copy_run(tiny_run, tmp_path / 'run')
+    fifo = os.path.join(log_root, name)
+    os.makedirs(os.path.dirname(fifo), exist_ok=True)
+    if os.path.exists(fifo):
+        os.remove(fifo)
+    os.mkfifo(fifo)
+    done = processes.run(mode, '--eval_once', '--train_steps=80', '--log_root=' + log_root, timeout=60)
+    assert_one_line_error(done.returncode, done.stderr, 1, fifo, 'is a FIFO; expected a regular file')
+    assert checkpoint_steps(log_root) == [40, 60]
+
+
+def test_a_fifo_as_features_file_is_named_as_a_fifo_not_as_missing(tmp_path):
+    from resnet_cifar import features
+    fifo = str(tmp_path / 'features.npz')
+    os.mkfifo(fifo)
+    with pytest.raises(features.FeaturesError, match=r"'.*features\.npz' is a FIFO; expected a regular file"):
+        features.load_features(fifo)
+    with pytest.raises(features.FeaturesError, match='does not exist: write it with --mode=extract'):
+        features.load_features(str(tmp_path / 'missing.npz'))
+
+
+@pytest.mark.parametrize('number, advice', [
+    (errno.ENOSPC, 'free space'), (errno.EDQUOT, 'free space'),
+    (errno.EACCES, 'permissions'), (errno.EPERM, 'permissions'), (errno.EROFS, 'read-only'),
+    (errno.EIO, 'fix it and run it again'),
+])
+def test_eval_advice_on_a_write_error_follows_its_errno(tmp_path, number, advice):
+    path = str(tmp_path / 'eval' / 'results.json')
+    line = str(evaluation.write_error(OSError(number, os.strerror(number), path)))
+    assert path in line and os.strerror(number) in line and advice in line and '\n' not in line, line
+    assert number in (errno.ENOSPC, errno.EDQUOT) or 'free space' not in line, line
