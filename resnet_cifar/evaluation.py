@@ -205,6 +205,7 @@ class Results(object):
         try:
             with open(self.path) as f:
                 saved = json.load(f)
+            _check_results(saved)
             if saved.get('scored_on', records.describe()) == records.describe():
                 of_this_run = lambda entry: entry and is_of_the_run(saved.get('run_id'), entry['step'], run)
                 self.checkpoints = [e for e in saved['checkpoints'] if of_this_run(e)]
@@ -243,6 +244,26 @@ class Results(object):
             'latest': self.latest, 'test': self.test,
             'best_is_chosen_on': (self.records.describe() + ', held out of training' if validation
                                   else 'the eval records themselves: an optimistic figure')}, indent=1))
+
+
+def _check_results(saved):
+    """ValueError saying what in results.json (its object `saved`) is not as eval writes it."""
+    entries = saved['checkpoints']
+    if not isinstance(entries, list):
+        raise ValueError('"checkpoints" is not a list')
+    for entry in entries + [saved.get('latest'), saved.get('test')]:
+        if entry is not None and not (isinstance(entry, dict) and _is_int(entry.get('step'))
+                                      and _is_number(entry.get('precision'))):
+            raise ValueError('a checkpoint entry is %s; expected its "step" and "precision" as numbers'
+                             % json.dumps(entry)[:80])
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _entry(score):
@@ -328,6 +349,12 @@ class EvalState(object):
         entries = [(e['step'], e['checkpoint']) for e in saved.get('checkpoints', [])]
         # Before runs had ids: {name: step}.
         entries += [(step, None) for name, step in dict(saved.get('scored', {})).items() if step is not None]
+        for step, mark in entries:
+            if not (_is_int(step) and (mark is None or isinstance(mark, str))):
+                raise ValueError('a checkpoint is listed as step %s, %s; expected a step and a fingerprint'
+                                 % (json.dumps(step), json.dumps(mark)))
+        if not _is_number(saved.get('best_precision', 0.0)):
+            raise ValueError('"best_precision" is %s; expected a number' % json.dumps(saved['best_precision']))
         self.scored = {entry: entry[0] for entry in entries if is_of_the_run(recorded_id, entry[0], run)}
         if self.scored:
             self.best_precision = float(saved.get('best_precision', 0.0))
@@ -438,7 +465,7 @@ def evaluate(config):
     checked, _ = checkpoint_records(config).check(config.data.dataset)
     if config.data.validation_size:
         test_records(config).check(config.data.dataset)
-        _check_pinned_split(config, checked)
+        run_files.check_pinned_split(config, checked)
     os.makedirs(config.eval_dir, exist_ok=True)
     with guards.RunLock(os.path.join(config.log_root, run_files.EVAL_LOCK_FILE), 'eval',
                         '--log_root=%s' % config.log_root,
@@ -459,16 +486,6 @@ def evaluate(config):
                            'run it again' % guards.error_line(e)) from None
         finally:
             best.remove_holding_folders(config.log_root)
-
-
-def _check_pinned_split(config, checked):
-    """DataError naming the training file that moved the run's validation split since it was
-    recorded in its config.json (the records scored would not be those held out of training)."""
-    record = run_files.validation_split(config.log_root)
-    error = record and cifar_input.split_moved_error(config.data.dataset, checked, record,
-                                                     run_files.path(config.log_root))
-    if error:
-        raise error
 
 
 def score_after_training(config):
@@ -635,7 +652,13 @@ def _set_aside_best_of_another_run(log_root, run):
     """Moves a best/ that eval kept for another run than `run` to best.of-another-run-<id>/, so
     that its figures are never taken for this run's; one warning says where."""
     kept = best.info(log_root)
-    if best.path(log_root) is None or not isinstance(kept, dict) or is_of_the_run(kept.get('run_id'), kept.get('step'), run):
+    if best.path(log_root) is None or not isinstance(kept, dict):
+        return
+    problem = run_files.run_identity_problem(kept.get('run_id'), kept.get('step'), 'step')
+    if problem:
+        raise run_files.SettingsError('%s: %s; restore it, or move %s away' % (
+            os.path.join(best.directory(log_root), best.INFO_FILE), problem, best.directory(log_root)))
+    if is_of_the_run(kept.get('run_id'), kept['step'], run):
         return
     aside = '%s.of-another-run-%s' % (best.directory(log_root), (kept.get('run_id') or 'without-id')[:8])
     while os.path.exists(aside):
