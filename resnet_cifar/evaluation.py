@@ -230,10 +230,10 @@ class Results(object):
         self.latest = dict(entry, **_detail(score, self.class_names))
         self._write()
 
-    def add_test(self, score, checkpoint, class_names):
-        """Records the test score of the best checkpoint and rewrites the file."""
-        self.test = dict(_entry(score), checkpoint=checkpoint, chosen_on=self.records.describe(),
-                         **_detail(score, class_names))
+    def add_test(self, score, checkpoint, class_names, checkpoint_fingerprint):
+        """Records the test score of the best checkpoint (its name and fingerprint()) and rewrites the file."""
+        self.test = dict(_entry(score), checkpoint=checkpoint, fingerprint=checkpoint_fingerprint,
+                         chosen_on=self.records.describe(), **_detail(score, class_names))
         self._write()
 
     def _write(self):
@@ -569,11 +569,11 @@ class _Scorer(object):
         error = cifar_input.changed_file_error(self.config.data.dataset, self.checked)
         if error is not None:
             raise error
-        checkpoint_fingerprint = fingerprint(path)
         # Held in best/ while it is scored: rotation cannot take it away, and it can become the best.
         held = best.hold(self.config.log_root, path)
         if held is None:
             return self._skip(path, '%s: %s' % (path, checkpoints.problem(path) or 'its files went'))
+        checkpoint_fingerprint = fingerprint(held)  # of the files scored, whatever the name holds later
         try:
             try:
                 score = self.evaluator.score(held, self.config.eval.use_moving_average,
@@ -631,7 +631,8 @@ class _Scorer(object):
         if path is None:
             logging.warning('no test score: no best checkpoint kept in %s', best.directory(self.config.log_root))
             return
-        if self.results.test and self.results.test.get('checkpoint') == os.path.basename(path):
+        test = self.results.test
+        if test and (test.get('checkpoint'), test.get('fingerprint')) == (os.path.basename(path), fingerprint(path)):
             logging.info('the test score of the best checkpoint, step %d, is in %s already',
                          self.results.test['step'], self.results.path)
             return
@@ -641,7 +642,7 @@ class _Scorer(object):
         score = EvalGraph(self.hps, self.config, records).score(
             path, self.config.eval.use_moving_average, self.config.eval.batch_count,
             progress.EvalProgress(count, self.hps.batch_size))
-        self.results.add_test(score, os.path.basename(path), self._class_names(records))
+        self.results.add_test(score, os.path.basename(path), self._class_names(records), fingerprint(path))
         summaries.write_scalars(self.config.eval_dir, score.step, {'Test Precision': score.precision})
         print('test precision %.4f on %d images of %s (the best checkpoint, step %d, chosen on validation '
               'precision %.4f)' % (score.precision, score.num_images, records.data_path, score.step,
