@@ -228,15 +228,16 @@ class Results(object):
         self.checkpoints = sorted([e for e in self.checkpoints if e['step'] != score.step] + [entry],
                                   key=lambda e: e['step'])
         self.latest = dict(entry, **_detail(score, self.class_names))
-        self._write()
+        self.write()
 
     def add_test(self, score, checkpoint, class_names, checkpoint_fingerprint):
         """Records the test score of the best checkpoint (its name and fingerprint()) and rewrites the file."""
         self.test = dict(_entry(score), checkpoint=checkpoint, fingerprint=checkpoint_fingerprint,
                          chosen_on=self.records.describe(), **_detail(score, class_names))
-        self._write()
+        self.write()
 
-    def _write(self):
+    def write(self):
+        """Rewrites the file in one step."""
         validation = self.records.kind == 'validation'
         guards.replace_file(self.path, json.dumps({
             'run_id': self.run_id, 'scored_on': self.records.describe(), 'checkpoints': self.checkpoints,
@@ -364,6 +365,10 @@ class EvalState(object):
         step = step_in_name(checkpoint_path)
         self.scored[step, checkpoint_fingerprint] = step
         self.best_precision = max(self.best_precision, score.precision)
+        self.write()
+
+    def write(self):
+        """Rewrites the file in one step."""
         guards.replace_file(self._path, json.dumps({
             'run_id': self.run_id, 'best_precision': self.best_precision,
             'checkpoints': [{'step': step, 'checkpoint': mark} for step, mark in sorted(
@@ -551,6 +556,29 @@ class _Scorer(object):
             logging.info("results in %s; 'Best Precision' is the best on these eval records themselves, "
                          'an optimistic figure', self.results.path)
 
+    def follow_the_run(self):
+        """Reads the run's identity again (eval follows training): a run of an older version that a
+        trainer resumes gets its id from the step it resumes at, and what was scored is relabelled
+        as that run's; another run (started over) is scored afresh, as at a start."""
+        now = run_files.identity(self.config.log_root)
+        if now == self.run or now[0] is None:  # a run never loses its id (config.json being replaced)
+            return
+        if self.run == (None, 0) and now[1] > 0:
+            logging.info('the run in %s got the id %s at step %d: the scores so far are its own',
+                         self.config.log_root, now[0], now[1])
+            self.run = now
+            self.state.run_id = self.results.run_id = now[0]
+            self.state.write()
+            self.results.write()
+            _label_best(self.config.log_root, now[0])
+            return
+        logging.warning('%s holds another run now (id %s, was %s): it is scored afresh',
+                        self.config.log_root, now[0], self.run[0] or 'none')
+        self.run = now
+        self.state = EvalState(self.config.eval_dir, now)
+        self.results = Results(self.config.eval_dir, self.records, self.results.class_names, now)
+        _set_aside_best_of_another_run(self.config.log_root, now)
+
     def _class_names(self, records):
         return cifar_input.label_names(self.config.data.dataset, records.data_path, self.config.data.label_mode)
 
@@ -649,6 +677,15 @@ class _Scorer(object):
                                    kept.get('precision', float('nan'))), flush=True)
 
 
+def _label_best(log_root, run_id):
+    """Writes `run_id` into best/best.json when it names no run: the best of a run of an older
+    version, which got its id while eval followed it."""
+    kept = best.info(log_root)
+    if best.path(log_root) is not None and isinstance(kept, dict) and kept.get('run_id') is None:
+        guards.replace_file(os.path.join(best.directory(log_root), best.INFO_FILE),
+                            json.dumps(dict(kept, run_id=run_id), indent=1))
+
+
 def _set_aside_best_of_another_run(log_root, run):
     """Moves a best/ that eval kept for another run than `run` to best.of-another-run-<id>/, so
     that its figures are never taken for this run's; one warning says where."""
@@ -684,6 +721,7 @@ def _follow_training(scorer, config):
     log_root = config.log_root
     waiting_logged = scored_here = False
     while True:
+        scorer.follow_the_run()
         path = checkpoints.latest(log_root)
         pending = scorer.not_scored_up_to(path)
         if pending:
