@@ -686,13 +686,22 @@ def _label_best(log_root, run_id):
                             json.dumps(dict(kept, run_id=run_id), indent=1))
 
 
+def _best_info_problem(kept):
+    """What in best.json (its value `kept`) is not as eval writes it, or None."""
+    if not isinstance(kept, dict):
+        return 'expected a JSON object'
+    if not _is_number(kept.get('precision')):
+        return '"precision" is %s; expected a number' % json.dumps(kept.get('precision'))[:80]
+    return run_files.run_identity_problem(kept.get('run_id'), kept.get('step'), 'step')
+
+
 def _set_aside_best_of_another_run(log_root, run):
     """Moves a best/ that eval kept for another run than `run` to best.of-another-run-<id>/, so
     that its figures are never taken for this run's; one warning says where."""
     kept = best.info(log_root)
-    if best.path(log_root) is None or not isinstance(kept, dict):
+    if best.path(log_root) is None or kept is None:
         return
-    problem = run_files.run_identity_problem(kept.get('run_id'), kept.get('step'), 'step')
+    problem = _best_info_problem(kept)
     if problem:
         raise run_files.SettingsError('%s: %s; restore it, or move %s away' % (
             os.path.join(best.directory(log_root), best.INFO_FILE), problem, best.directory(log_root)))

@@ -250,14 +250,15 @@ def test_the_flags_have_the_same_limits(tmp_path, capsys):
 def _keep_best(log_root, **info):
     """best/ holding the run's checkpoint 60, with `info` as its best.json."""
     from resnet_cifar import best
-    assert best.keep(log_root, os.path.join(log_root, 'model.ckpt-60'), dict(precision=0.5, **info)) is None
+    assert best.keep(log_root, os.path.join(log_root, 'model.ckpt-60'), dict({'precision': 0.5}, **info)) is None
 
 
 @pytest.mark.parametrize('info, from_step, expected', [
     ({'step': 60, 'run_id': 123}, 0, '"run_id" is 123'),
     ({'step': 60, 'run_id': 'ab/../../../x'}, 0, '"run_id" is "ab/../../../x"'),
     ({'step': '60'}, 40, '"step" is "60"'),
-], ids=['run-id-a-number', 'run-id-with-a-slash', 'step-a-string'])
+    ({'step': 60, 'precision': 'high'}, 40, '"precision" is "high"'),
+], ids=['run-id-a-number', 'run-id-with-a-slash', 'step-a-string', 'precision-a-string'])
 @pytest.mark.timeout(120)
 def test_a_hand_edited_best_json_is_one_line_naming_it(tiny_run, tmp_path, info, from_step, expected):
     """On the old code: a TypeError traceback (a number as run_id, a string as step), or a rename
