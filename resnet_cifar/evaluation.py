@@ -206,6 +206,7 @@ class Results(object):
         try:
             with guards.open_regular(self.path, RunError, 'of JSON scores') as f:
                 saved = json.load(f)
+            _check_results(saved)
             if saved.get('scored_on', records.describe()) == records.describe():
                 of_this_run = lambda entry: entry and is_of_the_run(saved.get('run_id'), entry['step'], run)
                 self.checkpoints = [e for e in saved['checkpoints'] if of_this_run(e)]
@@ -228,15 +229,16 @@ class Results(object):
         self.checkpoints = sorted([e for e in self.checkpoints if e['step'] != score.step] + [entry],
                                   key=lambda e: e['step'])
         self.latest = dict(entry, **_detail(score, self.class_names))
-        self._write()
+        self.write()
 
-    def add_test(self, score, checkpoint, class_names):
-        """Records the test score of the best checkpoint and rewrites the file."""
-        self.test = dict(_entry(score), checkpoint=checkpoint, chosen_on=self.records.describe(),
-                         **_detail(score, class_names))
-        self._write()
+    def add_test(self, score, checkpoint, class_names, checkpoint_fingerprint):
+        """Records the test score of the best checkpoint (its name and fingerprint()) and rewrites the file."""
+        self.test = dict(_entry(score), checkpoint=checkpoint, fingerprint=checkpoint_fingerprint,
+                         chosen_on=self.records.describe(), **_detail(score, class_names))
+        self.write()
 
-    def _write(self):
+    def write(self):
+        """Rewrites the file in one step."""
         validation = self.records.kind == 'validation'
         guards.replace_file(self.path, json.dumps({
             'run_id': self.run_id, 'scored_on': self.records.describe(), 'checkpoints': self.checkpoints,
@@ -244,6 +246,26 @@ class Results(object):
             'latest': self.latest, 'test': self.test,
             'best_is_chosen_on': (self.records.describe() + ', held out of training' if validation
                                   else 'the eval records themselves: an optimistic figure')}, indent=1))
+
+
+def _check_results(saved):
+    """ValueError saying what in results.json (its object `saved`) is not as eval writes it."""
+    entries = saved['checkpoints']
+    if not isinstance(entries, list):
+        raise ValueError('"checkpoints" is not a list')
+    for entry in entries + [saved.get('latest'), saved.get('test')]:
+        if entry is not None and not (isinstance(entry, dict) and _is_int(entry.get('step'))
+                                      and _is_number(entry.get('precision'))):
+            raise ValueError('a checkpoint entry is %s; expected its "step" and "precision" as numbers'
+                             % json.dumps(entry)[:80])
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _entry(score):
@@ -329,6 +351,12 @@ class EvalState(object):
         entries = [(e['step'], e['checkpoint']) for e in saved.get('checkpoints', [])]
         # Before runs had ids: {name: step}.
         entries += [(step, None) for name, step in dict(saved.get('scored', {})).items() if step is not None]
+        for step, mark in entries:
+            if not (_is_int(step) and (mark is None or isinstance(mark, str))):
+                raise ValueError('a checkpoint is listed as step %s, %s; expected a step and a fingerprint'
+                                 % (json.dumps(step), json.dumps(mark)))
+        if not _is_number(saved.get('best_precision', 0.0)):
+            raise ValueError('"best_precision" is %s; expected a number' % json.dumps(saved['best_precision']))
         self.scored = {entry: entry[0] for entry in entries if is_of_the_run(recorded_id, entry[0], run)}
         if self.scored:
             self.best_precision = float(saved.get('best_precision', 0.0))
@@ -338,6 +366,10 @@ class EvalState(object):
         step = step_in_name(checkpoint_path)
         self.scored[step, checkpoint_fingerprint] = step
         self.best_precision = max(self.best_precision, score.precision)
+        self.write()
+
+    def write(self):
+        """Rewrites the file in one step."""
         guards.replace_file(self._path, json.dumps({
             'run_id': self.run_id, 'best_precision': self.best_precision,
             'checkpoints': [{'step': step, 'checkpoint': mark} for step, mark in sorted(
@@ -439,7 +471,7 @@ def evaluate(config):
     checked, _ = checkpoint_records(config).check(config.data.dataset)
     if config.data.validation_size:
         test_records(config).check(config.data.dataset)
-        _check_pinned_split(config, checked)
+        run_files.check_pinned_split(config, checked)
     os.makedirs(config.eval_dir, exist_ok=True)
     with guards.RunLock(os.path.join(config.log_root, run_files.EVAL_LOCK_FILE), 'eval',
                         '--log_root=%s' % config.log_root,
@@ -472,16 +504,6 @@ def write_error(error):
         advice = 'fix it and run it again'
     return RunError('%s; eval stopped, best/ and the scores written before are kept: %s'
                     % (guards.error_line(error), advice))
-
-
-def _check_pinned_split(config, checked):
-    """DataError naming the training file that moved the run's validation split since it was
-    recorded in its config.json (the records scored would not be those held out of training)."""
-    record = run_files.validation_split(config.log_root)
-    error = record and cifar_input.split_moved_error(config.data.dataset, checked, record,
-                                                     run_files.path(config.log_root))
-    if error:
-        raise error
 
 
 def score_after_training(config):
@@ -547,6 +569,29 @@ class _Scorer(object):
             logging.info("results in %s; 'Best Precision' is the best on these eval records themselves, "
                          'an optimistic figure', self.results.path)
 
+    def follow_the_run(self):
+        """Reads the run's identity again (eval follows training): a run of an older version that a
+        trainer resumes gets its id from the step it resumes at, and what was scored is relabelled
+        as that run's; another run (started over) is scored afresh, as at a start."""
+        now = run_files.identity(self.config.log_root)
+        if now == self.run or now[0] is None:  # a run never loses its id (config.json being replaced)
+            return
+        if self.run == (None, 0) and now[1] > 0:
+            logging.info('the run in %s got the id %s at step %d: the scores so far are its own',
+                         self.config.log_root, now[0], now[1])
+            self.run = now
+            self.state.run_id = self.results.run_id = now[0]
+            self.state.write()
+            self.results.write()
+            _label_best(self.config.log_root, now[0])
+            return
+        logging.warning('%s holds another run now (id %s, was %s): it is scored afresh',
+                        self.config.log_root, now[0], self.run[0] or 'none')
+        self.run = now
+        self.state = EvalState(self.config.eval_dir, now)
+        self.results = Results(self.config.eval_dir, self.records, self.results.class_names, now)
+        _set_aside_best_of_another_run(self.config.log_root, now)
+
     def _class_names(self, records):
         return cifar_input.label_names(self.config.data.dataset, records.data_path, self.config.data.label_mode)
 
@@ -565,11 +610,11 @@ class _Scorer(object):
         error = cifar_input.changed_file_error(self.config.data.dataset, self.checked)
         if error is not None:
             raise error
-        checkpoint_fingerprint = fingerprint(path)
         # Held in best/ while it is scored: rotation cannot take it away, and it can become the best.
         held = best.hold(self.config.log_root, path)
         if held is None:
             return self._skip(path, '%s: %s' % (path, checkpoints.problem(path) or 'its files went'))
+        checkpoint_fingerprint = fingerprint(held)  # of the files scored, whatever the name holds later
         try:
             try:
                 score = self.evaluator.score(held, self.config.eval.use_moving_average,
@@ -627,7 +672,8 @@ class _Scorer(object):
         if path is None:
             logging.warning('no test score: no best checkpoint kept in %s', best.directory(self.config.log_root))
             return
-        if self.results.test and self.results.test.get('checkpoint') == os.path.basename(path):
+        test = self.results.test
+        if test and (test.get('checkpoint'), test.get('fingerprint')) == (os.path.basename(path), fingerprint(path)):
             logging.info('the test score of the best checkpoint, step %d, is in %s already',
                          self.results.test['step'], self.results.path)
             return
@@ -637,18 +683,42 @@ class _Scorer(object):
         score = EvalGraph(self.hps, self.config, records).score(
             path, self.config.eval.use_moving_average, self.config.eval.batch_count,
             progress.EvalProgress(count, self.hps.batch_size))
-        self.results.add_test(score, os.path.basename(path), self._class_names(records))
+        self.results.add_test(score, os.path.basename(path), self._class_names(records), fingerprint(path))
         summaries.write_scalars(self.config.eval_dir, score.step, {'Test Precision': score.precision})
         print('test precision %.4f on %d images of %s (the best checkpoint, step %d, chosen on validation '
               'precision %.4f)' % (score.precision, score.num_images, records.data_path, score.step,
                                    kept.get('precision', float('nan'))), flush=True)
 
 
+def _label_best(log_root, run_id):
+    """Writes `run_id` into best/best.json when it names no run: the best of a run of an older
+    version, which got its id while eval followed it."""
+    kept = best.info(log_root)
+    if best.path(log_root) is not None and isinstance(kept, dict) and kept.get('run_id') is None:
+        guards.replace_file(os.path.join(best.directory(log_root), best.INFO_FILE),
+                            json.dumps(dict(kept, run_id=run_id), indent=1))
+
+
+def _best_info_problem(kept):
+    """What in best.json (its value `kept`) is not as eval writes it, or None."""
+    if not isinstance(kept, dict):
+        return 'expected a JSON object'
+    if not _is_number(kept.get('precision')):
+        return '"precision" is %s; expected a number' % json.dumps(kept.get('precision'))[:80]
+    return run_files.run_identity_problem(kept.get('run_id'), kept.get('step'), 'step')
+
+
 def _set_aside_best_of_another_run(log_root, run):
     """Moves a best/ that eval kept for another run than `run` to best.of-another-run-<id>/, so
     that its figures are never taken for this run's; one warning says where."""
     kept = best.info(log_root)
-    if best.path(log_root) is None or not isinstance(kept, dict) or is_of_the_run(kept.get('run_id'), kept.get('step'), run):
+    if best.path(log_root) is None or kept is None:
+        return
+    problem = _best_info_problem(kept)
+    if problem:
+        raise run_files.SettingsError('%s: %s; restore it, or move %s away' % (
+            os.path.join(best.directory(log_root), best.INFO_FILE), problem, best.directory(log_root)))
+    if is_of_the_run(kept.get('run_id'), kept['step'], run):
         return
     aside = '%s.of-another-run-%s' % (best.directory(log_root), (kept.get('run_id') or 'without-id')[:8])
     while os.path.exists(aside):
@@ -673,6 +743,7 @@ def _follow_training(scorer, config):
     log_root = config.log_root
     waiting_logged = scored_here = False
     while True:
+        scorer.follow_the_run()
         path = checkpoints.latest(log_root)
         pending = scorer.not_scored_up_to(path)
         if pending:

@@ -18,6 +18,7 @@ each trainer wrote in <log_root>/train/config.json. No TensorFlow here.
 """
 import json
 import os
+import re
 import time
 import typing
 import uuid
@@ -99,16 +100,52 @@ def load_config(log_root):
 
 def validation_split(log_root):
     """The record of the run's validation split (datasets.split_record) in its config.json, or
-    None: no file, a run without a split, or one written before splits were recorded."""
+    None: no file, a run without a split, or one written before splits were recorded. SettingsError,
+    naming the file and the part, for a record whose values are not of the kinds split_record writes."""
     saved = _load(path(log_root))
     record = (saved or {}).get(SPLIT_RECORD)
     if record is None:
         return None
-    if not (isinstance(record, dict) and isinstance(record.get('validation_size'), int)
-            and isinstance(record.get('files'), list) and isinstance(record.get('held_out'), list)):
-        raise SettingsError('%s: "%s" is not a record of the run\'s validation split; restore it, or delete '
-                            'the key to record the split again' % (path(log_root), SPLIT_RECORD))
+    problem = _split_record_problem(record)
+    if problem:
+        raise SettingsError('%s: "%s" is not a record of the run\'s validation split (%s); restore it, or '
+                            'delete the key to record the split again' % (path(log_root), SPLIT_RECORD, problem))
     return record
+
+
+def _split_record_problem(record):
+    """What is wrong with a record of a validation split read from a file, or None."""
+    if not isinstance(record, dict):
+        return 'expected an object'
+    if not (_is_a(record.get('validation_size'), int) and record['validation_size'] >= 0):
+        return '"validation_size" is %s; expected a number of records' % _shown(record.get('validation_size'))
+    shapes = {'files': (str, int), 'held_out': (str, int, int, str)}
+    for key, kinds in shapes.items():
+        entries = record.get(key)
+        if not isinstance(entries, list):
+            return '"%s" is %s; expected a list' % (key, _shown(entries))
+        for entry in entries:
+            if not (isinstance(entry, list) and len(entry) == len(kinds)
+                    and all(_is_a(value, kind) and (kind is str or value >= 0)
+                            for value, kind in zip(entry, kinds))):
+                return '"%s" holds %s; expected [%s]' % (key, _shown(entry), 'file, record count' if key == 'files'
+                                                         else 'file, first record, end record, sha256')
+    return None
+
+
+def check_pinned_split(config, checked):
+    """DataError naming the training file that would move the validation split recorded in the
+    run's config.json (a file grown, shrunk, replaced, reordered, added or gone: the records held
+    out would not be those the run was validated on); SettingsError for a damaged record. Nothing
+    to check for a run without a split, or without the record (written by an older version).
+
+    checked: [(training file, number of records)] of datasets.check_files, in the flags' order."""
+    if not config.data.validation_size:
+        return
+    record = validation_split(config.log_root)
+    error = record and datasets.split_moved_error(config.data.dataset, checked, record, path(config.log_root))
+    if error:
+        raise error
 
 
 def train_data_path(log_root):
@@ -254,15 +291,30 @@ def new_run_id():
 
 def identity(log_root):
     """(run id, the step from which the run has it) of log_root's config.json, or (None, 0) when
-    it names none (no file, a file of an older version, or one that cannot be read)."""
+    it names none (no file, a file of an older version, or one that cannot be read). SettingsError,
+    naming the file, for a run id or step that no trainer writes (eval builds paths from the id)."""
     try:
         saved = _load(path(log_root)) or {}
     except SettingsError:
         saved = {}
     run_id, from_step = saved.get(RUN_ID), saved.get(RUN_ID_FROM_STEP, 0)
-    if not isinstance(run_id, str) or not run_id:
+    if run_id is None:
         return None, 0
-    return run_id, from_step if isinstance(from_step, int) and not isinstance(from_step, bool) else 0
+    problem = run_identity_problem(run_id, from_step)
+    if problem:
+        raise SettingsError('%s: %s; restore it, or delete "%s" and "%s"' % (path(log_root), problem, RUN_ID,
+                                                                           RUN_ID_FROM_STEP))
+    return run_id, from_step
+
+
+def run_identity_problem(run_id, step, step_key=RUN_ID_FROM_STEP):
+    """What is wrong with a run id (None, or hex digits as new_run_id gives) and a step read from a
+    file, or None."""
+    if run_id is not None and not (isinstance(run_id, str) and re.fullmatch('[0-9a-f]{1,64}', run_id)):
+        return '"%s" is %s; expected a run id of hex digits' % (RUN_ID, _shown(run_id))
+    if not (_is_a(step, int) and step >= 0):
+        return '"%s" is %s; expected a step (an integer)' % (step_key, _shown(step))
+    return None
 
 
 def write(config, run_id=None, run_id_from_step=0, split=None):

@@ -429,7 +429,7 @@ def _resume_or_start(config, data_files, server, stop_signals):
     restores, or a new run; _train's result, or None when that checkpoint is at train_steps already."""
     resume_from = checkpoints.prepare_resume(config.log_root)
     if resume_from is not None:
-        _check_pinned_split(config, data_files)
+        run_files.check_pinned_split(config, data_files)
     done = None if resume_from is None else int(tf.train.load_variable(resume_from, 'global_step'))
     if done is not None:
         logging.info('resuming from %s at step %d', resume_from, done)
@@ -491,20 +491,6 @@ def _identity_of_the_run(log_root, resumed_at):
     return (run_id, from_step) if run_id else (run_files.new_run_id(), resumed_at)
 
 
-def _check_pinned_split(config, data_files):
-    """DataError naming the training file that would move the validation split the run's
-    config.json records (a file grown, shrunk, replaced, reordered, added or gone); nothing
-    to check for a run without a split, or without the record (written by an older version)."""
-    if not config.data.validation_size:
-        return
-    record = run_files.validation_split(config.log_root)
-    if record is not None:
-        error = cifar_input.split_moved_error(config.data.dataset, data_files, record,
-                                              run_files.path(config.log_root))
-        if error is not None:
-            raise error
-
-
 def _split_record(config, data_files):
     """The record of this run's validation split for its config.json, or None (no split)."""
     if not config.data.validation_size:
@@ -529,7 +515,7 @@ def _check_split_of_the_run(config, data_files):
         raise run_files.SettingsError('%s: the run %s (%s), this worker %s; give every worker --validation_size=%d'
                                       % (config.cluster.task_name(), run_split, path,
                                          config.data.validation_size or 'none', held_out))
-    _check_pinned_split(config, data_files)
+    run_files.check_pinned_split(config, data_files)
 
 
 def _wait_for_the_chief_s_settings(config, poll_secs=0.1):

@@ -344,3 +344,30 @@ def test_eval_beside_training_on_a_validation_split_keeps_the_best_and_scores_th
     export_config = processes.resolve(['--mode=export', '--log_root=' + run_dir,
                                        '--export_dir=' + str(tmp_path / 'model')])
     assert export.export_saved_model(export_config) == kept
+
+
+@pytest.mark.timeout(180)
+def test_the_test_score_is_kept_for_the_same_checkpoint_only(tmp_path):
+    """REVIEW.md #8: the test score was kept by the best checkpoint's name; a best/ holding another
+    checkpoint under the same name (a run resumed from an earlier step saves that name again)
+    kept the old test score on the old code ('is in ... already')."""
+    from processes import TINY, run_main
+    train_path = synthetic.write_records(tmp_path / 'train.bin', synthetic.random_images(400, seed=3),
+                                         [i % 10 for i in range(400)])
+    test_path = synthetic.write_records(tmp_path / 'test.bin', synthetic.random_images(50, seed=4),
+                                        [i % 10 for i in range(50)])
+    log_root = str(tmp_path / 'run')
+    data = ['--dataset=cifar10', '--train_data_path=' + train_path, '--eval_data_path=' + test_path,
+            '--log_root=' + log_root]
+    run_main('--mode=train', *TINY, *data, '--validation_size=200', '--train_steps=4', '--save_checkpoints_steps=2')
+    first = run_main('--mode=eval', *data)
+    assert 'test precision' in first.stdout, first.stdout
+    kept = json.load(open(os.path.join(log_root, 'best', 'best.json')))
+    other = 2 if kept['step'] == 4 else 4
+    kept_prefix = os.path.join(log_root, 'best', 'model.ckpt-%d' % kept['step'])
+    for target in glob.glob(kept_prefix + '.*'):
+        os.remove(target)
+        shutil.copy(os.path.join(log_root, 'model.ckpt-%d' % other) + target[len(kept_prefix):], target)
+    second = run_main('--mode=eval', *data)
+    assert 'test precision' in second.stdout, second.stdout + second.stderr[-2000:]
+    assert json.load(open(os.path.join(log_root, 'eval', 'results.json')))['test']['step'] == other

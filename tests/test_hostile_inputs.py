@@ -291,3 +291,94 @@ def test_eval_advice_on_a_write_error_follows_its_errno(tmp_path, number, advice
     line = str(evaluation.write_error(OSError(number, os.strerror(number), path)))
     assert path in line and os.strerror(number) in line and advice in line and '\n' not in line, line
     assert number in (errno.ENOSPC, errno.EDQUOT) or 'free space' not in line, line
+
+
+def _keep_best(log_root, **info):
+    """best/ holding the run's checkpoint 60, with `info` as its best.json."""
+    from resnet_cifar import best
+    assert best.keep(log_root, os.path.join(log_root, 'model.ckpt-60'), dict({'precision': 0.5}, **info)) is None
+
+
+@pytest.mark.parametrize('info, from_step, expected', [
+    ({'step': 60, 'run_id': 123}, 0, '"run_id" is 123'),
+    ({'step': 60, 'run_id': 'ab/../../../x'}, 0, '"run_id" is "ab/../../../x"'),
+    ({'step': '60'}, 40, '"step" is "60"'),
+    ({'step': 60, 'precision': 'high'}, 40, '"precision" is "high"'),
+], ids=['run-id-a-number', 'run-id-with-a-slash', 'step-a-string', 'precision-a-string'])
+@pytest.mark.timeout(120)
+def test_a_hand_edited_best_json_is_one_line_naming_it(tiny_run, tmp_path, info, from_step, expected):
+    """On the old code: a TypeError traceback (a number as run_id, a string as step), or a rename
+    of best/ to a path built from the run_id ('free space and run it again')."""
+    log_root = copy_run(tiny_run, tmp_path / 'run')
+    settings = json.load(open(run_files.path(log_root)))
+    settings['run_id_from_step'] = from_step
+    open(run_files.path(log_root), 'w').write(json.dumps(settings))
+    _keep_best(log_root, **info)
+    before = processes.snapshot(os.path.join(log_root, 'best'))
+    done = processes.run('--mode=eval', '--eval_once', '--log_root=' + log_root, timeout=120)
+    assert_one_line_error(done.returncode, done.stderr, 1, os.path.join(log_root, 'best', 'best.json'), expected)
+    assert processes.snapshot(os.path.join(log_root, 'best')) == before
+    assert [name for name in os.listdir(log_root) if name.startswith('best')] == ['best']
+
+
+@pytest.mark.parametrize('run_id', [123, '../../x'])
+@pytest.mark.timeout(120)
+def test_a_hand_edited_run_id_in_config_json_is_one_line(tiny_run, tmp_path, run_id):
+    """On the old code eval took the run for one without an id and went on (exit 0)."""
+    log_root = copy_run(tiny_run, tmp_path / 'run')
+    settings = json.load(open(run_files.path(log_root)))
+    settings['run_id'] = run_id
+    open(run_files.path(log_root), 'w').write(json.dumps(settings))
+    done = processes.run('--mode=eval', '--eval_once', '--log_root=' + log_root, timeout=120)
+    assert_one_line_error(done.returncode, done.stderr, 1, run_files.path(log_root), '"run_id" is %s'
+                          % json.dumps(run_id))
+
+
+@pytest.mark.parametrize('file_name, bad', [
+    ('eval_state.json', lambda run_id, scored_on: {'run_id': run_id, 'best_precision': 0.5,
+                                                   'checkpoints': [{'step': 40, 'checkpoint': 5}]}),
+    ('eval_state.json', lambda run_id, scored_on: {'run_id': run_id, 'best_precision': 0.5,
+                                                   'checkpoints': [{'step': '40', 'checkpoint': 'ab'}]}),
+    ('results.json', lambda run_id, scored_on: {'run_id': run_id, 'scored_on': scored_on, 'checkpoints': [
+        {'step': 20, 'precision': '0.9', 'loss': 1.0, 'images': 10}]}),
+    ('results.json', lambda run_id, scored_on: {'run_id': run_id, 'scored_on': scored_on, 'checkpoints': [
+        {'step': '20', 'precision': 0.9, 'loss': 1.0, 'images': 10}]}),
+], ids=['state-checkpoint-a-number', 'state-step-a-string', 'results-precision-a-string',
+        'results-step-a-string'])
+@pytest.mark.timeout(120)
+def test_a_hand_edited_eval_file_is_started_afresh_with_a_warning(tiny_run, tmp_path, file_name, bad):
+    """Eval's own records: a warning and a fresh start, as for one that cannot be read. On the old
+    code a TypeError traceback once the first checkpoint was scored."""
+    log_root = copy_run(tiny_run, tmp_path / 'run')
+    run_id = json.load(open(run_files.path(log_root)))['run_id']
+    config = processes.resolve(['--mode=eval', '--log_root=' + log_root])
+    from resnet_cifar import evaluation
+    os.makedirs(os.path.join(log_root, 'eval'), exist_ok=True)
+    with open(os.path.join(log_root, 'eval', file_name), 'w') as f:
+        json.dump(bad(run_id, evaluation.checkpoint_records(config).describe()), f)
+    done = processes.run('--mode=eval', '--log_root=' + log_root, timeout=120)
+    assert done.returncode == 0 and 'Traceback' not in done.stderr, done.stderr[-3000:]
+    warning = 'checkpoints may be scored again' if file_name == 'eval_state.json' else 'afresh'
+    assert os.path.join(log_root, 'eval', file_name) in done.stderr and warning in done.stderr, done.stderr[-3000:]
+    assert [step for step, _ in processes.eval_precisions(done.stdout)] == [40, 60], done.stdout
+
+
+@pytest.mark.parametrize('mode, record_change, expected', [
+    ('--mode=eval', lambda record: dict(record, files=[['a.bin']]), '"files"'),
+    ('--mode=eval', lambda record: dict(record, held_out=[entry[:3] for entry in record['held_out']]),
+     '"held_out"'),
+    ('--mode=train', lambda record: dict(record, files=[[f[0], str(f[1])] for f in record['files']]), '"files"'),
+], ids=['eval-file-without-count', 'eval-held-out-short', 'train-count-a-string'])
+@pytest.mark.timeout(120)
+def test_a_hand_edited_split_record_is_one_line(split_run, tmp_path, mode, record_change, expected):
+    """On the old code an IndexError, ValueError or TypeError traceback from datasets.split_moved_error."""
+    log_root, train_path, test_path = copy_split_run(split_run, tmp_path)
+    settings = json.load(open(run_files.path(log_root)))
+    settings['validation_split'] = record_change(settings['validation_split'])
+    open(run_files.path(log_root), 'w').write(json.dumps(settings))
+    before = processes.snapshot(log_root)
+    done = processes.run(*(SPLIT_RUN if mode == '--mode=train' else []), mode, '--eval_once', '--train_steps=6',
+                         '--train_data_path=' + train_path, '--eval_data_path=' + test_path,
+                         '--log_root=' + log_root, timeout=120)
+    assert_one_line_error(done.returncode, done.stderr, 1, run_files.path(log_root), 'validation_split', expected)
+    assert without_lock(processes.snapshot(log_root)) == without_lock(before)

@@ -243,3 +243,64 @@ def test_an_eval_state_of_an_older_version_stays_the_run_s_own(tmp_path):
     resumed = evaluation.EvalState(eval_dir, ('run-a', 40))
     assert resumed.is_scored(forty) and not resumed.is_scored(sixty) and resumed.best_precision == 0.5
     assert not evaluation.EvalState(eval_dir, ('run-a', 0)).is_scored(forty)
+
+
+@pytest.mark.timeout(180)
+def test_eval_following_an_old_run_keeps_the_scores_after_it_gets_an_id(tiny_run, tmp_path):
+    """REVIEW.md #2: an eval started on a run of an older version (no id) goes on while a trainer
+    resumes the run, which gives it an id from that step. On the old code eval wrote its scores of
+    the later steps without the id, and the next eval dropped them and scored them again."""
+    log_root = _run_copy(tiny_run, tmp_path / 'run')
+    settings_path = os.path.join(log_root, 'config.json')
+    saved = json.load(open(settings_path))
+    for key in ('run_id', 'run_id_from_step'):  # as an older version wrote it
+        saved.pop(key, None)
+    saved['schedule']['train_steps'] = 100  # stopped at 60 of 100
+    with open(settings_path, 'w') as f:
+        json.dump(saved, f)
+    evaluator = Process(['--mode=eval', '--log_root=' + log_root, '--eval_interval_secs=1'])
+    try:
+        evaluator.wait_for(r'waiting for a new checkpoint', 120)
+        processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=100',
+                           '--save_checkpoints_steps=20', '--keep_checkpoint_max=5')
+        assert evaluator.wait(120) == 0, evaluator.stderr[-3000:]
+    finally:
+        evaluator.kill()
+    run_id = json.load(open(settings_path))['run_id']
+    assert 'got the id %s at step 60' % run_id in evaluator.stderr, evaluator.stderr[-3000:]
+    results = json.load(open(os.path.join(log_root, 'eval', 'results.json')))
+    assert results['run_id'] == run_id and [e['step'] for e in results['checkpoints']] == [40, 60, 80, 100]
+    assert json.load(open(os.path.join(log_root, 'best', 'best.json')))['run_id'] == run_id
+    again = processes.run_main('--mode=eval', '--log_root=' + log_root)
+    assert processes.eval_precisions(again.stdout) == [], again.stdout
+    assert 'already scored' in again.stderr and 'another run' not in again.stderr, again.stderr[-3000:]
+    assert sorted(os.listdir(log_root)).count('best') == 1
+    assert not [name for name in os.listdir(log_root) if 'of-another-run' in name]
+
+
+@pytest.mark.timeout(180)
+def test_eval_following_a_run_that_is_started_over_scores_the_new_run_afresh(tiny_run, tmp_path):
+    """On the old code eval went on with the first run's id: results.json held the new run's
+    scores under the old run's id, beside the old run's scores of the steps it did not reach."""
+    log_root = _run_copy(tiny_run, tmp_path / 'run')
+    settings_path = os.path.join(log_root, 'config.json')
+    saved = json.load(open(settings_path))
+    saved['schedule']['train_steps'] = 100  # stopped at 60 of 100
+    with open(settings_path, 'w') as f:
+        json.dump(saved, f)
+    evaluator = Process(['--mode=eval', '--log_root=' + log_root, '--eval_interval_secs=1'])
+    try:
+        evaluator.wait_for(r'waiting for a new checkpoint', 120)
+        _move_checkpoints_away(log_root, str(tmp_path / 'away'))
+        os.replace(os.path.join(log_root, 'best'), str(tmp_path / 'away' / 'best'))
+        processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=100',
+                           '--save_checkpoints_steps=50', '--keep_checkpoint_max=5')
+        assert evaluator.wait(120) == 0, evaluator.stderr[-3000:]
+    finally:
+        evaluator.kill()
+    run_id = json.load(open(settings_path))['run_id']
+    assert run_id != saved['run_id']
+    assert 'scored afresh' in evaluator.stderr, evaluator.stderr[-3000:]
+    results = json.load(open(os.path.join(log_root, 'eval', 'results.json')))
+    assert results['run_id'] == run_id and [e['step'] for e in results['checkpoints']] == [0, 50, 100], results
+    assert json.load(open(os.path.join(log_root, 'best', 'best.json')))['run_id'] == run_id
