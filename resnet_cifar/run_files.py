@@ -24,6 +24,7 @@ import typing
 import uuid
 
 from resnet_cifar import config as config_lib
+from resnet_cifar import datasets
 from resnet_cifar import guards
 from resnet_cifar.errors import FlagError, RunError
 
