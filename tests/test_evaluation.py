@@ -21,6 +21,7 @@ import synthetic
 from processes import AbslRecords, Process, checkpoint_steps
 from resnet_cifar import evaluation
 from resnet_cifar.config import Data, Eval, Model, RunConfig, Schedule
+from resnet_cifar.errors import RunError
 
 TINY = ['--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--noeval_after_training']
 
@@ -121,10 +122,12 @@ def test_garbage_eval_state_is_ignored_with_a_warning(tmp_path):
 
 
 @pytest.mark.timeout(30)
-def test_unreadable_eval_state_is_ignored_with_a_warning(tmp_path):
+def test_an_eval_state_that_is_no_regular_file_is_one_line_naming_it(tmp_path):
+    """A garbled file is eval's own record to rebuild (above); a directory, FIFO or device in its
+    place is something else the user must move away: eval would never be able to write its state."""
     os.makedirs(str(tmp_path / 'eval_state.json'))  # a directory where the file should be
-    state = evaluation.EvalState(str(tmp_path))
-    assert state.scored == {} and state.best_precision == 0.0
+    with pytest.raises(RunError, match=r'eval_state\.json is a directory; expected a regular file'):
+        evaluation.EvalState(str(tmp_path))
 
 
 def test_checkpoint_step_from_its_name():
