@@ -138,13 +138,14 @@ class StopSignals(object):
         SAME_REQUEST_SECS of it is the same request, any other exits the process at once."""
         name, now = signal.Signals(signum).name, time.monotonic()
         if not self._seen:
-            self._seen, self._first_at = {signum}, now
+            self._seen, self._first_at, self._first_name = {signum}, now, name
             self._note(signum)
             logging.warning(self.first_message, name)
         elif signum not in self._seen and now - self._first_at < self.SAME_REQUEST_SECS:
             self._seen.add(signum)
+            # The first this thread counted: Python may have run the handlers in another order.
             logging.warning('%s right after %s: the same stop request; send it again to exit at once',
-                            name, self.signal_name)
+                            name, self._first_name)
         else:
             os.write(2, ('error: %s again: exiting at once\n' % name).encode())
             os._exit(128 + signum)

@@ -63,6 +63,7 @@ def test_second_signal_exits_at_once_even_while_the_main_thread_waits(first, sec
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timeout(60)
 def test_a_signal_of_another_kind_right_after_the_first_is_the_same_stop_request():
     """A terminal's Ctrl-C (SIGINT) and a wrapper script's trap that passes SIGTERM on (review
     finding 3): one request. A third signal, of a kind already seen, exits at once. (Signals sent
@@ -73,10 +74,13 @@ def test_a_signal_of_another_kind_right_after_the_first_is_the_same_stop_request
         proc.send_signal(signal.SIGTERM)
         requested, first = proc.stdout.readline().split()
         assert requested == 'requested' and first in ('SIGINT', 'SIGTERM')
-        second = 'SIGTERM' if first == 'SIGINT' else 'SIGINT'
-        for line in proc.stderr:
+        for line in proc.stderr:  # ends (EOF) if the process exits instead
             assert 'exiting at once' not in line
-            if '%s right after %s: the same stop request' % (second, first) in line:
+            # Python runs pending handlers in signal-number order, the watcher counts them as they
+            # came: the two names are the two kinds, in either order.
+            same = re.search(r'(SIG[A-Z]+) right after (SIG[A-Z]+): the same stop request', line)
+            if same:
+                assert set(same.groups()) == {'SIGINT', 'SIGTERM'}, line
                 break
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
