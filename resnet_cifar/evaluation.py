@@ -435,9 +435,10 @@ def run_started(log_root):
 
 def wait_for_run(log_root, interval_secs):
     """Waits until run_started(log_root); False when a stop signal came first."""
-    logging.info('waiting for the first checkpoint in %s', log_root)
     try:
         with guards.StopSignals(raise_at_once=True, first_message='%s: stopping eval'):
+            # Once the handlers are in: a signal sent on this line stops the wait.
+            logging.info('waiting for the first checkpoint in %s', log_root)
             while not run_started(log_root):
                 time.sleep(interval_secs)
     except guards.Stopped as e:
