@@ -74,6 +74,7 @@ class StopSignals(object):
         self._first_at = None  # time.monotonic() of the first
         self._lock = threading.Lock()
         self._active = False
+        self._raised = False
 
     @property
     def requested(self):
@@ -106,7 +107,10 @@ class StopSignals(object):
 
     def _on_signal(self, signum, frame):
         """Python-level handler, in the main thread; the watcher does the counting."""
-        if self._note(signum) and self.raise_at_once:
+        self._note(signum)
+        # Raised once, by the main thread: the watcher may have noted this signal first.
+        if self.raise_at_once and not self._raised:
+            self._raised = True
             raise Stopped(self.signal_name)
 
     def _note(self, signum):
