@@ -52,6 +52,7 @@ from resnet_cifar import datasets  # noqa: E402
 from resnet_cifar import flag_help  # noqa: E402
 from resnet_cifar import presets  # noqa: E402
 from resnet_cifar import quiet  # noqa: E402
+from resnet_cifar import schedules  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -116,10 +117,7 @@ flags.DEFINE_float('weight_decay_rate', 0.0002, 'L2 weight decay on convolution 
 flags.DEFINE_float('lrn_rate', 0.1, 'Initial learning rate at batch 128; the default schedule divides it by 10 '
                    'at each boundary.')
 flags.DEFINE_float('min_lrn_rate', 0.0001, 'Floor of the learning rate.')
-flags.DEFINE_enum('lr_schedule', 'piecewise', list(config.LR_SCHEDULES),
-                  'piecewise: constant between --lr_boundaries; cosine: half a cosine from the first of '
-                  '--lr_values to the second, ending at the one boundary (default: --train_steps), then '
-                  'the second.')
+flags.DEFINE_enum('lr_schedule', 'piecewise', list(schedules.KINDS), schedules.FLAG_HELP)
 flags.DEFINE_string('lr_boundaries', None,
                     'Comma-separated global steps (epochs with --train_epochs) where the learning rate changes. '
                     'Default: 50%, 75% and 100% of --train_steps (40000,60000,80000 classic); cosine: the end.')

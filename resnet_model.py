@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_cifar import loss_scaling
+from resnet_cifar import schedules
 
 WEIGHT_DECAY_COLLECTION = 'weight_decay_variables'
 # The output of every residual unit, for activation histograms.
@@ -51,7 +52,6 @@ ACTIVATIONS_COLLECTION = 'unit_activations'
 SHADOW_SUFFIX = '/ExponentialMovingAverage'
 
 OPTIMIZERS = ('sgd', 'mom', 'nesterov')
-LR_SCHEDULES = ('piecewise', 'cosine')
 DATA_FORMATS = ('NHWC', 'NCHW')
 COMPUTE_DTYPES = ('float32', 'float16', 'bfloat16')
 MODES = ('train', 'eval')
@@ -177,58 +177,32 @@ def _validated(fields):
     out['data_format'] = _check_choice('data_format', fields['data_format'], DATA_FORMATS)
     out['compute_dtype'] = _check_choice('compute_dtype', fields['compute_dtype'], COMPUTE_DTYPES)
     out['lr_boundaries'], out['lr_values'] = _check_schedule(fields['lr_boundaries'], fields['lr_values'])
-    out['lr_schedule'] = _check_choice('lr_schedule', fields['lr_schedule'], LR_SCHEDULES)
+    out['lr_schedule'] = _check_choice('lr_schedule', fields['lr_schedule'], schedules.KINDS)
     if isinstance(fields['warmup_steps'], bool) or not isinstance(fields['warmup_steps'], numbers.Integral) \
             or fields['warmup_steps'] < 0:
         raise _bad('warmup_steps', 'an integer >= 0', fields['warmup_steps'])
     out['warmup_steps'] = int(fields['warmup_steps'])
-    if out['lr_schedule'] == 'cosine' and (len(out['lr_boundaries']) != 1 or
-                                           out['lr_boundaries'][0] <= out['warmup_steps']):
-        raise _bad('lr_boundaries', 'one step, the end of the cosine, after warmup_steps', out['lr_boundaries'])
+    problem = schedules.problem(out['lr_schedule'], out['lr_boundaries'], out['lr_values'] or (out['lrn_rate'],),
+                                out['warmup_steps'])
+    if problem:
+        raise ValueError('HParams.lr_boundaries and lr_values: %s' % problem)
     out['label_smoothing'] = _check_number('label_smoothing', fields['label_smoothing'], 0, 1, True, False)
     out['mixup_alpha'] = _check_number('mixup_alpha', fields['mixup_alpha'], 0, None, True, False)
     return out
 
 
 def _check_schedule(boundaries, values):
-    """(boundaries as ints, values as floats), both tuples; ValueError unless they make a schedule."""
+    """(boundaries as ints, values as floats), both tuples; ValueError unless they are lists of
+    integer steps and numbers (schedules.problem checks the schedule they make)."""
     if not isinstance(boundaries, (list, tuple)) or any(
             isinstance(b, bool) or not isinstance(b, numbers.Integral) for b in boundaries):
         raise _bad('lr_boundaries', 'a tuple of integer steps', boundaries)
-    boundaries = tuple(int(b) for b in boundaries)
-    if any(b < 1 for b in boundaries) or any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
-        raise _bad('lr_boundaries', 'increasing steps >= 1', boundaries)
-    if not isinstance(values, (list, tuple)) or not all(_is_number(v) and v > 0 for v in values):
-        raise _bad('lr_values', 'a tuple of positive numbers', values)
-    if values and len(values) != len(boundaries) + 1:
-        raise _bad('lr_values', 'one more rate than lr_boundaries (%d)' % len(boundaries), values)
+    if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        raise _bad('lr_values', 'a tuple of numbers', values)
     if boundaries and not values:
-        raise _bad('lr_values', 'rates for lr_boundaries %s' % (boundaries,), values)
-    return boundaries, tuple(float(v) for v in values)
-
-
-def scheduled_rate(step, boundaries, values, kind='piecewise', warmup_steps=0, name='learning_rate'):
-    """The learning rate at `step` (an int64 scalar tensor), a float32 scalar tensor.
-
-    piecewise: values[i] from boundaries[i-1] (inclusive) up to boundaries[i].
-    cosine: boundaries (end,), values (start, final): start + (final - start) *
-    (1 - cos(pi * p)) / 2 with p = clip((step - warmup_steps) / (end - warmup_steps), 0, 1),
-    so `final` from `end` on. With warmup_steps, the rate of step s < warmup_steps is
-    multiplied by (s + 1) / warmup_steps. Computed in float64, as config.Schedule.rate_at.
-    """
-    with tf.name_scope('schedule'):
-        step_number = tf.cast(step, tf.float64)
-        if kind == 'cosine':
-            (end,), (start_rate, final_rate) = boundaries, values
-            progress = tf.clip_by_value((step_number - warmup_steps) / float(end - warmup_steps), 0.0, 1.0)
-            rate = final_rate + (start_rate - final_rate) * 0.5 * (1.0 + tf.cos(math.pi * progress))
-        else:
-            passed = tf.greater_equal(step, tf.constant(boundaries, tf.int64, shape=[len(boundaries)]))
-            index = tf.reduce_sum(tf.cast(passed, tf.int32))
-            rate = tf.gather(tf.constant(values, tf.float64), index)
-        if warmup_steps:
-            rate *= tf.minimum((step_number + 1.0) / warmup_steps, 1.0)
-    return tf.cast(rate, tf.float32, name=name)
+        raise _bad('lr_values', 'rates for lr_boundaries %s' % (tuple(boundaries),), values)
+    return tuple(int(b) for b in boundaries), tuple(float(v) for v in values)
 
 
 def mixup(images, labels, alpha, seed=None):
@@ -401,11 +375,9 @@ class ResNet:
         # One read per session.run: the optimizer's update depends on the rate, and the
         # increment on the update, so this is the step before the increment.
         self.step_value = tf.identity(self.global_step, name='step_value')
-        self.lrn_rate = scheduled_rate(self.step_value, self.hps.lr_boundaries,
-                                       self.hps.lr_values or (self.hps.lrn_rate,),
-                                       self.hps.lr_schedule, self.hps.warmup_steps)
-        self.effective_lrn_rate = tf.maximum(self.lrn_rate, self.hps.min_lrn_rate,
-                                             name='effective_learning_rate')
+        self.lrn_rate, self.effective_lrn_rate = schedules.learning_rate(
+            self.hps.lr_schedule, self.hps.lr_boundaries, self.hps.lr_values or (self.hps.lrn_rate,),
+            self.hps.warmup_steps, self.hps.min_lrn_rate).in_graph(self.step_value)
         if self.hps.moving_average_decay > 0:
             self.ema = tf.compat.v1.train.ExponentialMovingAverage(
                 self.hps.moving_average_decay, num_updates=self.global_step)

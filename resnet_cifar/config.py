@@ -16,7 +16,6 @@ example "--batch_size=0: expected a positive integer". `RunConfig.to_dict()` is 
 <log_root>/config.json holds, and `RunConfig.from_dict` rebuilds the config from it.
 resnet_cifar/resolve.py builds a RunConfig from the command line.
 """
-import bisect
 import dataclasses
 import math
 import os
@@ -25,12 +24,12 @@ from typing import Optional, Tuple
 
 from resnet_cifar import cpu
 from resnet_cifar import datasets
+from resnet_cifar import schedules
 from resnet_cifar.cluster import Cluster
 from resnet_cifar.errors import FlagError
 
 MODES = ('train', 'eval', 'extract', 'finetune', 'export')
 OPTIMIZERS = ('mom', 'sgd', 'nesterov')
-LR_SCHEDULES = ('piecewise', 'cosine')
 # The batch size the base learning rates are given for: with lr_batch_scaling, a rate r runs
 # as r * batch_size / BASE_BATCH_SIZE (the linear scaling rule).
 BASE_BATCH_SIZE = 128
@@ -184,15 +183,12 @@ class Model:
 class Schedule:
     """The training recipe. Steps are global steps; rates are per step, in weight units per gradient unit.
 
-    piecewise: lr_values[i] applies from lr_boundaries[i-1] (inclusive) up to
-      lr_boundaries[i]; the last value applies from the last boundary on.
-    cosine: lr_boundaries is (end,) and lr_values (start, final): the rate falls along
-      half a cosine from `start` at step warmup_steps to `final` at step `end`, and
-      stays `final` from `end` on (a resumed run extended past `end` keeps it).
-    A linear warmup multiplies the rate of step s < warmup_steps by (s + 1) / warmup_steps.
-    No rate is below min_lrn_rate. The rates are as used: resolve.py has already scaled
-    them with the batch size when lr_batch_scaling is set (recorded so that a resumed
-    run scales the rates it is given the same way).
+    lr_schedule is a kind of schedules.py, which says what lr_boundaries and lr_values
+    mean for it (piecewise: the steps where the rate changes and the rates; cosine: (end,)
+    and (start, final)). A linear warmup multiplies the rate of step s < warmup_steps by
+    (s + 1) / warmup_steps. No rate is below min_lrn_rate. The rates are as used: resolve.py
+    has already scaled them with the batch size when lr_batch_scaling is set (recorded so
+    that a resumed run scales the rates it is given the same way).
     """
     _FLAGS = {'warmup_steps': 'lr_warmup'}
     train_steps: int = 80000            # training ends at this global step
@@ -215,7 +211,7 @@ class Schedule:
         _check_types(self)
         _positive(self, 'train_steps', 'batch_size')
         _choice(self, 'optimizer', OPTIMIZERS)
-        _choice(self, 'lr_schedule', LR_SCHEDULES)
+        _choice(self, 'lr_schedule', schedules.KINDS)
         _in_range(self, 'weight_decay_rate', 0)
         _in_range(self, 'moving_average_decay', 0, 1)
         _in_range(self, 'min_lrn_rate', 0)
@@ -224,60 +220,25 @@ class Schedule:
             _fail(self, 'cutout_size', self.cutout_size, '0 (none) to %d pixels' % datasets.IMAGE_SIZE)
         _in_range(self, 'mixup_alpha', 0)
         _in_range(self, 'label_smoothing', 0, 1)
-        problem = schedule_problem(self.lr_boundaries, self.lr_values, self.lr_schedule, self.warmup_steps)
+        problem = schedules.problem(self.lr_schedule, self.lr_boundaries, self.lr_values, self.warmup_steps)
         if problem:
             raise FlagError('--lr_boundaries/--lr_values: %s' % problem)
 
+    def learning_rate(self):
+        """The schedules.LearningRate of this recipe."""
+        return schedules.learning_rate(self.lr_schedule, self.lr_boundaries, self.lr_values, self.warmup_steps,
+                                       self.min_lrn_rate)
+
     def rate_at(self, step):
-        """The learning rate of the train step that runs at global step `step` (resnet_model's
-        scheduled_rate computes the same in the graph)."""
-        if self.lr_schedule == 'cosine':
-            rate = cosine_rate(step, self.warmup_steps, self.lr_boundaries[0], *self.lr_values)
-        else:
-            rate = self.lr_values[bisect.bisect_right(self.lr_boundaries, step)]
-        if step < self.warmup_steps:
-            rate *= (step + 1) / self.warmup_steps
-        return max(rate, self.min_lrn_rate)
+        """The learning rate of the train step that runs at global step `step` (the graph computes
+        the same: schedules.LearningRate.in_graph)."""
+        return self.learning_rate().rate_at(step)
 
     def describe(self):
         """'0.1 until step 40000, 0.01 until step 60000, then 0.001; never below 0.0001', or for
         cosine 'cosine from 0.1 at step 0 to 0.0001 at step 3000, then 0.0001; ...'; the warmup
         comes first when there is one."""
-        if self.lr_schedule == 'cosine':
-            text = 'cosine from %g at step %d to %g at step %d, then %g' % (
-                self.lr_values[0], self.warmup_steps, self.lr_values[1], self.lr_boundaries[0], self.lr_values[1])
-        else:
-            spans = ['%g until step %d' % (value, boundary)
-                     for value, boundary in zip(self.lr_values, self.lr_boundaries)]
-            text = '%s, then %g' % (', '.join(spans), self.lr_values[-1])
-        if self.warmup_steps:
-            text = 'linear warmup over steps 0 to %d, then %s' % (self.warmup_steps - 1, text)
-        return '%s; never below %g' % (text, self.min_lrn_rate)
-
-
-def cosine_rate(step, start_step, end_step, start_rate, final_rate):
-    """Half a cosine from start_rate at start_step to final_rate at end_step; constant outside."""
-    progress = min(max(step - start_step, 0) / (end_step - start_step), 1.0)
-    return final_rate + (start_rate - final_rate) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def schedule_problem(boundaries, values, kind='piecewise', warmup_steps=0):
-    """What is wrong with a schedule, or None."""
-    if kind == 'cosine' and len(boundaries) != 1:
-        return ('a cosine schedule has one boundary, the step where it ends, got %s'
-                % (','.join(map(str, boundaries)) or 'none'))
-    if kind == 'cosine' and warmup_steps >= boundaries[0]:
-        return 'the cosine must end after the warmup (%d steps), got %d' % (warmup_steps, boundaries[0])
-    if len(values) != len(boundaries) + 1:
-        return ('expected one more learning rate than boundaries, got %d rates and %d boundaries'
-                % (len(values), len(boundaries)))
-    if any(b < 1 for b in boundaries):
-        return 'boundaries must be positive steps, got %s' % ','.join(map(str, boundaries))
-    if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
-        return 'boundaries must increase, got %s' % ','.join(map(str, boundaries))
-    if any(not math.isfinite(v) or v <= 0 for v in values):
-        return 'learning rates must be positive numbers, got %s' % ','.join('%g' % v for v in values)
-    return None
+        return self.learning_rate().describe()
 
 
 @dataclasses.dataclass(frozen=True)

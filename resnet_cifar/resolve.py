@@ -20,6 +20,7 @@ from resnet_cifar import datasets
 from resnet_cifar import guards
 from resnet_cifar import presets
 from resnet_cifar import run_files
+from resnet_cifar import schedules
 from resnet_cifar.errors import DataError, FlagError
 
 # Dataset defaults: the classic recipe for CIFAR, a short ResNet-14 run for the digits sample.
@@ -205,7 +206,7 @@ def flag_settings(v, dataset=None, given=(), run=None):
     elif preset is not None and preset.rates and 'lr_boundaries' not in given:
         rates = [v['lrn_rate'] * factor for factor in preset.rates]
     else:
-        rates = default_rates(v['lrn_rate'], len(boundaries), kind)
+        rates = schedules.default_rates(kind, v['lrn_rate'], len(boundaries))
     if 'lr_warmup' in given or preset is None:
         warmup = in_steps(v['lr_warmup'])
     else:
@@ -262,9 +263,9 @@ def steps_per_epoch(v, dataset, batch_size, validation_size):
 
 
 def schedule_boundaries(v, kind, train_steps, preset, in_steps):
-    """The steps where the rate changes (piecewise), or (end,) of a cosine: --lr_boundaries
-    (in epochs when the run's length is), else the preset's fractions of the run, else
-    50%, 75% and 100% of the run (piecewise) or its end (cosine)."""
+    """The boundaries of the schedule (schedules.py says what they mean for its kind):
+    --lr_boundaries (in epochs when the run's length is), else the preset's fractions of the
+    run, else the kind's default (50%, 75% and 100% of the run for piecewise, its end for cosine)."""
     if v['lr_boundaries'] is not None:
         if v['train_epochs'] is None:
             return parse_list('lr_boundaries', v['lr_boundaries'], int)
@@ -274,9 +275,7 @@ def schedule_boundaries(v, kind, train_steps, preset, in_steps):
         return [in_steps(e) for e in epochs]
     if preset is not None and preset.boundaries:
         return [max(1, int(round(f * train_steps))) for f in preset.boundaries]
-    if kind == 'cosine':
-        return [train_steps]
-    return [train_steps // 2, train_steps * 3 // 4, train_steps]
+    return schedules.default_boundaries(kind, train_steps)
 
 
 def parse_list(name, text, convert):
@@ -285,14 +284,6 @@ def parse_list(name, text, convert):
         return [convert(item) for item in text.split(',') if item.strip()]
     except ValueError:
         raise FlagError('--%s=%s: expected comma-separated numbers' % (name, text)) from None
-
-
-def default_rates(initial, num_boundaries, kind='piecewise'):
-    """The default learning rates: `initial`, divided by 10 at each boundary (piecewise), or
-    a cosine from `initial` to initial / 1000."""
-    if kind == 'cosine':
-        return [initial, initial / 1000]
-    return [initial / 10 ** i for i in range(num_boundaries + 1)]
 
 
 # Settings whose flag has another name, or whose flag gives them in other units.
@@ -371,8 +362,8 @@ def resumed_schedule(v, given, saved, settings):
     batch_scale = settings['batch_size'] / config_lib.BASE_BATCH_SIZE if settings['lr_batch_scaling'] else 1.0
     scale = v['lrn_rate'] * batch_scale / rates[0] if 'lrn_rate' in given else 1.0
     if len(rates) != len(boundaries) + 1:
-        return boundaries, [_clean(rate) for rate in default_rates(rates[0] * scale, len(boundaries),
-                                                                   settings['lr_schedule'])]
+        return boundaries, [_clean(rate) for rate in schedules.default_rates(settings['lr_schedule'],
+                                                                             rates[0] * scale, len(boundaries))]
     return boundaries, rates if scale == 1.0 else [_clean(rate * scale) for rate in rates]
 
 

@@ -26,6 +26,7 @@ import uuid
 from resnet_cifar import config as config_lib
 from resnet_cifar import datasets
 from resnet_cifar import guards
+from resnet_cifar import schedules
 from resnet_cifar.errors import FlagError, RunError
 
 FILE_NAME = 'config.json'
@@ -179,7 +180,7 @@ _KINDS = {
     'batch_size': int, 'optimizer': config_lib.OPTIMIZERS, 'weight_decay_rate': _NUMBER,
     'moving_average_decay': _NUMBER, 'min_lrn_rate': _NUMBER, 'train_steps': int,
     'freeze_restored_layers': bool, 'validation_size': int,
-    'lr_schedule': config_lib.LR_SCHEDULES, 'warmup_steps': int, 'lr_batch_scaling': bool, 'cutout_size': int,
+    'lr_schedule': schedules.KINDS, 'warmup_steps': int, 'lr_batch_scaling': bool, 'cutout_size': int,
     'mixup_alpha': _NUMBER, 'label_smoothing': _NUMBER, 'preset': str,
 }
 

@@ -52,8 +52,7 @@ def test_each_schedule_in_the_graph_and_in_python_equals_its_formula(name):
     schedule, expected = SCHEDULES[name]
     with tf.Graph().as_default():
         step = tf.compat.v1.placeholder(tf.int64, [])
-        rate = resnet_model.scheduled_rate(step, schedule.lr_boundaries, schedule.lr_values,
-                                           schedule.lr_schedule, schedule.warmup_steps)
+        _, rate = schedule.learning_rate().in_graph(step)
         with tf.compat.v1.Session() as session:
             for at, value in expected.items():
                 assert schedule.rate_at(at) == pytest.approx(value, rel=1e-9), (name, at)

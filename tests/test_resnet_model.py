@@ -335,8 +335,8 @@ def test_learning_rate_follows_the_global_step_and_is_floored_by_min_lrn_rate():
 
 
 @pytest.mark.parametrize('boundaries, values, message', [
-    ((2, 2), (0.1, 0.2, 0.3), 'increasing steps'),
-    ((2,), (0.1,), 'one more rate'),
+    ((2, 2), (0.1, 0.2, 0.3), 'boundaries must increase'),
+    ((2,), (0.1,), 'one more learning rate than boundaries'),
     ((2,), (), 'rates for lr_boundaries'),
     ((), (float('nan'),), 'positive numbers'),
 ])
