@@ -32,11 +32,11 @@ import tensorflow as tf
 from resnet_cifar import guards
 # The dataset table and the host-side record checks live in a module without TensorFlow (the
 # download script uses them); these names are part of this module's API.
-from resnet_cifar.datasets import (DATA_DIR, DATASET_NAMES, IMAGE_BYTES, IMAGE_DEPTH, IMAGE_SIZE,  # noqa: F401
-                                   LABEL_MODES, PADDED_SIZE, _label_layout, changed_file_error,
-                                   check_files, count_records, dataset_info, format_summary, label_names,
-                                   list_files, num_classes, read_records, record_summary,
-                                   split_moved_error, split_record, split_records)
+from resnet_cifar.datasets import (DATA_DIR, IMAGE_BYTES, IMAGE_DEPTH, IMAGE_SIZE, LABEL_MODES,  # noqa: F401
+                                   PADDED_SIZE, changed_file_error, check_files, count_records, dataset_info,
+                                   dataset_names, format_summary, label_layout, label_names, list_files,
+                                   num_classes, read_records, record_summary, split_moved_error, split_record,
+                                   split_records)
 from resnet_cifar.errors import DataError
 
 MODES = ('train', 'eval')
@@ -241,7 +241,7 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
     """Builds the reader threads and batch queue; returns an InputQueue.
 
     Args:
-      dataset: one of DATASET_NAMES.
+      dataset: one of dataset_names() (datasets.py's registry).
       data_path: comma-separated glob patterns of record files.
       batch_size: images per dequeue; sizes the queues.
       mode: 'train' (file order shuffled, several readers, random crop and,
@@ -268,7 +268,7 @@ def make_input_queue(dataset, data_path, batch_size, mode, num_threads=None, shu
     """
     info = dataset_info(dataset)
     _check_queue_args(mode, batch_size, num_threads, num_epochs, shuffle_capacity)
-    label_offset, classes = _label_layout(dataset, label_mode)
+    label_offset, classes, _ = label_layout(dataset, label_mode)
     files, ranges = _files_and_ranges(check_files(dataset, data_path), validation_size, validation)
 
     train = mode == 'train'
@@ -362,7 +362,7 @@ def main(argv=None):
     """Record-check CLI. argv: arguments without the program name (default sys.argv[1:])."""
     parser = argparse.ArgumentParser(description='Check CIFAR binary record files: files, record and '
                                      'per-class counts, pixel mean and std.')
-    parser.add_argument('--dataset', default='cifar10', choices=DATASET_NAMES)
+    parser.add_argument('--dataset', default='cifar10', choices=dataset_names())
     parser.add_argument('--data_path', default=None,
                         help="comma-separated file patterns; default: the dataset's default train path")
     parser.add_argument('--label_mode', default='fine', choices=LABEL_MODES)

@@ -57,7 +57,7 @@ from resnet_cifar import schedules  # noqa: E402
 FLAGS = flags.FLAGS
 
 # Data.
-flags.DEFINE_enum('dataset', 'cifar10', list(datasets.DATASET_NAMES),
+flags.DEFINE_enum('dataset', 'cifar10', list(datasets.dataset_names()),
                   'Dataset: cifar10, cifar100, or digits (the bundled sample in data/digits-bin).')
 flags.DEFINE_enum('mode', 'train', list(config.MODES),
                   'train: run the training loop; eval: score each new checkpoint in --log_root; '

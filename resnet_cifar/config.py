@@ -124,7 +124,7 @@ class Data:
     The data paths are comma-separated glob patterns; '' means the dataset's own
     files in data/ (where scripts/download_cifar.py puts them).
     """
-    dataset: str = 'cifar10'            # cifar10, cifar100, or digits (the bundled sample)
+    dataset: str = 'cifar10'            # registered in datasets.py: cifar10, cifar100, digits (the sample)
     label_mode: str = 'fine'            # CIFAR-100: the 100 fine or the 20 coarse labels
     train_data_path: str = ''
     eval_data_path: str = ''
@@ -134,10 +134,13 @@ class Data:
 
     def __post_init__(self):
         _check_types(self)
-        _choice(self, 'dataset', datasets.DATASET_NAMES)
+        _choice(self, 'dataset', datasets.dataset_names())
         _choice(self, 'label_mode', datasets.LABEL_MODES)
-        if self.label_mode == 'coarse' and self.dataset != 'cifar100':
-            raise FlagError('--label_mode=coarse: only cifar100 has coarse labels, not %s' % self.dataset)
+        if self.label_mode not in datasets.dataset_info(self.dataset).label_modes:
+            having = datasets.with_coarse_labels()
+            raise FlagError('--label_mode=%s: only %s %s %s labels, not %s' % (
+                self.label_mode, ', '.join(having), 'has' if len(having) == 1 else 'have', self.label_mode,
+                self.dataset))
         _positive(self, 'num_input_threads')
         _in_range(self, 'validation_size', 0)
         if self.image_size != datasets.IMAGE_SIZE:

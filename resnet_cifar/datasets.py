@@ -1,14 +1,21 @@
-"""What each dataset's records look like and where they are, and the record files checked,
-counted and read on the host (numpy); no TensorFlow, so the download script needs none.
+"""The dataset registry, and the record files checked, counted and read on the host (numpy);
+no TensorFlow, so the download script needs none.
+
+Each dataset is one DatasetInfo in the registry (`register`): its record layout, its labels
+(classes, the file that names them, coarse labels), its default paths and download, whether
+eval scores top-5, and the defaults of a new run on it. The flags, config.py, run_files.py,
+resolve.py, evaluation.py, cifar_input.py and scripts/download_cifar.py ask it by name.
 
 CIFAR-10 (and the bundled 'digits' sample): 1 label byte, then 3,072 image
 bytes. CIFAR-100: 1 coarse-label byte, 1 fine-label byte, then the image.
 cifar_input.py reads the same records through TF1 reader queues.
 """
 import collections
+import dataclasses
 import glob
 import hashlib
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -22,57 +29,114 @@ PADDED_SIZE = IMAGE_SIZE + 4  # train-mode crops are taken from a 36x36 zero-pad
 LABEL_MODES = ('fine', 'coarse')
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data')
-DATASET_NAMES = ('cifar10', 'cifar100', 'digits')
 
-DatasetInfo = collections.namedtuple('DatasetInfo', [
-    'name', 'label_bytes', 'record_bytes', 'num_fine_classes',
-    'num_coarse_classes',  # None for single-label datasets
-    'default_train_path', 'default_eval_path', 'download_command',
-    'random_flip',  # train-mode left-right flips: right for photos, wrong for digits
-])
+# One label of a record: its byte offset, its number of classes, and the file beside the
+# records that names the classes, one per line (None: no names).
+Labels = collections.namedtuple('Labels', ['offset', 'classes', 'names_file'])
+# Where scripts/download_cifar.py fetches a dataset: the archive's URL and MD5, the folder it
+# unpacks to (in data/), and the train and test record files inside that folder.
+Download = collections.namedtuple('Download', ['url', 'md5', 'folder', 'train_files', 'test_files'])
 
-_DATASETS = {
-    'cifar10': DatasetInfo(
-        'cifar10', 1, 1 + IMAGE_BYTES, 10, None,
-        os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'data_batch_*.bin'),
-        os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'test_batch.bin'),
-        'python scripts/download_cifar.py --dataset=cifar10', True),
-    'cifar100': DatasetInfo(
-        'cifar100', 2, 2 + IMAGE_BYTES, 100, 20,
-        os.path.join(DATA_DIR, 'cifar-100-binary', 'train.bin'),
-        os.path.join(DATA_DIR, 'cifar-100-binary', 'test.bin'),
-        'python scripts/download_cifar.py --dataset=cifar100', True),
-    'digits': DatasetInfo(
-        'digits', 1, 1 + IMAGE_BYTES, 10, None,
-        os.path.join(DATA_DIR, 'digits-bin', 'data_batch_1.bin'),
-        os.path.join(DATA_DIR, 'digits-bin', 'test_batch.bin'),
-        'python scripts/make_sample_data.py', False),
-}
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """Everything the suite knows about one dataset: one entry of the registry (register)."""
+    name: str
+    label_bytes: int                # label bytes before the image bytes of each record
+    labels: dict                    # {label mode ('fine', 'coarse'): Labels}
+    default_train_path: str         # comma-separated glob patterns: where its download puts it
+    default_eval_path: str
+    download_command: str           # how to get the default files (said when they are missing)
+    random_flip: bool               # train-mode left-right flips: right for photos, wrong for digits
+    top_5: bool = False             # eval also scores top-5 precision (says something with many classes)
+    run_defaults: dict = dataclasses.field(default_factory=dict)  # settings of a new run: {'train_steps': ..}
+    download: Optional[Download] = None  # None: not fetched by scripts/download_cifar.py
+
+    @property
+    def record_bytes(self):
+        return self.label_bytes + IMAGE_BYTES
+
+    @property
+    def label_modes(self):
+        """The label modes this dataset's records carry ('fine' always)."""
+        return tuple(mode for mode in LABEL_MODES if mode in self.labels)
+
+
+# The classic recipe for CIFAR; a short ResNet-14 run for the digits sample.
+_CLASSIC_RUN = {'train_steps': 80000, 'num_residual_units': 5}
+_REGISTRY = {}
+
+
+def register(info):
+    """Adds a dataset to the registry (flags, config.json checks, input, eval and the download
+    script take it by name from then on); ValueError if the name is taken."""
+    if info.name in _REGISTRY:
+        raise ValueError('dataset %r is registered already' % info.name)
+    if 'fine' not in info.labels or not set(info.labels) <= set(LABEL_MODES):
+        raise ValueError('dataset %r: labels must be of the modes %s, fine among them' % (info.name, LABEL_MODES))
+    _REGISTRY[info.name] = info
+    return info
+
+
+def unregister(name):
+    """Removes a dataset registered by `register` (tests, and tools that add one for a while)."""
+    _REGISTRY.pop(name, None)
+
+
+def dataset_names():
+    """The names of the registered datasets, in the order they were registered."""
+    return tuple(_REGISTRY)
+
+
+def with_coarse_labels():
+    """The names of the datasets whose records carry coarse labels too."""
+    return tuple(name for name, info in _REGISTRY.items() if 'coarse' in info.labels)
+
+
+_TORONTO = 'https://www.cs.toronto.edu/~kriz/'
+register(DatasetInfo(
+    'cifar10', 1, {'fine': Labels(0, 10, 'batches.meta.txt')},
+    os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'data_batch_*.bin'),
+    os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'test_batch.bin'),
+    'python scripts/download_cifar.py --dataset=cifar10', True, run_defaults=dict(_CLASSIC_RUN),
+    download=Download(_TORONTO + 'cifar-10-binary.tar.gz', 'c32a1d4ab5d03f1284b67883e8d87530',
+                      'cifar-10-batches-bin', ['data_batch_%d.bin' % i for i in range(1, 6)], ['test_batch.bin'])))
+register(DatasetInfo(
+    'cifar100', 2,
+    {'fine': Labels(1, 100, 'fine_label_names.txt'), 'coarse': Labels(0, 20, 'coarse_label_names.txt')},
+    os.path.join(DATA_DIR, 'cifar-100-binary', 'train.bin'),
+    os.path.join(DATA_DIR, 'cifar-100-binary', 'test.bin'),
+    'python scripts/download_cifar.py --dataset=cifar100', True, top_5=True, run_defaults=dict(_CLASSIC_RUN),
+    download=Download(_TORONTO + 'cifar-100-binary.tar.gz', '03b5dce01913d631647c71ecec9e9cb8',
+                      'cifar-100-binary', ['train.bin'], ['test.bin'])))
+register(DatasetInfo(
+    'digits', 1, {'fine': Labels(0, 10, 'batches.meta.txt')},
+    os.path.join(DATA_DIR, 'digits-bin', 'data_batch_1.bin'),
+    os.path.join(DATA_DIR, 'digits-bin', 'test_batch.bin'),
+    'python scripts/make_sample_data.py', False, run_defaults={'train_steps': 1000, 'num_residual_units': 2}))
 
 
 def dataset_info(dataset):
-    """Returns the DatasetInfo of `dataset`, one of DATASET_NAMES."""
-    if not isinstance(dataset, str) or dataset not in _DATASETS:
-        raise DataError('unknown dataset %r; expected one of: %s' % (dataset, ', '.join(DATASET_NAMES)))
-    return _DATASETS[dataset]
+    """Returns the DatasetInfo of `dataset`, one of dataset_names()."""
+    if not isinstance(dataset, str) or dataset not in _REGISTRY:
+        raise DataError('unknown dataset %r; expected one of: %s' % (dataset, ', '.join(dataset_names())))
+    return _REGISTRY[dataset]
 
 
 def num_classes(dataset, label_mode='fine'):
     """Number of classes of `dataset` under `label_mode` ('fine' or 'coarse')."""
-    return _label_layout(dataset, label_mode)[1]
+    return label_layout(dataset, label_mode).classes
 
 
-def _label_layout(dataset, label_mode):
-    """(byte offset of the label in a record, number of classes)."""
+def label_layout(dataset, label_mode):
+    """The Labels of `dataset` under `label_mode`: byte offset in a record, classes, names file."""
     info = dataset_info(dataset)
     if label_mode not in LABEL_MODES:
         raise DataError('unknown label_mode %r; expected one of: %s' % (label_mode, ', '.join(LABEL_MODES)))
-    if label_mode == 'fine':
-        return info.label_bytes - 1, info.num_fine_classes
-    if info.num_coarse_classes is None:
-        raise DataError("label_mode 'coarse' needs a dataset with coarse labels (cifar100); "
-                        '%s has only one label per record' % dataset)
-    return 0, info.num_coarse_classes
+    if label_mode not in info.labels:
+        raise DataError("label_mode '%s' needs a dataset with %s labels (%s); %s has only one label per record"
+                        % (label_mode, label_mode, ', '.join(with_coarse_labels()), dataset))
+    return info.labels[label_mode]
 
 
 class _NoMatchError(DataError):
@@ -142,7 +206,7 @@ def _count_file_records(info, path):
         raise DataError('record file %r is empty; expected %s records of %d bytes'
                         % (path, info.name, info.record_bytes))
     if size % info.record_bytes:
-        others = [d.name for d in _DATASETS.values() if d.record_bytes != info.record_bytes
+        others = [d.name for d in _REGISTRY.values() if d.record_bytes != info.record_bytes
                   and size % d.record_bytes == 0]
         hint = (' (its size fits %s records: wrong --dataset?)' % others[0]) if others else ''
         raise DataError('record file %r is %d bytes, not a whole number of %d-byte %s records: '
@@ -283,25 +347,19 @@ def read_records(dataset, data_path, label_mode='fine'):
     not range-checked here (record_summary does that).
     """
     info = dataset_info(dataset)
-    offset, _ = _label_layout(dataset, label_mode)
+    offset = label_layout(dataset, label_mode).offset
     records = [_read_file(info, f) for f, _ in check_files(dataset, data_path)]
     records = np.concatenate(records, axis=0)
     return np.ascontiguousarray(_images_of(records, info.label_bytes)), records[:, offset].astype(np.int64)
 
 
 def label_names(dataset, data_path, label_mode='fine'):
-    """Class names from the meta file beside the first file of `data_path`, or None.
-
-    cifar10/digits: batches.meta.txt; cifar100: fine_label_names.txt or
-    coarse_label_names.txt. One name per non-empty line.
-    """
-    _label_layout(dataset, label_mode)
-    if dataset == 'cifar100':
-        meta_name = '%s_label_names.txt' % label_mode
-    else:
-        meta_name = 'batches.meta.txt'
-    meta_path = os.path.join(os.path.dirname(list_files(data_path)[0]), meta_name)
-    if not os.path.isfile(meta_path):
+    """Class names from the dataset's names file (Labels.names_file: batches.meta.txt, or
+    CIFAR-100's fine_label_names.txt or coarse_label_names.txt) beside the first file of
+    `data_path`, or None. One name per non-empty line."""
+    names_file = label_layout(dataset, label_mode).names_file
+    meta_path = os.path.join(os.path.dirname(list_files(data_path)[0]), names_file or '')
+    if not names_file or not os.path.isfile(meta_path):
         return None
     with open(meta_path) as f:
         return [line.strip() for line in f if line.strip()]
@@ -316,7 +374,7 @@ def record_summary(dataset, data_path, label_mode='fine'):
     DataError naming the file, record index and label of a label out of range.
     """
     info = dataset_info(dataset)
-    offset, classes = _label_layout(dataset, label_mode)
+    offset, classes, _ = label_layout(dataset, label_mode)
     files = check_files(dataset, data_path)
     class_counts = np.zeros(classes, dtype=np.int64)
     pixel_sum = np.zeros(IMAGE_DEPTH)

@@ -32,13 +32,10 @@ from resnet_cifar import summaries
 from resnet_cifar import transfer
 from resnet_cifar.errors import CheckpointError, DataError, Error, RunError
 
-# precision_at_5: top-5 precision, or None where it is not computed (see TOP_5_DATASETS);
+# precision_at_5: top-5 precision, or None where it is not computed (datasets.DatasetInfo.top_5);
 # confusion: int64 [num_classes, num_classes], images of class i (row) taken for class j (column).
 Score = collections.namedtuple('Score', ['step', 'precision', 'loss', 'num_images', 'seconds',
                                          'precision_at_5', 'confusion'], defaults=(None, None))
-
-# Top-5 precision says something only with many classes.
-TOP_5_DATASETS = ('cifar100',)
 
 
 class Records(collections.namedtuple('Records', ['kind', 'data_path', 'validation_size'])):
@@ -91,7 +88,7 @@ class EvalGraph(object):
                                                       dtype=tf.int64),
                 'loss': tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)),
             }
-            if config.data.dataset in TOP_5_DATASETS:
+            if cifar_input.dataset_info(config.data.dataset).top_5:
                 in_top_5 = tf.nn.in_top_k(targets=classes, predictions=logits, k=5)
                 self.fetches['correct_at_5'] = tf.reduce_sum(tf.cast(in_top_5, tf.int64))
             self.network = transfer.network_variables(tf.compat.v1.global_variables())

@@ -23,12 +23,6 @@ from resnet_cifar import run_files
 from resnet_cifar import schedules
 from resnet_cifar.errors import DataError, FlagError
 
-# Dataset defaults: the classic recipe for CIFAR, a short ResNet-14 run for the digits sample.
-DATASET_DEFAULTS = {
-    'cifar10': {'train_steps': 80000, 'num_residual_units': 5},
-    'cifar100': {'train_steps': 80000, 'num_residual_units': 5},
-    'digits': {'train_steps': 1000, 'num_residual_units': 2},
-}
 # Runs of at most this many steps save a checkpoint every tenth of the run (at least every
 # SHORT_RUN_MIN_SAVE_STEPS steps) unless told otherwise, so that their eval curves have points.
 SHORT_RUN_STEPS = 10000
@@ -188,7 +182,7 @@ def flag_settings(v, dataset=None, given=(), run=None):
     """
     dataset = dataset or v['dataset']
     v, preset = presets.apply(v, given)
-    defaults = DATASET_DEFAULTS[dataset]
+    defaults = datasets.dataset_info(dataset).run_defaults  # train_steps, num_residual_units
     run = run or {}
     batch_size = run.get('batch_size', v['batch_size'] if v['batch_size'] is not None and v['mode'] == 'train'
                          else config_lib.BASE_BATCH_SIZE)

@@ -173,9 +173,10 @@ def _flat(settings_path, saved):
 
 
 _NUMBER = (int, float)
-# What each setting must be: a type (or types), or a tuple of the values it may take.
+# What each setting must be: a type (or types), a tuple of the values it may take, or a function
+# that gives that tuple when the file is read (the datasets registered then).
 _KINDS = {
-    'dataset': ('cifar10', 'cifar100', 'digits'), 'label_mode': ('fine', 'coarse'),
+    'dataset': datasets.dataset_names, 'label_mode': datasets.LABEL_MODES,
     'num_residual_units': int, 'use_bottleneck': bool, 'width': int, 'relu_leakiness': _NUMBER,
     'batch_size': int, 'optimizer': config_lib.OPTIMIZERS, 'weight_decay_rate': _NUMBER,
     'moving_average_decay': _NUMBER, 'min_lrn_rate': _NUMBER, 'train_steps': int,
@@ -193,6 +194,7 @@ def _check_kinds(settings_path, settings):
             expected = 'a list of %s' % ('steps' if key == 'lr_boundaries' else 'learning rates')
         else:
             kind = _KINDS[key]
+            kind = kind() if callable(kind) and not isinstance(kind, type) else kind
             good = value in kind if isinstance(kind, tuple) and isinstance(kind[0], str) else _is_a(value, kind)
             expected = ('one of %s' % ', '.join(kind) if isinstance(kind, tuple) and isinstance(kind[0], str)
                         else 'a %s' % getattr(kind, '__name__', 'number'))

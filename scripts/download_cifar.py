@@ -13,7 +13,8 @@ Any failure (offline, HTTP error, truncated download, bad checksum, corrupt
 archive) prints one `error: ...` line, exits 1 and leaves nothing behind.
 When a copy that passes the record check is already there, nothing is done.
 
-Uses urllib only; no dependency beyond the standard library and the project.
+Each dataset's URL, MD5 and archive layout are its entry in the dataset registry
+(resnet_cifar/datasets.py). Uses urllib only; no dependency beyond the standard library and the project.
 """
 import argparse
 import hashlib
@@ -32,18 +33,14 @@ import zlib
 
 from resnet_cifar import datasets  # the record checks, without TensorFlow
 
-# Official archives: URL, MD5 of the .tar.gz, and the folder it unpacks to.
-ARCHIVES = {
-    'cifar10': ('https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz',
-                'c32a1d4ab5d03f1284b67883e8d87530', 'cifar-10-batches-bin'),
-    'cifar100': ('https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz',
-                 '03b5dce01913d631647c71ecec9e9cb8', 'cifar-100-binary'),
-}
-# Inside the extracted folder: the train and test record files. Each must be there.
-RECORD_FILES = {
-    'cifar10': (['data_batch_%d.bin' % i for i in range(1, 6)], ['test_batch.bin']),
-    'cifar100': (['train.bin'], ['test.bin']),
-}
+
+def downloads():
+    """{dataset: datasets.Download}: the registered datasets this script fetches (their official
+    archive's URL and MD5, the folder it unpacks to, and the train and test record files in it)."""
+    return {name: datasets.dataset_info(name).download for name in datasets.dataset_names()
+            if datasets.dataset_info(name).download is not None}
+
+
 CHUNK_BYTES = 1 << 20
 PROGRESS_INTERVAL_S = 0.5
 
@@ -196,8 +193,9 @@ def extract(archive_path, target_dir, source):
 
 def _record_paths(dataset, folder):
     """(train data_path, test data_path): comma-separated file lists, as cifar_input takes them."""
+    download = datasets.dataset_info(dataset).download
     return tuple(','.join(os.path.join(folder, name) for name in names)
-                 for names in RECORD_FILES[dataset])
+                 for names in (download.train_files, download.test_files))
 
 
 def check_folder(dataset, folder):
@@ -244,7 +242,7 @@ def fetch(dataset, data_dir, source, expected_md5, timeout_s):
     Temporary files live in data_dir (same filesystem, so the final rename is
     atomic) and are removed whatever happens.
     """
-    folder_name = ARCHIVES[dataset][2]
+    folder_name = datasets.dataset_info(dataset).download.folder
     folder = os.path.join(data_dir, folder_name)
     archive_fd, archive_path = tempfile.mkstemp(prefix='.%s-' % dataset, suffix='.tar.gz.part',
                                                 dir=data_dir)
@@ -281,7 +279,7 @@ def print_summaries(dataset, folder):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--dataset', required=True, choices=sorted(ARCHIVES),
+    parser.add_argument('--dataset', required=True, choices=sorted(downloads()),
                         help='which CIFAR archive to fetch')
     parser.add_argument('--data_dir', default=None,
                         help='folder that receives the extracted folder (default: the repo\'s data/)')
@@ -307,9 +305,9 @@ def _exit_on_sigterm(signum, frame):
 def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    url, official_md5, _ = ARCHIVES[args.dataset]
-    source = args.url or url
-    expected_md5 = args.md5 or official_md5
+    download = downloads()[args.dataset]
+    source = args.url or download.url
+    expected_md5 = args.md5 or download.md5
     data_dir = args.data_dir or datasets.DATA_DIR
     try:
         os.makedirs(data_dir, exist_ok=True)
@@ -317,7 +315,7 @@ def main(argv=None):
         print('error: --data_dir=%s: cannot create it: %s' % (data_dir, e.strerror or e),
               file=sys.stderr)
         return 1
-    folder = os.path.join(data_dir, ARCHIVES[args.dataset][2])
+    folder = os.path.join(data_dir, download.folder)
     try:
         if _existing_copy_ok(args.dataset, folder):
             return 0

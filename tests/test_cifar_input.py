@@ -243,12 +243,6 @@ def test_train_label_out_of_range_is_reraised_by_coordinator_join(tmp_path):
     assert 'bad.bin:5' in str(error.value) and '12' in str(error.value)
 
 
-def test_record_summary_label_out_of_range_names_file_record_label(tmp_path):
-    path = synthetic.write_bad_label_file(tmp_path, n=20)
-    with pytest.raises(DataError, match=r"bad\.bin', record 5: label 12 out of range"):
-        cifar_input.record_summary('cifar10', path)
-
-
 # ---------------------------------------------------------------- bad input, before any op
 
 def assert_data_error_before_ops(match, **kwargs):
@@ -313,7 +307,7 @@ def test_bad_arguments_are_named(two_files):
 
 
 def test_missing_default_data_says_how_to_download():
-    for name in cifar_input.DATASET_NAMES:
+    for name in cifar_input.dataset_names():
         info = cifar_input.dataset_info(name)
         if not glob.glob(info.default_eval_path):
             break
@@ -322,44 +316,6 @@ def test_missing_default_data_says_how_to_download():
     message = assert_data_error_before_ops('get it with: ' + info.download_command, dataset=name,
                                            data_path=info.default_eval_path)
     assert info.default_eval_path in message
-
-
-# ---------------------------------------------------------------- host-side helpers
-
-def test_list_files_sorts_each_pattern_and_removes_duplicates(tmp_path, two_files):
-    pattern, _, _ = two_files
-    write_records(tmp_path / 'a.bin', random_images(1), [0])
-    first, second = str(tmp_path / 'data_batch_1.bin'), str(tmp_path / 'data_batch_2.bin')
-    files = cifar_input.list_files('%s, %s,%s' % (str(tmp_path / 'data_batch_2.bin'), pattern,
-                                                  str(tmp_path / 'a.bin')))
-    assert files == [second, first, str(tmp_path / 'a.bin')]
-    assert cifar_input.check_files('cifar10', pattern) == [(first, 5), (second, 3)]
-
-
-def test_record_summary_counts_stats_and_label_names(tmp_path, two_files):
-    pattern, images, labels = two_files
-    assert cifar_input.label_names('cifar10', pattern) is None
-    names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
-    (tmp_path / 'batches.meta.txt').write_text('\n'.join(names) + '\n\n')
-    summary = cifar_input.record_summary('cifar10', pattern)
-    assert summary['num_records'] == 8
-    assert summary['class_counts'] == np.bincount(labels, minlength=10).tolist()
-    np.testing.assert_allclose(summary['pixel_mean'], images.reshape(-1, 3).mean(axis=0), rtol=1e-9)
-    np.testing.assert_allclose(summary['pixel_std'], images.reshape(-1, 3).std(axis=0), rtol=1e-7)
-    assert summary['label_names'] == names
-    report = cifar_input.format_summary(summary)
-    assert 'records: 8' in report and 'cat' in report
-    read_images, read_labels = cifar_input.read_records('cifar10', pattern)
-    np.testing.assert_array_equal(read_images, images)
-    np.testing.assert_array_equal(read_labels, labels)
-
-
-def test_cifar100_label_name_files(tmp_path):
-    path = write_records(tmp_path / 'test.bin', random_images(2), [5, 6], coarse_labels=[1, 2])
-    (tmp_path / 'coarse_label_names.txt').write_text('\n'.join('c%d' % i for i in range(20)))
-    assert cifar_input.label_names('cifar100', path, 'coarse')[2] == 'c2'
-    assert cifar_input.label_names('cifar100', path, 'fine') is None
-    assert cifar_input.record_summary('cifar100', path, 'coarse')['class_counts'][1:3] == [1, 1]
 
 
 # ---------------------------------------------------------------- CLI
@@ -435,12 +391,3 @@ def test_train_mode_reads_only_the_training_part(three_files):
     pattern, _, labels = three_files
     _, train_labels = read_part(pattern, 196, validation=False, mode='train', batch_size=1)
     assert sorted(train_labels) == list(labels[:9])
-
-
-def test_split_records_counts_from_the_end_of_the_last_file():
-    checked = [('a', 5), ('b', 70), ('c', 130)]
-    assert cifar_input.split_records(checked, 150) == ([('a', 0, 5), ('b', 0, 50)], [('b', 50, 70), ('c', 0, 130)])
-    assert cifar_input.split_records(checked, 130) == ([('a', 0, 5), ('b', 0, 70)], [('c', 0, 130)])
-    assert cifar_input.split_records(checked, 0) == ([('a', 0, 5), ('b', 0, 70), ('c', 0, 130)], [])
-    with pytest.raises(DataError, match='cannot hold out 205 of 205 records'):
-        cifar_input.split_records(checked, 205)
