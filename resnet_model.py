@@ -283,17 +283,15 @@ class ResNet:
 
     Args:
       hps: HParams.
-      images: float32 [batch, height, width, channels] (NHWC, whatever
-        hps.data_format says; the model transposes internally for NCHW).
-        CIFAR images are [batch, 32, 32, 3].
+      images: float32 [batch, height, width, channels], e.g. [batch, 32, 32, 3]: NHWC,
+        whatever hps.data_format says (the model transposes internally for NCHW).
       labels: float32 one-hot [batch, num_classes]; None for build_network() alone.
       mode: 'train' (batch-norm batch moments, mixup, label smoothing) or 'eval'
         (batch-norm moving statistics).
 
-    `build_graph()` builds everything for one device, the train op included; the
-    training half is resnet_cifar/train_step.py's TrainStep, which data-parallel
-    towers (towers.py) share: `build_forward()` per tower, then the TrainStep's
-    compute_gradients(cost) and make_train_op(grads_and_vars, batch_moments).
+    `build_graph()` builds everything for one device, the train op included, with
+    resnet_cifar/train_step.py's TrainStep (the training half); data-parallel towers
+    (towers.py) call `build_forward()` per tower and share one TrainStep.
 
     Attributes (shapes per batch):
       logits: float32 [batch, num_classes].
@@ -337,14 +335,10 @@ class ResNet:
         return self.hps.data_format == 'NHWC'
 
     def build_graph(self, is_frozen=None, build_train_op=None):
-        """Builds the whole one-device graph in the default graph: step, model, cost, train op, summaries.
+        """The whole one-device graph in the default graph: step, network, cost, train op, summaries.
 
-        Args:
-          is_frozen: optional predicate on a trainable variable; the train op
-            leaves the variables it accepts unchanged (TrainStep.compute_gradients).
-          build_train_op: optional function (TrainStep, grads_and_vars, moments) ->
-            train op, in place of TrainStep.build_train_op (synchronous replicas
-            of a cluster, distributed.py).
+        is_frozen: optional predicate on a trainable variable, which the train op then leaves
+        unchanged; build_train_op: see TrainStep.make_train_op (distributed.py's SyncReplicas).
         """
         self.step = train_step.TrainStep(self.hps, self.mode)
         self.build_forward()
@@ -371,7 +365,7 @@ class ResNet:
     def build_network(self, images=None):
         """The network alone, from `images` (default: the model's) to features, logits and
         predictions: no cost, no step state, nothing of training (export.py serves this)."""
-        x = self._in_compute_dtype(self.images if images is None else images)
+        x = _in_dtype(self.images if images is None else images, self.hps.compute_dtype)
         if not self._channels_last:
             x = tf.transpose(x, [0, 3, 1, 2])
         with tf.compat.v1.variable_scope('init'):
@@ -387,16 +381,12 @@ class ResNet:
 
     # The network, in small pieces.
 
-    def _stage_filters(self):
-        """Output filters of the three stages."""
-        base = (64, 128, 256) if self.hps.use_bottleneck else (16, 32, 64)
-        return [f * self.hps.width for f in base]
-
     def _residual_stages(self, x):
         unit = self._bottleneck_unit if self.hps.use_bottleneck else self._plain_unit
+        base_filters = (64, 128, 256) if self.hps.use_bottleneck else (16, 32, 64)
+        stage_filters = [f * self.hps.width for f in base_filters]
         in_filters = _STEM_FILTERS
-        for stage, (out_filters, stride) in enumerate(
-                zip(self._stage_filters(), _STAGE_STRIDES), start=1):
+        for stage, (out_filters, stride) in enumerate(zip(stage_filters, _STAGE_STRIDES), start=1):
             for i in range(self.hps.num_residual_units):
                 with tf.compat.v1.variable_scope('unit_%d_%d' % (stage, i)):
                     x = unit(x, in_filters, out_filters, stride if i == 0 else 1,
@@ -412,7 +402,7 @@ class ResNet:
         y = self._conv('conv1', activated, 3, in_filters, out_filters, stride)
         y = self._conv('conv2', self._bn_relu('bn2', y), 3, out_filters, out_filters, 1)
         if stride != 1 or in_filters != out_filters:
-            shortcut = self._pool_and_pad(shortcut, in_filters, out_filters, stride)
+            shortcut = _pool_and_pad(shortcut, in_filters, out_filters, stride, self.hps.data_format)
         return y + shortcut
 
     def _bottleneck_unit(self, x, in_filters, out_filters, stride, shared_activation):
@@ -427,22 +417,6 @@ class ResNet:
             shortcut = self._conv('shortcut', shortcut, 1, in_filters, out_filters, stride)
         return y + shortcut
 
-    def _pool_and_pad(self, x, in_filters, out_filters, stride):
-        """Average-pools to the new stride and zero-pads the channels."""
-        if stride != 1:
-            # SAME padding keeps the shape equal to the strided SAME convolution's,
-            # also for odd sizes.
-            x = tf.nn.avg_pool2d(x, stride, stride, 'SAME', data_format=self.hps.data_format)
-        extra = out_filters - in_filters
-        if extra > 0:
-            channel_pad = [extra // 2, extra - extra // 2]
-            if self._channels_last:
-                paddings = [[0, 0], [0, 0], [0, 0], channel_pad]
-            else:
-                paddings = [[0, 0], channel_pad, [0, 0], [0, 0]]
-            x = tf.pad(x, paddings)
-        return x
-
     def _bn_relu(self, name, x):
         x = self._batch_norm(name, x)
         if self.hps.relu_leakiness > 0:
@@ -456,16 +430,7 @@ class ResNet:
         """
         channels = int(x.shape[3 if self._channels_last else 1])
         with tf.compat.v1.variable_scope(name):
-            beta = tf.compat.v1.get_variable(
-                'beta', [channels], tf.float32, initializer=tf.compat.v1.zeros_initializer())
-            gamma = tf.compat.v1.get_variable(
-                'gamma', [channels], tf.float32, initializer=tf.compat.v1.ones_initializer())
-            moving_mean = tf.compat.v1.get_variable(
-                'moving_mean', [channels], tf.float32,
-                initializer=tf.compat.v1.zeros_initializer(), trainable=False)
-            moving_variance = tf.compat.v1.get_variable(
-                'moving_variance', [channels], tf.float32,
-                initializer=tf.compat.v1.ones_initializer(), trainable=False)
+            beta, gamma, moving_mean, moving_variance = _batch_norm_variables(channels)
             if self.mode == 'train':
                 y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                     x, gamma, beta, epsilon=self.hps.bn_epsilon,
@@ -494,13 +459,8 @@ class ResNet:
                 'weights', [kernel_size, kernel_size, in_filters, out_filters],
                 tf.compat.v1.variance_scaling_initializer(
                     scale=2.0, mode='fan_out', distribution='untruncated_normal'))
-            return tf.nn.conv2d(x, self._in_compute_dtype(weights), stride, 'SAME',
+            return tf.nn.conv2d(x, _in_dtype(weights, self.hps.compute_dtype), stride, 'SAME',
                                 data_format=self.hps.data_format)
-
-    def _in_compute_dtype(self, x):
-        """x (a tensor or variable) cast to hps.compute_dtype; the gradient flows back cast."""
-        dtype = tf.as_dtype(self.hps.compute_dtype)
-        return x if x.dtype.base_dtype == dtype else tf.cast(x, dtype)
 
     def _fully_connected(self, x, out_dim):
         weights = self._weight_variable(
@@ -525,6 +485,41 @@ class ResNet:
             else:
                 self.weight_decay = tf.constant(0.0, name='weight_decay')
             self.cost = tf.add(self.cross_entropy, self.weight_decay, name='cost')
+
+
+def _batch_norm_variables(channels):
+    """(beta, gamma, moving_mean, moving_variance) of one batch norm, float32 [channels] each,
+    in the current variable scope; the moving statistics are not trainable."""
+    def variable(name, initializer, trainable=True):
+        return tf.compat.v1.get_variable(name, [channels], tf.float32, initializer=initializer,
+                                         trainable=trainable)
+    return (variable('beta', tf.compat.v1.zeros_initializer()),
+            variable('gamma', tf.compat.v1.ones_initializer()),
+            variable('moving_mean', tf.compat.v1.zeros_initializer(), trainable=False),
+            variable('moving_variance', tf.compat.v1.ones_initializer(), trainable=False))
+
+
+def _pool_and_pad(x, in_filters, out_filters, stride, data_format):
+    """Average-pools to the new stride and zero-pads the channels (the plain unit's shortcut)."""
+    if stride != 1:
+        # SAME padding keeps the shape equal to the strided SAME convolution's,
+        # also for odd sizes.
+        x = tf.nn.avg_pool2d(x, stride, stride, 'SAME', data_format=data_format)
+    extra = out_filters - in_filters
+    if extra > 0:
+        channel_pad = [extra // 2, extra - extra // 2]
+        if data_format == 'NHWC':
+            paddings = [[0, 0], [0, 0], [0, 0], channel_pad]
+        else:
+            paddings = [[0, 0], channel_pad, [0, 0], [0, 0]]
+        x = tf.pad(x, paddings)
+    return x
+
+
+def _in_dtype(x, dtype):
+    """x (a tensor or variable) cast to `dtype` (a name); the gradient flows back cast."""
+    dtype = tf.as_dtype(dtype)
+    return x if x.dtype.base_dtype == dtype else tf.cast(x, dtype)
 
 
 def _checked_images(images):

@@ -1,5 +1,6 @@
-"""Tests of the training half: the variables a checkpoint holds stay those of the
-graphs that wrote today's runs (a recorded fixture)."""
+"""Tests of train_step: the variables a checkpoint holds stay those of the graphs that
+wrote today's runs (a fixture recorded before the training half left resnet_model.py),
+one step's arithmetic, a custom train op builder, the towers' one TrainStep, restore names."""
 import json
 import os
 
@@ -11,6 +12,7 @@ import resnet_model
 import synthetic
 from resnet_cifar import distributed
 from resnet_cifar import towers
+from resnet_cifar import train_step
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'graph_variables.json')
 
@@ -101,3 +103,66 @@ def test_variable_names_and_shapes_are_those_of_the_recorded_graphs(name):
     with open(FIXTURE) as f:
         recorded = json.load(f)[name]
     assert graph_variables(name) == recorded
+
+
+@pytest.mark.timeout(30)
+def test_one_step_applies_the_gradient_moves_statistics_and_averages_the_weights():
+    hps = synthetic.tiny_hps(optimizer='sgd', lrn_rate=0.5, moving_average_decay=0.9, bn_decay=0.75)
+    with tf.Graph().as_default():
+        step = train_step.TrainStep(hps, 'train')
+        weight = tf.compat.v1.get_variable('weight', initializer=3.0)
+        frozen = tf.compat.v1.get_variable('frozen', initializer=1.0)
+        moving = tf.compat.v1.get_variable('moving', initializer=2.0, trainable=False)
+        grads_and_vars = step.compute_gradients(weight * weight + frozen, lambda v: v.op.name == 'frozen')
+        assert [(g is None, v.op.name) for g, v in grads_and_vars] == [(False, 'weight'), (True, 'frozen')]
+        train_op = step.make_train_op(grads_and_vars, [(moving, tf.constant(10.0))])
+        assert train_op is step.train_op and len(step.bn_update_ops) == 1
+        assert sorted(step.variables_to_restore()) == ['frozen/ExponentialMovingAverage', 'global_step',
+                                                       'moving', 'weight/ExponentialMovingAverage']
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            session.run(train_op)
+            values = session.run({'weight': weight, 'frozen': frozen, 'moving': moving,
+                                  'step': step.global_step, 'shadow': step.ema.average(weight)})
+    # weight 3 - 0.5 * 6; moving 2 + 0.25 * (10 - 2); the shadow's decay min(0.9, (1 + 1) / (10 + 1)).
+    assert values == pytest.approx({'weight': 0.0, 'frozen': 1.0, 'moving': 4.0, 'step': 1,
+                                    'shadow': 3.0 * 2.0 / 11.0})
+
+
+@pytest.mark.timeout(30)
+def test_a_train_op_builder_gets_the_step_and_the_moments():
+    seen = []
+
+    def build_train_op(step, grads_and_vars, moments):
+        seen.append((step, [v.op.name for _, v in grads_and_vars], [m.op.name for m, _ in moments]))
+        return tf.no_op(name='custom_train_op')
+
+    with tf.Graph().as_default():
+        hps = synthetic.tiny_hps()
+        model = resnet_model.ResNet(hps, *_batch(hps), 'train')
+        model.build_graph(build_train_op=build_train_op)
+        assert model.train_op.name == 'custom_train_op' and model.step.train_op is model.train_op
+    (step, variables, moving), = seen
+    assert step is model.step and 'logit/weights' in variables
+    assert moving[:2] == ['unit_1_0/bn1/moving_mean', 'unit_1_0/bn1/moving_variance']
+
+
+@pytest.mark.timeout(30)
+def test_towers_hold_one_train_step_and_the_towers_none():
+    with tf.Graph().as_default():
+        model = _two_towers(compute_dtype='float16')()
+        assert isinstance(model.step, train_step.TrainStep) and model.train_op is model.step.train_op
+        assert [tower.step for tower in model.towers] == [None, None]
+        assert model.step.loss_scale is not None
+        copied = [name for name in ('global_step', 'step_value', 'lrn_rate', 'effective_lrn_rate', 'ema',
+                                    'loss_scale', 'bn_update_ops') if hasattr(model, name)]
+        assert copied == []
+
+
+def test_restore_names_reads_trainable_variables_from_their_shadows():
+    with tf.Graph().as_default():
+        weight = tf.compat.v1.get_variable('weight', initializer=1.0)
+        moving = tf.compat.v1.get_variable('moving', initializer=1.0, trainable=False)
+        assert train_step.restore_names([weight, moving], from_shadows=True) == {
+            'weight' + train_step.SHADOW_SUFFIX: weight, 'moving': moving}
+        assert train_step.restore_names([weight, moving], from_shadows=False) == {'weight': weight, 'moving': moving}
