@@ -42,14 +42,12 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from resnet_cifar import loss_scaling
 from resnet_cifar import schedules
+from resnet_cifar import train_step
 
 WEIGHT_DECAY_COLLECTION = 'weight_decay_variables'
 # The output of every residual unit, for activation histograms.
 ACTIVATIONS_COLLECTION = 'unit_activations'
-# The name of a variable's moving average (tf.compat.v1.train.ExponentialMovingAverage's).
-SHADOW_SUFFIX = '/ExponentialMovingAverage'
 
 OPTIMIZERS = ('sgd', 'mom', 'nesterov')
 DATA_FORMATS = ('NHWC', 'NCHW')
@@ -255,35 +253,21 @@ def count_params(variables):
 
 
 class ResNet:
-    """The network, its cost and (in train mode) its training step.
+    """The network and its loss.
 
     Args:
       hps: HParams.
-      images: float32 [batch, height, width, channels] (NHWC, whatever
-        hps.data_format says; the model transposes internally for NCHW).
-        CIFAR images are [batch, 32, 32, 3].
+      images: float32 [batch, height, width, channels], e.g. [batch, 32, 32, 3]: NHWC,
+        whatever hps.data_format says (the model transposes internally for NCHW).
       labels: float32 one-hot [batch, num_classes]; None for build_network() alone.
-      mode: 'train' (batch-norm batch moments, a train_op) or 'eval'
-        (batch-norm moving statistics, no train_op).
+      mode: 'train' (batch-norm batch moments, mixup, label smoothing) or 'eval'
+        (batch-norm moving statistics).
 
-    `build_graph()` builds everything for one device. Data-parallel towers
-    (towers.py) build the same from the public pieces, in this order:
-    `build_step_state()` once (or `share_step_state(lead)`), `build_forward()`
-    per tower, `compute_gradients(cost)`, then `build_train_op(grads_and_vars,
-    moments)`: `moving_statistics_updates(moments)` and `apply_gradients(grads_and_vars,
-    update_ops)`.
+    `build_graph()` builds everything for one device, the train op included, with
+    resnet_cifar/train_step.py's TrainStep (the training half); data-parallel towers
+    (towers.py) call `build_forward()` per tower and share one TrainStep.
 
     Attributes (shapes per batch):
-      global_step: int64 scalar variable.
-      step_value: int64 scalar, the global step read once per session.run,
-        before this step's increment: the step the train op runs at.
-      lrn_rate: float32 scalar tensor 'learning_rate', the rate of the schedule
-        (hps.lr_boundaries, hps.lr_values) at step_value; computed in the
-        graph, so every process of a cluster agrees on it.
-      effective_lrn_rate: max(lrn_rate, hps.min_lrn_rate), the rate the optimizer uses.
-      ema: the ExponentialMovingAverage of the trainable variables, or None.
-      loss_scale: (train mode, compute_dtype float16) the
-        loss_scaling.DynamicLossScale of the train op, else None.
       logits: float32 [batch, num_classes].
       predictions: softmax of logits, [batch, num_classes].
       features: float32 [batch, D], the pooled activations the fully connected
@@ -298,11 +282,10 @@ class ResNet:
         target_labels (with mixup: the class of the image with the larger weight).
       batch_moments: (train mode) [(moving mean or variance variable, this
         batch's mean or unbiased variance)] of every batch norm, in graph order.
-      bn_update_ops: (train mode, after build_graph) the moving mean/variance
-        assign ops, also in tf.compat.v1.GraphKeys.UPDATE_OPS.
-      train_op: (train mode) optimizer step, then the moving-average update,
-        plus the batch-norm updates.
-      summaries: tf.compat.v1.summary.merge_all() of the graph.
+      step: (after build_graph) its train_step.TrainStep: global step, learning rate,
+        moving averages, loss scale, batch-norm updates, variables_to_restore().
+      train_op: (train mode, after build_graph) step.train_op.
+      summaries: (after build_graph) tf.compat.v1.summary.merge_all() of the graph.
     """
 
     def __init__(self, hps, images, labels, mode):
@@ -315,14 +298,10 @@ class ResNet:
         self.images = _checked_images(images)
         self.labels = None if labels is None else _checked_labels(labels, hps.num_classes)
         self.target_labels = None
-        self.global_step = self.step_value = self.lrn_rate = self.effective_lrn_rate = None
-        self.ema = self.loss_scale = None
         self.logits = self.predictions = self.features = None
         self.cross_entropy = self.weight_decay = self.cost = self.precision = None
         self.batch_moments = []
-        self.bn_update_ops = []
-        self.train_op = None
-        self.summaries = None
+        self.step = self.train_op = self.summaries = None
         self._weight_variables = []
 
     @property
@@ -330,65 +309,19 @@ class ResNet:
         return self.hps.data_format == 'NHWC'
 
     def build_graph(self, is_frozen=None, build_train_op=None):
-        """Builds the whole one-device graph in the default graph: model, cost, train op, summaries.
+        """The whole one-device graph in the default graph: step, network, cost, train op, summaries.
 
-        Args:
-          is_frozen: optional predicate on a trainable variable; the train op
-            leaves the variables it accepts unchanged (no gradient, no optimizer
-            slot), though their moving averages are kept as usual.
-          build_train_op: optional function (model, grads_and_vars, moments) ->
-            train op, in place of ResNet.build_train_op (synchronous replicas
-            of a cluster, distributed.py).
+        is_frozen: optional predicate on a trainable variable, which the train op then leaves
+        unchanged; build_train_op: see TrainStep.make_train_op (distributed.py's SyncReplicas).
         """
-        self.build_step_state()
+        self.step = train_step.TrainStep(self.hps, self.mode)
         self.build_forward()
         if self.mode == 'train':
-            build_train_op = build_train_op or ResNet.build_train_op
-            self.train_op = build_train_op(self, self.compute_gradients(self.cost, is_frozen),
-                                           self.batch_moments)
-        add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay, self.precision,
-                             self.effective_lrn_rate, self.loss_scale)
+            self.train_op = self.step.make_train_op(self.step.compute_gradients(self.cost, is_frozen),
+                                                    self.batch_moments, build_train_op)
+        train_step.add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay, self.precision,
+                                        self.step)
         self.summaries = tf.compat.v1.summary.merge_all()
-
-    def variables_to_restore(self):
-        """Checkpoint name -> variable, for an eval Saver that loads the moving averages.
-
-        Trainable variables are loaded from their moving-average shadows; every
-        other global variable (batch-norm moving statistics, global step) from
-        its own name. Shadow variables themselves are left
-        out. Without moving averages this is the plain name -> variable mapping.
-        """
-        graph = self.logits.graph
-        variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
-        shadows = set()
-        if self.ema is not None:
-            trainable = graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
-            shadows = {self.ema.average(v).ref() for v in trainable if self.ema.average(v) is not None}
-        return restore_names([v for v in variables if v.ref() not in shadows],
-                             from_shadows=self.ema is not None)
-
-    # The public pieces of the graph, for one device (build_graph) or several towers.
-
-    def build_step_state(self):
-        """The state one optimizer step shares: global step, learning rate, EMA, loss scale."""
-        self.global_step = tf.compat.v1.train.get_or_create_global_step()
-        # One read per session.run: the optimizer's update depends on the rate, and the
-        # increment on the update, so this is the step before the increment.
-        self.step_value = tf.identity(self.global_step, name='step_value')
-        self.lrn_rate, self.effective_lrn_rate = schedules.learning_rate(
-            self.hps.lr_schedule, self.hps.lr_boundaries, self.hps.lr_values or (self.hps.lrn_rate,),
-            self.hps.warmup_steps, self.hps.min_lrn_rate).in_graph(self.step_value)
-        if self.hps.moving_average_decay > 0:
-            self.ema = tf.compat.v1.train.ExponentialMovingAverage(
-                self.hps.moving_average_decay, num_updates=self.global_step)
-        if self.mode == 'train' and self.hps.compute_dtype == 'float16':
-            # float16 training needs a loss scale (bfloat16 has float32's exponent range).
-            self.loss_scale = loss_scaling.DynamicLossScale()
-
-    def share_step_state(self, lead):
-        """Uses the step state of `lead` (another tower, after its build_step_state())."""
-        for name in ('global_step', 'step_value', 'lrn_rate', 'effective_lrn_rate', 'ema', 'loss_scale'):
-            setattr(self, name, getattr(lead, name))
 
     def build_forward(self):
         """Forward pass, cost and precision; in train mode it records the batch moments, and
@@ -406,7 +339,7 @@ class ResNet:
     def build_network(self, images=None):
         """The network alone, from `images` (default: the model's) to features, logits and
         predictions: no cost, no step state, nothing of training (export.py serves this)."""
-        x = self._in_compute_dtype(self.images if images is None else images)
+        x = _in_dtype(self.images if images is None else images, self.hps.compute_dtype)
         if not self._channels_last:
             x = tf.transpose(x, [0, 3, 1, 2])
         with tf.compat.v1.variable_scope('init'):
@@ -420,67 +353,14 @@ class ResNet:
             self.logits = self._fully_connected(self.features, self.hps.num_classes)
         self.predictions = tf.nn.softmax(self.logits, name='predictions')
 
-    def compute_gradients(self, cost, is_frozen=None):
-        """[(gradient, variable)] of `cost` for every trainable variable (None if frozen).
-
-        With a loss scale the gradients come from the scaled cost, divided by the scale again.
-        """
-        variables = tf.compat.v1.trainable_variables()
-        trained = [v for v in variables if not (is_frozen and is_frozen(v))]
-        differentiate = (tf.compat.v1.gradients if self.loss_scale is None
-                         else self.loss_scale.gradients)
-        gradients = differentiate(cost, trained, colocate_gradients_with_ops=True)
-        by_variable = {v.ref(): g for v, g in zip(trained, gradients)}
-        return [(by_variable.get(v.ref()), v) for v in variables]
-
-    def moving_statistics_updates(self, moments):
-        """Ops moving each batch-norm statistic toward its batch value: for every (moving, value)
-        of `moments`, moving <- bn_decay * moving + (1 - bn_decay) * value. They are also
-        added to tf.compat.v1.GraphKeys.UPDATE_OPS."""
-        updates = []
-        with tf.name_scope('moving_statistics'):
-            for moving, batch_value in moments:
-                delta = (moving - batch_value) * (1.0 - self.hps.bn_decay)
-                updates.append(tf.compat.v1.assign_sub(moving, delta))
-                tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, updates[-1])
-        return updates
-
-    def build_train_op(self, grads_and_vars, moments):
-        """The train op of one process: the batch-norm moving statistics move toward `moments`
-        ([(moving variable, batch value)], into bn_update_ops), and apply_gradients."""
-        self.bn_update_ops = self.moving_statistics_updates(moments)
-        return self.apply_gradients(grads_and_vars, self.bn_update_ops)
-
-    def apply_gradients(self, grads_and_vars, update_ops):
-        """The train op: optimizer step (+1 global step), then the EMA update, plus update_ops.
-
-        With a loss scale, a step whose gradients overflowed skips the optimizer
-        step (still +1 global step) and the scale adapts.
-        """
-        optimizer = self.make_optimizer()
-        if self.loss_scale is None:
-            step = optimizer.apply_gradients(
-                grads_and_vars, global_step=self.global_step, name='apply_gradients')
-        else:
-            step = self.loss_scale.apply_if_finite(optimizer, grads_and_vars, self.global_step)
-        if self.ema is not None:
-            with tf.control_dependencies([step]):
-                # Reads the global step after the increment: decay_t uses t = new step.
-                step = self.ema.apply([v for _, v in grads_and_vars])
-        return tf.group(step, *update_ops, name='train_op')
-
     # The network, in small pieces.
-
-    def _stage_filters(self):
-        """Output filters of the three stages."""
-        base = (64, 128, 256) if self.hps.use_bottleneck else (16, 32, 64)
-        return [f * self.hps.width for f in base]
 
     def _residual_stages(self, x):
         unit = self._bottleneck_unit if self.hps.use_bottleneck else self._plain_unit
+        base_filters = (64, 128, 256) if self.hps.use_bottleneck else (16, 32, 64)
+        stage_filters = [f * self.hps.width for f in base_filters]
         in_filters = _STEM_FILTERS
-        for stage, (out_filters, stride) in enumerate(
-                zip(self._stage_filters(), _STAGE_STRIDES), start=1):
+        for stage, (out_filters, stride) in enumerate(zip(stage_filters, _STAGE_STRIDES), start=1):
             for i in range(self.hps.num_residual_units):
                 with tf.compat.v1.variable_scope('unit_%d_%d' % (stage, i)):
                     x = unit(x, in_filters, out_filters, stride if i == 0 else 1,
@@ -496,7 +376,7 @@ class ResNet:
         y = self._conv('conv1', activated, 3, in_filters, out_filters, stride)
         y = self._conv('conv2', self._bn_relu('bn2', y), 3, out_filters, out_filters, 1)
         if stride != 1 or in_filters != out_filters:
-            shortcut = self._pool_and_pad(shortcut, in_filters, out_filters, stride)
+            shortcut = _pool_and_pad(shortcut, in_filters, out_filters, stride, self.hps.data_format)
         return y + shortcut
 
     def _bottleneck_unit(self, x, in_filters, out_filters, stride, shared_activation):
@@ -511,22 +391,6 @@ class ResNet:
             shortcut = self._conv('shortcut', shortcut, 1, in_filters, out_filters, stride)
         return y + shortcut
 
-    def _pool_and_pad(self, x, in_filters, out_filters, stride):
-        """Average-pools to the new stride and zero-pads the channels."""
-        if stride != 1:
-            # SAME padding keeps the shape equal to the strided SAME convolution's,
-            # also for odd sizes.
-            x = tf.nn.avg_pool2d(x, stride, stride, 'SAME', data_format=self.hps.data_format)
-        extra = out_filters - in_filters
-        if extra > 0:
-            channel_pad = [extra // 2, extra - extra // 2]
-            if self._channels_last:
-                paddings = [[0, 0], [0, 0], [0, 0], channel_pad]
-            else:
-                paddings = [[0, 0], channel_pad, [0, 0], [0, 0]]
-            x = tf.pad(x, paddings)
-        return x
-
     def _bn_relu(self, name, x):
         x = self._batch_norm(name, x)
         if self.hps.relu_leakiness > 0:
@@ -540,16 +404,7 @@ class ResNet:
         """
         channels = int(x.shape[3 if self._channels_last else 1])
         with tf.compat.v1.variable_scope(name):
-            beta = tf.compat.v1.get_variable(
-                'beta', [channels], tf.float32, initializer=tf.compat.v1.zeros_initializer())
-            gamma = tf.compat.v1.get_variable(
-                'gamma', [channels], tf.float32, initializer=tf.compat.v1.ones_initializer())
-            moving_mean = tf.compat.v1.get_variable(
-                'moving_mean', [channels], tf.float32,
-                initializer=tf.compat.v1.zeros_initializer(), trainable=False)
-            moving_variance = tf.compat.v1.get_variable(
-                'moving_variance', [channels], tf.float32,
-                initializer=tf.compat.v1.ones_initializer(), trainable=False)
+            beta, gamma, moving_mean, moving_variance = _batch_norm_variables(channels)
             if self.mode == 'train':
                 y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                     x, gamma, beta, epsilon=self.hps.bn_epsilon,
@@ -578,13 +433,8 @@ class ResNet:
                 'weights', [kernel_size, kernel_size, in_filters, out_filters],
                 tf.compat.v1.variance_scaling_initializer(
                     scale=2.0, mode='fan_out', distribution='untruncated_normal'))
-            return tf.nn.conv2d(x, self._in_compute_dtype(weights), stride, 'SAME',
+            return tf.nn.conv2d(x, _in_dtype(weights, self.hps.compute_dtype), stride, 'SAME',
                                 data_format=self.hps.data_format)
-
-    def _in_compute_dtype(self, x):
-        """x (a tensor or variable) cast to hps.compute_dtype; the gradient flows back cast."""
-        dtype = tf.as_dtype(self.hps.compute_dtype)
-        return x if x.dtype.base_dtype == dtype else tf.cast(x, dtype)
 
     def _fully_connected(self, x, out_dim):
         weights = self._weight_variable(
@@ -610,54 +460,40 @@ class ResNet:
                 self.weight_decay = tf.constant(0.0, name='weight_decay')
             self.cost = tf.add(self.cross_entropy, self.weight_decay, name='cost')
 
-    def make_optimizer(self):
-        """The hps.optimizer at effective_lrn_rate: plain gradient descent or momentum."""
-        if self.hps.optimizer == 'sgd':
-            return tf.compat.v1.train.GradientDescentOptimizer(self.effective_lrn_rate)
-        # Nesterov keeps the same 'Momentum' slots: checkpoints move between the two.
-        return tf.compat.v1.train.MomentumOptimizer(self.effective_lrn_rate, self.hps.momentum,
-                                                    use_nesterov=self.hps.optimizer == 'nesterov')
+
+def _batch_norm_variables(channels):
+    """(beta, gamma, moving_mean, moving_variance) of one batch norm, float32 [channels] each,
+    in the current variable scope; the moving statistics are not trainable."""
+    def variable(name, initializer, trainable=True):
+        return tf.compat.v1.get_variable(name, [channels], tf.float32, initializer=initializer,
+                                         trainable=trainable)
+    return (variable('beta', tf.compat.v1.zeros_initializer()),
+            variable('gamma', tf.compat.v1.ones_initializer()),
+            variable('moving_mean', tf.compat.v1.zeros_initializer(), trainable=False),
+            variable('moving_variance', tf.compat.v1.ones_initializer(), trainable=False))
 
 
-def restore_names(variables, from_shadows):
-    """{checkpoint name: variable} for a Saver that restores `variables`.
-
-    With from_shadows, each trainable variable is read from its moving-average
-    shadow '<name>/ExponentialMovingAverage' (what ExponentialMovingAverage
-    saves); every other variable, and every variable without from_shadows,
-    from its own name.
-    """
-    variables = list(variables)
-    graph = variables[0].graph if variables else tf.compat.v1.get_default_graph()
-    trainable = {v.ref() for v in graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
-    return {(v.op.name + SHADOW_SUFFIX if from_shadows and v.ref() in trainable else v.op.name): v
-            for v in variables}
-
-
-def add_scalar_summaries(cost, cross_entropy, weight_decay, precision, lrn_rate, loss_scale=None):
-    """The training scalars, with exactly these tags, for one model or several towers.
-
-    total_loss is `cost` (cross-entropy plus weight decay), logged beside its two
-    parts; learning_rate is the rate in use; loss_scale (float16 training) the
-    scale of a loss_scaling.DynamicLossScale, when given.
-    """
-    for tag, value in (('total_loss', cost), ('cross_entropy', cross_entropy),
-                       ('weight_decay', weight_decay), ('precision', precision),
-                       ('learning_rate', lrn_rate)):
-        _scalar_summary(tag, value)
-    if loss_scale is not None:
-        _scalar_summary('loss_scale', loss_scale.scale)
+def _pool_and_pad(x, in_filters, out_filters, stride, data_format):
+    """Average-pools to the new stride and zero-pads the channels (the plain unit's shortcut)."""
+    if stride != 1:
+        # SAME padding keeps the shape equal to the strided SAME convolution's,
+        # also for odd sizes.
+        x = tf.nn.avg_pool2d(x, stride, stride, 'SAME', data_format=data_format)
+    extra = out_filters - in_filters
+    if extra > 0:
+        channel_pad = [extra // 2, extra - extra // 2]
+        if data_format == 'NHWC':
+            paddings = [[0, 0], [0, 0], [0, 0], channel_pad]
+        else:
+            paddings = [[0, 0], channel_pad, [0, 0], [0, 0]]
+        x = tf.pad(x, paddings)
+    return x
 
 
-def _scalar_summary(tag, value):
-    """A scalar summary whose tag is `tag` as given.
-
-    tf.compat.v1.summary.scalar derives the tag from a unique op name, so it would
-    log 'learning_rate_1' next to the variable called 'learning_rate', and prefix
-    any enclosing name scope.
-    """
-    summary = tf.raw_ops.ScalarSummary(tags=tag, values=value, name=tag + '_summary')
-    tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.SUMMARIES, summary)
+def _in_dtype(x, dtype):
+    """x (a tensor or variable) cast to `dtype` (a name); the gradient flows back cast."""
+    dtype = tf.as_dtype(dtype)
+    return x if x.dtype.base_dtype == dtype else tf.cast(x, dtype)
 
 
 def _checked_images(images):

@@ -8,6 +8,7 @@ resnet_model.py (the network) and cifar_input.py (the reader queues). Here:
   errors       the error classes and their exit statuses
   datasets     what each dataset's records look like and where they are (no TensorFlow)
   run_files    a run directory's files: config.json, records, scalars
+  train_step   the training half of a ResNet: gradients, optimizer, moving averages, train op
   training, towers, staging, loss_scaling, summaries      the training loop
   evaluation, progress                                    the eval loop
   transfer, features                                      other runs' weights, bottleneck features

@@ -303,11 +303,12 @@ def _wait_for_done(session, dequeue, cluster):
 class _SyncStepOptimizer(object):
     """The optimizer the chief's update of SyncReplicasOptimizer runs: the model's own
     optimizer on the trainable variables, and one move of each batch-norm moving statistic
-    toward its aggregated "gradient", which is the mean over workers of its batch value."""
+    toward its aggregated "gradient", which is the mean over workers of its batch value.
+    step: the train_step.TrainStep of this worker's graph."""
 
-    def __init__(self, model, moving):
-        self._model = model
-        self._optimizer = model.make_optimizer()
+    def __init__(self, step, moving):
+        self._step = step
+        self._optimizer = step.make_optimizer()
         self._moving = {v.ref() for v in moving}
         self.bn_update_ops = []
 
@@ -315,7 +316,7 @@ class _SyncStepOptimizer(object):
         grads_and_vars = list(grads_and_vars)
         trained = [(g, v) for g, v in grads_and_vars if v.ref() not in self._moving]
         moments = [(v, g) for g, v in grads_and_vars if v.ref() in self._moving]
-        self.bn_update_ops = self._model.moving_statistics_updates(moments)
+        self.bn_update_ops = self._step.moving_statistics_updates(moments)
         step = self._optimizer.apply_gradients(trained, global_step=global_step, name='apply_gradients')
         return tf.group(step, *self.bn_update_ops, name=name or 'sync_update')
 
@@ -326,7 +327,7 @@ class _SyncStepOptimizer(object):
 class SyncReplicas(object):
     """Synchronous training: every update averages one gradient of each of num_workers workers.
 
-    `build_train_op` goes to ResNet.build_graph or towers.TowerModel; then
+    `build_train_op` goes to ResNet.build_graph or towers.TowerModel (as TrainStep.make_train_op's); then
     `hooks(is_chief)` are the session hooks of this worker.
     """
 
@@ -335,17 +336,17 @@ class SyncReplicas(object):
         self.optimizer = None
         self._release = None
 
-    def build_train_op(self, model, grads_and_vars, moments):
+    def build_train_op(self, step, grads_and_vars, moments):
         """A worker's train op: its gradients and batch moments into the accumulators, then wait
-        for the aggregated update (the chief's queue runner applies it)."""
+        for the aggregated update (the chief's queue runner applies it). step: the TrainStep."""
         trainable = [v for _, v in grads_and_vars]
-        inner = _SyncStepOptimizer(model, [moving for moving, _ in moments])
+        inner = _SyncStepOptimizer(step, [moving for moving, _ in moments])
         self.optimizer = tf.compat.v1.train.SyncReplicasOptimizer(
             inner, replicas_to_aggregate=self.num_workers, total_num_replicas=self.num_workers,
-            variable_averages=model.ema, variables_to_average=trainable if model.ema is not None else None)
+            variable_averages=step.ema, variables_to_average=trainable if step.ema is not None else None)
         pairs = list(grads_and_vars) + [(value, moving) for moving, value in moments]
-        train_op = self.optimizer.apply_gradients(pairs, global_step=model.global_step)
-        model.bn_update_ops = inner.bn_update_ops
+        train_op = self.optimizer.apply_gradients(pairs, global_step=step.global_step)
+        step.bn_update_ops = inner.bn_update_ops
         # At the chief's end: a token for every worker, so none waits for an update that never comes.
         self._release = self.optimizer.get_init_tokens_op(self.num_workers)
         return train_op

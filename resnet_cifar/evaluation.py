@@ -29,6 +29,7 @@ from resnet_cifar import guards
 from resnet_cifar import progress
 from resnet_cifar import run_files
 from resnet_cifar import summaries
+from resnet_cifar import train_step
 from resnet_cifar import transfer
 from resnet_cifar.errors import CheckpointError, DataError, Error, RunError
 
@@ -93,7 +94,7 @@ class EvalGraph(object):
                 self.fetches['correct_at_5'] = tf.reduce_sum(tf.cast(in_top_5, tf.int64))
             self.network = transfer.network_variables(tf.compat.v1.global_variables())
             self.raw_saver = tf.compat.v1.train.Saver()
-            self.shadow_saver = tf.compat.v1.train.Saver(self.model.variables_to_restore())
+            self.shadow_saver = tf.compat.v1.train.Saver(self.model.step.variables_to_restore())
             self.local_init = tf.compat.v1.local_variables_initializer()
 
     def _logits(self, hps, images, labels, flip):
@@ -123,7 +124,7 @@ class EvalGraph(object):
         self._check_architecture(checkpoint_path)
         with tf.compat.v1.Session(graph=self.graph, config=devices.session_config()) as session:
             self._restore(session, checkpoint_path, use_moving_average)
-            step = int(session.run(self.model.global_step))
+            step = int(session.run(self.model.step.global_step))
             session.run(self.local_init)
             batches = correct_at_5 = 0
             confusion = np.zeros(self.fetches['confusion'].shape.as_list(), np.int64)
@@ -161,7 +162,7 @@ class EvalGraph(object):
     def _restore(self, session, checkpoint_path, use_moving_average):
         """Loads the shadows when wanted and present, else the raw weights."""
         try:
-            has_shadows = any(name.endswith(resnet_model.SHADOW_SUFFIX)
+            has_shadows = any(name.endswith(train_step.SHADOW_SUFFIX)
                               for name, _ in tf.train.list_variables(checkpoint_path))
             saver = self.shadow_saver if (use_moving_average and has_shadows) else self.raw_saver
             saver.restore(session, checkpoint_path)

@@ -36,6 +36,7 @@ from resnet_cifar import best
 from resnet_cifar import checkpoints
 from resnet_cifar import guards
 from resnet_cifar import run_files
+from resnet_cifar import train_step
 from resnet_cifar import transfer
 from resnet_cifar.errors import CheckpointError, FlagError
 
@@ -129,8 +130,8 @@ def _write(config, checkpoint, path):
         network = transfer.network_variables(tf.compat.v1.global_variables())
         transfer.check_architecture(checkpoint, network, ignore=lambda v: False)
         with_shadows = config.eval.use_moving_average and any(
-            name.endswith(resnet_model.SHADOW_SUFFIX) for name in transfer.checkpoint_shapes(checkpoint))
-        restored = resnet_model.restore_names(network, with_shadows)
+            name.endswith(train_step.SHADOW_SUFFIX) for name in transfer.checkpoint_shapes(checkpoint))
+        restored = train_step.restore_names(network, with_shadows)
         restored['global_step'] = global_step
         signatures = {
             SERVING_SIGNATURE: tf.compat.v1.saved_model.predict_signature_def(

@@ -30,6 +30,7 @@ from resnet_cifar import devices
 from resnet_cifar import guards
 from resnet_cifar import progress
 from resnet_cifar import run_files
+from resnet_cifar import train_step
 from resnet_cifar import transfer
 from resnet_cifar.errors import DataError, RunError
 
@@ -95,9 +96,9 @@ class _Extractor(object):
             transfer.check_architecture(checkpoint, network)
             self.saved = transfer.checkpoint_shapes(checkpoint)
             self.use_shadows = bool(config.eval.use_moving_average and any(
-                name.endswith(resnet_model.SHADOW_SUFFIX) for name in self.saved))
+                name.endswith(train_step.SHADOW_SUFFIX) for name in self.saved))
             restored = [v for v in network if not transfer.is_new_layer(v)]
-            self.saver = tf.compat.v1.train.Saver(resnet_model.restore_names(restored, self.use_shadows))
+            self.saver = tf.compat.v1.train.Saver(train_step.restore_names(restored, self.use_shadows))
             self.fetches = {'features': model.features, 'labels': tf.argmax(labels, 1)}
             self.local_init = tf.compat.v1.local_variables_initializer()
 

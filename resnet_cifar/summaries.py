@@ -45,7 +45,7 @@ def add_histograms(model):
     model.build_graph(); returns the merge of all the graph's summaries,
     to use in place of model.summaries.
     """
-    graph = model.global_step.graph
+    graph = model.step.global_step.graph
     with graph.as_default(), tf.name_scope('histograms'):
         for variable in graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES):
             _histogram('weights/' + variable.op.name, variable)

@@ -26,6 +26,7 @@ import cifar_input
 import resnet_model
 from resnet_cifar import staging
 from resnet_cifar import summaries
+from resnet_cifar import train_step
 
 TOWER_DEVICES = ('gpu', 'cpu')
 
@@ -87,7 +88,7 @@ def _device_function(tower_device, variable_device):
 
 
 class TowerModel(object):
-    """N ResNet towers and one train op, with the attributes the training hooks use.
+    """N ResNet towers and one train_step.TrainStep that trains them all.
 
     Args:
       hps: resnet_model.HParams; hps.batch_size is the global batch.
@@ -95,15 +96,16 @@ class TowerModel(object):
         [b, num_classes]) per tower; b = hps.batch_size / N.
       devices: one device string per tower, e.g. tower_devices(N, 'gpu').
       variable_device: where the variables live, e.g. '/cpu:0' or '/gpu:0'.
-      build_train_op: optional (lead ResNet, averaged grads_and_vars, mean batch
-        moments) -> train op; default ResNet.build_train_op (distributed.py's for
+      build_train_op: optional (TrainStep, averaged grads_and_vars, mean batch
+        moments) -> train op; default TrainStep.build_train_op (distributed.py's for
         synchronous replicas).
 
     Attributes, over the whole global batch:
-      global_step, step_value, lrn_rate (the schedule's rate at step_value, in the graph),
+      step: the one train_step.TrainStep (global step, learning rate, moving averages,
+        the one loss scale of all towers, checked on the averaged gradients, batch-norm
+        updates), built on variable_device.
       cost (mean of the tower costs), cross_entropy (mean), weight_decay,
-      precision (fraction of the global batch right), ema, loss_scale (float16: the
-      one loss_scaling.DynamicLossScale of all towers, else None), train_op, summaries
+      precision (fraction of the global batch right), train_op (step.train_op), summaries
       (merge_all: the same tags as one ResNet), towers (the tower ResNets, whose
       ops live under name scopes tower_0, tower_1, ...), tower_grads (per tower
       [(gradient, variable)]), grads_and_vars (the averaged ones).
@@ -114,29 +116,20 @@ class TowerModel(object):
             raise ValueError('TowerModel: %d tower batches for %d devices' % (len(tower_batches), len(devices)))
         self.hps = hps
         self.towers = [resnet_model.ResNet(hps, images, labels, 'train') for images, labels in tower_batches]
-        lead = self.towers[0]
         with tf.compat.v1.device(variable_device):
-            # float16: one loss scale for all towers, checked on the averaged gradients.
-            lead.build_step_state()
-        for tower in self.towers[1:]:
-            tower.share_step_state(lead)
-        self.global_step, self.step_value, self.lrn_rate = lead.global_step, lead.step_value, lead.lrn_rate
-        self.effective_lrn_rate = lead.effective_lrn_rate
-        self.ema, self.loss_scale = lead.ema, lead.loss_scale
+            self.step = train_step.TrainStep(hps, 'train')
         self.tower_grads = self._build_towers(devices, variable_device)
         with tf.compat.v1.device(variable_device), tf.name_scope('towers'):
             self.cost = _mean([t.cost for t in self.towers], 'cost')
             self.cross_entropy = _mean([t.cross_entropy for t in self.towers], 'cross_entropy')
-            self.weight_decay = lead.weight_decay
+            self.weight_decay = self.towers[0].weight_decay
             self.precision = _mean([t.precision for t in self.towers], 'precision')
             self.grads_and_vars = average_gradients(self.tower_grads)
             mean_moments = self._mean_batch_moments()
         with tf.compat.v1.device(variable_device):
-            build_train_op = build_train_op or resnet_model.ResNet.build_train_op
-            self.train_op = build_train_op(lead, self.grads_and_vars, mean_moments)
-        self.bn_update_ops = lead.bn_update_ops
-        resnet_model.add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay,
-                                          self.precision, lead.effective_lrn_rate, self.loss_scale)
+            self.train_op = self.step.make_train_op(self.grads_and_vars, mean_moments, build_train_op)
+        train_step.add_scalar_summaries(self.cost, self.cross_entropy, self.weight_decay, self.precision,
+                                        self.step)
         self.summaries = tf.compat.v1.summary.merge_all()
 
     def _build_towers(self, devices, variable_device):
@@ -150,7 +143,7 @@ class TowerModel(object):
                     tf.name_scope('tower_%d' % i), \
                     tf.compat.v1.device(_device_function(device, variable_device)):
                 tower.build_forward()
-                tower_grads.append(tower.compute_gradients(tower.cost))
+                tower_grads.append(self.step.compute_gradients(tower.cost))
         return tower_grads
 
     def _mean_batch_moments(self):

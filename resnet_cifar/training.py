@@ -49,7 +49,7 @@ def forward_flops_per_image(hps):
 class _StepCountingHook(tf.compat.v1.train.SessionRunHook):
     """Knows the global step its process's train steps run at, read with each of them.
 
-    Each run fetches model.step_value (the global step read by the train op itself,
+    Each run fetches model.step.step_value (the global step read by the train op itself,
     before its increment) beside the train op, so the count stays exact whether one
     trainer increments the global step or several workers of a cluster do; then the
     global step may jump between two runs of this process. After a run, `ran_at`
@@ -69,10 +69,10 @@ class _StepCountingHook(tf.compat.v1.train.SessionRunHook):
         return None
 
     def after_create_session(self, session, coord):
-        self.step = int(session.run(self._model.global_step))
+        self.step = int(session.run(self._model.step.global_step))
 
     def before_run(self, run_context):
-        fetches = {'step': self._model.step_value}
+        fetches = {'step': self._model.step.step_value}
         own = self.fetches()
         if own is not None:
             fetches['own'] = own
@@ -122,7 +122,7 @@ class LossScaleHook(_StepCountingHook):
 
     def __init__(self, model, max_skipped=50):
         super().__init__(model)
-        self._fetches = [model.loss_scale.scale, model.loss_scale.skipped_in_a_row]
+        self._fetches = [model.step.loss_scale.scale, model.step.loss_scale.skipped_in_a_row]
         self._max_skipped = max_skipped
 
     def after_run(self, run_context, run_values):
@@ -246,7 +246,7 @@ class ProgressHook(_StepCountingHook):
     def __init__(self, model, batch_size, train_steps, every_n_steps, summary_dir):
         super().__init__(model)
         self._fetches = {'cost': model.cost, 'precision': model.precision,
-                         'lrn_rate': model.effective_lrn_rate, 'summaries': model.summaries}
+                         'lrn_rate': model.step.effective_lrn_rate, 'summaries': model.summaries}
         self._batch_size = batch_size
         self._train_steps = train_steps
         self._every_n = every_n_steps
@@ -338,7 +338,7 @@ def build_train_graph(config, build_train_op=None):
     With config.devices.stage_input, each batch is staged onto the device a step
     ahead (staging.py); _hooks then adds the StagingHook. With config.num_towers
     > 1, the towers of towers.py instead: a TowerModel. build_train_op: see
-    ResNet.build_graph (distributed.SyncReplicas's for synchronous replicas).
+    train_step.TrainStep.make_train_op (distributed.SyncReplicas's for synchronous replicas).
     """
     if config.random_seed is not None:
         tf.compat.v1.set_random_seed(config.random_seed)
@@ -697,7 +697,7 @@ def _hooks(model, config, scaffold, saves, causes):
             config.log_root, save_secs=config.checkpoints.save_secs,
             save_steps=config.checkpoints.save_steps, scaffold=scaffold,
             listeners=[FiniteVariablesCheck(), saves]))
-    if model.loss_scale is not None:
+    if model.step.loss_scale is not None:
         hooks.insert(hooks.index(causes.signal), LossScaleHook(model))
     if staging.put_ops():
         hooks.append(staging.StagingHook(staging.put_ops()))

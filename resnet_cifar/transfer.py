@@ -175,7 +175,7 @@ def warm_start_fn(model, init_checkpoint, resume_from):
     check_architecture(path, variables)
     restored = [v for v in variables if not is_new_layer(v)]
     saver = tf.compat.v1.train.Saver({v.op.name: v for v in restored}, name='init_checkpoint_saver')
-    shadows = [(model.ema.average(v), v) for v in restored if model.ema is not None]
+    shadows = [(model.step.ema.average(v), v) for v in restored if model.step.ema is not None]
     copy_to_shadows = tf.group(*[s.assign(v) for s, v in shadows if s is not None],
                                name='init_moving_averages')
 

@@ -155,8 +155,8 @@ def test_the_stage_breakdown_counts_the_batch_norm_statistics_as_update():
         labels = tf.compat.v1.placeholder(tf.float32, [4, 10])
         model = resnet_model.ResNet(hps, images, labels, 'train')
         model.build_graph()
-        assert len(model.bn_update_ops) == 2 * 7  # mean and variance of 7 batch norms
-        for update in model.bn_update_ops:
+        assert len(model.step.bn_update_ops) == 2 * 7  # mean and variance of 7 batch norms
+        for update in model.step.bn_update_ops:
             delta = update.op.inputs[1].op  # (moving - batch value) * (1 - decay)
             for op in (update.op, delta, delta.inputs[0].op):
                 assert benchmark._stage_of(op.name) == 'update', op.name

@@ -152,7 +152,7 @@ def save_random_checkpoint(hps, log_root, step, seed=None):
         model.build_graph()
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
-            session.run(model.global_step.assign(step))
+            session.run(model.step.global_step.assign(step))
             return tf.compat.v1.train.Saver().save(session, os.path.join(log_root, 'model.ckpt'),
                                                    global_step=step)
 

@@ -16,6 +16,7 @@ import cifar_input
 from resnet_cifar import evaluation
 import resnet_model
 import synthetic
+from resnet_cifar import train_step
 from resnet_cifar.config import Data, RunConfig
 from processes import TINY, run_main
 import processes
@@ -114,8 +115,8 @@ def test_extract_then_finetune_matches_the_network(data, trained, tmp_path, caps
     # The features are exactly what the network's own (averaged) layer reads: that
     # layer applied to them scores what eval scores.
     checkpoint = metadata['checkpoint']
-    weights = tf.train.load_variable(checkpoint, 'logit/weights' + resnet_model.SHADOW_SUFFIX)
-    biases = tf.train.load_variable(checkpoint, 'logit/biases' + resnet_model.SHADOW_SUFFIX)
+    weights = tf.train.load_variable(checkpoint, 'logit/weights' + train_step.SHADOW_SUFFIX)
+    biases = tf.train.load_variable(checkpoint, 'logit/biases' + train_step.SHADOW_SUFFIX)
     with np.load(test_npz) as saved:
         test_features, test_labels = saved['features'], saved['labels']
     network_precision = eval_precision(synthetic.tiny_hps(batch_size=100), trained, test_path)
@@ -182,10 +183,10 @@ def test_init_checkpoint_from_five_to_ten_classes(data, five_class_run, tmp_path
     for name in network:
         value = tf.train.load_variable(source, name)
         np.testing.assert_array_equal(tf.train.load_variable(start, name), value, err_msg=name)
-        if name + resnet_model.SHADOW_SUFFIX in started:
-            np.testing.assert_array_equal(tf.train.load_variable(start, name + resnet_model.SHADOW_SUFFIX),
+        if name + train_step.SHADOW_SUFFIX in started:
+            np.testing.assert_array_equal(tf.train.load_variable(start, name + train_step.SHADOW_SUFFIX),
                                           value, err_msg=name)
-    assert sum(name + resnet_model.SHADOW_SUFFIX in started for name in network) >= 21
+    assert sum(name + train_step.SHADOW_SUFFIX in started for name in network) >= 21
     # (trained weights: a fresh init would have gamma 1, beta 0, moving statistics 0 and 1)
     assert not np.array_equal(tf.train.load_variable(source, 'unit_last/bn/gamma'), np.ones(64))
     # ... but for the fully connected layer, which starts fresh: 10 classes, zero biases, and
@@ -211,7 +212,7 @@ def test_init_checkpoint_from_five_to_ten_classes(data, five_class_run, tmp_path
     for name in restored:
         np.testing.assert_array_equal(tf.train.load_variable(frozen, name),
                                       tf.train.load_variable(source, name), err_msg=name)
-        np.testing.assert_array_equal(tf.train.load_variable(frozen, name + resnet_model.SHADOW_SUFFIX),
+        np.testing.assert_array_equal(tf.train.load_variable(frozen, name + train_step.SHADOW_SUFFIX),
                                       tf.train.load_variable(source, name), err_msg=name)
         assert name + '/Momentum' not in saved  # not in the optimizer at all
     assert tf.train.load_variable(frozen, 'logit/weights').shape == (64, 10)

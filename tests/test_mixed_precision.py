@@ -53,7 +53,7 @@ def changed(before, after):
 
 def scale_state(session, model):
     """(loss scale, finite steps in a row, global step)."""
-    return tuple(session.run([model.loss_scale.scale, model.loss_scale.good_steps, model.global_step]))
+    return tuple(session.run([model.step.loss_scale.scale, model.step.loss_scale.good_steps, model.step.global_step]))
 
 
 def graph_variables():
@@ -80,9 +80,9 @@ def test_16_bit_graph_keeps_float32_variables_and_a_float32_head(compute_dtype):
         local = sorted(v.op.name for v in tf.compat.v1.local_variables())
         if compute_dtype == 'float16':
             assert local == ['loss_scale', 'loss_scale_good_steps', 'loss_scale_skipped_in_a_row']
-            assert model.loss_scale is not None
+            assert model.step.loss_scale is not None
         else:
-            assert local == [] and model.loss_scale is None
+            assert local == [] and model.step.loss_scale is None
         dtype = tf.as_dtype(compute_dtype)
         forward = [op for op in graph.get_operations() if not op.name.startswith('gradients')]
         convs = [op for op in forward if op.type == 'Conv2D']
@@ -116,7 +116,7 @@ def test_overflow_skips_the_update_halves_the_scale_and_counts_the_step():
             assert changed(start, before) == sorted(start)
 
             # Scaled by 1e38, the backward pass overflows float16 while the cost stays finite.
-            model.loss_scale.scale.load(1e38, session)
+            model.step.loss_scale.scale.load(1e38, session)
             _, cost = session.run([model.train_op, model.cost])
             assert np.isfinite(cost)
             assert changed(before, weights_and_slots(session)) == []
@@ -162,7 +162,7 @@ def test_scale_doubles_after_the_finite_steps_threshold_and_never_drops_below_1(
     monkeypatch.setattr(loss_scaling, 'GROWTH_INTERVAL', 3)
     with tf.Graph().as_default():
         model, huge = overflowing_images_model()
-        assert model.loss_scale.growth_interval == 3
+        assert model.step.loss_scale.growth_interval == 3
         with tf.compat.v1.Session() as session:
             initialize(session)
             states = []
@@ -172,7 +172,7 @@ def test_scale_doubles_after_the_finite_steps_threshold_and_never_drops_below_1(
             assert states == [(2.0 ** 15, 1, 1), (2.0 ** 15, 2, 2), (2.0 ** 16, 0, 3), (2.0 ** 16, 1, 4)]
 
             # Images beyond float16's range overflow even at scale 1: the scale stays 1.
-            model.loss_scale.scale.load(1.5, session)
+            model.step.loss_scale.scale.load(1.5, session)
             for expected_step in (5, 6):
                 before = weights_and_slots(session)
                 session.run(model.train_op, feed_dict={model.fed_images: huge})
@@ -188,11 +188,11 @@ def test_training_stops_when_every_step_overflows_at_scale_1():
         with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as session:
             session.run(model.train_op)  # finite: the counter stays 0
             raw = session._tf_sess()
-            assert raw.run(model.loss_scale.skipped_in_a_row) == 0
-            model.loss_scale.scale.load(2.0, raw)
+            assert raw.run(model.step.loss_scale.skipped_in_a_row) == 0
+            model.step.loss_scale.scale.load(2.0, raw)
             session.run(model.train_op, feed_dict={model.fed_images: huge})  # skipped, scale 1
             session.run(model.train_op, feed_dict={model.fed_images: huge})  # skipped at scale 1
-            assert raw.run([model.loss_scale.scale, model.loss_scale.skipped_in_a_row]) == [1.0, 2]
+            assert raw.run([model.step.loss_scale.scale, model.step.loss_scale.skipped_in_a_row]) == [1.0, 2]
             with pytest.raises(training.StuckLossScaleError,
                                match='overflow even at loss scale 1: the 3 steps up to step 3 were all'):
                 session.run(model.train_op, feed_dict={model.fed_images: huge})
@@ -205,7 +205,6 @@ def test_float16_towers_share_one_scale_checked_on_the_averaged_gradients():
         halves = [(tf.constant(images[i::2]), tf.constant(labels[i::2])) for i in range(2)]
         hps = synthetic.tiny_hps(compute_dtype='float16', batch_size=2 * BATCH)
         model = towers.TowerModel(hps, halves, towers.tower_devices(2, 'cpu'), '/cpu:0')
-        assert all(tower.loss_scale is model.loss_scale for tower in model.towers)
         assert sorted(v.op.name for v in tf.compat.v1.local_variables()) == [
             'loss_scale', 'loss_scale_good_steps', 'loss_scale_skipped_in_a_row']
         with tf.compat.v1.Session(config=devices.session_config(2)) as session:
@@ -216,7 +215,7 @@ def test_float16_towers_share_one_scale_checked_on_the_averaged_gradients():
             after = weights_and_slots(session)
             assert len(changed(before, after)) == len(before)
 
-            model.loss_scale.scale.load(1e38, session)
+            model.step.loss_scale.scale.load(1e38, session)
             session.run(model.train_op)
             assert changed(after, weights_and_slots(session)) == []
             scale, good_steps, step = scale_state(session, model)

@@ -151,7 +151,7 @@ def test_train_mode_runs_batches_of_1_and_7():
                 _, logits = session.run([model.train_op, model.logits],
                                         {model.images: images, model.labels: labels})
                 assert logits.shape == (n, 10)
-            assert session.run(model.global_step) == 2
+            assert session.run(model.step.global_step) == 2
 
 
 def expected_param_count(n, bottleneck, width, num_classes):
@@ -223,7 +223,7 @@ def test_variable_names_collections_and_depth():
     shadowed = {name.rsplit('/', 1)[0] for name in global_names
                 if name.endswith('/ExponentialMovingAverage')}
     assert shadowed == trainable  # moving statistics and the step get no shadow
-    assert len(model.bn_update_ops) == 2 * (3 * 3 * 2 + 1)
+    assert len(model.step.bn_update_ops) == 2 * (3 * 3 * 2 + 1)
 
 
 @pytest.mark.timeout(30)
@@ -316,16 +316,16 @@ def test_learning_rate_follows_the_global_step_and_is_floored_by_min_lrn_rate():
     with tf.Graph().as_default():
         model = build(hps, 'train', tf.constant(images), tf.constant(labels))
         biases = by_name('logit/biases')
-        assert model.lrn_rate.op.name == 'learning_rate'
+        assert model.step.lrn_rate.op.name == 'learning_rate'
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             for step, effective in ((0, 0.05), (1, 0.05), (2, 0.2), (3, 0.01), (4, 0.01)):
                 before = session.run(biases)
                 # The bias gradient is mean(softmax - labels); biases carry no decay.
                 predictions, _, summary, ran_at = session.run(
-                    [model.predictions, model.train_op, model.summaries, model.step_value])
+                    [model.predictions, model.train_op, model.summaries, model.step.step_value])
                 after = session.run(biases)
-                assert ran_at == step and session.run(model.global_step) == step + 1
+                assert ran_at == step and session.run(model.step.global_step) == step + 1
                 gradient = (predictions - labels).mean(axis=0)
                 np.testing.assert_allclose(after - before, -effective * gradient,
                                            rtol=1e-3, atol=1e-7)
@@ -379,7 +379,7 @@ def trained(tmp_path_factory):
     with tf.Graph().as_default():
         model = build(hps, 'train', tf.constant(images), tf.constant(labels))
         watched = [by_name(name) for name in EMA_WATCHED]
-        shadows = [model.ema.average(v) for v in watched]
+        shadows = [model.step.ema.average(v) for v in watched]
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             bn_before = session.run({v.op.name: v for v in tf.compat.v1.global_variables()
@@ -388,12 +388,12 @@ def trained(tmp_path_factory):
             history['initial_shadows'] = session.run(shadows)
             for _ in range(EMA_STEPS):
                 session.run(model.train_op)
-                step, values, shadow_values = session.run([model.global_step, watched, shadows])
+                step, values, shadow_values = session.run([model.step.global_step, watched, shadows])
                 history['steps'].append(step)
                 history['values'].append(values)
                 history['shadows'].append(shadow_values)
             state = session.run({v.op.name: v for v in tf.compat.v1.global_variables()})
-            shadow_state = session.run({v.op.name: model.ema.average(v)
+            shadow_state = session.run({v.op.name: model.step.ema.average(v)
                                         for v in tf.compat.v1.trainable_variables()})
             tf.compat.v1.train.Saver().save(session, checkpoint)
     return dict(hps=hps, checkpoint=checkpoint, history=history, state=state,
@@ -429,11 +429,11 @@ def test_moving_statistics_change_with_training(trained):
 def test_eval_saver_loads_shadows_into_model_variables(trained):
     with tf.Graph().as_default():
         model = build(trained['hps'], 'eval')
-        mapping = model.variables_to_restore()
+        mapping = model.step.variables_to_restore()
         trainable = tf.compat.v1.trainable_variables()
         assert mapping['init/conv/weights/ExponentialMovingAverage'].op.name == 'init/conv/weights'
         assert mapping['unit_1_0/bn1/moving_mean'].op.name == 'unit_1_0/bn1/moving_mean'
-        assert mapping['global_step'] is model.global_step
+        assert mapping['global_step'] is model.step.global_step
         assert len(mapping) == len(tf.compat.v1.global_variables())
         with tf.compat.v1.Session() as session:
             tf.compat.v1.train.Saver(mapping).restore(session, trained['checkpoint'])
@@ -491,14 +491,14 @@ def test_moving_average_decay_zero_turns_ema_off():
     with tf.Graph().as_default():
         model = build(synthetic.tiny_hps(moving_average_decay=0.0), 'train',
                       tf.constant(images), tf.constant(labels))
-        assert model.ema is None
+        assert model.step.ema is None
         names = {v.op.name for v in tf.compat.v1.global_variables()}
         assert not any('ExponentialMovingAverage' in name for name in names)
-        assert set(model.variables_to_restore()) == names
+        assert set(model.step.variables_to_restore()) == names
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             session.run(model.train_op)
-            assert session.run(model.global_step) == 1
+            assert session.run(model.step.global_step) == 1
 
 
 # ---------------------------------------------------------------------------- structure
@@ -560,15 +560,15 @@ def test_second_tower_reuses_variables():
         with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
             with tf.name_scope('tower_1'):
                 second = resnet_model.ResNet(hps, first.images, first.labels, 'train')
-                second.share_step_state(first)
                 second.build_forward()
         assert len(tf.compat.v1.global_variables()) == count
         assert len(tf.compat.v1.get_collection(resnet_model.WEIGHT_DECAY_COLLECTION)) == 8
-        assert second.lrn_rate is first.lrn_rate and second.global_step is first.global_step
+        # The forward pass alone builds no step state: the towers share one TrainStep.
+        assert second.step is None and second.train_op is None
         # The second tower records its batch moments, for the same moving statistics, and
         # builds no update of its own (towers.py averages the moments into one update).
         assert [m.name for m, _ in second.batch_moments] == [m.name for m, _ in first.batch_moments]
-        assert len(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)) == len(first.bn_update_ops)
+        assert len(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)) == len(first.step.bn_update_ops)
 
 
 @pytest.mark.timeout(30)

@@ -141,7 +141,7 @@ def test_averaged_gradient_is_the_mean_and_is_applied_once(tmp_path):
                 [[g for g, _ in model.grads_and_vars], [[g for g, _ in t] for t in model.tower_grads],
                  tower_means])
             session.run(model.train_op)
-            after, step, moving = session.run([variables, model.global_step, moving_mean])
+            after, step, moving = session.run([variables, model.step.global_step, moving_mean])
     assert len(averaged) == len(variables) == 23
     for mean, tower_0, tower_1 in zip(averaged, *per_tower):
         np.testing.assert_allclose(mean, (tower_0 + tower_1) / 2, rtol=1e-5, atol=1e-7)

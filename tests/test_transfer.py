@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import resnet_model
 import synthetic
+from resnet_cifar import train_step
 from resnet_cifar import transfer
 from resnet_cifar.errors import CheckpointError
 
@@ -43,7 +44,7 @@ def test_the_network_variables_leave_out_bookkeeping():
         everything = tf.compat.v1.global_variables()
         names = [v.op.name for v in transfer.network_variables(everything)]
     assert 'global_step' not in names and 'learning_rate' not in names
-    assert not any(name.endswith(('/Momentum', resnet_model.SHADOW_SUFFIX)) for name in names)
+    assert not any(name.endswith(('/Momentum', train_step.SHADOW_SUFFIX)) for name in names)
     assert 'unit_1_0/conv1/weights' in names and 'unit_1_0/bn1/moving_mean' in names
     assert [n for n in names if n.startswith('logit/')] == ['logit/weights', 'logit/biases']
     assert len(names) < len(everything)
