@@ -6,7 +6,8 @@ resnet_model.py (the network) and cifar_input.py (the reader queues). Here:
   config       the frozen, typed RunConfig (no TensorFlow)
   resolve      flags and a run's saved settings -> RunConfig
   errors       the error classes and their exit statuses
-  datasets     what each dataset's records look like and where they are (no TensorFlow)
+  datasets     the dataset registry: each dataset's records, labels, paths, download (no TensorFlow)
+  schedules    the learning-rate schedules, each kind's graph and Python rate side by side
   run_files    a run directory's files: config.json, records, scalars
   train_step   the training half of a ResNet: gradients, optimizer, moving averages, train op
   training, towers, staging, loss_scaling, summaries      the training loop

@@ -33,6 +33,8 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 # One label of a record: its byte offset, its number of classes, and the file beside the
 # records that names the classes, one per line (None: no names).
 Labels = collections.namedtuple('Labels', ['offset', 'classes', 'names_file'])
+# The classic recipe for CIFAR (ResNet-32 for 80,000 steps): the run_defaults of a dataset that names none.
+CLASSIC_RUN = {'train_steps': 80000, 'num_residual_units': 5}
 # Where scripts/download_cifar.py fetches a dataset: the archive's URL and MD5, the folder it
 # unpacks to (in data/), and the train and test record files inside that folder.
 Download = collections.namedtuple('Download', ['url', 'md5', 'folder', 'train_files', 'test_files'])
@@ -49,7 +51,8 @@ class DatasetInfo:
     download_command: str           # how to get the default files (said when they are missing)
     random_flip: bool               # train-mode left-right flips: right for photos, wrong for digits
     top_5: bool = False             # eval also scores top-5 precision (says something with many classes)
-    run_defaults: dict = dataclasses.field(default_factory=dict)  # settings of a new run: {'train_steps': ..}
+    # The settings of a new run on it that the flags leave unset: train_steps and num_residual_units.
+    run_defaults: dict = dataclasses.field(default_factory=lambda: dict(CLASSIC_RUN))
     download: Optional[Download] = None  # None: not fetched by scripts/download_cifar.py
 
     @property
@@ -62,8 +65,6 @@ class DatasetInfo:
         return tuple(mode for mode in LABEL_MODES if mode in self.labels)
 
 
-# The classic recipe for CIFAR; a short ResNet-14 run for the digits sample.
-_CLASSIC_RUN = {'train_steps': 80000, 'num_residual_units': 5}
 _REGISTRY = {}
 
 
@@ -74,6 +75,9 @@ def register(info):
         raise ValueError('dataset %r is registered already' % info.name)
     if 'fine' not in info.labels or not set(info.labels) <= set(LABEL_MODES):
         raise ValueError('dataset %r: labels must be of the modes %s, fine among them' % (info.name, LABEL_MODES))
+    if set(info.run_defaults) != set(CLASSIC_RUN):
+        raise ValueError('dataset %r: run_defaults must give %s, got %s'
+                         % (info.name, ', '.join(sorted(CLASSIC_RUN)), ', '.join(sorted(info.run_defaults)) or 'none'))
     _REGISTRY[info.name] = info
     return info
 
@@ -98,7 +102,7 @@ register(DatasetInfo(
     'cifar10', 1, {'fine': Labels(0, 10, 'batches.meta.txt')},
     os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'data_batch_*.bin'),
     os.path.join(DATA_DIR, 'cifar-10-batches-bin', 'test_batch.bin'),
-    'python scripts/download_cifar.py --dataset=cifar10', True, run_defaults=dict(_CLASSIC_RUN),
+    'python scripts/download_cifar.py --dataset=cifar10', True, 
     download=Download(_TORONTO + 'cifar-10-binary.tar.gz', 'c32a1d4ab5d03f1284b67883e8d87530',
                       'cifar-10-batches-bin', ['data_batch_%d.bin' % i for i in range(1, 6)], ['test_batch.bin'])))
 register(DatasetInfo(
@@ -106,7 +110,7 @@ register(DatasetInfo(
     {'fine': Labels(1, 100, 'fine_label_names.txt'), 'coarse': Labels(0, 20, 'coarse_label_names.txt')},
     os.path.join(DATA_DIR, 'cifar-100-binary', 'train.bin'),
     os.path.join(DATA_DIR, 'cifar-100-binary', 'test.bin'),
-    'python scripts/download_cifar.py --dataset=cifar100', True, top_5=True, run_defaults=dict(_CLASSIC_RUN),
+    'python scripts/download_cifar.py --dataset=cifar100', True, top_5=True, 
     download=Download(_TORONTO + 'cifar-100-binary.tar.gz', '03b5dce01913d631647c71ecec9e9cb8',
                       'cifar-100-binary', ['train.bin'], ['test.bin'])))
 register(DatasetInfo(

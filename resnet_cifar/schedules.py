@@ -63,6 +63,8 @@ class Piecewise:
         return tf.gather(tf.constant(self.rates, tf.float64), tf.reduce_sum(tf.cast(passed, tf.int32)))
 
     def describe(self):
+        if not self.boundaries:
+            return 'constant %g' % self.rates[0]
         spans = ['%g until step %d' % (rate, boundary) for rate, boundary in zip(self.rates, self.boundaries)]
         return '%s, then %g' % (', '.join(spans), self.rates[-1])
 
@@ -141,6 +143,8 @@ def default_rates(kind, initial, num_boundaries):
 
 def problem(kind, boundaries, values, warmup_steps=0):
     """What is wrong with a schedule of config.json's lists, one line, or None."""
+    if kind not in _KIND_CLASSES:
+        return 'unknown schedule %r; expected one of %s' % (kind, ', '.join(KINDS))
     found = _KIND_CLASSES[kind].problem(boundaries, values, warmup_steps)
     if found:
         return found
@@ -192,8 +196,6 @@ class LearningRate:
 
 def learning_rate(kind, boundaries, values, warmup_steps=0, min_rate=0.0):
     """The LearningRate of config.json's lists; ValueError (problem's text) when they make none."""
-    if kind not in _KIND_CLASSES:
-        raise ValueError('unknown schedule %r; expected one of %s' % (kind, ', '.join(KINDS)))
     found = problem(kind, boundaries, values, warmup_steps)
     if found:
         raise ValueError(found)

@@ -1,6 +1,7 @@
 """datasets: the registry (one entry per dataset, and a dataset registered here is taken by
 config.py, run_files.py, resolve.py, training and eval by name), and the host-side record
 checks, counts, summaries and the validation split, on small synthetic files."""
+import fnmatch
 import os
 
 import numpy as np
@@ -43,6 +44,9 @@ def test_each_dataset_is_one_entry_that_says_all_the_suite_knows_of_it():
             folder = os.path.join(datasets.DATA_DIR, info.download.folder)
             assert os.path.dirname(info.default_train_path) == folder == os.path.dirname(info.default_eval_path)
             assert info.download_command == 'python scripts/download_cifar.py --dataset=%s' % name
+            train_pattern = os.path.basename(info.default_train_path)
+            assert all(fnmatch.fnmatch(f, train_pattern) for f in info.download.train_files)
+            assert info.download.test_files == [os.path.basename(info.default_eval_path)]
     cifar100 = datasets.dataset_info('cifar100')
     assert (cifar100.label_modes, datasets.num_classes('cifar100', 'coarse'), cifar100.top_5) == (
         ('fine', 'coarse'), 20, True)
@@ -50,6 +54,18 @@ def test_each_dataset_is_one_entry_that_says_all_the_suite_knows_of_it():
     assert datasets.with_coarse_labels() == ('cifar100',)
     assert datasets.dataset_info('digits').run_defaults == {'train_steps': 1000, 'num_residual_units': 2}
     assert datasets.dataset_info('digits').download is None
+
+
+def test_an_entry_gets_the_classic_run_defaults_or_must_give_both():
+    labels = {'fine': datasets.Labels(0, 5, None)}
+    plain = datasets.DatasetInfo('plain', 1, labels, 'a.bin', 'b.bin', 'make it', False)
+    assert plain.run_defaults == datasets.CLASSIC_RUN == {'train_steps': 80000, 'num_residual_units': 5}
+    half = datasets.DatasetInfo('half', 1, labels, 'a.bin', 'b.bin', 'make it', False,
+                                run_defaults={'train_steps': 10})
+    with pytest.raises(ValueError, match="^dataset 'half': run_defaults must give num_residual_units, "
+                                         'train_steps, got train_steps$'):
+        datasets.register(half)
+    assert 'half' not in datasets.dataset_names()
 
 
 def test_coarse_labels_of_a_dataset_without_them_are_one_line():

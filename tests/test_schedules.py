@@ -103,6 +103,15 @@ def test_each_kind_describes_itself_as_training_logs_it():
                     warmup_steps=125).describe() == (
         'linear warmup over steps 0 to 124, then cosine from 0.2 at step 125 to 0.0002 at step 1875, then '
         '0.0002; never below 0.0001')
+    # No boundaries (--lr_boundaries= --lr_values=0.05): one rate, said as such, with no stray comma.
+    assert Schedule(lr_boundaries=(), lr_values=(0.05,), warmup_steps=10).describe() == (
+        'linear warmup over steps 0 to 9, then constant 0.05; never below 0.0001')
+
+
+def test_an_unknown_kind_is_a_problem_not_a_key_error():
+    assert schedules.problem('linear', (10,), (0.1, 0.01)) == "unknown schedule 'linear'; expected one of piecewise, cosine"
+    with pytest.raises(ValueError, match="^unknown schedule 'linear'"):
+        schedules.learning_rate('linear', (10,), (0.1, 0.01))
 
 
 @pytest.mark.timeout(60)
