@@ -19,6 +19,13 @@ def _run_copy(tiny_run, destination):
     return processes.copy_run(tiny_run, str(destination))
 
 
+def _train(*flags):
+    """Trains in this process (the same code as resnet_main.py's, without a TensorFlow start):
+    for tests whose subject is what eval or a later start makes of the run."""
+    from resnet_cifar import training
+    training.train(processes.resolve(['--mode=train', *TINY_DIGITS, *flags]))
+
+
 def _checkpoint_files(log_root):
     return [name for name in os.listdir(log_root) if name.startswith('model.ckpt-') or name == 'checkpoint']
 
@@ -157,12 +164,10 @@ def test_a_resumed_run_keeps_its_id_and_an_old_run_gets_one(tiny_run, tmp_path):
     saved.pop('run_id', None)  # as an older version wrote it
     with open(settings_path, 'w') as f:
         json.dump(saved, f)
-    processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=80',
-                       '--save_checkpoints_steps=20')
+    _train('--log_root=' + log_root, '--train_steps=80', '--save_checkpoints_steps=20')
     given = json.load(open(settings_path))['run_id']
     assert re.match(r'^[0-9a-f]{32}$', given), given
-    processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=100',
-                       '--save_checkpoints_steps=20')
+    _train('--log_root=' + log_root, '--train_steps=100', '--save_checkpoints_steps=20')
     assert json.load(open(settings_path))['run_id'] == given
 
 
@@ -191,8 +196,8 @@ def test_eval_scores_a_run_started_over_in_the_same_directory(tiny_run, tmp_path
     assert [step for step, _ in processes.eval_precisions(first.stdout)] == [40, 60], first.stdout
     _move_checkpoints_away(log_root, str(tmp_path / 'away'))
     shutil.rmtree(os.path.join(log_root, 'best'))
-    processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=60',
-                       '--save_checkpoints_steps=20', '--keep_checkpoint_max=2', '--lrn_rate=0.02')
+    _train('--log_root=' + log_root, '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
+           '--lrn_rate=0.02')
     second = processes.run_main('--mode=eval', '--log_root=' + log_root)
     assert 'already scored' not in second.stderr
     scored = processes.eval_precisions(second.stdout)
@@ -261,8 +266,7 @@ def test_eval_following_an_old_run_keeps_the_scores_after_it_gets_an_id(tiny_run
     evaluator = Process(['--mode=eval', '--log_root=' + log_root, '--eval_interval_secs=1'])
     try:
         evaluator.wait_for(r'waiting for a new checkpoint', 120)
-        processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=100',
-                           '--save_checkpoints_steps=20', '--keep_checkpoint_max=5')
+        _train('--log_root=' + log_root, '--train_steps=100', '--save_checkpoints_steps=20', '--keep_checkpoint_max=5')
         assert evaluator.wait(120) == 0, evaluator.stderr[-3000:]
     finally:
         evaluator.kill()
@@ -293,8 +297,7 @@ def test_eval_following_a_run_that_is_started_over_scores_the_new_run_afresh(tin
         evaluator.wait_for(r'waiting for a new checkpoint', 120)
         _move_checkpoints_away(log_root, str(tmp_path / 'away'))
         os.replace(os.path.join(log_root, 'best'), str(tmp_path / 'away' / 'best'))
-        processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=100',
-                           '--save_checkpoints_steps=50', '--keep_checkpoint_max=5')
+        _train('--log_root=' + log_root, '--train_steps=100', '--save_checkpoints_steps=50', '--keep_checkpoint_max=5')
         assert evaluator.wait(120) == 0, evaluator.stderr[-3000:]
     finally:
         evaluator.kill()
