@@ -253,14 +253,14 @@ def test_float16_run_end_to_end_scored_by_a_float32_eval(learnable, tmp_path):
     train_path, test_path = learnable
     log_root = str(tmp_path / 'run')
     run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path, '--log_root=' + log_root,
-             '--train_steps=2', '--compute_dtype=float16', *(TINY[:2] + ['--log_every_n_steps=1', '--noeval_after_training']))
+             '--train_steps=4', '--compute_dtype=float16', *(TINY[:2] + ['--log_every_n_steps=2', '--noeval_after_training']))
     loss_scales = read_scalars(os.path.join(log_root, 'train'))['loss_scale']
-    assert sorted(loss_scales) == [1, 2]
+    assert sorted(loss_scales) == [2, 4]
     assert all(value >= 1 and np.log2(value) == int(np.log2(value)) for value in loss_scales.values())
 
     ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path, '--log_root=' + log_root,
                   '--eval_once', '--num_residual_units=1')  # the default float32 scores it
-    assert [step for step, _ in eval_precisions(ev.stdout)] == [2], ev.stdout
+    assert [step for step, _ in eval_precisions(ev.stdout)] == [4], ev.stdout
     assert '(200 images' in ev.stdout
 
 
