@@ -198,11 +198,11 @@ class PsWatch(object):
     def _watch(self):
         down = {}
         while not self._done.wait(self.PROBE_SECS):
-            message = self._probe(down)
+            message = self.probe(down)
             if message is not None and not self._done.is_set():
                 self._exit(message)
 
-    def _probe(self, down):
+    def probe(self, down):
         """One connection attempt to each ps task; the reason to end this worker, or None.
         `down` maps the index of a ps task that took none to (the time.monotonic() since when,
         the attempts it missed in a row); updated. After a stop signal two missed attempts in a

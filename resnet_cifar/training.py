@@ -671,7 +671,7 @@ def _run_and_explain(model, config, scaffold, saves, causes, server=None, extra_
     except (TrainingError, DataError):
         raise
     except Exception as e:
-        error = _session_error(e, config, saves, causes.summaries.write_error, causes.signal.step)
+        error = session_error(e, config, saves, causes.summaries.write_error, causes.signal.step)
         if error is None:
             raise
         raise error from e
@@ -727,7 +727,7 @@ def _run_session(model, config, scaffold, hooks, server=None):
         raise run_error
 
 
-def _session_error(error, config, saves, summary_error=None, step=None):
+def session_error(error, config, saves, summary_error=None, step=None):
     """The one-line error (TrainingError or DataError) of an exception out of the session, or
     None for one to raise as it is (a CheckpointError of --init_checkpoint, a bug).
 

@@ -294,14 +294,14 @@ def _add_op_times(step_stats, by_type, by_stage):
             op_type = label[1].split('(', 1)[0] if len(label) == 2 else node.node_name.split(':')[0]
             ms = node.all_end_rel_micros / 1000.0
             by_type[op_type] = by_type.get(op_type, 0.0) + ms
-            stage = _stage_of(node.node_name)
+            stage = stage_of(node.node_name)
             by_stage[stage] = by_stage.get(stage, 0.0) + ms
             starts.append(node.all_start_micros)
             ends.append(node.all_start_micros + node.all_end_rel_micros)
     return (max(ends) - min(starts)) / 1000.0 if starts else 0.0
 
 
-def _stage_of(node_name):
+def stage_of(node_name):
     name = node_name.lower()
     if name.startswith('gradients'):
         return 'backward'

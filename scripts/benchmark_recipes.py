@@ -16,8 +16,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import multi_seed  # noqa: E402
+import multi_seed  # scripts/multi_seed.py: Python puts a script's own directory first on sys.path
 
 RECIPES = (('classic', ['--preset=resnet32_classic']), ('fast_cifar', ['--preset=fast_cifar']))
 

@@ -159,4 +159,4 @@ def test_the_stage_breakdown_counts_the_batch_norm_statistics_as_update():
         for update in model.step.bn_update_ops:
             delta = update.op.inputs[1].op  # (moving - batch value) * (1 - decay)
             for op in (update.op, delta, delta.inputs[0].op):
-                assert benchmark._stage_of(op.name) == 'update', op.name
+                assert benchmark.stage_of(op.name) == 'update', op.name

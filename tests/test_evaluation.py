@@ -305,7 +305,7 @@ def test_eval_beside_training_on_a_validation_split_keeps_the_best_and_scores_th
     from resnet_cifar import best, export
     run_dir = str(tmp_path / 'run')
     run = ['--dataset=digits', '--log_root=' + run_dir]
-    trainer = Process(['--mode=train', *run, *TINY, '--train_steps=120', '--save_checkpoints_steps=5',
+    trainer = Process(['--mode=train', *run, *TINY, '--train_steps=60', '--save_checkpoints_steps=5',
                        '--keep_checkpoint_max=1', '--validation_size=300'])
     evaluator = Process(['--mode=eval', *run, '--eval_interval_secs=1'])
     try:
@@ -317,8 +317,8 @@ def test_eval_beside_training_on_a_validation_split_keeps_the_best_and_scores_th
     out = evaluator.proc.stdout.read()
     scored = [(int(s), float(p)) for s, p in re.findall(r'^step (\d+): validation precision ([0-9.]+)', out, re.M)]
     steps = [step for step, _ in scored]
-    assert steps == sorted(set(steps)) and steps[-1] == 120, out  # each once, in order, the last one too
-    assert checkpoint_steps(run_dir) == [120]  # the others were rotated away
+    assert steps == sorted(set(steps)) and steps[-1] == 60, out  # each once, in order, the last one too
+    assert checkpoint_steps(run_dir) == [60]  # the others were rotated away
 
     results = json.load(open(os.path.join(run_dir, 'eval', 'results.json')))
     assert [(e['step'], '%.4f' % e['precision']) for e in results['checkpoints']] == [
@@ -362,7 +362,9 @@ def test_the_test_score_is_kept_for_the_same_checkpoint_only(tmp_path):
     log_root = str(tmp_path / 'run')
     data = ['--dataset=cifar10', '--train_data_path=' + train_path, '--eval_data_path=' + test_path,
             '--log_root=' + log_root]
-    run_main('--mode=train', *TINY, *data, '--validation_size=200', '--train_steps=4', '--save_checkpoints_steps=2')
+    from resnet_cifar import training  # set-up in this process: eval's subprocesses are the subject
+    training.train(processes.resolve(['--mode=train', *TINY, *data, '--validation_size=200', '--train_steps=4',
+                                      '--save_checkpoints_steps=2']))
     first = run_main('--mode=eval', *data)
     assert 'test precision' in first.stdout, first.stdout
     kept = json.load(open(os.path.join(log_root, 'best', 'best.json')))

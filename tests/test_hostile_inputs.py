@@ -33,10 +33,16 @@ def split_run(tmp_path_factory):
     test_path = synthetic.write_records(base / 'test.bin', synthetic.random_images(50, seed=4),
                                         [i % 10 for i in range(50)])
     log_root = str(base / 'run')
-    processes.run_main(*SPLIT_RUN, '--train_steps=4', '--train_data_path=' + train_path,
-                       '--eval_data_path=' + test_path, '--log_root=' + log_root)
+    train_in_process(*SPLIT_RUN, '--train_steps=4', '--train_data_path=' + train_path,
+                     '--eval_data_path=' + test_path, '--log_root=' + log_root)
     assert checkpoint_steps(log_root)[-1] == 4
     return log_root, train_path, test_path
+
+
+def train_in_process(*flags):
+    """resnet_main.py's training, in this process: no TensorFlow start (a few seconds) of its own."""
+    from resnet_cifar import training
+    training.train(processes.resolve(['--mode=train', *flags]))
 
 
 def copy_split_run(split_run, tmp_path):
@@ -65,19 +71,20 @@ def append_records(path, n, seed=5):
 
 
 @pytest.mark.timeout(120)
-def test_a_grown_training_file_is_one_line_on_resume_and_in_eval(split_run, tmp_path):
+def test_a_grown_training_file_is_one_line_on_resume_and_in_eval(split_run, tmp_path, capsys):
     log_root, train_path, test_path = copy_split_run(split_run, tmp_path)
     append_records(train_path, 300)
     before, steps = processes.snapshot(log_root), checkpoint_steps(log_root)
-    resumed = processes.run(*SPLIT_RUN, '--train_steps=6', '--train_data_path=' + train_path,
-                            '--eval_data_path=' + test_path, '--log_root=' + log_root)
-    line = assert_one_line_error(resumed.returncode, resumed.stderr, 1, train_path, 'validation split',
-                                 '900 records', '600')
-    assert 'step 5' not in resumed.stderr, line
+    with processes.AbslRecords() as records:  # in this process: a traceback would come out of main
+        code, err = processes.main_exit(SPLIT_RUN + ['--mode=train', '--train_steps=6', '--train_data_path=' + train_path,
+                                                     '--eval_data_path=' + test_path, '--log_root=' + log_root], capsys)
+    line = assert_one_line_error(code, err, 1, train_path, 'validation split', '900 records', '600')
+    assert not any(message.startswith('step 5') for message in records.messages), line
     assert without_lock(processes.snapshot(log_root)) == without_lock(before), line
     assert checkpoint_steps(log_root) == steps
-    scored = processes.run('--mode=eval', '--eval_once', '--log_root=' + log_root, '--eval_data_path=' + test_path)
-    assert_one_line_error(scored.returncode, scored.stderr, 1, train_path, 'validation split')
+    code, err = processes.main_exit(['--mode=eval', '--eval_once', '--log_root=' + log_root,
+                                     '--eval_data_path=' + test_path], capsys)
+    assert_one_line_error(code, err, 1, train_path, 'validation split')
     assert not os.path.exists(os.path.join(log_root, 'best', 'best.json'))
 
 
@@ -87,8 +94,8 @@ def test_a_run_without_the_split_record_resumes_and_gains_one(split_run, tmp_pat
     settings = json.load(open(run_files.path(log_root)))
     settings.pop('validation_split', None)  # as an older version wrote it
     open(run_files.path(log_root), 'w').write(json.dumps(settings))
-    processes.run_main(*SPLIT_RUN, '--train_steps=6', '--train_data_path=' + train_path,
-                       '--eval_data_path=' + test_path, '--log_root=' + log_root)
+    train_in_process(*SPLIT_RUN, '--train_steps=6', '--train_data_path=' + train_path,
+                     '--eval_data_path=' + test_path, '--log_root=' + log_root)
     assert checkpoint_steps(log_root)[-1] == 6
     pinned = json.load(open(run_files.path(log_root)))['validation_split']
     assert pinned['validation_size'] == 300 and [f[1] for f in pinned['files']] == [600]
@@ -306,7 +313,7 @@ def _keep_best(log_root, **info):
     ({'step': 60, 'precision': 'high'}, 40, '"precision" is "high"'),
 ], ids=['run-id-a-number', 'run-id-with-a-slash', 'step-a-string', 'precision-a-string'])
 @pytest.mark.timeout(120)
-def test_a_hand_edited_best_json_is_one_line_naming_it(tiny_run, tmp_path, info, from_step, expected):
+def test_a_hand_edited_best_json_is_one_line_naming_it(tiny_run, tmp_path, capsys, info, from_step, expected):
     """On the old code: a TypeError traceback (a number as run_id, a string as step), or a rename
     of best/ to a path built from the run_id ('free space and run it again')."""
     log_root = copy_run(tiny_run, tmp_path / 'run')
@@ -315,22 +322,22 @@ def test_a_hand_edited_best_json_is_one_line_naming_it(tiny_run, tmp_path, info,
     open(run_files.path(log_root), 'w').write(json.dumps(settings))
     _keep_best(log_root, **info)
     before = processes.snapshot(os.path.join(log_root, 'best'))
-    done = processes.run('--mode=eval', '--eval_once', '--log_root=' + log_root, timeout=120)
-    assert_one_line_error(done.returncode, done.stderr, 1, os.path.join(log_root, 'best', 'best.json'), expected)
+    code, err = processes.main_exit(['--mode=eval', '--eval_once', '--log_root=' + log_root], capsys)
+    assert_one_line_error(code, err, 1, os.path.join(log_root, 'best', 'best.json'), expected)
     assert processes.snapshot(os.path.join(log_root, 'best')) == before
     assert [name for name in os.listdir(log_root) if name.startswith('best')] == ['best']
 
 
 @pytest.mark.parametrize('run_id', [123, '../../x'])
 @pytest.mark.timeout(120)
-def test_a_hand_edited_run_id_in_config_json_is_one_line(tiny_run, tmp_path, run_id):
+def test_a_hand_edited_run_id_in_config_json_is_one_line(tiny_run, tmp_path, capsys, run_id):
     """On the old code eval took the run for one without an id and went on (exit 0)."""
     log_root = copy_run(tiny_run, tmp_path / 'run')
     settings = json.load(open(run_files.path(log_root)))
     settings['run_id'] = run_id
     open(run_files.path(log_root), 'w').write(json.dumps(settings))
-    done = processes.run('--mode=eval', '--eval_once', '--log_root=' + log_root, timeout=120)
-    assert_one_line_error(done.returncode, done.stderr, 1, run_files.path(log_root), '"run_id" is %s'
+    code, err = processes.main_exit(['--mode=eval', '--eval_once', '--log_root=' + log_root], capsys)
+    assert_one_line_error(code, err, 1, run_files.path(log_root), '"run_id" is %s'
                           % json.dumps(run_id))
 
 
@@ -346,7 +353,7 @@ def test_a_hand_edited_run_id_in_config_json_is_one_line(tiny_run, tmp_path, run
 ], ids=['state-checkpoint-a-number', 'state-step-a-string', 'results-precision-a-string',
         'results-step-a-string'])
 @pytest.mark.timeout(120)
-def test_a_hand_edited_eval_file_is_started_afresh_with_a_warning(tiny_run, tmp_path, file_name, bad):
+def test_a_hand_edited_eval_file_is_started_afresh_with_a_warning(tiny_run, tmp_path, capsys, file_name, bad):
     """Eval's own records: a warning and a fresh start, as for one that cannot be read. On the old
     code a TypeError traceback once the first checkpoint was scored."""
     log_root = copy_run(tiny_run, tmp_path / 'run')
@@ -356,11 +363,13 @@ def test_a_hand_edited_eval_file_is_started_afresh_with_a_warning(tiny_run, tmp_
     os.makedirs(os.path.join(log_root, 'eval'), exist_ok=True)
     with open(os.path.join(log_root, 'eval', file_name), 'w') as f:
         json.dump(bad(run_id, evaluation.checkpoint_records(config).describe()), f)
-    done = processes.run('--mode=eval', '--log_root=' + log_root, timeout=120)
-    assert done.returncode == 0 and 'Traceback' not in done.stderr, done.stderr[-3000:]
+    capsys.readouterr()
+    with processes.AbslRecords() as records:  # in this process: an exception would come out of main
+        assert processes.main_status(['--mode=eval', '--log_root=' + log_root]) == 0
+    logged, out = '\n'.join(records.messages), capsys.readouterr().out
     warning = 'checkpoints may be scored again' if file_name == 'eval_state.json' else 'afresh'
-    assert os.path.join(log_root, 'eval', file_name) in done.stderr and warning in done.stderr, done.stderr[-3000:]
-    assert [step for step, _ in processes.eval_precisions(done.stdout)] == [40, 60], done.stdout
+    assert os.path.join(log_root, 'eval', file_name) in logged and warning in logged, logged[-3000:]
+    assert [step for step, _ in processes.eval_precisions(out)] == [40, 60], out
 
 
 @pytest.mark.parametrize('mode, record_change, expected', [
@@ -370,15 +379,15 @@ def test_a_hand_edited_eval_file_is_started_afresh_with_a_warning(tiny_run, tmp_
     ('--mode=train', lambda record: dict(record, files=[[f[0], str(f[1])] for f in record['files']]), '"files"'),
 ], ids=['eval-file-without-count', 'eval-held-out-short', 'train-count-a-string'])
 @pytest.mark.timeout(120)
-def test_a_hand_edited_split_record_is_one_line(split_run, tmp_path, mode, record_change, expected):
+def test_a_hand_edited_split_record_is_one_line(split_run, tmp_path, capsys, mode, record_change, expected):
     """On the old code an IndexError, ValueError or TypeError traceback from datasets.split_moved_error."""
     log_root, train_path, test_path = copy_split_run(split_run, tmp_path)
     settings = json.load(open(run_files.path(log_root)))
     settings['validation_split'] = record_change(settings['validation_split'])
     open(run_files.path(log_root), 'w').write(json.dumps(settings))
     before = processes.snapshot(log_root)
-    done = processes.run(*(SPLIT_RUN if mode == '--mode=train' else []), mode, '--eval_once', '--train_steps=6',
-                         '--train_data_path=' + train_path, '--eval_data_path=' + test_path,
-                         '--log_root=' + log_root, timeout=120)
-    assert_one_line_error(done.returncode, done.stderr, 1, run_files.path(log_root), 'validation_split', expected)
+    code, err = processes.main_exit((SPLIT_RUN if mode == '--mode=train' else []) + [
+        mode, '--eval_once', '--train_steps=6', '--train_data_path=' + train_path, '--eval_data_path=' + test_path,
+        '--log_root=' + log_root], capsys)
+    assert_one_line_error(code, err, 1, run_files.path(log_root), 'validation_split', expected)
     assert without_lock(processes.snapshot(log_root)) == without_lock(before)

@@ -8,7 +8,6 @@ import tensorflow as tf
 
 from resnet_cifar import evaluation
 from resnet_cifar import devices
-from resnet_cifar import loss_scaling
 import resnet_model
 import synthetic
 from resnet_cifar import towers
@@ -157,37 +156,14 @@ def test_frozen_variables_keep_working_with_loss_scaling():
             assert scale_state(session, model) == (2.0 ** 14, 0, 2)
 
 
-@pytest.mark.timeout(60)
-def test_scale_doubles_after_the_finite_steps_threshold_and_never_drops_below_1(monkeypatch):
-    monkeypatch.setattr(loss_scaling, 'GROWTH_INTERVAL', 3)
-    with tf.Graph().as_default():
-        model, huge = overflowing_images_model()
-        assert model.step.loss_scale.growth_interval == 3
-        with tf.compat.v1.Session() as session:
-            initialize(session)
-            states = []
-            for _ in range(4):
-                session.run(model.train_op)
-                states.append(scale_state(session, model))
-            assert states == [(2.0 ** 15, 1, 1), (2.0 ** 15, 2, 2), (2.0 ** 16, 0, 3), (2.0 ** 16, 1, 4)]
-
-            # Images beyond float16's range overflow even at scale 1: the scale stays 1.
-            model.step.loss_scale.scale.load(1.5, session)
-            for expected_step in (5, 6):
-                before = weights_and_slots(session)
-                session.run(model.train_op, feed_dict={model.fed_images: huge})
-                assert changed(before, weights_and_slots(session)) == []
-                assert scale_state(session, model) == (1.0, 0, expected_step)
-
-
 @pytest.mark.timeout(90)
 def test_training_stops_when_every_step_overflows_at_scale_1():
     with tf.Graph().as_default():
         model, huge = overflowing_images_model()
         hook = training.LossScaleHook(model, max_skipped=3)
-        with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as session:
+        with tf.compat.v1.train.SingularMonitoredSession(hooks=[hook]) as session:
             session.run(model.train_op)  # finite: the counter stays 0
-            raw = session._tf_sess()
+            raw = session.raw_session()
             assert raw.run(model.step.loss_scale.skipped_in_a_row) == 0
             model.step.loss_scale.scale.load(2.0, raw)
             session.run(model.train_op, feed_dict={model.fed_images: huge})  # skipped, scale 1
@@ -250,15 +226,15 @@ def test_float16_trains_on_and_checkpoints_move_between_float16_and_float32(lear
     learned = train(60, 'float32')
     assert score(learned, 'float32').precision >= 0.8  # chance is 0.1
     # float32 -> float16 -> float32: each run resumes the other's checkpoint.
-    resumed_in_float16 = train(68, 'float16')
+    resumed_in_float16 = train(64, 'float16')  # 4 float16 steps: each is slow on the CPU
     as_float32, as_float16 = score(resumed_in_float16, 'float32'), score(resumed_in_float16, 'float16')
-    assert as_float32.step == 68 and as_float32.num_images == 200
+    assert as_float32.step == 64 and as_float32.num_images == 200
     assert as_float32.precision >= 0.8, as_float32  # the float16 steps did not wreck it
     assert as_float16.precision == pytest.approx(as_float32.precision, abs=0.02)
     assert as_float16.loss == pytest.approx(as_float32.loss, rel=0.05, abs=0.01)
     before, after = read_checkpoint(learned), read_checkpoint(resumed_in_float16)
     assert not np.allclose(before['init/conv/weights'], after['init/conv/weights'])  # they trained
-    resumed_in_float32 = train(70, 'float32')
+    resumed_in_float32 = train(66, 'float32')
     dtypes = checkpoint_dtypes(learned)
     assert dtypes == checkpoint_dtypes(resumed_in_float16) == checkpoint_dtypes(resumed_in_float32)
     assert not any(name.startswith('loss_scale') for name in dtypes)

@@ -19,6 +19,13 @@ def _run_copy(tiny_run, destination):
     return processes.copy_run(tiny_run, str(destination))
 
 
+def _train(*flags):
+    """Trains in this process (the same code as resnet_main.py's, without a TensorFlow start):
+    for tests whose subject is what eval or a later start makes of the run."""
+    from resnet_cifar import training
+    training.train(processes.resolve(['--mode=train', *TINY_DIGITS, *flags]))
+
+
 def _checkpoint_files(log_root):
     return [name for name in os.listdir(log_root) if name.startswith('model.ckpt-') or name == 'checkpoint']
 
@@ -30,25 +37,26 @@ def _move_checkpoints_away(log_root, away):
 
 
 @pytest.mark.parametrize('name', ['r[12]', 'r*', 'r?'])
-def test_a_sibling_run_survives_a_log_root_named_with_glob_characters(tiny_run, tmp_path, name):
+def test_a_sibling_run_survives_a_log_root_named_with_glob_characters(tiny_run, tmp_path, capsys, name):
     """The Saver's rotation globs the prefix unescaped: on the old code `r[12]`, `r*` and `r?`
     deleted r1's checkpoints (and never rotated their own)."""
     sibling = _run_copy(tiny_run, tmp_path / 'r1')
     before = processes.snapshot(sibling)
     log_root = str(tmp_path / name)
-    done = processes.run('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=80',
-                         '--save_checkpoints_steps=20', '--keep_checkpoint_max=2', '--log_every_n_steps=20')
-    line = processes.assert_one_line_error(done.returncode, done.stderr, 2, '--log_root', name[1])
+    code, err = processes.main_exit(['--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=80',
+                                     '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
+                                     '--log_every_n_steps=20'], capsys)
+    line = processes.assert_one_line_error(code, err, 2, '--log_root', name[1])
     assert 'another --log_root' in line or 'rename' in line, line
     assert processes.snapshot(sibling) == before
     assert not os.path.exists(log_root) or not _checkpoint_files(log_root)
 
 
-def test_a_glob_character_in_checkpoint_path_is_refused(tiny_run, tmp_path):
+def test_a_glob_character_in_checkpoint_path_is_refused(tiny_run, tmp_path, capsys):
     source = _run_copy(tiny_run, tmp_path / 'a*b')
-    done = processes.run('--mode=export', '--checkpoint_path=' + source,
-                         '--export_dir=' + str(tmp_path / 'exported'))
-    processes.assert_one_line_error(done.returncode, done.stderr, 2, '--checkpoint_path', "'*'")
+    code, err = processes.main_exit(['--mode=export', '--checkpoint_path=' + source,
+                                     '--export_dir=' + str(tmp_path / 'exported')], capsys)
+    processes.assert_one_line_error(code, err, 2, '--checkpoint_path', "'*'")
     assert not os.path.exists(str(tmp_path / 'exported'))
 
 
@@ -92,17 +100,19 @@ def test_a_retargeted_symlink_never_sends_a_write_into_the_other_run(tiny_run, t
     assert theirs != own
 
 
-def test_starting_over_with_a_changed_flag_is_a_new_run(tiny_run, tmp_path):
+def test_starting_over_with_a_changed_flag_is_a_new_run(tiny_run, tmp_path, capsys):
     """A trainer without a checkpoint to resume from (and no best/) starts a new run: the flags'
     settings, no change logged against the old config.json, a new id."""
     log_root = _run_copy(tiny_run, tmp_path / 'run')
     shutil.rmtree(os.path.join(log_root, 'eval'), ignore_errors=True)
     old_id = json.load(open(os.path.join(log_root, 'config.json'))).get('run_id')
     _move_checkpoints_away(log_root, str(tmp_path / 'away'))
-    done = processes.run('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=20',
-                         '--save_checkpoints_steps=20', '--lrn_rate=0.4')
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert 'instead of the run' not in done.stderr
+    with processes.AbslRecords() as records:
+        code, err = processes.main_exit_status(['--mode=train', *TINY_DIGITS, '--log_root=' + log_root,
+                                                '--train_steps=20', '--save_checkpoints_steps=20', '--lrn_rate=0.4'],
+                                               capsys)
+    assert code == 0, err[-3000:]
+    assert not any('instead of the run' in message for message in records.messages)
     saved = json.load(open(os.path.join(log_root, 'config.json')))
     assert saved['schedule']['lr_values'][0] == 0.4
     assert saved['schedule']['train_steps'] == 20
@@ -110,7 +120,7 @@ def test_starting_over_with_a_changed_flag_is_a_new_run(tiny_run, tmp_path):
     assert processes.checkpoint_steps(log_root)[-1] == 20
 
 
-def test_a_failed_start_leaves_config_json_as_it_was(tiny_run, tmp_path):
+def test_a_failed_start_leaves_config_json_as_it_was(tiny_run, tmp_path, capsys):
     """A new run whose --init_checkpoint is of another network stops before training; the
     settings file it found stays as it was (on the old code it was rewritten first)."""
     log_root = str(tmp_path / 'run')
@@ -118,15 +128,15 @@ def test_a_failed_start_leaves_config_json_as_it_was(tiny_run, tmp_path):
     old = '{"dataset": "digits", "num_residual_units": 1}\n'
     with open(os.path.join(log_root, 'config.json'), 'w') as f:
         f.write(old)
-    done = processes.run('--mode=train', *TINY_DIGITS[:1], '--num_residual_units=2', '--batch_size=32',
-                         '--noeval_after_training', '--log_root=' + log_root, '--train_steps=20',
-                         '--init_checkpoint=' + tiny_run)
-    assert done.returncode == 1, done.stderr[-3000:]
-    assert len(processes.error_lines(done.stderr)) == 1, done.stderr[-3000:]
+    code, err = processes.main_exit_status(['--mode=train', *TINY_DIGITS[:1], '--num_residual_units=2',
+                                            '--batch_size=32', '--noeval_after_training', '--log_root=' + log_root,
+                                            '--train_steps=20', '--init_checkpoint=' + tiny_run], capsys)
+    assert code == 1, err[-3000:]
+    assert len(processes.error_lines(err)) == 1, err[-3000:]
     assert open(os.path.join(log_root, 'config.json')).read() == old
 
 
-def test_a_start_that_fails_when_the_session_is_created_leaves_config_json_as_it_was(tiny_run, tmp_path):
+def test_a_start_that_fails_when_the_session_is_created_leaves_config_json_as_it_was(tiny_run, tmp_path, capsys):
     """An --init_checkpoint of the right network whose data file is damaged passes every check of
     the start (they read its index) and fails in the restore, when the session is created. On the
     old code config.json had already been rewritten with a new run id by then."""
@@ -143,9 +153,9 @@ def test_a_start_that_fails_when_the_session_is_created_leaves_config_json_as_it
     old = '{"dataset": "digits", "num_residual_units": 1, "run_id": "%s"}\n' % ('ab' * 16)
     with open(os.path.join(log_root, 'config.json'), 'w') as f:
         f.write(old)
-    done = processes.run('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=20',
-                         '--init_checkpoint=' + str(init / 'model.ckpt-60'))
-    processes.assert_one_line_error(done.returncode, done.stderr, 1, 'cannot restore', str(init / 'model.ckpt-60'))
+    code, err = processes.main_exit_status(['--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=20',
+                                            '--init_checkpoint=' + str(init / 'model.ckpt-60')], capsys)
+    processes.assert_one_line_error(code, err, 1, 'cannot restore', str(init / 'model.ckpt-60'))
     assert open(os.path.join(log_root, 'config.json')).read() == old
     assert not os.path.exists(os.path.join(log_root, 'train', 'config.json'))
 
@@ -157,28 +167,26 @@ def test_a_resumed_run_keeps_its_id_and_an_old_run_gets_one(tiny_run, tmp_path):
     saved.pop('run_id', None)  # as an older version wrote it
     with open(settings_path, 'w') as f:
         json.dump(saved, f)
-    processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=80',
-                       '--save_checkpoints_steps=20')
+    _train('--log_root=' + log_root, '--train_steps=80', '--save_checkpoints_steps=20')
     given = json.load(open(settings_path))['run_id']
     assert re.match(r'^[0-9a-f]{32}$', given), given
-    processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=100',
-                       '--save_checkpoints_steps=20')
+    _train('--log_root=' + log_root, '--train_steps=100', '--save_checkpoints_steps=20')
     assert json.load(open(settings_path))['run_id'] == given
 
 
 @pytest.mark.parametrize('changed', [[], ['--lrn_rate=0.4']], ids=['same-flags', 'changed-flag'])
-def test_starting_over_in_an_evaluated_directory_is_refused(tiny_run, tmp_path, changed):
+def test_starting_over_in_an_evaluated_directory_is_refused(tiny_run, tmp_path, capsys, changed):
     """On the old code the trainer started a new run beside the old run's best/ (exit 0), whose
     figures eval then reported as the new run's; with a changed flag it rewrote config.json and
     crashed with `TypeError: Expected binary or unicode string, got None`."""
     log_root = _run_copy(tiny_run, tmp_path / 'run')
-    processes.run_main('--mode=eval', '--log_root=' + log_root, '--eval_once')
+    assert processes.main_status(['--mode=eval', '--log_root=' + log_root, '--eval_once']) == 0
     kept = json.load(open(os.path.join(log_root, 'best', 'best.json')))
     _move_checkpoints_away(log_root, str(tmp_path / 'away'))
     before = processes.snapshot(log_root)
-    done = processes.run('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=20',
-                         '--save_checkpoints_steps=20', *changed)
-    line = processes.assert_one_line_error(done.returncode, done.stderr, 1, log_root, 'step %d' % kept['step'],
+    code, err = processes.main_exit_status(['--mode=train', *TINY_DIGITS, '--log_root=' + log_root,
+                                            '--train_steps=20', '--save_checkpoints_steps=20', *changed], capsys)
+    line = processes.assert_one_line_error(code, err, 1, log_root, 'step %d' % kept['step'],
                                            'another --log_root', 'put the checkpoints back')
     assert processes.snapshot(log_root) == before, line
 
@@ -191,8 +199,8 @@ def test_eval_scores_a_run_started_over_in_the_same_directory(tiny_run, tmp_path
     assert [step for step, _ in processes.eval_precisions(first.stdout)] == [40, 60], first.stdout
     _move_checkpoints_away(log_root, str(tmp_path / 'away'))
     shutil.rmtree(os.path.join(log_root, 'best'))
-    processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=60',
-                       '--save_checkpoints_steps=20', '--keep_checkpoint_max=2', '--lrn_rate=0.02')
+    _train('--log_root=' + log_root, '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',
+           '--lrn_rate=0.02')
     second = processes.run_main('--mode=eval', '--log_root=' + log_root)
     assert 'already scored' not in second.stderr
     scored = processes.eval_precisions(second.stdout)
@@ -261,8 +269,7 @@ def test_eval_following_an_old_run_keeps_the_scores_after_it_gets_an_id(tiny_run
     evaluator = Process(['--mode=eval', '--log_root=' + log_root, '--eval_interval_secs=1'])
     try:
         evaluator.wait_for(r'waiting for a new checkpoint', 120)
-        processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=100',
-                           '--save_checkpoints_steps=20', '--keep_checkpoint_max=5')
+        _train('--log_root=' + log_root, '--train_steps=100', '--save_checkpoints_steps=20', '--keep_checkpoint_max=5')
         assert evaluator.wait(120) == 0, evaluator.stderr[-3000:]
     finally:
         evaluator.kill()
@@ -293,8 +300,7 @@ def test_eval_following_a_run_that_is_started_over_scores_the_new_run_afresh(tin
         evaluator.wait_for(r'waiting for a new checkpoint', 120)
         _move_checkpoints_away(log_root, str(tmp_path / 'away'))
         os.replace(os.path.join(log_root, 'best'), str(tmp_path / 'away' / 'best'))
-        processes.run_main('--mode=train', *TINY_DIGITS, '--log_root=' + log_root, '--train_steps=100',
-                           '--save_checkpoints_steps=50', '--keep_checkpoint_max=5')
+        _train('--log_root=' + log_root, '--train_steps=100', '--save_checkpoints_steps=50', '--keep_checkpoint_max=5')
         assert evaluator.wait(120) == 0, evaluator.stderr[-3000:]
     finally:
         evaluator.kill()

@@ -187,15 +187,15 @@ def test_an_event_file_error_right_after_a_whole_save_is_not_a_failed_save(tmp_p
     config = RunConfig(log_root=log_root)
     saves = training.SaveTracker()
     saves.before_save(None, 40)
-    error = training._session_error(IndexError('run/events.out.tfevents.1; File too large'), config, saves)
+    error = training.session_error(IndexError('run/events.out.tfevents.1; File too large'), config, saves)
     assert str(error) == ('cannot write summaries to %s: run/events.out.tfevents.1; File too large; checkpoint '
                           '%s saved; free space and run the same command to resume'
                           % (log_root, os.path.join(log_root, 'model.ckpt-40')))
     # TensorFlow's saver names the checkpoint in the state file before it writes the .meta file.
-    error = training._session_error(IndexError('run/model.ckpt-40.meta.tmp1; File too large'), config, saves)
+    error = training.session_error(IndexError('run/model.ckpt-40.meta.tmp1; File too large'), config, saves)
     assert str(error).startswith('cannot save checkpoint 40 in %s' % log_root)
     saves.before_save(None, 60)  # the save of 60 itself failed
-    error = training._session_error(IndexError('run/model.ckpt-60.data; File too large'), config, saves)
+    error = training.session_error(IndexError('run/model.ckpt-60.data; File too large'), config, saves)
     assert str(error).startswith('cannot save checkpoint 60 in %s' % log_root)
 
 

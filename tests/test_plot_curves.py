@@ -1,14 +1,13 @@
-"""In-process: eval progress lines, top-5 precision, and the plot script."""
+"""scripts/plot_curves.py: the curves and the confusion matrix it draws, its one-line errors, and
+a run of it that prints only what it wrote."""
 import os
 import struct
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from resnet_cifar import progress
 from resnet_cifar import evaluation
 from resnet_cifar import summaries
 import processes
@@ -16,28 +15,6 @@ import processes
 plot_curves = processes.load_script('plot_curves')
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.time() + timeout
-    while not condition() and time.time() < deadline:
-        time.sleep(0.01)
-    return condition()
-
-
-@pytest.mark.timeout(10)
-def test_eval_progress_every_tenth_of_a_large_set_only():
-    eval_progress = progress.EvalProgress(10000, 100)
-    assert (eval_progress.total_batches, eval_progress.every_n_batches) == (100, 10)
-    lines = {b: eval_progress.line(80000, b, b * 100, b * 0.5) for b in range(1, 101)}
-    assert sorted(b for b, line in lines.items() if line) == list(range(10, 100, 10))
-    assert lines[30] == ('eval of step 80000: batch 30/100 (30%), 3000/10000 images, '
-                         '200.0 images/sec, ETA 0:00:35')
-    small = progress.EvalProgress(300, 100)  # the digits sample: 3 batches
-    assert small.every_n_batches == 0
-    assert not any(small.line(1, b, b * 100, 1.0) for b in range(1, 4))
-    ragged = progress.EvalProgress(2050, 100)  # 21 batches, the last one partial
-    assert (ragged.total_batches, ragged.every_n_batches) == (21, 3)
 
 
 def png_size(path):
