@@ -40,7 +40,7 @@ _FROM_THE_RUN = {
     'train': run_files.KEYS,
     'eval': run_files.MODEL_KEYS + run_files.SPLIT_KEYS + ('train_steps',),
     # Extract's --dataset and --label_mode describe the records, not the network.
-    'extract': run_files.MODEL_KEYS[2:],
+    'extract': tuple(key for key in run_files.MODEL_KEYS if key not in ('dataset', 'label_mode')),
     'export': run_files.MODEL_KEYS,
 }
 
@@ -71,8 +71,9 @@ def run_config(values, given, environ=None):
     sections['model']['data_format'] = data_format(values)
     sections['model']['compute_dtype'], dtype_choice = compute_dtype(values)
     sections['checkpoints'] = _checkpoints(values, given, settings['train_steps'], sections['checkpoints'])
-    sections['eval'].update(batch_size=values['batch_size'] if values['batch_size'] is not None
-                            and values['mode'] != 'train' else 100, after_training=after_training(values, given))
+    sections['eval']['after_training'] = after_training(values, given)
+    if values['batch_size'] is not None and values['mode'] != 'train':  # else Eval's own default
+        sections['eval']['batch_size'] = values['batch_size']
     sections['devices']['stage_input'] = stage_input(values)
     kinds = {field.name: field.type for field in dataclasses.fields(config_lib.RunConfig)}
     config = config_lib.RunConfig(

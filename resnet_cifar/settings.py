@@ -16,8 +16,9 @@ A `Setting` says, in one place:
 
 From these: resnet_main.py defines the flags and the --help groups (`define_flags`, `FLAG_GROUPS`),
 config.py makes the RunConfig sections (`section`) and checks them (`check_fields`), run_files.py
-reads and checks config.json (`RUN_SETTINGS`, `OLD_DEFAULTS`), resolve.py maps the flags to the
-settings (`section_values`, `key_of_flag`), and resnet_model.HParams takes its fields and checks.
+reads and checks config.json (`KEYS`, `setting_of_key`, `OLD_DEFAULTS`, `FIXED_KEYS`), resolve.py
+maps the flags to the settings (`section_values`, `keys_of_flag`, `check_flag_values`), and
+resnet_model.HParams takes its fields, defaults and checks (`HPARAMS_FIELDS`, `check_hparams`).
 
 Why a schema of our own, not ml_collections.config_flags or fancyflags (looked at 2026-12-07):
 both define nested flags with dotted names (--config.schedule.label_smoothing, --replay.capacity),
@@ -124,8 +125,7 @@ class Setting:
         return self.run == 'recipe' and not self.fixed
 
 
-def S(*args, **kwargs):
-    return Setting(*args, **kwargs)
+S = Setting  # short, for the table below
 
 
 _RUN, _DATA, _MODEL, _SCHEDULE = 'Run', 'Data', 'Model', 'Training schedule'
