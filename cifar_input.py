@@ -38,8 +38,7 @@ from resnet_cifar.datasets import (DATA_DIR, IMAGE_BYTES, IMAGE_DEPTH, IMAGE_SIZ
                                    num_classes, read_records, record_summary, split_moved_error, split_record,
                                    split_records)
 from resnet_cifar.errors import DataError
-
-MODES = ('train', 'eval')
+from resnet_cifar.settings import GRAPH_MODES as MODES  # what a pipeline is built for
 
 
 @contextlib.contextmanager

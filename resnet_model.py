@@ -36,171 +36,65 @@ Conventions:
     (loss_scaling.py).
 """
 import collections
-import math
-import numbers
 
-import numpy as np
 import tensorflow as tf
 
 from resnet_cifar import schedules
+from resnet_cifar import settings
 from resnet_cifar import train_step
+from resnet_cifar.settings import GRAPH_MODES as MODES
 
 WEIGHT_DECAY_COLLECTION = 'weight_decay_variables'
 # The output of every residual unit, for activation histograms.
 ACTIVATIONS_COLLECTION = 'unit_activations'
 
-OPTIMIZERS = ('sgd', 'mom', 'nesterov')
-DATA_FORMATS = ('NHWC', 'NCHW')
-COMPUTE_DTYPES = ('float32', 'float16', 'bfloat16')
-MODES = ('train', 'eval')
-
-# The smallest epsilon fused batch norm accepts (it silently raises smaller ones).
-_MIN_BN_EPSILON = 1.001e-5
 _STEM_FILTERS = 16
 _STAGE_STRIDES = (1, 2, 2)
 
-_HParamsBase = collections.namedtuple(
-    'HParams',
-    ['batch_size', 'num_classes', 'min_lrn_rate', 'lrn_rate', 'num_residual_units',
-     'use_bottleneck', 'weight_decay_rate', 'relu_leakiness', 'optimizer',
-     'width', 'momentum', 'bn_decay', 'bn_epsilon', 'moving_average_decay', 'data_format',
-     'compute_dtype', 'lr_boundaries', 'lr_values', 'lr_schedule', 'warmup_steps', 'label_smoothing',
-     'mixup_alpha'],
-    defaults=(1, 0.9, 0.9, 1e-3, 0.999, 'NHWC', 'float32', (), (), 'piecewise', 0, 0.0, 0.0))
+# Every field is a setting of resnet_cifar/settings.py: its meaning, default and check are
+# declared there, once; lr_boundaries and lr_values default to () here (lrn_rate at every step).
+_HParamsBase = collections.namedtuple('HParams', settings.HPARAMS_FIELDS,
+                                      defaults=tuple(settings.HPARAMS_DEFAULTS.values()))
 
 
 class HParams(_HParamsBase):
-    """Hyperparameters of the network and its training, validated on creation.
+    """Hyperparameters of the network and its training step, checked on creation.
 
-    Fields:
-      batch_size: images per training step (informational: the graph works for
-        any batch size).
-      num_classes: number of output classes.
-      min_lrn_rate: floor on the learning rate the optimizer uses.
-      lrn_rate: the learning rate when lr_values is empty (a constant rate).
-      num_residual_units: residual units per stage (n).
-      use_bottleneck: bottleneck units (1x1, 3x3, 1x1) instead of plain (3x3, 3x3).
-      weight_decay_rate: L2 coefficient on convolution and fully connected weights.
-      relu_leakiness: slope of the leaky ReLU for negative inputs, in [0, 1).
-      optimizer: 'sgd', 'mom' (momentum) or 'nesterov' (Nesterov momentum).
-      width: width multiplier k (WRN-28-10 is n=4, k=10).
-      momentum: momentum coefficient of 'mom'.
-      bn_decay: decay of the batch-norm moving mean and variance.
-      bn_epsilon: batch-norm epsilon.
-      moving_average_decay: decay of the exponential moving average of the
-        trainable variables; 0 turns it off.
-      data_format: 'NHWC' (CPU) or 'NCHW' (faster on GPU); inputs are NHWC always.
-      compute_dtype: 'float32', or 'float16' / 'bfloat16' for mixed precision:
-        convolutions and batch norm compute in 16 bits while every variable
-        stays float32 (float16 trains with dynamic loss scaling).
-      lr_boundaries: global steps (increasing ints >= 1) where the rate changes.
-      lr_values: the piecewise-constant rates, one more than lr_boundaries:
-        lr_values[i] applies from global step lr_boundaries[i-1] (inclusive) up
-        to lr_boundaries[i]. Empty: lrn_rate at every step.
-      lr_schedule: 'piecewise' (lr_boundaries, lr_values as above) or 'cosine':
-        lr_boundaries (end,), lr_values (start, final); half a cosine from start
-        at step warmup_steps to final at step end, then final.
-      warmup_steps: the rate of step s < warmup_steps is multiplied by
-        (s + 1) / warmup_steps (a linear warmup); 0: none.
-      label_smoothing: epsilon in [0, 1); the training target is
-        (1 - epsilon) * label + epsilon / num_classes.
-      mixup_alpha: > 0 trains on mixup pairs of each batch (mixup below); 0: none.
+    The seed's nine fields come first, in its order: batch_size (images per training step;
+    informational, the graph works for any batch size), num_classes, min_lrn_rate (the
+    rate's floor), lrn_rate (the rate when lr_values is empty), num_residual_units,
+    use_bottleneck, weight_decay_rate, relu_leakiness, optimizer. The others have defaults:
+    width, momentum, bn_decay, bn_epsilon, data_format, the schedule (lr_schedule,
+    lr_boundaries, lr_values as config.Schedule has them, and its warmup), the regularizers,
+    moving_average_decay and compute_dtype (settings.HPARAMS_FIELDS lists them in order).
 
-    Invalid values raise ValueError naming the field and the allowed values;
-    `_replace` validates too.
+    A bad value raises ValueError 'HParams.<field> must be <what the setting takes>; got
+    <value>', with the check of the setting (the flag's); `_replace` checks too.
     """
     __slots__ = ()
 
     def __new__(cls, *args, **kwargs):
-        return super().__new__(cls, **_validated(_HParamsBase(*args, **kwargs)._asdict()))
+        return super().__new__(cls, **_checked(_HParamsBase(*args, **kwargs)._asdict()))
 
     @classmethod
     def _make(cls, iterable):
         return cls(*iterable)
 
 
-def _bad(name, expected, value):
-    return ValueError('HParams.%s must be %s; got %r' % (name, expected, value))
-
-
-def _is_number(value):
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise _bad(name, 'an integer >= 1', value)
-    return int(value)
-
-
-def _check_number(name, value, low, high, low_closed, high_closed):
-    """Returns float(value) if it lies in the interval, else raises ValueError."""
-    ok = _is_number(value)
-    if ok:
-        ok = (value >= low if low_closed else value > low)
-        if high is not None:
-            ok = ok and (value <= high if high_closed else value < high)
-    if not ok:
-        interval = '%s%s, %s%s' % ('[' if low_closed else '(', low,
-                                   'inf' if high is None else high,
-                                   ']' if high_closed else ')')
-        raise _bad(name, 'a number in %s' % interval, value)
-    return float(value)
-
-
-def _check_choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise _bad(name, 'one of %s' % ', '.join(repr(c) for c in choices), value)
-    return value
-
-
-def _validated(fields):
-    """Checks every HParams field; returns them normalized to plain Python types."""
-    out = dict(fields)
-    for name in ('batch_size', 'num_classes', 'num_residual_units', 'width'):
-        out[name] = _check_count(name, fields[name])
-    if not isinstance(fields['use_bottleneck'], (bool, np.bool_)):
-        raise _bad('use_bottleneck', 'True or False', fields['use_bottleneck'])
-    out['use_bottleneck'] = bool(fields['use_bottleneck'])
-    out['lrn_rate'] = _check_number('lrn_rate', fields['lrn_rate'], 0, None, False, False)
-    for name in ('min_lrn_rate', 'weight_decay_rate'):
-        out[name] = _check_number(name, fields[name], 0, None, True, False)
-    for name in ('relu_leakiness', 'momentum', 'moving_average_decay'):
-        out[name] = _check_number(name, fields[name], 0, 1, True, False)
-    out['bn_decay'] = _check_number('bn_decay', fields['bn_decay'], 0, 1, False, False)
-    out['bn_epsilon'] = _check_number('bn_epsilon', fields['bn_epsilon'], _MIN_BN_EPSILON, None,
-                                      True, False)
-    out['optimizer'] = _check_choice('optimizer', fields['optimizer'], OPTIMIZERS)
-    out['data_format'] = _check_choice('data_format', fields['data_format'], DATA_FORMATS)
-    out['compute_dtype'] = _check_choice('compute_dtype', fields['compute_dtype'], COMPUTE_DTYPES)
-    out['lr_boundaries'], out['lr_values'] = _check_schedule(fields['lr_boundaries'], fields['lr_values'])
-    out['lr_schedule'] = _check_choice('lr_schedule', fields['lr_schedule'], schedules.KINDS)
-    if isinstance(fields['warmup_steps'], bool) or not isinstance(fields['warmup_steps'], numbers.Integral) \
-            or fields['warmup_steps'] < 0:
-        raise _bad('warmup_steps', 'an integer >= 0', fields['warmup_steps'])
-    out['warmup_steps'] = int(fields['warmup_steps'])
-    problem = schedules.problem(out['lr_schedule'], out['lr_boundaries'], out['lr_values'] or (out['lrn_rate'],),
-                                out['warmup_steps'])
+def _checked(fields):
+    """The fields checked (and normalized to Python's types) by their settings, and the schedule
+    checked as a whole as config.Schedule checks it; ValueError naming the field otherwise."""
+    out = settings.check_hparams(fields)
+    boundaries, values, kind = out['lr_boundaries'], out['lr_values'], out['lr_schedule']
+    if values:
+        problem = schedules.problem(kind, boundaries, values, out['warmup_steps'])
+    elif boundaries or kind != 'piecewise':
+        problem = 'a %s schedule needs rates for its boundaries, got none' % kind
+    else:
+        problem = None  # lrn_rate at every step
     if problem:
-        raise ValueError('HParams.lr_boundaries and lr_values: %s' % problem)
-    out['label_smoothing'] = _check_number('label_smoothing', fields['label_smoothing'], 0, 1, True, False)
-    out['mixup_alpha'] = _check_number('mixup_alpha', fields['mixup_alpha'], 0, None, True, False)
+        raise ValueError('HParams.lr_boundaries/lr_values: %s' % problem)
     return out
-
-
-def _check_schedule(boundaries, values):
-    """(boundaries as ints, values as floats), both tuples; ValueError unless they are lists of
-    integer steps and numbers (schedules.problem checks the schedule they make)."""
-    if not isinstance(boundaries, (list, tuple)) or any(
-            isinstance(b, bool) or not isinstance(b, numbers.Integral) for b in boundaries):
-        raise _bad('lr_boundaries', 'a tuple of integer steps', boundaries)
-    if not isinstance(values, (list, tuple)) or not all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
-        raise _bad('lr_values', 'a tuple of numbers', values)
-    if boundaries and not values:
-        raise _bad('lr_values', 'rates for lr_boundaries %s' % (tuple(boundaries),), values)
-    return tuple(int(b) for b in boundaries), tuple(float(v) for v in values)
 
 
 def mixup(images, labels, alpha, seed=None):

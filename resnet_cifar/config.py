@@ -10,139 +10,43 @@
     transfer: Transfer      extract, finetune and --init_checkpoint
     cluster: cluster.Cluster  this process's task in a parameter-server cluster, if any
 
-A field has the name of its flag unless its class maps it (`_FLAGS`): Eval.once is
---eval_once. A value that cannot work raises errors.FlagError naming the flag, for
+Each section's fields are the settings declared for it in resnet_cifar/settings.py,
+with their types, defaults and checks; a field has the name of its flag unless its
+setting names another (Eval.once is --eval_once). The classes here add what concerns
+several fields at once. A value that cannot work raises errors.FlagError naming the flag, for
 example "--batch_size=0: expected a positive integer". `RunConfig.to_dict()` is what
 <log_root>/config.json holds, and `RunConfig.from_dict` rebuilds the config from it.
 resnet_cifar/resolve.py builds a RunConfig from the command line.
 """
 import dataclasses
-import math
 import os
 import typing
-from typing import Optional, Tuple
+from typing import Tuple
 
 from resnet_cifar import cpu
 from resnet_cifar import datasets
 from resnet_cifar import schedules
+from resnet_cifar import settings
 from resnet_cifar.cluster import Cluster
 from resnet_cifar.errors import FlagError
-
-MODES = ('train', 'eval', 'extract', 'finetune', 'export')
-OPTIMIZERS = ('mom', 'sgd', 'nesterov')
-# The batch size the base learning rates are given for: with lr_batch_scaling, a rate r runs
-# as r * batch_size / BASE_BATCH_SIZE (the linear scaling rule).
-BASE_BATCH_SIZE = 128
-DATA_FORMATS = ('NHWC', 'NCHW')
-COMPUTE_DTYPES = ('float32', 'float16', 'bfloat16')
-TOWER_DEVICES = ('gpu', 'cpu')
-VARIABLE_DEVICES = ('cpu', 'gpu')
+# Where each run setting (a key of config.json) lives in a RunConfig.
+from resnet_cifar.settings import SETTING_SECTIONS
 
 
-def _flag(section, name):
-    return getattr(section, '_FLAGS', {}).get(name, name)
-
-
-def _fail(section, name, value, expected):
-    """Raises the FlagError of a field; it carries the field's name and what was expected, for
-    the message of a settings file (run_files.py) that holds the value."""
-    shown = ','.join(map(str, value)) if isinstance(value, (list, tuple)) else value
-    error = FlagError('--%s=%s: expected %s' % (_flag(section, name), shown, expected))
-    error.setting, error.expected = name, expected
-    raise error
-
-
-def _coerced(value, kind):
-    """`value` as `kind` (int, float, bool, str, Optional[...], Tuple[x, ...]); ValueError if it is not one."""
-    if typing.get_origin(kind) is typing.Union:  # Optional[x]
-        inner = [k for k in typing.get_args(kind) if k is not type(None)][0]
-        return None if value is None else _coerced(value, inner)
-    if typing.get_origin(kind) is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError
-        return tuple(_coerced(v, typing.get_args(kind)[0]) for v in value)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ValueError
-    if kind is int and not -2 ** 63 <= value < 2 ** 63:  # TensorFlow's int64 (a JSON integer has no bound)
-        raise ValueError
-    if kind is float and not math.isfinite(value):
-        raise ValueError
-    return value
-
-
-_KIND_NAMES = {int: 'an integer below 2^63', float: 'a finite number', bool: 'true or false', str: 'a string'}
-
-
-def _check_types(section):
-    """Checks (and normalizes: lists to tuples, ints to floats) every field of a dataclass."""
-    hints = typing.get_type_hints(type(section))
-    for field in dataclasses.fields(section):
-        kind, value = hints[field.name], getattr(section, field.name)
-        if dataclasses.is_dataclass(kind):
-            if not isinstance(value, kind):
-                raise FlagError('RunConfig.%s must be a %s; got %r' % (field.name, kind.__name__, value))
-            continue
-        try:
-            object.__setattr__(section, field.name, _coerced(value, kind))
-        except ValueError:
-            args = [k for k in typing.get_args(kind) if k is not type(None)]
-            _fail(section, field.name, value, _KIND_NAMES.get(args[0] if args else kind, 'a list'))
-
-
-def _choice(section, name, choices):
-    if getattr(section, name) not in choices:
-        _fail(section, name, getattr(section, name), 'one of %s' % ', '.join(choices))
-
-
-def _positive(section, *names):
-    for name in names:
-        value = getattr(section, name)
-        if value is not None and value < 1:
-            _fail(section, name, value, 'a positive integer')
-
-
-def _at_most(section, name, most, what):
-    """value <= most; `what` says what the value is ('a positive integer')."""
-    if getattr(section, name) > most:
-        _fail(section, name, getattr(section, name), '%s up to %d' % (what, most))
-
-
-def _in_range(section, name, low, high=None):
-    """low <= value (< high)."""
-    value = getattr(section, name)
-    if value < low or (high is not None and value >= high):
-        _fail(section, name, '%g' % value, 'a value in [%g, %g)' % (low, high) if high is not None
-              else '%g or more' % low)
-
-
-@dataclasses.dataclass(frozen=True)
+@settings.section('data')
 class Data:
     """Which records, and how to read them.
 
     The data paths are comma-separated glob patterns; '' means the dataset's own
     files in data/ (where scripts/download_cifar.py puts them).
     """
-    dataset: str = 'cifar10'            # registered in datasets.py: cifar10, cifar100, digits (the sample)
-    label_mode: str = 'fine'            # CIFAR-100: the 100 fine or the 20 coarse labels
-    train_data_path: str = ''
-    eval_data_path: str = ''
-    num_input_threads: Optional[int] = None  # reader threads; None: one per CPU core, at least 2
-    image_size: int = 32                # pixels; CIFAR records hold 32x32 images
-    validation_size: int = 0            # the last N training records, held out to choose the best checkpoint
-
     def __post_init__(self):
-        _check_types(self)
-        _choice(self, 'dataset', datasets.dataset_names())
-        _choice(self, 'label_mode', datasets.LABEL_MODES)
+        settings.check_fields(self, 'data')
         if self.label_mode not in datasets.dataset_info(self.dataset).label_modes:
             having = datasets.with_coarse_labels()
             raise FlagError('--label_mode=%s: only %s %s %s labels, not %s' % (
                 self.label_mode, ', '.join(having), 'has' if len(having) == 1 else 'have', self.label_mode,
                 self.dataset))
-        _positive(self, 'num_input_threads')
-        _in_range(self, 'validation_size', 0)
         if self.image_size != datasets.IMAGE_SIZE:
             raise FlagError('--image_size=%d: CIFAR records hold 32x32 images; only 32 is supported'
                             % self.image_size)
@@ -155,74 +59,26 @@ class Data:
         return datasets.num_classes(self.dataset, self.label_mode)
 
 
-# Bounds of the network's size, so that a typo (or a hand-edited config.json) is an error, not a
-# graph that grows until memory runs out: ResNet-1202 (n=200) is the deepest CIFAR ResNet of the
-# papers, and width 64 gives 4,096 filters in the last stage (WRN-28-10 has width 10).
-MAX_RESIDUAL_UNITS = 200
-MAX_WIDTH = 64
-
-
-@dataclasses.dataclass(frozen=True)
+@settings.section('model')
 class Model:
     """The network: a pre-activation ResNet of depth 6n+2 (plain units) or 9n+2 (bottleneck)."""
-    num_residual_units: int = 5         # n per stage: 5 is ResNet-32
-    use_bottleneck: bool = False        # 1x1, 3x3, 1x1 units instead of 3x3, 3x3
-    width: int = 1                      # filter multiplier k (n=4, k=10 is WRN-28-10)
-    relu_leakiness: float = 0.1         # slope of the leaky ReLU for negative inputs, [0, 1)
-    data_format: str = 'NHWC'           # activation layout: NHWC (CPU) or NCHW (GPU)
-    compute_dtype: str = 'float32'      # float32, or float16 / bfloat16 mixed precision
 
     def __post_init__(self):
-        _check_types(self)
-        _positive(self, 'num_residual_units', 'width')
-        _at_most(self, 'num_residual_units', MAX_RESIDUAL_UNITS, 'a positive integer')
-        _at_most(self, 'width', MAX_WIDTH, 'a positive integer')
-        _in_range(self, 'relu_leakiness', 0, 1)
-        _choice(self, 'data_format', DATA_FORMATS)
-        _choice(self, 'compute_dtype', COMPUTE_DTYPES)
+        settings.check_fields(self, 'model')
 
 
-@dataclasses.dataclass(frozen=True)
+@settings.section('schedule')
 class Schedule:
     """The training recipe. Steps are global steps; rates are per step, in weight units per gradient unit.
 
     lr_schedule is a kind of schedules.py, which says what lr_boundaries and lr_values
     mean for it (piecewise: the steps where the rate changes and the rates; cosine: (end,)
-    and (start, final)). A linear warmup multiplies the rate of step s < warmup_steps by
-    (s + 1) / warmup_steps. No rate is below min_lrn_rate. The rates are as used: resolve.py
-    has already scaled them with the batch size when lr_batch_scaling is set (recorded so
-    that a resumed run scales the rates it is given the same way).
+    and (start, final)), and adds the warmup and the floor min_lrn_rate. The rates are as
+    used: resolve.py has already scaled them with the batch size when lr_batch_scaling is
+    set (recorded so that a resumed run scales the rates it is given the same way).
     """
-    _FLAGS = {'warmup_steps': 'lr_warmup'}
-    train_steps: int = 80000            # training ends at this global step
-    batch_size: int = 128               # images per step, over all towers
-    optimizer: str = 'mom'              # mom: momentum 0.9; nesterov: Nesterov momentum 0.9; sgd: plain
-    weight_decay_rate: float = 0.0002   # times half the sum of squared conv and fc weights
-    moving_average_decay: float = 0.999  # of the weights' shadows that eval scores; 0: none
-    lr_schedule: str = 'piecewise'      # piecewise or cosine
-    lr_boundaries: Tuple[int, ...] = (40000, 60000, 80000)
-    lr_values: Tuple[float, ...] = (0.1, 0.01, 0.001, 0.0001)
-    min_lrn_rate: float = 0.0001
-    warmup_steps: int = 0               # linear warmup over the first N steps; 0: none
-    lr_batch_scaling: bool = False      # the rates were given for batch 128 and scaled to batch_size
-    cutout_size: int = 0                # training images get a random SxS square zeroed; 0: none
-    mixup_alpha: float = 0.0            # mixup of image pairs, weights ~ Beta(alpha, alpha); 0: none
-    label_smoothing: float = 0.0        # epsilon: the target is (1 - eps) * one-hot + eps / classes
-    preset: str = ''                    # the preset the recipe started from (presets.py), or ''
-
     def __post_init__(self):
-        _check_types(self)
-        _positive(self, 'train_steps', 'batch_size')
-        _choice(self, 'optimizer', OPTIMIZERS)
-        _choice(self, 'lr_schedule', schedules.KINDS)
-        _in_range(self, 'weight_decay_rate', 0)
-        _in_range(self, 'moving_average_decay', 0, 1)
-        _in_range(self, 'min_lrn_rate', 0)
-        _in_range(self, 'warmup_steps', 0)
-        if not 0 <= self.cutout_size <= datasets.IMAGE_SIZE:
-            _fail(self, 'cutout_size', self.cutout_size, '0 (none) to %d pixels' % datasets.IMAGE_SIZE)
-        _in_range(self, 'mixup_alpha', 0)
-        _in_range(self, 'label_smoothing', 0, 1)
+        settings.check_fields(self, 'schedule')
         problem = schedules.problem(self.lr_schedule, self.lr_boundaries, self.lr_values, self.warmup_steps)
         if problem:
             raise FlagError('--lr_boundaries/--lr_values: %s' % problem)
@@ -244,20 +100,12 @@ class Schedule:
         return self.learning_rate().describe()
 
 
-@dataclasses.dataclass(frozen=True)
+@settings.section('checkpoints')
 class Checkpoints:
     """How often training saves a checkpoint and logs; by steps when save_steps is set, else by time."""
-    _FLAGS = {'save_steps': 'save_checkpoints_steps', 'save_secs': 'save_checkpoints_secs',
-              'keep_max': 'keep_checkpoint_max'}
-    save_steps: Optional[int] = None    # a checkpoint every N global steps
-    save_secs: Optional[int] = 120      # else every N seconds
-    keep_max: int = 5                   # newest checkpoints kept in log_root
-    log_every_n_steps: int = 100        # a progress line and the summaries, every N steps
-    summary_histograms: bool = False    # weight and activation histograms too
 
     def __post_init__(self):
-        _check_types(self)
-        _positive(self, 'save_steps', 'save_secs', 'keep_max', 'log_every_n_steps')
+        settings.check_fields(self, 'checkpoints')
         if self.save_steps is not None:
             object.__setattr__(self, 'save_secs', None)
         elif self.save_secs is None:
@@ -265,41 +113,20 @@ class Checkpoints:
                             '--save_checkpoints_steps')
 
 
-@dataclasses.dataclass(frozen=True)
+@settings.section('eval')
 class Eval:
     """How the eval process (and the score at the end of training) reads checkpoints."""
-    _FLAGS = {'batch_size': 'batch_size', 'batch_count': 'eval_batch_count', 'once': 'eval_once',
-              'interval_secs': 'eval_interval_secs', 'use_moving_average': 'eval_use_moving_average',
-              'after_training': 'eval_after_training', 'flip': 'eval_flip'}
-    batch_size: int = 100               # images per eval (and extract) step
-    batch_count: int = 0                # batches per checkpoint; 0: the whole eval set
-    once: bool = False                  # score the latest checkpoint, then exit
-    interval_secs: int = 10             # between looks for a new checkpoint
-    use_moving_average: bool = True     # score the weights' shadows when the checkpoint has them
-    after_training: bool = True         # a finished trainer scores its last checkpoint on the eval set
-    flip: bool = False                  # average the logits of each image and its mirror
 
     def __post_init__(self):
-        _check_types(self)
-        _positive(self, 'batch_size', 'interval_secs')
-        if self.batch_count < 0:
-            _fail(self, 'batch_count', self.batch_count, '0 (whole set) or more')
+        settings.check_fields(self, 'eval')
 
 
-@dataclasses.dataclass(frozen=True)
+@settings.section('devices')
 class Devices:
     """Where the graph runs: the CPU, one GPU, or num_gpus data-parallel towers (train mode)."""
-    num_gpus: int = 0                   # 0: CPU; 1: the first GPU; N > 1: N towers in training
-    tower_device: str = 'gpu'           # gpu, or cpu: the towers on logical CPU devices (tests)
-    variable_device: str = 'cpu'        # with towers: where the shared variables live
-    stage_input: bool = False           # copy the next batch to the device during each step
 
     def __post_init__(self):
-        _check_types(self)
-        if self.num_gpus < 0:
-            _fail(self, 'num_gpus', self.num_gpus, '0 (CPU) or more')
-        _choice(self, 'tower_device', TOWER_DEVICES)
-        _choice(self, 'variable_device', VARIABLE_DEVICES)
+        settings.check_fields(self, 'devices')
         if self.variable_device == 'gpu' and (self.num_gpus < 1 or self.tower_device == 'cpu'):
             raise FlagError('--variable_device=gpu: needs GPU towers (--num_gpus >= 1, --tower_device=gpu)')
 
@@ -313,27 +140,13 @@ class Devices:
         return '/%s:0' % self.variable_device
 
 
-@dataclasses.dataclass(frozen=True)
+@settings.section('transfer')
 class Transfer:
     """Other uses of a trained network: extract (bottleneck features), finetune (a new layer on
     them), export (a SavedModel), and starting a new run from another run's weights."""
-    checkpoint_path: Optional[str] = None    # extract, export: a checkpoint prefix or directory
-    extract_data_path: Optional[str] = None  # extract: the records to run, once, in order
-    features_path: Optional[str] = None      # extract: the .npz to write
-    train_features: Optional[str] = None     # finetune: the .npz to train on
-    eval_features: Optional[str] = None      # finetune: the .npz to score on
-    finetune_epochs: int = 30
-    finetune_batch_size: int = 128
-    finetune_lrn_rate: float = 0.1
-    init_checkpoint: Optional[str] = None    # train: start a new run from another run's weights
-    freeze_restored_layers: bool = False     # train only the new fully connected layer
-    export_dir: Optional[str] = None         # export: the new SavedModel directory
 
     def __post_init__(self):
-        _check_types(self)
-        _positive(self, 'finetune_epochs', 'finetune_batch_size')
-        if self.finetune_lrn_rate <= 0:
-            _fail(self, 'finetune_lrn_rate', '%g' % self.finetune_lrn_rate, 'a positive learning rate')
+        settings.check_fields(self, 'transfer')
         if self.features_path and os.path.isdir(self.features_path):
             raise FlagError('--features_path=%s: is a directory; expected a file name such as features.npz'
                             % self.features_path)
@@ -345,7 +158,7 @@ _REQUIRED = {'extract': ('extract_data_path', 'features_path'),
              'export': ('export_dir',)}
 
 
-@dataclasses.dataclass(frozen=True)
+@settings.section('run')
 class RunConfig:
     """Every setting of one process of a run.
 
@@ -356,11 +169,6 @@ class RunConfig:
     run's recipe. `compute_dtype_choice` says why --compute_dtype=auto chose
     model.compute_dtype ('' when the flag named the dtype).
     """
-    mode: str = 'train'
-    log_root: str = ''                  # default: runs/<dataset>
-    train_dir: str = ''
-    eval_dir: str = ''
-    random_seed: Optional[int] = None   # of the graph and the input shuffling
     data: Data = dataclasses.field(default_factory=Data)
     model: Model = dataclasses.field(default_factory=Model)
     schedule: Schedule = dataclasses.field(default_factory=Schedule)
@@ -374,8 +182,8 @@ class RunConfig:
     compute_dtype_choice: str = ''      # why --compute_dtype=auto picked model.compute_dtype; '' if asked for
 
     def __post_init__(self):
-        _check_types(self)
-        _choice(self, 'mode', MODES)
+        self._check_sections()
+        settings.check_fields(self, 'run')
         log_root = self.log_root or os.path.join('runs', self.data.dataset)
         object.__setattr__(self, 'log_root', log_root)
         object.__setattr__(self, 'train_dir', self.train_dir or os.path.join(log_root, 'train'))
@@ -433,20 +241,26 @@ class RunConfig:
         """Images per step of this mode: the training batch, or eval's."""
         return self.schedule.batch_size if self.mode == 'train' else self.eval.batch_size
 
+    def _check_sections(self):
+        """FlagError for a section that is not of its class, or a bad value of RunConfig's own fields."""
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            kind, value = hints[field.name], getattr(self, field.name)
+            if dataclasses.is_dataclass(kind) and not isinstance(value, kind):
+                raise FlagError('RunConfig.%s must be a %s; got %r' % (field.name, kind.__name__, value))
+        for name in ('taken_from_run', 'changes_to_run'):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
     def hparams(self):
-        """The resnet_model.HParams of this run's network and training step."""
+        """The resnet_model.HParams of this run's network and training step: the fields of the
+        model and schedule sections that are HParams', with this mode's batch and the dataset's classes."""
         import resnet_model  # TensorFlow: only once a graph is built
-        return resnet_model.HParams(
-            batch_size=self.batch_size, num_classes=self.data.num_classes,
-            min_lrn_rate=self.schedule.min_lrn_rate, lrn_rate=self.schedule.lr_values[0],
-            num_residual_units=self.model.num_residual_units, use_bottleneck=self.model.use_bottleneck,
-            weight_decay_rate=self.schedule.weight_decay_rate, relu_leakiness=self.model.relu_leakiness,
-            optimizer=self.schedule.optimizer, width=self.model.width,
-            moving_average_decay=self.schedule.moving_average_decay,
-            data_format=self.model.data_format, compute_dtype=self.model.compute_dtype,
-            lr_boundaries=self.schedule.lr_boundaries, lr_values=self.schedule.lr_values,
-            lr_schedule=self.schedule.lr_schedule, warmup_steps=self.schedule.warmup_steps,
-            label_smoothing=self.schedule.label_smoothing, mixup_alpha=self.schedule.mixup_alpha)
+        values = {s.field: getattr(getattr(self, s.section), s.field)
+                  for s in settings.of_section('model') + settings.of_section('schedule')
+                  if s.field in settings.HPARAMS_FIELDS}
+        values.update(batch_size=self.batch_size, num_classes=self.data.num_classes,
+                      lrn_rate=self.schedule.lr_values[0])
+        return resnet_model.HParams(**values)
 
     def to_dict(self):
         """Plain JSON-able values: {field: value, section: {field: value}}."""
@@ -463,18 +277,6 @@ class RunConfig:
             kind = hints.get(name) if name in sections else None
             kwargs[name] = kind(**value) if dataclasses.is_dataclass(kind) and isinstance(value, dict) else value
         return cls(**kwargs)
-
-
-# Where each setting of the run's settings file (run_files.py) lives in a RunConfig.
-SETTING_SECTIONS = {
-    'dataset': 'data', 'label_mode': 'data', 'validation_size': 'data',
-    'num_residual_units': 'model', 'use_bottleneck': 'model', 'width': 'model', 'relu_leakiness': 'model',
-    'batch_size': 'schedule', 'optimizer': 'schedule', 'weight_decay_rate': 'schedule',
-    'moving_average_decay': 'schedule', 'lr_boundaries': 'schedule', 'lr_values': 'schedule',
-    'min_lrn_rate': 'schedule', 'train_steps': 'schedule', 'freeze_restored_layers': 'transfer',
-    'lr_schedule': 'schedule', 'warmup_steps': 'schedule', 'lr_batch_scaling': 'schedule',
-    'cutout_size': 'schedule', 'mixup_alpha': 'schedule', 'label_smoothing': 'schedule', 'preset': 'schedule',
-}
 
 
 def setting(config, key):

@@ -8,6 +8,7 @@ from the run's config.json (run_files.py); a model flag that differs from the
 run's is a run_files.SettingsError. Defaults that depend on the dataset, the mode
 or the devices are decided here.
 """
+import dataclasses
 import math
 import os
 
@@ -21,6 +22,7 @@ from resnet_cifar import guards
 from resnet_cifar import presets
 from resnet_cifar import run_files
 from resnet_cifar import schedules
+from resnet_cifar import settings as settings_lib
 from resnet_cifar.errors import DataError, FlagError
 
 # Runs of at most this many steps save a checkpoint every tenth of the run (at least every
@@ -33,7 +35,7 @@ _FROM_THE_RUN = {
     'train': run_files.KEYS,
     'eval': run_files.MODEL_KEYS + run_files.SPLIT_KEYS + ('train_steps',),
     # Extract's --dataset and --label_mode describe the records, not the network.
-    'extract': run_files.MODEL_KEYS[2:],
+    'extract': tuple(key for key in run_files.MODEL_KEYS if key not in ('dataset', 'label_mode')),
     'export': run_files.MODEL_KEYS,
 }
 
@@ -50,36 +52,28 @@ def run_config(values, given, environ=None):
       run_files.SettingsError: a model flag that differs from the run's, or a
         settings file that cannot be read.
     """
-    v = values
-    if not (v['lrn_rate'] > 0 and math.isfinite(v['lrn_rate'])):
-        raise FlagError('--lrn_rate=%g: expected a positive learning rate' % v['lrn_rate'])
-    cluster = cluster_lib.from_values(v, given, os.environ if environ is None else environ)
-    _check_lengths(v, given)
-    log_root = real_path(v['log_root'] or os.path.join('runs', v['dataset']))
-    v = dict(v, **{name: real_path(v[name]) for name in ('checkpoint_path', 'init_checkpoint') if v[name]})
-    check_glob_characters(v, log_root, cluster.job_name)
-    settings, changes, taken = resolve_settings(v, given, log_root)
-    dtype, dtype_choice = compute_dtype(v)
+    settings_lib.check_flag_values(values)
+    cluster = cluster_lib.from_values(values, given, os.environ if environ is None else environ)
+    _check_lengths(values, given)
+    log_root = real_path(values['log_root'] or os.path.join('runs', values['dataset']))
+    values = dict(values, **{name: real_path(values[name]) for name in ('checkpoint_path', 'init_checkpoint')
+                             if values[name]})
+    check_glob_characters(values, log_root, cluster.job_name)
+    settings, changes, taken = resolve_settings(values, given, log_root)
+    sections = {name: dict(settings_lib.section_values(name, values), **_section(settings, name))
+                for name in ('data', 'model', 'schedule', 'checkpoints', 'eval', 'devices', 'transfer')}
+    sections['data']['train_data_path'] = train_data_path(values, given, log_root, settings)
+    sections['model']['data_format'] = data_format(values)
+    sections['model']['compute_dtype'], dtype_choice = compute_dtype(values)
+    sections['checkpoints'] = _checkpoints(values, given, settings['train_steps'], sections['checkpoints'])
+    sections['eval']['after_training'] = after_training(values, given)
+    if values['batch_size'] is not None and values['mode'] != 'train':  # else Eval's own default
+        sections['eval']['batch_size'] = values['batch_size']
+    sections['devices']['stage_input'] = stage_input(values)
+    kinds = {field.name: field.type for field in dataclasses.fields(config_lib.RunConfig)}
     config = config_lib.RunConfig(
-        mode=v['mode'], log_root=log_root, train_dir=v['train_dir'] or '', eval_dir=v['eval_dir'] or '',
-        random_seed=v['random_seed'],
-        data=config_lib.Data(
-            dataset=settings['dataset'], label_mode=settings['label_mode'],
-            train_data_path=train_data_path(v, given, log_root, settings), eval_data_path=v['eval_data_path'] or '',
-            num_input_threads=v['num_input_threads'], image_size=v['image_size'],
-            validation_size=settings['validation_size']),
-        model=config_lib.Model(**_section(settings, 'model'), data_format=data_format(v),
-                               compute_dtype=dtype),
-        schedule=config_lib.Schedule(**_section(settings, 'schedule')),
-        checkpoints=_checkpoints(v, given, settings['train_steps']),
-        eval=config_lib.Eval(
-            batch_size=v['batch_size'] if v['batch_size'] is not None and v['mode'] != 'train' else 100,
-            batch_count=v['eval_batch_count'], once=v['eval_once'], interval_secs=v['eval_interval_secs'],
-            use_moving_average=v['eval_use_moving_average'], after_training=after_training(v, given),
-            flip=v['eval_flip']),
-        devices=devices(v),
-        transfer=config_lib.Transfer(**{name: v[name] for name in _TRANSFER_FLAGS},
-                                     freeze_restored_layers=settings['freeze_restored_layers']),
+        **dict(settings_lib.section_values('run', values), log_root=log_root),
+        **{name: kinds[name](**fields) for name, fields in sections.items()},
         cluster=cluster, taken_from_run=tuple(taken), changes_to_run=tuple(changes),
         compute_dtype_choice=dtype_choice)
     check_gpus(config)
@@ -87,10 +81,6 @@ def run_config(values, given, environ=None):
         check_outputs(config)
     check_validation_size(config)
     return config
-
-
-_TRANSFER_FLAGS = ('checkpoint_path', 'extract_data_path', 'features_path', 'train_features', 'eval_features',
-                   'finetune_epochs', 'finetune_batch_size', 'finetune_lrn_rate', 'init_checkpoint', 'export_dir')
 
 
 # What TensorFlow's file matching reads as a pattern: the Saver's rotation and its checkpoint
@@ -104,15 +94,15 @@ def real_path(path):
     return os.path.realpath(os.path.expanduser(path))
 
 
-def check_glob_characters(v, log_root, job_name):
+def check_glob_characters(values, log_root, job_name):
     """FlagError for a run directory or checkpoint whose real path holds a glob character
     (a parameter server reads and writes no file)."""
     if job_name == 'ps':
         return
     paths = [('log_root', log_root)]
-    if v['mode'] in ('extract', 'export') and v['checkpoint_path']:
+    if values['mode'] in ('extract', 'export') and values['checkpoint_path']:
         paths = []  # the run directory is --checkpoint_path's
-    paths += [(name, v[name]) for name in ('checkpoint_path', 'init_checkpoint') if v[name]]
+    paths += [(name, values[name]) for name in ('checkpoint_path', 'init_checkpoint') if values[name]]
     for name, path in paths:
         found = [c for c in GLOB_CHARACTERS if c in path]
         if found:
@@ -122,25 +112,24 @@ def check_glob_characters(v, log_root, job_name):
 
 
 def _section(settings, section):
-    return {key: value for key, value in settings.items() if config_lib.SETTING_SECTIONS[key] == section}
+    """{field: value} of the run settings in `settings` that live in RunConfig section `section`."""
+    return {key: value for key, value in settings.items() if settings_lib.SETTING_SECTIONS[key] == section}
 
 
-def _checkpoints(v, given, train_steps):
-    """Checkpoints; a short run saves every tenth of its steps unless a save flag is given."""
-    save_steps, save_secs = v['save_checkpoints_steps'], v['save_checkpoints_secs']
-    if (save_steps is None and 'save_checkpoints_secs' not in given
+def _checkpoints(values, given, train_steps, fields):
+    """The Checkpoints fields of the flags; a short run saves every tenth of its steps unless a save
+    flag is given."""
+    if (fields['save_steps'] is None and 'save_checkpoints_secs' not in given
             and train_steps <= SHORT_RUN_STEPS):
-        save_steps = max(SHORT_RUN_MIN_SAVE_STEPS, train_steps // 10)
-    return config_lib.Checkpoints(save_steps=save_steps, save_secs=save_secs,
-                                  keep_max=v['keep_checkpoint_max'], log_every_n_steps=v['log_every_n_steps'],
-                                  summary_histograms=v['summary_histograms'])
+        fields = dict(fields, save_steps=max(SHORT_RUN_MIN_SAVE_STEPS, train_steps // 10))
+    return fields
 
 
-def train_data_path(v, given, log_root, settings):
+def train_data_path(values, given, log_root, settings):
     """--train_data_path; for eval of a run with a validation split, the run's unless given."""
-    if v['mode'] == 'eval' and settings['validation_size'] and 'train_data_path' not in given:
+    if values['mode'] == 'eval' and settings['validation_size'] and 'train_data_path' not in given:
         return run_files.train_data_path(log_root) or ''
-    return v['train_data_path'] or ''
+    return values['train_data_path'] or ''
 
 
 def check_validation_size(config):
@@ -154,25 +143,20 @@ def check_validation_size(config):
                         % (data.validation_size, total, data.train_data_path))
 
 
-def after_training(v, given):
+def after_training(values, given):
     """--eval_after_training, except for a run on other training data than the dataset's own with
     no --eval_data_path: the dataset's default test set would say nothing about it."""
-    return v['eval_after_training'] and ('eval_data_path' in given or 'train_data_path' not in given)
+    return values['eval_after_training'] and ('eval_data_path' in given or 'train_data_path' not in given)
 
 
-def _check_lengths(v, given):
-    """FlagError for a run length given twice, or a bad number of epochs."""
+def _check_lengths(values, given):
+    """FlagError for a run length given twice."""
     if 'train_steps' in given and 'train_epochs' in given:
         raise FlagError('--train_epochs=%g and --train_steps=%d: give one, the length of the run in epochs '
-                        'or in steps' % (v['train_epochs'], v['train_steps']))
-    for name in ('train_epochs', 'lr_warmup'):
-        value = v.get(name)
-        if value is not None and (not math.isfinite(value) or value < (0 if name == 'lr_warmup' else 1e-9)):
-            raise FlagError('--%s=%g: expected a %s number' % (name, value, 'non-negative' if name == 'lr_warmup'
-                                                                  else 'positive'))
+                        'or in steps' % (values['train_epochs'], values['train_steps']))
 
 
-def flag_settings(v, dataset=None, given=(), run=None):
+def flag_settings(values, dataset=None, given=(), run=None):
     """The run settings (run_files.KEYS) as the flags, the preset and the defaults give them,
     in steps and in the rates the steps use (a new run).
 
@@ -180,57 +164,46 @@ def flag_settings(v, dataset=None, given=(), run=None):
     run's own batch_size and validation_size when resuming, which epochs and the batch
     scaling of the learning rates are counted with.
     """
-    dataset = dataset or v['dataset']
-    v, preset = presets.apply(v, given)
+    dataset = dataset or values['dataset']
+    values, preset = presets.apply(values, given)
     defaults = datasets.dataset_info(dataset).run_defaults  # train_steps, num_residual_units
     run = run or {}
-    batch_size = run.get('batch_size', v['batch_size'] if v['batch_size'] is not None and v['mode'] == 'train'
-                         else config_lib.BASE_BATCH_SIZE)
-    per_epoch = steps_per_epoch(v, dataset, batch_size, run.get('validation_size', v['validation_size']))
+    given_batch = values['batch_size'] if values['mode'] == 'train' else None
+    batch_size = run.get('batch_size', given_batch if given_batch is not None else settings_lib.BASE_BATCH_SIZE)
+    per_epoch = steps_per_epoch(values, dataset, batch_size,
+                                run.get('validation_size', values['validation_size']))
     if per_epoch is not None:
-        train_steps = max(1, math.ceil(v['train_epochs'] * per_epoch - 1e-9))
+        train_steps = max(1, math.ceil(values['train_epochs'] * per_epoch - 1e-9))
     else:
-        train_steps = v['train_steps'] if v['train_steps'] is not None else defaults['train_steps']
+        train_steps = values['train_steps'] if values['train_steps'] is not None else defaults['train_steps']
     in_steps = (lambda x: int(round(x * per_epoch))) if per_epoch is not None else (lambda x: int(round(x)))
-    kind = v['lr_schedule']
-    boundaries = schedule_boundaries(v, kind, train_steps, preset, in_steps)
-    scale = batch_size / config_lib.BASE_BATCH_SIZE if v['lr_batch_scaling'] else 1.0
-    if v['lr_values'] is not None:
-        rates = parse_list('lr_values', v['lr_values'], float)
+    kind = values['lr_schedule']
+    boundaries = schedule_boundaries(values, kind, train_steps, preset, in_steps)
+    scale = batch_size / settings_lib.BASE_BATCH_SIZE if values['lr_batch_scaling'] else 1.0
+    if values['lr_values'] is not None:
+        rates = parse_list('lr_values', values['lr_values'], float)
     elif preset is not None and preset.rates and 'lr_boundaries' not in given:
-        rates = [v['lrn_rate'] * factor for factor in preset.rates]
+        rates = [values['lrn_rate'] * factor for factor in preset.rates]
     else:
-        rates = schedules.default_rates(kind, v['lrn_rate'], len(boundaries))
+        rates = schedules.default_rates(kind, values['lrn_rate'], len(boundaries))
     if 'lr_warmup' in given or preset is None:
-        warmup = in_steps(v['lr_warmup'])
+        warmup = in_steps(values['lr_warmup'])
     else:
         warmup = int(round(preset.warmup * train_steps))
-    return {
+    settings = {s.field: values[s.name] for s in settings_lib.RUN_SETTINGS}
+    settings.update({
         'dataset': dataset,
-        'label_mode': v['label_mode'],
-        'validation_size': v['validation_size'],
-        'num_residual_units': (v['num_residual_units'] if v['num_residual_units'] is not None
+        'num_residual_units': (values['num_residual_units'] if values['num_residual_units'] is not None
                                else defaults['num_residual_units']),
-        'use_bottleneck': v['use_bottleneck'],
-        'width': v['width'],
-        'relu_leakiness': v['relu_leakiness'],
         'batch_size': batch_size,
-        'optimizer': v['optimizer'],
-        'weight_decay_rate': v['weight_decay_rate'],
-        'moving_average_decay': v['moving_average_decay'],
-        'lr_schedule': kind,
         'lr_boundaries': boundaries,
         'lr_values': [_clean(rate * scale) for rate in rates],
-        'min_lrn_rate': v['min_lrn_rate'],
         'warmup_steps': warmup,
-        'lr_batch_scaling': bool(v['lr_batch_scaling']),
-        'cutout_size': v['cutout_size'],
-        'mixup_alpha': v['mixup_alpha'],
-        'label_smoothing': v['label_smoothing'],
-        'preset': v['preset'] or '',
+        'lr_batch_scaling': bool(values['lr_batch_scaling']),
+        'preset': values['preset'] or '',
         'train_steps': train_steps,
-        'freeze_restored_layers': v['freeze_restored_layers'],
-    }
+    })
+    return settings
 
 
 def _clean(rate):
@@ -238,34 +211,34 @@ def _clean(rate):
     return float('%.12g' % rate)
 
 
-def steps_per_epoch(v, dataset, batch_size, validation_size):
+def steps_per_epoch(values, dataset, batch_size, validation_size):
     """Steps of one pass over the training records (those not held out for validation) when the
     run's length is in epochs (--train_epochs, or the preset's), else None.
 
     Only training needs the records: another mode without them ignores the epochs.
     """
-    if v['train_epochs'] is None:
+    if values['train_epochs'] is None:
         return None
-    path = v['train_data_path'] or datasets.dataset_info(dataset).default_train_path
+    path = values['train_data_path'] or datasets.dataset_info(dataset).default_train_path
     try:
         records = datasets.count_records(dataset, path) - validation_size
     except DataError:
-        if v['mode'] == 'train':
+        if values['mode'] == 'train':
             raise
         return None
     return max(records, 1) / batch_size
 
 
-def schedule_boundaries(v, kind, train_steps, preset, in_steps):
+def schedule_boundaries(values, kind, train_steps, preset, in_steps):
     """The boundaries of the schedule (schedules.py says what they mean for its kind):
     --lr_boundaries (in epochs when the run's length is), else the preset's fractions of the
     run, else the kind's default (50%, 75% and 100% of the run for piecewise, its end for cosine)."""
-    if v['lr_boundaries'] is not None:
-        if v['train_epochs'] is None:
-            return parse_list('lr_boundaries', v['lr_boundaries'], int)
-        epochs = parse_list('lr_boundaries', v['lr_boundaries'], float)
+    if values['lr_boundaries'] is not None:
+        if values['train_epochs'] is None:
+            return parse_list('lr_boundaries', values['lr_boundaries'], int)
+        epochs = parse_list('lr_boundaries', values['lr_boundaries'], float)
         if not all(math.isfinite(e) for e in epochs):
-            raise FlagError('--lr_boundaries=%s: expected finite numbers of epochs' % v['lr_boundaries'])
+            raise FlagError('--lr_boundaries=%s: expected finite numbers of epochs' % values['lr_boundaries'])
         return [in_steps(e) for e in epochs]
     if preset is not None and preset.boundaries:
         return [max(1, int(round(f * train_steps))) for f in preset.boundaries]
@@ -280,33 +253,28 @@ def parse_list(name, text, convert):
         raise FlagError('--%s=%s: expected comma-separated numbers' % (name, text)) from None
 
 
-# Settings whose flag has another name, or whose flag gives them in other units.
-_FLAGS_OF_KEYS = {'train_steps': ('train_steps', 'train_epochs'), 'warmup_steps': ('lr_warmup',)}
-
-
 def given_keys(given):
-    """The settings (run_files.KEYS) the given flags set."""
-    keys = set(given)
-    keys.update(key for key, flags in _FLAGS_OF_KEYS.items() if set(flags) & set(given))
-    return keys
+    """The settings (run_files.KEYS) the given flags set (--lr_warmup sets warmup_steps,
+    --train_epochs train_steps)."""
+    return {key for name in given for key in settings_lib.keys_of_flag(name)}
 
 
-def resolve_settings(v, given, log_root):
+def resolve_settings(values, given, log_root):
     """(settings {key: value} of run_files.KEYS, [changes to the run's recipe, as text],
     [the keys taken from the run])."""
-    source_dir = run_dir_of(v, log_root)
-    saved, source = saved_settings(v['mode'], source_dir)
-    keys = [key for key in _FROM_THE_RUN[v['mode']] if key in saved] if saved else ()
+    source_dir = run_dir_of(values, log_root)
+    saved, source = saved_settings(values['mode'], source_dir)
+    keys = [key for key in _FROM_THE_RUN[values['mode']] if key in saved] if saved else ()
     chosen_keys = given_keys(given)
-    dataset = saved['dataset'] if 'dataset' in keys and 'dataset' not in given else v['dataset']
+    dataset = saved['dataset'] if 'dataset' in keys and 'dataset' not in given else values['dataset']
     run = {key: saved[key] for key in ('batch_size', 'validation_size') if key in keys and key not in chosen_keys}
-    settings = flag_settings(v, dataset, given, run)
+    settings = flag_settings(values, dataset, given, run)
     chosen = {key: settings[key] for key in keys if key in chosen_keys}
     if saved:
         run_files.differences(source_dir, saved, source, chosen)
         settings.update({key: saved[key] for key in keys if key not in chosen})
     if 'lr_boundaries' in keys and 'lr_values' in keys:
-        settings['lr_boundaries'], settings['lr_values'] = resumed_schedule(v, given, saved, settings)
+        settings['lr_boundaries'], settings['lr_values'] = resumed_schedule(values, given, saved, settings)
     changes = ['%s instead of the run\'s %s' % (run_files.as_flag(key, settings[key]),
                                                 run_files.as_flag(key, saved[key]))
                for key in run_files.TRAINING_KEYS
@@ -325,13 +293,13 @@ def saved_settings(mode, source_dir):
     return run_files.read(source_dir)
 
 
-def run_dir_of(v, log_root):
+def run_dir_of(values, log_root):
     """The run directory: --log_root, or in extract mode --checkpoint_path's (a directory or a prefix)."""
-    path = (v['checkpoint_path'] if v['mode'] in ('extract', 'export') else None) or log_root
+    path = (values['checkpoint_path'] if values['mode'] in ('extract', 'export') else None) or log_root
     return path if os.path.isdir(path) or path == log_root else os.path.dirname(path)
 
 
-def resumed_schedule(v, given, saved, settings):
+def resumed_schedule(values, given, saved, settings):
     """(boundaries, rates) of a resumed run: the run's, with what the flags change.
 
     settings: the resumed run's settings, the run's merged with the flags given.
@@ -346,15 +314,15 @@ def resumed_schedule(v, given, saved, settings):
     if 'lr_boundaries' in given:
         boundaries = settings['lr_boundaries']
     elif settings['lr_schedule'] != saved['lr_schedule']:  # the new kind's default, over the run
-        boundaries = schedule_boundaries(dict(v, lr_boundaries=None), settings['lr_schedule'],
+        boundaries = schedule_boundaries(dict(values, lr_boundaries=None), settings['lr_schedule'],
                                          settings['train_steps'], None, int)
     else:
         boundaries = saved['lr_boundaries']
     if 'lr_values' in given:
         return boundaries, settings['lr_values']
     rates = saved['lr_values']
-    batch_scale = settings['batch_size'] / config_lib.BASE_BATCH_SIZE if settings['lr_batch_scaling'] else 1.0
-    scale = v['lrn_rate'] * batch_scale / rates[0] if 'lrn_rate' in given else 1.0
+    batch_scale = settings['batch_size'] / settings_lib.BASE_BATCH_SIZE if settings['lr_batch_scaling'] else 1.0
+    scale = values['lrn_rate'] * batch_scale / rates[0] if 'lrn_rate' in given else 1.0
     if len(rates) != len(boundaries) + 1:
         return boundaries, [_clean(rate) for rate in schedules.default_rates(settings['lr_schedule'],
                                                                              rates[0] * scale, len(boundaries))]
@@ -366,28 +334,27 @@ def default_stage_input(num_gpus, tower_device):
     return num_gpus >= 1 and tower_device == 'gpu'
 
 
-def devices(v):
-    stage_input = v['stage_input']
-    if stage_input is None:
-        stage_input = default_stage_input(v['num_gpus'], v['tower_device'])
-    return config_lib.Devices(num_gpus=v['num_gpus'], tower_device=v['tower_device'],
-                              variable_device=v['variable_device'], stage_input=bool(stage_input))
+def stage_input(values):
+    """--stage_input, or its default for the devices."""
+    if values['stage_input'] is None:
+        return default_stage_input(values['num_gpus'], values['tower_device'])
+    return bool(values['stage_input'])
 
 
-def compute_dtype(v):
+def compute_dtype(values):
     """(--compute_dtype, '') as given, or for auto (dtype, why auto picked it): bfloat16 for
     training on a CPU with bfloat16 instructions and oneDNN on, else float32 (cpu.py)."""
-    if v['compute_dtype'] != 'auto':
-        return v['compute_dtype'], ''
-    gpu_training = v['num_gpus'] >= 1 and v['tower_device'] == 'gpu'
-    return cpu.auto_compute_dtype(v['mode'], gpu_training, cpu.cpu_flags(), cpu.onednn_on())
+    if values['compute_dtype'] != 'auto':
+        return values['compute_dtype'], ''
+    gpu_training = values['num_gpus'] >= 1 and values['tower_device'] == 'gpu'
+    return cpu.auto_compute_dtype(values['mode'], gpu_training, cpu.cpu_flags(), cpu.onednn_on())
 
 
-def data_format(v):
+def data_format(values):
     """--data_format, or by default NCHW when training on GPUs, NHWC on the CPU."""
-    if v['data_format']:
-        return v['data_format']
-    return 'NCHW' if v['num_gpus'] >= 1 and v['tower_device'] == 'gpu' else 'NHWC'
+    if values['data_format']:
+        return values['data_format']
+    return 'NCHW' if values['num_gpus'] >= 1 and values['tower_device'] == 'gpu' else 'NHWC'
 
 
 def check_gpus(config):

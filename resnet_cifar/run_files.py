@@ -26,7 +26,7 @@ import uuid
 from resnet_cifar import config as config_lib
 from resnet_cifar import datasets
 from resnet_cifar import guards
-from resnet_cifar import schedules
+from resnet_cifar import settings as settings_lib
 from resnet_cifar.errors import FlagError, RunError
 
 FILE_NAME = 'config.json'
@@ -34,16 +34,11 @@ FILE_NAME = 'config.json'
 LOCK_FILE = 'trainer.lock'
 # Eval's lock: one eval per run, since it keeps the run's best/ and eval results.
 EVAL_LOCK_FILE = 'eval.lock'
-MODEL_KEYS = ('dataset', 'label_mode', 'num_residual_units', 'use_bottleneck', 'width', 'relu_leakiness')
-TRAINING_KEYS = ('batch_size', 'optimizer', 'weight_decay_rate', 'moving_average_decay',
-                 'lr_boundaries', 'lr_values', 'min_lrn_rate', 'train_steps', 'freeze_restored_layers',
-                 'lr_schedule', 'warmup_steps', 'lr_batch_scaling', 'cutout_size', 'mixup_alpha',
-                 'label_smoothing', 'preset')
-# The recipe keys added with the presets, and the values runs written before them trained with.
-RECIPE_DEFAULTS = {'lr_schedule': 'piecewise', 'warmup_steps': 0, 'lr_batch_scaling': False, 'cutout_size': 0,
-                   'mixup_alpha': 0.0, 'label_smoothing': 0.0, 'preset': '', 'validation_size': 0}
-SPLIT_KEYS = ('validation_size',)
-KEYS = MODEL_KEYS + SPLIT_KEYS + TRAINING_KEYS
+# The run settings (settings.py declares each: run='model', 'split' or 'recipe'), and the values
+# of those added since the first settings file, which the runs written before them trained with.
+MODEL_KEYS, SPLIT_KEYS, TRAINING_KEYS = settings_lib.MODEL_KEYS, settings_lib.SPLIT_KEYS, settings_lib.TRAINING_KEYS
+KEYS = settings_lib.KEYS
+RECIPE_DEFAULTS = settings_lib.OLD_DEFAULTS
 _LEGACY_RECORD = os.path.join('train', 'config.json')
 # The key of config.json that records which training records a run holds out (datasets.split_record).
 SPLIT_RECORD = 'validation_split'
@@ -62,10 +57,11 @@ def read(log_root):
     run has none yet.
 
     A file of an older version may lack keys added since: those are left out, and
-    the flags give them; except the recipe keys of RECIPE_DEFAULTS, which take the
-    values such a run trained with (a piecewise schedule, no warmup, no batch scaling,
-    no regularizers, no preset). Raises SettingsError naming the file when it exists but
-    is not a settings file, or holds a value of the wrong kind.
+    the flags give them; except the keys of RECIPE_DEFAULTS (each setting's old_default),
+    which take the values such a run trained with (a piecewise schedule, no warmup, no
+    batch scaling, no regularizers, no preset, no validation split). Raises SettingsError
+    naming the file when it exists but is not a settings file, or holds a value of the
+    wrong kind.
     """
     settings_path = path(log_root)
     settings = _load(settings_path)
@@ -164,45 +160,39 @@ def _flat(settings_path, saved):
     """{key: value} of a settings file: a serialized RunConfig (sections), or a flat object."""
     if not isinstance(saved.get('data'), dict):
         return saved
-    for section in set(config_lib.SETTING_SECTIONS.values()):
+    for section in set(settings_lib.SETTING_SECTIONS.values()):
         if section in saved and not isinstance(saved[section], dict):
             raise SettingsError('%s: "%s" is %s; expected an object of its settings'
                                 % (settings_path, section, _shown(saved[section])))
-    return {key: saved[section][key] for key, section in config_lib.SETTING_SECTIONS.items()
+    return {key: saved[section][key] for key, section in settings_lib.SETTING_SECTIONS.items()
             if key in saved.get(section, {})}
 
 
-_NUMBER = (int, float)
-# What each setting must be: a type (or types), a tuple of the values it may take, or a function
-# that gives that tuple when the file is read (the datasets registered then).
-_KINDS = {
-    'dataset': datasets.dataset_names, 'label_mode': datasets.LABEL_MODES,
-    'num_residual_units': int, 'use_bottleneck': bool, 'width': int, 'relu_leakiness': _NUMBER,
-    'batch_size': int, 'optimizer': config_lib.OPTIMIZERS, 'weight_decay_rate': _NUMBER,
-    'moving_average_decay': _NUMBER, 'min_lrn_rate': _NUMBER, 'train_steps': int,
-    'freeze_restored_layers': bool, 'validation_size': int,
-    'lr_schedule': schedules.KINDS, 'warmup_steps': int, 'lr_batch_scaling': bool, 'cutout_size': int,
-    'mixup_alpha': _NUMBER, 'label_smoothing': _NUMBER, 'preset': str,
-}
-
-
-def _check_kinds(settings_path, settings):
-    for key, value in settings.items():
-        if key in ('lr_boundaries', 'lr_values'):
-            kind = int if key == 'lr_boundaries' else _NUMBER
-            good = isinstance(value, list) and all(_is_a(v, kind) for v in value)
-            expected = 'a list of %s' % ('steps' if key == 'lr_boundaries' else 'learning rates')
-        else:
-            kind = _KINDS[key]
-            kind = kind() if callable(kind) and not isinstance(kind, type) else kind
-            good = value in kind if isinstance(kind, tuple) and isinstance(kind[0], str) else _is_a(value, kind)
-            expected = ('one of %s' % ', '.join(kind) if isinstance(kind, tuple) and isinstance(kind[0], str)
-                        else 'a %s' % getattr(kind, '__name__', 'number'))
+def _check_kinds(settings_path, values):
+    """SettingsError for a value that is not of its setting's kind (settings.py)."""
+    for key, value in values.items():
+        good, expected = _of_kind(value, settings_lib.setting_of_key(key))
         if not good:
             raise SettingsError('%s: "%s" is %s; expected %s' % (settings_path, key, json.dumps(value), expected))
-    schedule = settings.get('lr_boundaries'), settings.get('lr_values')
+    schedule = values.get('lr_boundaries'), values.get('lr_values')
     if None not in schedule and len(schedule[1]) != len(schedule[0]) + 1:
         raise SettingsError('%s: expected one more of "lr_values" than of "lr_boundaries"' % settings_path)
+
+
+def _of_kind(value, setting):
+    """(whether a JSON value is of the setting's kind, what that kind is in words)."""
+    kind = setting.kind
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return (isinstance(value, list) and all(_is_a(v, _NUMBER if item is float else item) for v in value),
+                'a list of %s' % ('steps' if item is int else 'learning rates'))
+    if setting.choices:
+        return value in setting.allowed(), 'one of %s' % ', '.join(setting.allowed())
+    kind = _NUMBER if kind is float else kind
+    return _is_a(value, kind), 'a %s' % getattr(kind, '__name__', 'number')
+
+
+_NUMBER = (int, float)
 
 
 def _check_limits(settings_path, settings):
@@ -210,7 +200,7 @@ def _check_limits(settings_path, settings):
     the values of the file as they check the flags', with the same limits."""
     sections = {}
     for key, value in settings.items():
-        sections.setdefault(config_lib.SETTING_SECTIONS[key], {})[key] = value
+        sections.setdefault(settings_lib.SETTING_SECTIONS[key], {})[key] = value
     schedule = sections.get('schedule', {})
     if 'lr_boundaries' not in schedule or 'lr_values' not in schedule:  # an older file: the flags give them
         for key in ('lr_schedule', 'lr_boundaries', 'lr_values'):
@@ -355,13 +345,9 @@ def write_record(directory, config, hps):
     return record_path
 
 
-# Settings whose flag has another name (the flag of warmup_steps may count epochs).
-_FLAG_NAMES = {'warmup_steps': 'lr_warmup'}
-
-
 def as_flag(key, value):
     """How a setting is given on the command line: '--width=2', '--nouse_bottleneck', '--lr_values=0.1,0.01'."""
-    key = _FLAG_NAMES.get(key, key)
+    key = settings_lib.flag_of_key(key)
     if key == 'preset' and not value:
         return 'no --preset'
     if isinstance(value, bool):
@@ -382,7 +368,7 @@ def differences(log_root, saved, source, given):
       given: {key: value} of the settings the user gave as flags; a run's preset, like its
         model, cannot change (its recipe flags can, one by one).
     """
-    differ = [key for key in MODEL_KEYS + SPLIT_KEYS + ('preset',)
+    differ = [key for key in settings_lib.FIXED_KEYS
               if key in given and key in saved and given[key] != saved[key]]
     if differ:
         raise SettingsError('%s: the run in %s has %s (%s); leave these flags out to use the run\'s'

@@ -58,3 +58,71 @@ def test_a_process_record_never_overwrites_the_run_settings(tmp_path):
     record_path = run_files.write_record(config.train_dir, config, config.hparams())
     record = json.load(open(record_path))
     assert RunConfig.from_dict(record['run_config']) == config and record['hparams']['num_residual_units'] == 5
+
+
+# ---------------------------------------------------------------------------- config.json of older versions
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
+# What both fixture runs trained (tests/fixtures/README.md): digits, ResNet-8, batch 32, 20 steps.
+_TRAINED = {'dataset': 'digits', 'label_mode': 'fine', 'num_residual_units': 1, 'use_bottleneck': False, 'width': 1,
+            'relu_leakiness': 0.1, 'validation_size': 0, 'batch_size': 32, 'optimizer': 'mom',
+            'weight_decay_rate': 0.0002, 'moving_average_decay': 0.999, 'lr_boundaries': [10, 15, 20],
+            'min_lrn_rate': 0.0001, 'train_steps': 20, 'freeze_restored_layers': False, 'lr_schedule': 'piecewise',
+            'cutout_size': 0, 'mixup_alpha': 0.0, 'preset': ''}
+FIXTURE_SETTINGS = {
+    # Today's main: --label_smoothing=0.1 --lr_warmup=5, the rates scaled to batch 32.
+    'config_main.json': dict(_TRAINED, lr_values=[0.025, 0.0025, 0.00025, 2.5e-05], warmup_steps=5,
+                             lr_batch_scaling=True, label_smoothing=0.1),
+    # Before the validation split (and the presets, schedules, regularizers): their old defaults.
+    'config_before_validation_split.json': dict(_TRAINED, lr_values=[0.1, 0.01, 0.001, 0.0001], warmup_steps=0,
+                                                lr_batch_scaling=False, label_smoothing=0.0),
+}
+
+
+def fixture_run(name, tiny_run, tmp_path):
+    """A copy of tiny_run (digits, ResNet-8: the fixtures' network) whose config.json is the fixture
+    `name`, with its directories and data paths made this checkout's."""
+    log_root = processes.copy_run(tiny_run, tmp_path / 'run')
+    with open(os.path.join(FIXTURES, name)) as f:
+        saved = json.load(f)
+    data = os.path.join(processes.REPO, 'data', 'digits-bin')
+    saved['data'].update(train_data_path=os.path.join(data, 'data_batch_1.bin'),
+                         eval_data_path=os.path.join(data, 'test_batch.bin'))
+    saved.update(log_root=log_root, train_dir=os.path.join(log_root, 'train'), eval_dir=os.path.join(log_root, 'eval'))
+    with open(run_files.path(log_root), 'w') as f:
+        json.dump(saved, f)
+    return log_root
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('name', sorted(FIXTURE_SETTINGS))
+def test_config_json_of_older_versions_reads_as_it_was_written(name, tiny_run, tmp_path):
+    log_root = fixture_run(name, tiny_run, tmp_path)
+    expected = FIXTURE_SETTINGS[name]
+    settings, source = run_files.read(log_root)
+    assert (settings, source) == (expected, run_files.path(log_root))
+    config = run_files.load_config(log_root)
+    assert run_files.settings_of(config) == expected
+    assert (config.checkpoints.save_steps, config.checkpoints.keep_max, config.eval.after_training) == (20, 2, False)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('name', sorted(FIXTURE_SETTINGS))
+def test_a_run_of_an_older_version_resumes_evals_and_exports(name, tiny_run, tmp_path):
+    from resnet_cifar import evaluation, export, training
+    log_root = fixture_run(name, tiny_run, tmp_path)
+    config = processes.resolve(['--mode=train', '--log_root=' + log_root, '--train_steps=62', '--compute_dtype=float32',
+                                '--log_every_n_steps=1', '--noeval_after_training'])
+    assert run_files.settings_of(config) == dict(FIXTURE_SETTINGS[name], train_steps=62)
+    assert config.changes_to_run == ()
+    training.train(config)
+    assert processes.checkpoint_steps(log_root)[-1] == 62
+    # The resumed trainer wrote the file again, in this version's format, with the run's settings.
+    assert run_files.read(log_root)[0] == dict(FIXTURE_SETTINGS[name], train_steps=62)
+    eval_config = processes.resolve(['--mode=eval', '--eval_once', '--eval_batch_count=1', '--log_root=' + log_root])
+    assert (eval_config.model, eval_config.schedule.train_steps) == (config.model, 62)
+    evaluation.evaluate(eval_config)
+    export_dir = str(tmp_path / 'export')
+    export.export_saved_model(processes.resolve(['--mode=export', '--log_root=' + log_root,
+                                                 '--export_dir=' + export_dir]))
+    assert os.path.exists(os.path.join(export_dir, 'saved_model.pb'))

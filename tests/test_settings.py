@@ -1,0 +1,161 @@
+"""settings.py: each setting declared once, and everything that derives from the declaration."""
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import processes
+from resnet_cifar import config as config_lib
+from resnet_cifar import run_files
+from resnet_cifar import settings
+
+
+def test_every_flag_has_one_declaration_and_one_group():
+    names = [s.name for s in settings.FLAGS]
+    assert len(names) == len(set(names))
+    grouped = [name for _, group in settings.FLAG_GROUPS for name in group]
+    assert sorted(grouped) == sorted(names)
+    # A field a flag sets is named after it unless the declaration says otherwise.
+    assert settings.flag_of_key('warmup_steps') == 'lr_warmup'
+    assert settings.keys_of_flag('lr_warmup') == ('warmup_steps',)
+    assert settings.keys_of_flag('train_epochs') == ('train_steps',)
+    assert settings.keys_of_flag('eval_once') == ()
+
+
+def test_run_settings_are_the_config_json_keys_of_each_section():
+    assert set(settings.KEYS) == set(settings.SETTING_SECTIONS)
+    assert settings.MODEL_KEYS[:2] == ('dataset', 'label_mode') and settings.SPLIT_KEYS == ('validation_size',)
+    assert settings.FIXED_KEYS == settings.MODEL_KEYS + settings.SPLIT_KEYS + ('preset',)
+    for key, section in settings.SETTING_SECTIONS.items():
+        assert key in {field.name for field in dataclasses.fields(getattr(config_lib.RunConfig(), section))}
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('label_smoothing', 1.0, '--label_smoothing=1: expected a value in [0, 1)'),
+    ('mixup_alpha', -0.5, '--mixup_alpha=-0.5: expected 0 or more'),
+    ('num_residual_units', 201, '--num_residual_units=201: expected a positive integer up to 200'),
+    ('optimizer', 'adam', '--optimizer=adam: expected one of mom, sgd, nesterov'),
+    ('batch_size', True, '--batch_size=True: expected an integer below 2^63'),
+    ('lr_values', 0.1, '--lr_values=0.1: expected a list'),
+])
+def test_a_check_says_what_was_expected_in_one_line(name, value, message):
+    setting = next(s for s in settings.SETTINGS if s.name == name and s.section != 'eval')
+    with pytest.raises(settings.BadValue) as info:
+        settings.checked(setting, value)
+    assert str(info.value) == message
+
+
+def test_numpy_numbers_count_as_python_numbers():
+    import numpy as np
+    width = next(s for s in settings.SETTINGS if s.name == 'width')
+    bottleneck = next(s for s in settings.SETTINGS if s.name == 'use_bottleneck')
+    assert type(settings.checked(width, np.int64(3))) is int
+    assert settings.checked(bottleneck, np.bool_(True)) is True
+    with pytest.raises(settings.BadValue):
+        settings.checked(width, np.bool_(True))
+
+
+# ---------------------------------------------------------------------------- a new setting: one declaration
+
+# Two throwaway settings, each one declaration added to a copy of settings.py: a recipe setting
+# (a resumed trainer may change it) and a model setting (a run keeps it).
+DECLARATIONS = '''\
+    S('throwaway_rate', 0.0, 'A throwaway recipe setting of the tests. 0: none.', _SCHEDULE, 'schedule',
+      check=in_range(0, 1), run='recipe', old_default=0.0),
+    S('throwaway_units', 1, 'A throwaway model setting of the tests.', _MODEL, 'model', check=count(9),
+      run='model', old_default=1),
+'''
+
+# Run in the copy: the flags, a new run's config.json, then runs that resume it.
+SCRIPT = r'''
+import json, os, shutil, sys
+sys.argv = ['resnet_main.py']
+import resnet_main
+from resnet_cifar import errors, resolve as resolve_lib, run_files
+
+log_root = os.environ['LOG_ROOT']
+FLAGS = resnet_main.FLAGS
+out = {'flag': [FLAGS['throwaway_rate'].help, FLAGS['throwaway_rate'].default, FLAGS['throwaway_units'].default]}
+
+
+def resolve(*args):
+    """The RunConfig of the flags `args` (the flags resnet_main.py defines), or its error's line."""
+    FLAGS.unparse_flags()
+    FLAGS(['resnet_main.py', '--log_root=' + log_root] + list(args))
+    try:
+        return resolve_lib.run_config(FLAGS.flag_values_dict(), {name for name in FLAGS if FLAGS[name].present})
+    except errors.Error as e:
+        return str(e)
+
+
+out['bad flag'] = resolve('--throwaway_rate=1.5')
+config = resolve('--dataset=digits', '--throwaway_rate=0.5', '--throwaway_units=3')
+out['new run'] = [config.schedule.throwaway_rate, config.model.throwaway_units]
+run_files.write(config)  # as the first trainer does, which then saves checkpoints: tiny_run's
+for name in os.listdir(os.environ['TINY_RUN']):
+    if name.startswith('model.ckpt-') or name == 'checkpoint':
+        shutil.copy(os.path.join(os.environ['TINY_RUN'], name), log_root)
+with open(run_files.path(log_root)) as f:
+    saved = json.load(f)
+out['config.json'] = [saved['schedule']['throwaway_rate'], saved['model']['throwaway_units']]
+out['read'] = [run_files.read(log_root)[0][key] for key in ('throwaway_rate', 'throwaway_units')]
+loaded = run_files.load_config(log_root)
+out['loaded'] = [loaded.schedule.throwaway_rate, loaded.model.throwaway_units]
+resumed = resolve('--dataset=digits')
+out['resumed'] = [resumed.schedule.throwaway_rate, resumed.model.throwaway_units]
+changed = resolve('--dataset=digits', '--throwaway_rate=0.25')
+out['changed'] = [changed.schedule.throwaway_rate, list(changed.changes_to_run)]
+out['refused'] = resolve('--dataset=digits', '--throwaway_units=4')
+saved['schedule']['throwaway_rate'] = 2
+with open(run_files.path(log_root), 'w') as f:
+    json.dump(saved, f)
+out['bad file'] = resolve('--dataset=digits')
+for section, key in (('schedule', 'throwaway_rate'), ('model', 'throwaway_units')):
+    del saved[section][key]
+with open(run_files.path(log_root), 'w') as f:
+    json.dump(saved, f)
+older = resolve('--dataset=digits')
+out['older run'] = [older.schedule.throwaway_rate, older.model.throwaway_units]
+print(json.dumps(out))
+'''
+
+
+def copy_with_declarations(tmp_path):
+    """A copy of the suite's code whose settings.py has DECLARATIONS, and no other change."""
+    copy = tmp_path / 'code'
+    shutil.copytree(os.path.join(processes.REPO, 'resnet_cifar'), copy / 'resnet_cifar',
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    for name in ('resnet_main.py', 'resnet_model.py', 'cifar_input.py'):
+        shutil.copy(os.path.join(processes.REPO, name), copy / name)
+    path = copy / 'resnet_cifar' / 'settings.py'
+    text = path.read_text()
+    anchor = '    # Checkpoints and logging.\n'
+    assert text.count(anchor) == 1
+    path.write_text(text.replace(anchor, DECLARATIONS + anchor))
+    return copy
+
+
+@pytest.mark.timeout(60)
+def test_a_new_setting_is_one_declaration(tmp_path, tiny_run):
+    copy = copy_with_declarations(tmp_path)
+    log_root = str(tmp_path / 'run')
+    os.mkdir(log_root)  # as the trainer makes it
+    env = dict(os.environ, PYTHONPATH=str(copy), LOG_ROOT=log_root, TINY_RUN=tiny_run)
+    shown = subprocess.run([sys.executable, str(copy / 'resnet_main.py'), '--help=schedule'], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=50)
+    assert '--throwaway_rate=0.0\n    A throwaway recipe setting of the tests. 0: none.' in shown.stdout
+    done = subprocess.run([sys.executable, '-c', SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=50)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out['flag'] == ['A throwaway recipe setting of the tests. 0: none.', 0.0, 1]
+    assert out['bad flag'] == '--throwaway_rate=1.5: expected a value in [0, 1)'
+    assert out['new run'] == out['config.json'] == out['read'] == out['loaded'] == out['resumed'] == [0.5, 3]
+    assert out['changed'] == [0.25, ['--throwaway_rate=0.25 instead of the run\'s --throwaway_rate=0.5']]
+    assert out['refused'].startswith('--throwaway_units=4: the run in %s has --throwaway_units=3' % log_root)
+    assert out['bad file'] == '%s: "throwaway_rate" is 2; expected a value in [0, 1)' % run_files.path(log_root)
+    assert out['older run'] == [0.0, 1]  # a config.json without them: the old defaults
