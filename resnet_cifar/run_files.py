@@ -169,30 +169,16 @@ def _flat(settings_path, saved):
 
 
 def _check_kinds(settings_path, values):
-    """SettingsError for a value that is not of its setting's kind (settings.py)."""
+    """SettingsError for a value that is not of its setting's kind or outside its choices (the
+    checks of settings.py, as the flags have them)."""
     for key, value in values.items():
-        good, expected = _of_kind(value, settings_lib.setting_of_key(key))
-        if not good:
-            raise SettingsError('%s: "%s" is %s; expected %s' % (settings_path, key, json.dumps(value), expected))
+        try:
+            settings_lib.checked(settings_lib.setting_of_key(key), value)
+        except settings_lib.BadValue as e:
+            raise SettingsError('%s: "%s" is %s; expected %s' % (settings_path, key, _shown(value), e.expected))
     schedule = values.get('lr_boundaries'), values.get('lr_values')
     if None not in schedule and len(schedule[1]) != len(schedule[0]) + 1:
         raise SettingsError('%s: expected one more of "lr_values" than of "lr_boundaries"' % settings_path)
-
-
-def _of_kind(value, setting):
-    """(whether a JSON value is of the setting's kind, what that kind is in words)."""
-    kind = setting.kind
-    if typing.get_origin(kind) is tuple:
-        item = typing.get_args(kind)[0]
-        return (isinstance(value, list) and all(_is_a(v, _NUMBER if item is float else item) for v in value),
-                'a list of %s' % ('steps' if item is int else 'learning rates'))
-    if setting.choices:
-        return value in setting.allowed(), 'one of %s' % ', '.join(setting.allowed())
-    kind = _NUMBER if kind is float else kind
-    return _is_a(value, kind), 'a %s' % getattr(kind, '__name__', 'number')
-
-
-_NUMBER = (int, float)
 
 
 def _check_limits(settings_path, settings):

@@ -186,7 +186,7 @@ SETTINGS = (
     # Training schedule.
     S('preset', '', 'A whole training recipe (docs/recipes.md): resnet32_classic, resnet110, wrn28_10 or '
       'fast_cifar. Flags given with it override its values.', _SCHEDULE, 'schedule', flag_default=None,
-      flag_choices=presets.NAMES, run='recipe', fixed=True, old_default=''),
+      choices=('',) + presets.NAMES, flag_choices=presets.NAMES, run='recipe', fixed=True, old_default=''),
     S('train_steps', 80000, 'Training ends at this global step. Default: 80000 (the classic recipe), 1000 for '
       'digits.', _SCHEDULE, 'schedule', flag_default=None, check=count(), run='recipe'),
     S('train_epochs', None, 'The run\'s length in passes over the training records (those not held out), '
@@ -424,6 +424,11 @@ class BadValue(ValueError):
         self.setting, self.value, self.expected = setting, value, expected
 
 
+def one_of(choices):
+    """'one of a, b, c', with '' shown as "'' (none)"."""
+    return 'one of %s' % ', '.join(choice or "'' (none)" for choice in choices)
+
+
 def shown(value):
     """A value as a message shows it: '0.1' for 0.1, '40000,60000' for a list."""
     if isinstance(value, (list, tuple)):
@@ -442,7 +447,7 @@ def checked(setting, value):
         raise BadValue(setting, value, _expected_kind(setting, value)) from None
     choices = setting.allowed()
     if choices and value not in choices:
-        raise BadValue(setting, value, 'one of %s' % ', '.join(choices))
+        raise BadValue(setting, value, one_of(choices))
     problem = setting.check(value) if setting.check and value is not None else None
     if problem:
         raise BadValue(setting, value, problem)
@@ -517,14 +522,15 @@ def _coerced(value, kind):
     raise ValueError
 
 
+_KIND_PLURALS = {int: 'integers below 2^63', float: 'finite numbers'}
 _KIND_NAMES = {int: 'an integer below 2^63', float: 'a finite number', bool: 'true or false', str: 'a string'}
 
 
 def _expected_kind(setting, value):
     """What a value of the wrong kind should have been: for a list, what its items should be."""
     if setting.choices:
-        return 'one of %s' % ', '.join(setting.allowed())
+        return one_of(setting.allowed())
     kind = _inner(setting.kind) if _optional(setting.kind) else setting.kind
     if typing.get_origin(kind) is tuple:
-        return _KIND_NAMES[typing.get_args(kind)[0]] if isinstance(value, (list, tuple)) else 'a list'
+        return 'a list of %s' % _KIND_PLURALS[typing.get_args(kind)[0]]
     return _KIND_NAMES[kind]

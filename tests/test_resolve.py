@@ -139,11 +139,13 @@ def test_a_new_run_in_a_directory_without_checkpoints_takes_its_flags(tmp_path):
 @pytest.mark.parametrize('text, expected', [
     ('{"dataset": "digi', 'is not valid JSON'),
     ('["digits"]', 'is not a run settings file: expected a JSON object'),
-    ('{"dataset": "digits", "width": "2"}', '"width" is "2"; expected a int'),
-    ('{"dataset": "digits", "use_bottleneck": 1}', '"use_bottleneck" is 1; expected a bool'),
+    ('{"dataset": "digits", "width": "2"}', '"width" is "2"; expected an integer below 2^63'),
+    ('{"dataset": "digits", "use_bottleneck": 1}', '"use_bottleneck" is 1; expected true or false'),
     ('{"dataset": "mnist"}', '"dataset" is "mnist"; expected one of cifar10, cifar100, digits'),
     ('{"dataset": "digits", "lr_boundaries": [5], "lr_values": []}', 'one more of "lr_values"'),
-    ('{"dataset": "digits", "lr_values": [0.1, "x"]}', '"lr_values" is [0.1, "x"]; expected a list of learning'),
+    ('{"dataset": "digits", "lr_values": [0.1, "x"]}', '"lr_values" is [0.1, "x"]; expected a list of finite numbers'),
+    ('{"dataset": "digits", "preset": "bogus"}',
+     '"preset" is "bogus"; expected one of \'\' (none), resnet32_classic, resnet110, wrn28_10, fast_cifar'),
 ])
 def test_a_bad_settings_file_is_one_error_naming_it(tmp_path, capsys, text, expected):
     write_run(tmp_path)

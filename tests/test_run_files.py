@@ -45,7 +45,7 @@ def test_settings_read_from_each_format(tmp_path):
     # A value of the wrong kind is one line naming the file and the key.
     with open(run_files.path(str(tmp_path)), 'w') as f:
         json.dump(dict(config.to_dict(), model=dict(config.to_dict()['model'], width='2')), f)
-    with pytest.raises(run_files.SettingsError, match=r'config.json: "width" is "2"; expected a int'):
+    with pytest.raises(run_files.SettingsError, match=r'config.json: "width" is "2"; expected an integer below 2\^63$'):
         run_files.read(str(tmp_path))
 
 
