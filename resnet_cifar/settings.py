@@ -34,6 +34,7 @@ import typing
 from typing import Any, Callable, Optional, Tuple
 
 from resnet_cifar import datasets
+from resnet_cifar import errors
 from resnet_cifar import presets
 from resnet_cifar import schedules
 
@@ -416,8 +417,9 @@ def section(name):
     return make
 
 
-class BadValue(ValueError):
-    """A value a setting does not take: `expected` says what it takes."""
+class BadValue(errors.FlagError):
+    """A value a setting does not take: `expected` says what it takes (exit status 2, as any
+    flag error; run_files reports it as a value of config.json)."""
 
     def __init__(self, setting, value, expected):
         super().__init__('--%s=%s: expected %s' % (setting.name, shown(value), expected))
@@ -457,12 +459,11 @@ def checked(setting, value):
 def check_fields(section_object, name):
     """Checks (and normalizes: lists to tuples, ints to floats) the fields of a RunConfig section
     that are settings; FlagError naming the flag, carrying the field (`setting`) and `expected`."""
-    from resnet_cifar.errors import FlagError
     for s in of_section(name):
         try:
             object.__setattr__(section_object, s.field, checked(s, getattr(section_object, s.field)))
         except BadValue as e:
-            error = FlagError(str(e))
+            error = errors.FlagError(str(e))
             error.setting, error.expected = s.field, e.expected
             raise error from None
 
@@ -470,13 +471,12 @@ def check_fields(section_object, name):
 def check_flag_values(flag_values):
     """FlagError for a flag whose value is no field's as it stands (a flag of no section, or one
     in other units than its field, such as --lr_warmup in epochs)."""
-    from resnet_cifar.errors import FlagError
     for s in FLAGS:
         value = flag_values.get(s.name)
         if s.check and value is not None and (s.section is None or s.flag_kind is float):
             problem = s.check(value)
             if problem:
-                raise FlagError('--%s=%s: expected %s' % (s.name, shown(value), problem))
+                raise errors.FlagError('--%s=%s: expected %s' % (s.name, shown(value), problem))
 
 
 def check_hparams(values):

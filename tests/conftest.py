@@ -23,6 +23,20 @@ MAX_WORKERS = 4
 def pytest_xdist_auto_num_workers(config):
     return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
+# Session fixtures that train: the first test of a worker to ask for one builds it inside its
+# own time limit, so such a test gets this much more (seconds), whatever its marker says; a
+# loaded machine (load 13 on 2 cores was seen) makes a build several times slower.
+TRAINING_FIXTURES = ('tiny_run', 'learnable', 'diverged')
+TRAINING_FIXTURE_SECS = 240
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marker = item.get_closest_marker('timeout')
+        if marker and marker.args and set(TRAINING_FIXTURES) & set(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.timeout(marker.args[0] + TRAINING_FIXTURE_SECS), append=False)
+
+
 # The run of the `tiny_run` fixture: 60 steps, a checkpoint every 20, the newest 2 kept.
 TINY_RUN_ARGS = ['--mode=train', '--dataset=digits', '--num_residual_units=1', '--batch_size=32',
                  '--nolr_batch_scaling', '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',

@@ -155,7 +155,7 @@ def test_a_socket_or_device_as_record_file_is_named_before_any_read(tmp_path):
         datasets.check_files('cifar10', '/dev/zero')
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # with the tiny_run fixture, on a loaded machine too
 def test_a_fifo_as_training_or_eval_data_is_one_line_not_a_hang(tiny_run, tmp_path):
     fifo = str(tmp_path / 'data_batch_1.bin')
     os.mkfifo(fifo)
@@ -168,7 +168,7 @@ def test_a_fifo_as_training_or_eval_data_is_one_line_not_a_hang(tiny_run, tmp_pa
     assert_one_line_error(scored.returncode, scored.stderr, 1, fifo, 'is a FIFO')
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)  # with the tiny_run fixture, on a loaded machine too
 def test_a_fifo_or_socket_as_config_json_is_one_line_not_a_hang(tiny_run, tmp_path):
     log_root = copy_run(tiny_run, tmp_path / 'run')
     os.remove(run_files.path(log_root))

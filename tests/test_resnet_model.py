@@ -343,7 +343,7 @@ def test_learning_rate_follows_the_global_step_and_is_floored_by_min_lrn_rate():
     ((2, 2), (0.1, 0.2, 0.3), 'boundaries must increase'),
     ((2,), (0.1,), 'one more learning rate than boundaries'),
     ((2,), (), 'needs rates for its boundaries'),
-    ((), (float('nan'),), 'a finite number'),
+    ((), (float('nan'),), 'a list of finite numbers'),
     ((), (-0.1,), 'learning rates must be positive numbers'),
 ])
 def test_bad_schedule_is_a_value_error(boundaries, values, message):
