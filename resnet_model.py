@@ -64,8 +64,8 @@ class HParams(_HParamsBase):
     informational, the graph works for any batch size), num_classes, min_lrn_rate (the
     rate's floor), lrn_rate (the rate when lr_values is empty), num_residual_units,
     use_bottleneck, weight_decay_rate, relu_leakiness, optimizer. The others have defaults:
-    width, momentum, bn_decay, bn_epsilon, data_format, the schedule (lr_schedule,
-    lr_boundaries, lr_values as config.Schedule has them, and its warmup), the regularizers,
+    width, momentum, bn_decay, bn_epsilon, data_format, the learning-rate schedule (a recipe
+    of resnet_cifar/schedules.py, which says what its fields mean), the regularizers,
     moving_average_decay and compute_dtype (settings.HPARAMS_FIELDS lists them in order).
 
     A bad value raises ValueError 'HParams.<field> must be <what the setting takes>; got
@@ -85,11 +85,11 @@ def _checked(fields):
     """The fields checked (and normalized to Python's types) by their settings, and the schedule
     checked as a whole as config.Schedule checks it; ValueError naming the field otherwise."""
     out = settings.check_hparams(fields)
-    boundaries, values, kind = out['lr_boundaries'], out['lr_values'], out['lr_schedule']
-    if values:
-        problem = schedules.problem(kind, boundaries, values, out['warmup_steps'])
-    elif boundaries or kind != 'piecewise':
-        problem = 'a %s schedule needs rates for its boundaries, got none' % kind
+    recipe = _HParamsBase(**out)
+    if recipe.lr_values:
+        problem = schedules.recipe_problem(recipe)
+    elif recipe.lr_boundaries or recipe.lr_schedule != 'piecewise':
+        problem = 'a %s schedule needs rates for its boundaries, got none' % recipe.lr_schedule
     else:
         problem = None  # lrn_rate at every step
     if problem:

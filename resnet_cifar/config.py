@@ -71,22 +71,20 @@ class Model:
 class Schedule:
     """The training recipe. Steps are global steps; rates are per step, in weight units per gradient unit.
 
-    lr_schedule is a kind of schedules.py, which says what lr_boundaries and lr_values
-    mean for it (piecewise: the steps where the rate changes and the rates; cosine: (end,)
-    and (start, final)), and adds the warmup and the floor min_lrn_rate. The rates are as
-    used: resolve.py has already scaled them with the batch size when lr_batch_scaling is
+    Its learning-rate fields are a recipe of schedules.py (for_recipe), which says what each
+    kind makes of lr_boundaries and lr_values and how the warmup and the floor apply. The
+    rates are as used: resolve.py has already scaled them with the batch size when lr_batch_scaling is
     set (recorded so that a resumed run scales the rates it is given the same way).
     """
     def __post_init__(self):
         settings.check_fields(self, 'schedule')
-        problem = schedules.problem(self.lr_schedule, self.lr_boundaries, self.lr_values, self.warmup_steps)
+        problem = schedules.recipe_problem(self)
         if problem:
             raise FlagError('--lr_boundaries/--lr_values: %s' % problem)
 
     def learning_rate(self):
         """The schedules.LearningRate of this recipe."""
-        return schedules.learning_rate(self.lr_schedule, self.lr_boundaries, self.lr_values, self.warmup_steps,
-                                       self.min_lrn_rate)
+        return schedules.for_recipe(self)
 
     def rate_at(self, step):
         """The learning rate of the train step that runs at global step `step` (the graph computes
@@ -94,9 +92,8 @@ class Schedule:
         return self.learning_rate().rate_at(step)
 
     def describe(self):
-        """'0.1 until step 40000, 0.01 until step 60000, then 0.001; never below 0.0001', or for
-        cosine 'cosine from 0.1 at step 0 to 0.0001 at step 3000, then 0.0001; ...'; the warmup
-        comes first when there is one."""
+        """The schedule in words, as schedules.LearningRate.describe says it: '0.1 until step
+        40000, 0.01 until step 60000, then 0.001; never below 0.0001'."""
         return self.learning_rate().describe()
 
 

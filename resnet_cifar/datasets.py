@@ -54,6 +54,7 @@ class DatasetInfo:
     # The settings of a new run on it that the flags leave unset: train_steps and num_residual_units.
     run_defaults: dict = dataclasses.field(default_factory=lambda: dict(CLASSIC_RUN))
     download: Optional[Download] = None  # None: not fetched by scripts/download_cifar.py
+    description: str = ''           # what --help says of it beside its name ('' for nothing)
 
     @property
     def record_bytes(self):
@@ -69,8 +70,12 @@ _REGISTRY = {}
 
 
 def register(info):
-    """Adds a dataset to the registry (flags, config.json checks, input, eval and the download
-    script take it by name from then on); ValueError if the name is taken."""
+    """Adds a dataset to the registry; ValueError if the name is taken.
+
+    config.json checks, input, eval and the download script take it by name from then on.
+    The flags do not: resnet_main.py defines --dataset (its choices and help, from
+    dataset_names() and described_names()) when it is imported, so a dataset registered
+    after that is no --dataset value; an entry in this module is one everywhere."""
     if info.name in _REGISTRY:
         raise ValueError('dataset %r is registered already' % info.name)
     if 'fine' not in info.labels or not set(info.labels) <= set(LABEL_MODES):
@@ -90,6 +95,14 @@ def unregister(name):
 def dataset_names():
     """The names of the registered datasets, in the order they were registered."""
     return tuple(_REGISTRY)
+
+
+def described_names():
+    """'cifar10, cifar100, or digits (the bundled sample in data/digits-bin)': the registered
+    datasets, each with its description, as --dataset's help lists them."""
+    names = ['%s (%s)' % (name, info.description) if info.description else name
+             for name, info in _REGISTRY.items()]
+    return ' or '.join(names) if len(names) < 3 else '%s, or %s' % (', '.join(names[:-1]), names[-1])
 
 
 def with_coarse_labels():
@@ -117,7 +130,8 @@ register(DatasetInfo(
     'digits', 1, {'fine': Labels(0, 10, 'batches.meta.txt')},
     os.path.join(DATA_DIR, 'digits-bin', 'data_batch_1.bin'),
     os.path.join(DATA_DIR, 'digits-bin', 'test_batch.bin'),
-    'python scripts/make_sample_data.py', False, run_defaults={'train_steps': 1000, 'num_residual_units': 2}))
+    'python scripts/make_sample_data.py', False, run_defaults={'train_steps': 1000, 'num_residual_units': 2},
+    description='the bundled sample in data/digits-bin'))
 
 
 def dataset_info(dataset):

@@ -186,11 +186,8 @@ def flag_settings(values, dataset=None, given=(), run=None):
         rates = [values['lrn_rate'] * factor for factor in preset.rates]
     else:
         rates = schedules.default_rates(kind, values['lrn_rate'], len(boundaries))
-    if 'lr_warmup' in given or preset is None:
-        warmup = in_steps(values['lr_warmup'])
-    else:
-        warmup = int(round(preset.warmup * train_steps))
     settings = {s.field: values[s.name] for s in settings_lib.RUN_SETTINGS}
+    settings.update(in_run_steps(values, given, preset, train_steps, in_steps))
     settings.update({
         'dataset': dataset,
         'num_residual_units': (values['num_residual_units'] if values['num_residual_units'] is not None
@@ -198,12 +195,24 @@ def flag_settings(values, dataset=None, given=(), run=None):
         'batch_size': batch_size,
         'lr_boundaries': boundaries,
         'lr_values': [_clean(rate * scale) for rate in rates],
-        'warmup_steps': warmup,
         'lr_batch_scaling': bool(values['lr_batch_scaling']),
         'preset': values['preset'] or '',
         'train_steps': train_steps,
     })
     return settings
+
+
+def in_run_steps(values, given, preset, train_steps, in_steps):
+    """{field: steps} of the settings counted in steps of the run (settings.IN_EPOCHS): the
+    flag's value in steps (in_steps converts epochs), or when the flag is not given, the
+    preset's fraction of the run (its setting's run_fraction)."""
+    out = {}
+    for s in settings_lib.IN_EPOCHS:
+        fraction = None
+        if preset is not None and s.run_fraction and s.name not in given:
+            fraction = getattr(preset, s.run_fraction)
+        out[s.field] = in_steps(values[s.name]) if fraction is None else int(round(fraction * train_steps))
+    return out
 
 
 def _clean(rate):
@@ -254,8 +263,8 @@ def parse_list(name, text, convert):
 
 
 def given_keys(given):
-    """The settings (run_files.KEYS) the given flags set (--lr_warmup sets warmup_steps,
-    --train_epochs train_steps)."""
+    """The settings (run_files.KEYS) the given flags set (settings.keys_of_flag: a flag may set
+    a field of another name, or another setting, as --train_epochs sets train_steps)."""
     return {key for name in given for key in settings_lib.keys_of_flag(name)}
 
 

@@ -7,8 +7,12 @@ min_rate; `LearningRate` applies the warmup and the floor to every kind, in the 
 (`in_graph`) and in Python (`rate_at`). Steps are global steps, rates are per step.
 
 config.json keeps a schedule as two lists, `lr_boundaries` and `lr_values`; each kind
-says what they mean (`from_lists`, `lists`). A new kind is a class here with the same
-methods, listed in _KIND_CLASSES. No TensorFlow at import: the graph functions import it.
+says what they mean (`from_lists`, `lists`). A recipe (config.Schedule, resnet_model.HParams)
+holds them with lr_schedule, warmup_steps and min_lrn_rate; its users pass the recipe
+(`recipe_problem`, `for_recipe`), so only this module reads those fields. A new kind is a
+class here with the same methods and help pieces (HELP, BOUNDARIES_HELP, RATES_HELP: the
+--help texts are joined from them), listed in _KIND_CLASSES. No TensorFlow at
+import: the graph functions import it.
 """
 import bisect
 import dataclasses
@@ -29,6 +33,8 @@ class Piecewise:
     rates: Tuple[float, ...]
 
     HELP = 'piecewise: constant between --lr_boundaries'
+    BOUNDARIES_HELP = '50%, 75% and 100% of --train_steps (40000,60000,80000 classic)'
+    RATES_HELP = '--lrn_rate times 1, 0.1, 0.01, 0.001'
 
     @classmethod
     def from_lists(cls, boundaries, values, warmup_steps):
@@ -81,6 +87,8 @@ class Cosine:
 
     HELP = ('cosine: half a cosine from the first of --lr_values to the second, ending at the one boundary '
             '(default: --train_steps), then the second')
+    BOUNDARIES_HELP = 'the end'
+    RATES_HELP = '--lrn_rate times 1, 0.001'
 
     @classmethod
     def from_lists(cls, boundaries, values, warmup_steps):
@@ -129,6 +137,10 @@ _KIND_CLASSES = {'piecewise': Piecewise, 'cosine': Cosine}
 KINDS = tuple(_KIND_CLASSES)
 # --lr_schedule's help: each kind's line.
 FLAG_HELP = '; '.join(kind.HELP for kind in _KIND_CLASSES.values()) + '.'
+# The defaults of --lr_boundaries and --lr_values, said for each kind (ends of their help texts).
+BOUNDARIES_HELP = 'Default: %s.' % '; '.join('%s for %s' % (kind.BOUNDARIES_HELP, name)
+                                             for name, kind in _KIND_CLASSES.items())
+RATES_HELP = 'Default: %s.' % '; '.join('%s for %s' % (kind.RATES_HELP, name) for name, kind in _KIND_CLASSES.items())
 
 
 def default_boundaries(kind, train_steps):
@@ -200,3 +212,16 @@ def learning_rate(kind, boundaries, values, warmup_steps=0, min_rate=0.0):
     if found:
         raise ValueError(found)
     return LearningRate(_KIND_CLASSES[kind].from_lists(boundaries, values, warmup_steps), warmup_steps, min_rate)
+
+
+def recipe_problem(recipe):
+    """problem() of a recipe: an object with the fields lr_schedule, lr_boundaries, lr_values and
+    warmup_steps (config.Schedule, resnet_model.HParams)."""
+    return problem(recipe.lr_schedule, recipe.lr_boundaries, recipe.lr_values, recipe.warmup_steps)
+
+
+def for_recipe(recipe):
+    """The LearningRate of a recipe (recipe_problem's fields, and the floor min_lrn_rate); empty
+    lr_values (an HParams may leave them empty) mean its lrn_rate at every step."""
+    return learning_rate(recipe.lr_schedule, recipe.lr_boundaries, recipe.lr_values or (recipe.lrn_rate,),
+                         recipe.warmup_steps, recipe.min_lrn_rate)

@@ -3,7 +3,8 @@
 A `Setting` says, in one place:
   name          the flag's name, which errors name too: "--batch_size=0: expected a positive integer"
   default       the RunConfig field's default; `flag_default` when the flag's differs (None: decided later)
-  help, group   the flag's help and its --help group ('' for a value without a flag of its own)
+  help, group   the flag's help (or a function that gives it, read when the flag is defined) and its
+                --help group ('' for a value without a flag of its own)
   section       the RunConfig section of its field ('run' for RunConfig's own fields; None: a flag only)
   field         the field's name (and config.json key), when it is not the flag's name
   kind          the field's type (default: the default's): int, float, bool, str, Optional[...], Tuple[...]
@@ -14,6 +15,9 @@ A `Setting` says, in one place:
                 unless fixed=True): a run setting, stored in <log_root>/config.json
   old_default   the value of a run setting that an older run's config.json lacks
   hparams       the field is one of resnet_model.HParams' (`hparams_default` its default there)
+  in_epochs     a field in steps whose flag counts epochs with --train_epochs (resolve.py converts it)
+  run_fraction  the presets.Preset attribute that gives such a field as a fraction of the run,
+                taken when the flag is not given
 
 From these: resnet_main.py defines the flags and the --help groups (`define_flags`, `FLAG_GROUPS`),
 config.py makes the RunConfig sections (`section`) and checks them (`check_fields`), run_files.py
@@ -112,6 +116,8 @@ class Setting:
     hparams: bool = False
     hparams_default: Any = _SAME
     sets: str = ''
+    in_epochs: bool = False
+    run_fraction: str = ''
 
     def __post_init__(self):
         object.__setattr__(self, 'field', self.field or self.name)
@@ -121,6 +127,10 @@ class Setting:
             object.__setattr__(self, 'flag_default', self.default)
         if self.hparams_default is _SAME:
             object.__setattr__(self, 'hparams_default', self.default)
+
+    def help_text(self):
+        """The flag's help: `help`, or what `help` gives when it is a function."""
+        return self.help() if callable(self.help) else self.help
 
     def allowed(self):
         """The values it may take now: `choices`, or what `choices` gives when it is a function."""
@@ -143,8 +153,7 @@ SETTINGS = (
     S('mode', 'train', 'train: run the training loop; eval: score each new checkpoint in --log_root; '
       'extract: save the bottleneck features of --extract_data_path; finetune: train a new softmax layer on '
       'saved features; export: write a SavedModel of a checkpoint to --export_dir.', _RUN, 'run', choices=MODES),
-    S('dataset', 'cifar10', 'Dataset: cifar10, cifar100, or digits (the bundled sample in data/digits-bin).',
-      _RUN, 'data', choices=datasets.dataset_names, run='model'),
+    S('dataset', 'cifar10', lambda: 'Dataset: %s.' % datasets.described_names(), _RUN, 'data', choices=datasets.dataset_names, run='model'),
     S('log_root', '', 'Directory of the checkpoints, shared by train and eval. Default: runs/<dataset>.',
       _RUN, 'run', flag_default=None),
     S('train_dir', '', 'Directory of the training event files. Default: <log_root>/train.', _RUN, 'run',
@@ -200,25 +209,24 @@ SETTINGS = (
       _SCHEDULE, 'schedule', choices=OPTIMIZERS, run='recipe', hparams=True),
     S('weight_decay_rate', 0.0002, 'L2 weight decay on convolution and fully connected weights.', _SCHEDULE,
       'schedule', check=at_least(0), run='recipe', hparams=True),
-    S('lrn_rate', 0.1, 'Initial learning rate at batch 128; the default schedule divides it by 10 at each '
-      'boundary.', _SCHEDULE, check=positive_number(), hparams=True),
+    S('lrn_rate', 0.1, 'Initial learning rate at batch 128: the default --lr_values are multiples of it.',
+      _SCHEDULE, check=positive_number(), hparams=True),
     S('min_lrn_rate', 0.0001, 'Floor of the learning rate.', _SCHEDULE, 'schedule', check=at_least(0),
       run='recipe', hparams=True),
-    S('lr_schedule', 'piecewise', schedules.FLAG_HELP, _SCHEDULE, 'schedule', choices=schedules.KINDS, run='recipe', old_default='piecewise',
-      hparams=True),
+    S('lr_schedule', 'piecewise', schedules.FLAG_HELP, _SCHEDULE, 'schedule', choices=schedules.KINDS,
+      run='recipe', old_default='piecewise', hparams=True),
     S('lr_boundaries', (40000, 60000, 80000), 'Comma-separated global steps (epochs with --train_epochs) where '
-      'the learning rate changes. Default: 50%, 75% and 100% of --train_steps (40000,60000,80000 classic); '
-      'cosine: the end.', _SCHEDULE, 'schedule', kind=Tuple[int, ...], flag_default=None, flag_kind=str,
+      'the learning rate changes. ' + schedules.BOUNDARIES_HELP, _SCHEDULE, 'schedule', kind=Tuple[int, ...], flag_default=None, flag_kind=str,
       run='recipe', hparams=True, hparams_default=()),
     S('lr_values', (0.1, 0.01, 0.001, 0.0001), 'Comma-separated learning rates at batch 128, one more than '
-      '--lr_boundaries. Default: --lrn_rate times 1, 0.1, 0.01, 0.001; cosine: 1, 0.001.', _SCHEDULE,
+      '--lr_boundaries. ' + schedules.RATES_HELP, _SCHEDULE,
       'schedule', kind=Tuple[float, ...], flag_default=None, flag_kind=str, run='recipe', hparams=True,
       hparams_default=()),
     S('lr_warmup', 0, 'Linear warmup over the first K steps (epochs with --train_epochs): the rate of step '
       's < K is multiplied by (s + 1) / K. 0: none.', _SCHEDULE, 'schedule', field='warmup_steps',
       flag_kind=float, check=lambda v: None if math.isfinite(v) and v >= 0  # the flag may count epochs
       else 'a non-negative number' if isinstance(v, float) else '0 or more',
-      run='recipe', old_default=0, hparams=True),
+      run='recipe', old_default=0, hparams=True, in_epochs=True, run_fraction='warmup'),
     S('lr_batch_scaling', False, 'The learning rates are for batch 128: run them times --batch_size / 128 (the '
       'linear scaling rule, so that other batches and more towers keep the recipe).', _SCHEDULE, 'schedule',
       flag_default=True, run='recipe', old_default=False),
@@ -327,6 +335,8 @@ FLAGS = tuple(s for s in SETTINGS if s.group)
 FLAG_GROUPS = [(group, [s.name for s in FLAGS if s.group == group])
                for group in dict.fromkeys(s.group for s in FLAGS)]
 RUN_SETTINGS = tuple(s for s in SETTINGS if s.run)
+# The run settings in steps whose flags count epochs with --train_epochs.
+IN_EPOCHS = tuple(s for s in RUN_SETTINGS if s.in_epochs)
 MODEL_KEYS = tuple(s.field for s in RUN_SETTINGS if s.run == 'model')
 SPLIT_KEYS = tuple(s.field for s in RUN_SETTINGS if s.run == 'split')
 TRAINING_KEYS = tuple(s.field for s in RUN_SETTINGS if s.run == 'recipe')
@@ -391,15 +401,15 @@ def define_flags(flags):
         kind = s.flag_kind or s.kind
         kind = _inner(kind) if _optional(kind) else kind
         if s.choices or s.flag_choices:
-            flags.DEFINE_enum(s.name, s.flag_default, list(s.flag_choices or s.allowed()), s.help)
+            flags.DEFINE_enum(s.name, s.flag_default, list(s.flag_choices or s.allowed()), s.help_text())
         elif kind is bool:
-            flags.DEFINE_boolean(s.name, s.flag_default, s.help)
+            flags.DEFINE_boolean(s.name, s.flag_default, s.help_text())
         elif kind is int:
-            flags.DEFINE_integer(s.name, s.flag_default, s.help)
+            flags.DEFINE_integer(s.name, s.flag_default, s.help_text())
         elif kind is float:
-            flags.DEFINE_float(s.name, s.flag_default, s.help)
+            flags.DEFINE_float(s.name, s.flag_default, s.help_text())
         else:
-            flags.DEFINE_string(s.name, s.flag_default, s.help)
+            flags.DEFINE_string(s.name, s.flag_default, s.help_text())
 
 
 def section(name):

@@ -41,8 +41,8 @@ class TrainStep:
       global_step: int64 scalar variable.
       step_value: int64 scalar, the global step read once per session.run, before this
         step's increment: the step the train op runs at.
-      lrn_rate: float32 scalar tensor 'learning_rate', the rate of the schedule
-        (hps.lr_boundaries, hps.lr_values) at step_value; computed in the graph, so every
+      lrn_rate: float32 scalar tensor 'learning_rate', the rate of hps's schedule
+        (schedules.for_recipe) at step_value; computed in the graph, so every
         process of a cluster agrees on it.
       effective_lrn_rate: max(lrn_rate, hps.min_lrn_rate), the rate the optimizer uses.
       ema: the ExponentialMovingAverage of the trainable variables, or None.
@@ -60,9 +60,7 @@ class TrainStep:
         # One read per session.run: the optimizer's update depends on the rate, and the
         # increment on the update, so this is the step before the increment.
         self.step_value = tf.identity(self.global_step, name='step_value')
-        self.lrn_rate, self.effective_lrn_rate = schedules.learning_rate(
-            hps.lr_schedule, hps.lr_boundaries, hps.lr_values or (hps.lrn_rate,),
-            hps.warmup_steps, hps.min_lrn_rate).in_graph(self.step_value)
+        self.lrn_rate, self.effective_lrn_rate = schedules.for_recipe(hps).in_graph(self.step_value)
         self.ema = self.loss_scale = None
         if hps.moving_average_decay > 0:
             self.ema = tf.compat.v1.train.ExponentialMovingAverage(

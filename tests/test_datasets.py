@@ -2,10 +2,13 @@
 config.py, run_files.py, resolve.py, training and eval by name), and the host-side record
 checks, counts, summaries and the validation split, on small synthetic files."""
 import fnmatch
+import functools
 import os
+import types
 
 import numpy as np
 import pytest
+from absl import flags as absl_flags
 
 import resnet_main
 import synthetic
@@ -14,6 +17,7 @@ from resnet_cifar import datasets
 from resnet_cifar import evaluation
 from resnet_cifar import resolve
 from resnet_cifar import run_files
+from resnet_cifar import settings
 from resnet_cifar import training
 from resnet_cifar.errors import DataError, FlagError
 from synthetic import random_images, write_records
@@ -76,6 +80,29 @@ def test_coarse_labels_of_a_dataset_without_them_are_one_line():
         datasets.label_layout('cifar10', 'coarse')
     with pytest.raises(ValueError, match="'cifar10' is registered already"):
         datasets.register(datasets.dataset_info('cifar10'))
+
+
+def test_the_dataset_flag_is_defined_from_the_registry():
+    """--dataset's choices and help (each name, with its description) come from the registry when
+    the flags are defined; resnet_main.py defines them on import, so a dataset registered later
+    is not among them (datasets.register says so)."""
+    datasets.register(datasets.DatasetInfo('tiny_shapes', 1, {'fine': datasets.Labels(0, 5, None)}, 'a.bin',
+                                           'b.bin', 'make it', False, description='a test set'))
+    fresh = absl_flags.FlagValues()
+    define = {name: functools.partial(getattr(absl_flags, name), flag_values=fresh)
+              for name in ('DEFINE_enum', 'DEFINE_boolean', 'DEFINE_integer', 'DEFINE_float', 'DEFINE_string')}
+    try:
+        settings.define_flags(types.SimpleNamespace(**define))
+    finally:
+        datasets.unregister('tiny_shapes')
+    assert fresh['dataset'].help == ('<cifar10|cifar100|digits|tiny_shapes>: Dataset: cifar10, cifar100, digits '
+                                     '(the bundled sample in data/digits-bin), or tiny_shapes (a test set).')
+    assert fresh['dataset'].parser.enum_values == ['cifar10', 'cifar100', 'digits', 'tiny_shapes']
+    main = resnet_main.FLAGS['dataset']
+    assert main.help == ('<cifar10|cifar100|digits>: Dataset: cifar10, cifar100, or digits (the bundled sample '
+                         'in data/digits-bin).')
+    assert main.parser.enum_values == ['cifar10', 'cifar100', 'digits']
+    assert datasets.described_names() == 'cifar10, cifar100, or digits (the bundled sample in data/digits-bin)'
 
 
 @pytest.fixture

@@ -2,11 +2,13 @@
 warmup; its defaults, check messages and description."""
 import subprocess
 import sys
+import types
 
 import pytest
 import tensorflow as tf
 
 from resnet_cifar import schedules
+from resnet_cifar import settings
 from resnet_cifar.config import Schedule
 from resnet_cifar.errors import FlagError
 
@@ -75,6 +77,34 @@ def test_the_default_boundaries_and_rates_of_each_kind():
     for kind in schedules.KINDS:  # the defaults make a schedule the check accepts
         boundaries = schedules.default_boundaries(kind, 1000)
         assert schedules.problem(kind, boundaries, schedules.default_rates(kind, 0.1, len(boundaries))) is None
+
+
+def test_the_flags_help_says_the_defaults_of_each_kind_from_its_own_help():
+    """--lr_schedule, --lr_boundaries and --lr_values are joined from each kind's help pieces,
+    and what they say of the defaults is what the kind's defaults give."""
+    helps = {s.name: s.help_text() for s in settings.SETTINGS}
+    for kind in schedules.KINDS:
+        assert '%s: ' % kind in helps['lr_schedule']
+        assert ' for %s' % kind in helps['lr_boundaries']
+        rates = schedules.default_rates(kind, 1.0, len(schedules.default_boundaries(kind, 80000)))
+        assert '--lrn_rate times %s for %s' % (', '.join('%g' % r for r in rates), kind) in helps['lr_values']
+    classic = ','.join(map(str, schedules.default_boundaries('piecewise', 80000)))
+    assert '(%s classic) for piecewise' % classic in helps['lr_boundaries']
+    assert helps['lr_values'].endswith('Default: --lrn_rate times 1, 0.1, 0.01, 0.001 for piecewise; '
+                                       '--lrn_rate times 1, 0.001 for cosine.')
+
+
+def test_a_recipe_object_gives_its_schedule():
+    """config.Schedule and resnet_model.HParams pass themselves (for_recipe, recipe_problem);
+    an HParams's empty lr_values mean its lrn_rate at every step."""
+    recipe = Schedule(lr_schedule='cosine', lr_boundaries=(100,), lr_values=(0.2, 0.002), warmup_steps=10,
+                      min_lrn_rate=0.01)
+    assert schedules.for_recipe(recipe) == schedules.learning_rate('cosine', [100], [0.2, 0.002], 10, 0.01)
+    late = types.SimpleNamespace(**dict(vars(recipe), warmup_steps=100))
+    assert schedules.recipe_problem(late) == 'the cosine must end after the warmup (100 steps), got 100'
+    constant = types.SimpleNamespace(lr_schedule='piecewise', lr_boundaries=(), lr_values=(), lrn_rate=0.3,
+                                     warmup_steps=0, min_lrn_rate=0.0)
+    assert schedules.for_recipe(constant).rate_at(10 ** 6) == 0.3
 
 
 @pytest.mark.parametrize('kind, boundaries, values, warmup, message', [

@@ -1,6 +1,8 @@
 """Tests of train_step: the variables a checkpoint holds stay those of the graphs that
 wrote today's runs (a fixture recorded before the training half left resnet_model.py),
-one step's arithmetic, a custom train op builder, the towers' one TrainStep, restore names."""
+one step's arithmetic, a custom train op builder, the towers' one TrainStep, restore names;
+and through a one-device ResNet: the batch-norm moving statistics, the learning rate in the
+graph, the training summaries, the moving averages of the weights and the eval restore map."""
 import json
 import os
 
@@ -22,6 +24,31 @@ def _batch(hps, n=4):
     images = tf.constant(rng.normal(size=(n, 32, 32, 3)).astype(np.float32))
     labels = tf.constant(np.eye(hps.num_classes, dtype=np.float32)[rng.randint(0, hps.num_classes, n)])
     return images, labels
+
+
+def random_batch(n, num_classes, seed):
+    """(float32 images [n, 32, 32, 3] of noise, one-hot labels [n, num_classes])."""
+    rng = np.random.RandomState(seed)
+    images = rng.normal(0.0, 1.0, size=(n, 32, 32, 3)).astype(np.float32)
+    return images, np.eye(num_classes, dtype=np.float32)[rng.randint(0, num_classes, size=n)]
+
+
+def build(hps, mode, images=None, labels=None):
+    """A one-device ResNet (build_graph) in the default graph; placeholders unless tensors are given."""
+    if images is None:
+        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name='images')
+    if labels is None:
+        labels = tf.compat.v1.placeholder(tf.float32, [None, hps.num_classes], name='labels')
+    model = resnet_model.ResNet(hps, images, labels, mode)
+    model.build_graph()
+    return model
+
+
+def by_name(name):
+    """The global variable called `name` (op name) in the default graph."""
+    matches = [v for v in tf.compat.v1.global_variables() if v.op.name == name]
+    assert len(matches) == 1, name
+    return matches[0]
 
 
 def _one_device(mode, **overrides):
@@ -166,3 +193,170 @@ def test_restore_names_reads_trainable_variables_from_their_shadows():
         assert train_step.restore_names([weight, moving], from_shadows=True) == {
             'weight' + train_step.SHADOW_SUFFIX: weight, 'moving': moving}
         assert train_step.restore_names([weight, moving], from_shadows=False) == {'weight': weight, 'moving': moving}
+
+
+# ---------------------------------------------------------------------------- through a one-device ResNet
+
+@pytest.mark.timeout(30)
+def test_moving_statistics_follow_bn_decay():
+    hps = synthetic.tiny_hps(bn_decay=0.8)
+    images, labels = random_batch(8, 10, seed=2)
+    with tf.Graph().as_default():
+        model = build(hps, 'train', tf.constant(images), tf.constant(labels))
+        stem_bn = [op for op in tf.compat.v1.get_default_graph().get_operations()
+                   if op.type.startswith('FusedBatchNorm') and op.name.startswith('unit_1_0/bn1/')]
+        assert len(stem_bn) == 1
+        moving_mean = by_name('unit_1_0/bn1/moving_mean')
+        moving_variance = by_name('unit_1_0/bn1/moving_variance')
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            mean0, variance0 = session.run([moving_mean, moving_variance])
+            x, _ = session.run([stem_bn[0].inputs[0], model.train_op])
+            mean1, variance1 = session.run([moving_mean, moving_variance])
+    x = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    np.testing.assert_array_equal(mean0, 0.0)
+    np.testing.assert_array_equal(variance0, 1.0)
+    np.testing.assert_allclose(mean1, 0.8 * mean0 + 0.2 * x.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(variance1, 0.8 * variance0 + 0.2 * x.var(0, ddof=1), rtol=1e-4)
+
+
+@pytest.mark.timeout(30)
+def test_learning_rate_follows_the_global_step_and_is_floored_by_min_lrn_rate():
+    # 0.05 at steps 0 and 1, 0.2 at step 2, then 1e-6, floored to 0.01, from step 3 on.
+    hps = synthetic.tiny_hps(optimizer='sgd', lrn_rate=0.05, min_lrn_rate=0.01, moving_average_decay=0.0,
+                             lr_boundaries=(2, 3), lr_values=(0.05, 0.2, 1e-6))
+    images, labels = random_batch(8, 10, seed=4)
+    with tf.Graph().as_default():
+        model = build(hps, 'train', tf.constant(images), tf.constant(labels))
+        biases = by_name('logit/biases')
+        assert model.step.lrn_rate.op.name == 'learning_rate'
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            for step, effective in ((0, 0.05), (1, 0.05), (2, 0.2), (3, 0.01), (4, 0.01)):
+                before = session.run(biases)
+                # The bias gradient is mean(softmax - labels); biases carry no decay.
+                predictions, _, summary, ran_at = session.run(
+                    [model.predictions, model.train_op, model.summaries, model.step.step_value])
+                after = session.run(biases)
+                assert ran_at == step and session.run(model.step.global_step) == step + 1
+                gradient = (predictions - labels).mean(axis=0)
+                np.testing.assert_allclose(after - before, -effective * gradient,
+                                           rtol=1e-3, atol=1e-7)
+                logged = {v.tag: v.simple_value for v in
+                          tf.compat.v1.Summary.FromString(summary).value}
+                assert logged['learning_rate'] == pytest.approx(effective)
+
+
+@pytest.mark.timeout(30)
+def test_summaries_hold_model_scalars_and_earlier_summaries():
+    images, labels = random_batch(4, 10, seed=5)
+    with tf.Graph().as_default():
+        tf.compat.v1.summary.scalar('input/queue_fill', tf.constant(0.5))
+        model = build(synthetic.tiny_hps(), 'train', tf.constant(images), tf.constant(labels))
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            summary, cost, precision = session.run(
+                [model.summaries, model.cost, model.precision])
+    values = {v.tag: v.simple_value for v in tf.compat.v1.Summary.FromString(summary).value}
+    assert set(values) == {'input/queue_fill', 'total_loss', 'cross_entropy', 'weight_decay',
+                           'precision', 'learning_rate'}
+    assert values['total_loss'] == pytest.approx(cost) and values['precision'] == pytest.approx(precision)
+    assert values['learning_rate'] == pytest.approx(0.1)
+
+
+EMA_DECAY = 0.3  # low, so both branches of min(decay, (1 + t) / (10 + t)) occur in 5 steps
+EMA_STEPS = 5
+EMA_WATCHED = ('init/conv/weights', 'unit_2_0/bn2/gamma', 'logit/biases')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A tiny network trained a few steps with EMA; its history and a checkpoint."""
+    hps = synthetic.tiny_hps(moving_average_decay=EMA_DECAY)
+    images, labels = random_batch(16, 10, seed=6)
+    checkpoint = str(tmp_path_factory.mktemp('trained') / 'model.ckpt')
+    history = {'steps': [], 'values': [], 'shadows': []}
+    with tf.Graph().as_default():
+        model = build(hps, 'train', tf.constant(images), tf.constant(labels))
+        watched = [by_name(name) for name in EMA_WATCHED]
+        shadows = [model.step.ema.average(v) for v in watched]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            bn_before = session.run({v.op.name: v for v in tf.compat.v1.global_variables()
+                                     if 'moving_' in v.op.name})
+            history['initial_values'] = session.run(watched)
+            history['initial_shadows'] = session.run(shadows)
+            for _ in range(EMA_STEPS):
+                session.run(model.train_op)
+                step, values, shadow_values = session.run([model.step.global_step, watched, shadows])
+                history['steps'].append(step)
+                history['values'].append(values)
+                history['shadows'].append(shadow_values)
+            state = session.run({v.op.name: v for v in tf.compat.v1.global_variables()})
+            shadow_state = session.run({v.op.name: model.step.ema.average(v)
+                                        for v in tf.compat.v1.trainable_variables()})
+            tf.compat.v1.train.Saver().save(session, checkpoint)
+    return dict(hps=hps, checkpoint=checkpoint, history=history, state=state,
+                shadow_state=shadow_state, bn_before=bn_before)
+
+
+@pytest.mark.timeout(60)
+def test_ema_shadows_match_numpy_recurrence(trained):
+    history = trained['history']
+    assert history['steps'] == list(range(1, EMA_STEPS + 1))
+    for initial_value, initial_shadow in zip(history['initial_values'], history['initial_shadows']):
+        np.testing.assert_array_equal(initial_shadow, initial_value)
+    expected = [s.astype(np.float64) for s in history['initial_shadows']]
+    decays = []
+    for step, values, shadows in zip(history['steps'], history['values'], history['shadows']):
+        decay = min(EMA_DECAY, (1.0 + step) / (10.0 + step))
+        decays.append(decay)
+        expected = [decay * e + (1 - decay) * v for e, v in zip(expected, values)]
+        for e, s in zip(expected, shadows):
+            np.testing.assert_allclose(s, e, rtol=1e-5, atol=1e-7)
+    assert decays[0] < EMA_DECAY and decays[-1] == EMA_DECAY
+    # The shadow lags: it is not simply the variable.
+    assert not np.allclose(history['shadows'][-1][0], history['values'][-1][0])
+
+
+@pytest.mark.timeout(60)
+def test_moving_statistics_change_with_training(trained):
+    for name, before in trained['bn_before'].items():
+        assert not np.allclose(trained['state'][name], before), name
+
+
+@pytest.mark.timeout(60)
+def test_eval_saver_loads_shadows_into_model_variables(trained):
+    with tf.Graph().as_default():
+        model = build(trained['hps'], 'eval')
+        mapping = model.step.variables_to_restore()
+        trainable = tf.compat.v1.trainable_variables()
+        assert mapping['init/conv/weights/ExponentialMovingAverage'].op.name == 'init/conv/weights'
+        assert mapping['unit_1_0/bn1/moving_mean'].op.name == 'unit_1_0/bn1/moving_mean'
+        assert mapping['global_step'] is model.step.global_step
+        assert len(mapping) == len(tf.compat.v1.global_variables())
+        with tf.compat.v1.Session() as session:
+            tf.compat.v1.train.Saver(mapping).restore(session, trained['checkpoint'])
+            restored = session.run({v.op.name: v for v in tf.compat.v1.global_variables()})
+    for v in trainable:
+        np.testing.assert_array_equal(restored[v.op.name], trained['shadow_state'][v.op.name])
+    for name, value in restored.items():
+        if name not in trained['shadow_state']:
+            np.testing.assert_array_equal(value, trained['state'][name])
+    assert restored['global_step'] == EMA_STEPS
+
+
+@pytest.mark.timeout(30)
+def test_moving_average_decay_zero_turns_ema_off():
+    images, labels = random_batch(4, 10, seed=9)
+    with tf.Graph().as_default():
+        model = build(synthetic.tiny_hps(moving_average_decay=0.0), 'train',
+                      tf.constant(images), tf.constant(labels))
+        assert model.step.ema is None
+        names = {v.op.name for v in tf.compat.v1.global_variables()}
+        assert not any('ExponentialMovingAverage' in name for name in names)
+        assert set(model.step.variables_to_restore()) == names
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            session.run(model.train_op)
+            assert session.run(model.step.global_step) == 1
