@@ -17,10 +17,14 @@ It prints a table, then one JSON object as the last line:
   train_images_per_sec            the train op fed by the real queue pipeline (50,000 records)
   input_images_per_sec            the train-mode input pipeline alone
   eval_images_per_sec             eval-mode forward passes
-  matmul_gflops                   the better of a float32 matmul through numpy and TensorFlow
+  matmul_gflops, matmul_dtype     the peak in the dtype trained in (compute_dtype): for float32 the
+                                  better of a matmul through numpy and TensorFlow, for bfloat16 and
+                                  float16 TensorFlow's (numpy has neither); matmul_gflops_float32 is
+                                  TensorFlow's float32 figure beside it
   train_flops_per_image           forward plus backward, counted from the graph by TF's profiler
   train_gflops, efficiency        train_flops_per_image * rate, and its share of matmul_gflops
-                                  (float32 peak, also for --compute_dtype=bfloat16 or float16)
+                                  (like with like: a bfloat16 run against the bfloat16 peak)
+  relu_leakiness                  the network's leaky-ReLU slope (0: plain ReLU), the peer's too
   compute_dtype, compute_dtype_choice   the dtype timed, and why (auto picks it from the CPU flags)
   breakdown_top_ops_ms            a traced in-memory training step: ms per op type, the top 10
   breakdown_stages_ms             the same by stage: forward, backward, update
@@ -75,6 +79,9 @@ def parse_args(argv):
     parser.add_argument('--inter_threads', type=int, default=0, help='0 = TensorFlow chooses')
     parser.add_argument('--input_threads', type=int, default=None, help='reader threads; default per cifar_input')
     parser.add_argument('--matmul_size', type=int, default=2048)
+    parser.add_argument('--relu_leakiness', type=float, default=0.1,
+                        help="the leaky ReLU's slope for negative inputs, in this suite and the PyTorch "
+                             'peer alike (0: plain ReLU, the network of He et al.)')
     parser.add_argument('--skip', default='',
                         help='comma-separated parts to skip: synthetic,real,input,eval,breakdown,torch')
     args = parser.parse_args(argv)
@@ -86,6 +93,8 @@ def parse_args(argv):
                  'matmul_size'):
         if getattr(args, name) < 1:
             parser.error('--%s=%d: expected a positive integer' % (name, getattr(args, name)))
+    if not 0 <= args.relu_leakiness < 1:
+        parser.error('--relu_leakiness=%g: expected a number from 0 up to (not including) 1' % args.relu_leakiness)
     if args.input_threads is not None and args.input_threads < 1:
         parser.error('--input_threads=%d: expected a positive integer' % args.input_threads)
     for name in ('intra_threads', 'inter_threads'):
@@ -148,7 +157,7 @@ class Bench(object):
         return self.resnet_model.HParams(
             batch_size=batch_size, num_classes=10, min_lrn_rate=0.0001, lrn_rate=0.1,
             num_residual_units=self.args.num_residual_units, width=self.args.width, use_bottleneck=False,
-            weight_decay_rate=0.0002, relu_leakiness=0.1, optimizer='mom',
+            weight_decay_rate=0.0002, relu_leakiness=self.args.relu_leakiness, optimizer='mom',
             data_format=self.args.data_format, compute_dtype=self.args.compute_dtype)
 
     def in_memory_batch(self, batch_size):
@@ -184,7 +193,7 @@ class Bench(object):
                 coord.request_stop()
                 coord.join(threads, stop_grace_period_secs=10)
 
-    def _synthetic_graph(self):
+    def synthetic_graph(self):
         tf, batch = self.tf, self.args.batch_size
         graph = tf.Graph()
         with graph.as_default(), tf.compat.v1.device(self.device):
@@ -194,7 +203,7 @@ class Bench(object):
 
     def train_synthetic(self):
         """A session_step of training from in-memory tensors."""
-        return self.session_step(*self._synthetic_graph())
+        return self.session_step(*self.synthetic_graph())
 
     def step_breakdown(self, traced_steps=3):
         """Where a training step from in-memory input spends its time, from TensorFlow's step trace.
@@ -206,7 +215,7 @@ class Bench(object):
         wall time of the step; tracing itself slows the step a little.
         """
         tf = self.tf
-        graph, train_op = self._synthetic_graph()
+        graph, train_op = self.synthetic_graph()
         by_type, by_stage, wall = {}, {}, 0.0
         options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
         with self.session_step(graph, train_op) as run_step:
@@ -268,16 +277,19 @@ class Bench(object):
             model.build_graph()
         return self.session_step(graph, model.logits.op)
 
-    def matmul(self):
-        """(numpy run_step, TensorFlow session_step, FLOPs per step) of an n x n float32 matmul."""
+    def matmul(self, dtype='float32'):
+        """(numpy float32 run_step, TensorFlow session_step in `dtype`, FLOPs per step) of an
+        n x n matmul (n = --matmul_size)."""
         import numpy as np
         tf, n = self.tf, self.args.matmul_size
         a = np.random.rand(n, n).astype(np.float32)
         b = np.random.rand(n, n).astype(np.float32)
         graph = tf.Graph()
         with graph.as_default(), tf.compat.v1.device(self.device):
-            product = tf.matmul(tf.Variable(a), tf.Variable(b))
-            fetch = tf.reduce_sum(product[0, :1])  # fetch a scalar, not n*n floats
+            # Variables, not constants, which grappler would fold; cast once, when initialized.
+            a_in, b_in = (tf.Variable(tf.cast(value, dtype), trainable=False) for value in (a, b))
+            product = tf.matmul(a_in, b_in)
+            fetch = tf.reduce_sum(tf.cast(product[0, :1], tf.float32))  # a scalar, not n*n numbers
         return (lambda: a @ b), self.session_step(graph, fetch), 2.0 * n ** 3
 
 
@@ -327,7 +339,7 @@ def torch_peer(args):
     if args.device != 'cpu' or args.width < 1:
         return None, 'the peer runs on the CPU only'
     step = module.train_step(args.num_residual_units, args.width, args.batch_size, args.compute_dtype,
-                             args.intra_threads or os.cpu_count())
+                             args.intra_threads or os.cpu_count(), leakiness=args.relu_leakiness)
     step.op_breakdown = lambda: module.op_breakdown(step)
     return step, 'PyTorch %s, eager, channels_last' % module.version()
 
@@ -358,7 +370,8 @@ def main(argv=None):
     skip = set(filter(None, args.skip.split(',')))
     batch = args.batch_size
     with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as sessions:
-        numpy_matmul, tf_matmul, matmul_flops = bench.matmul()
+        numpy_matmul, tf_matmul, matmul_flops = bench.matmul('float32')
+        dtype_matmul = None if args.compute_dtype == 'float32' else bench.matmul(args.compute_dtype)[1]
         results = {}
         if not {'real', 'input'} <= skip:
             data_path = write_random_records(directory, args.num_records)
@@ -382,7 +395,9 @@ def main(argv=None):
             if torch_step is not None:
                 run_steps['torch_train_images_per_sec'] = (torch_step, batch)
         run_steps['matmul_flops_numpy'] = (numpy_matmul, matmul_flops)
-        run_steps['matmul_flops_tensorflow'] = (sessions.enter_context(tf_matmul), matmul_flops)
+        run_steps['matmul_flops_tensorflow_float32'] = (sessions.enter_context(tf_matmul), matmul_flops)
+        if dtype_matmul is not None:
+            run_steps['matmul_flops_tensorflow'] = (sessions.enter_context(dtype_matmul), matmul_flops)
         results.update(interleaved_medians(run_steps, args.warmup_steps, args.steps, args.windows))
     if 'breakdown' not in skip:
         by_type, by_stage, traced_ms = bench.step_breakdown()
@@ -401,9 +416,7 @@ def main(argv=None):
     if 'torch_train_images_per_sec' in results and 'train_images_per_sec_synthetic' in results:
         results['torch_over_synthetic'] = (results['torch_train_images_per_sec']
                                            / results['train_images_per_sec_synthetic'])
-    results['matmul_gflops_numpy'] = results.pop('matmul_flops_numpy') / 1e9
-    results['matmul_gflops_tensorflow'] = results.pop('matmul_flops_tensorflow') / 1e9
-    results['matmul_gflops'] = max(results['matmul_gflops_numpy'], results['matmul_gflops_tensorflow'])
+    results.update(matmul_peak(results, args.compute_dtype))
     if 'synthetic' not in skip:
         results['train_flops_per_image'] = bench.train_flops_per_image()
         results['train_gflops'] = results['train_images_per_sec_synthetic'] * results['train_flops_per_image'] / 1e9
@@ -419,6 +432,7 @@ def main(argv=None):
         'depth': 6 * args.num_residual_units + 2, 'width': args.width, 'batch_size': args.batch_size,
         'data_format': args.data_format, 'compute_dtype': args.compute_dtype,
         'compute_dtype_choice': args.compute_dtype_choice, 'cpu': cpu.describe(),
+        'relu_leakiness': args.relu_leakiness,
         'onednn': args.onednn == 'on', 'xla': args.xla,
         'intra_threads': args.intra_threads, 'inter_threads': args.inter_threads,
         'input_threads': args.input_threads, 'stage_input': args.stage_input, 'tensorflow': tf.__version__,
@@ -430,16 +444,32 @@ def main(argv=None):
     return 0
 
 
+def matmul_peak(results, dtype):
+    """The matmul figures in GFLOP/s from the timed FLOP rates in `results` (which it empties of
+    them): matmul_gflops is the peak in `dtype`, the dtype the network trained in."""
+    gflops = {key.replace('flops', 'gflops'): results.pop(key) / 1e9
+              for key in ('matmul_flops_numpy', 'matmul_flops_tensorflow_float32', 'matmul_flops_tensorflow')
+              if key in results}
+    gflops['matmul_gflops_float32'] = max(gflops['matmul_gflops_numpy'], gflops['matmul_gflops_tensorflow_float32'])
+    gflops.setdefault('matmul_gflops_tensorflow', gflops.pop('matmul_gflops_tensorflow_float32'))
+    gflops.pop('matmul_gflops_tensorflow_float32', None)
+    gflops['matmul_gflops'] = gflops['matmul_gflops_float32'] if dtype == 'float32' else gflops[
+        'matmul_gflops_tensorflow']
+    gflops['matmul_dtype'] = dtype
+    return gflops
+
+
 def print_table(results):
     rows = [('train, in-memory input', 'train_images_per_sec_synthetic', 'images/s'),
             ('train, real queue input', 'train_images_per_sec', 'images/s'),
             ('input pipeline alone', 'input_images_per_sec', 'images/s'),
             ('eval forward', 'eval_images_per_sec', 'images/s'),
             ('matmul, numpy', 'matmul_gflops_numpy', 'GFLOP/s'),
-            ('matmul, TensorFlow', 'matmul_gflops_tensorflow', 'GFLOP/s'),
+            ('matmul, TensorFlow, %s' % results['matmul_dtype'], 'matmul_gflops_tensorflow', 'GFLOP/s'),
+            ('matmul peak, float32', 'matmul_gflops_float32', 'GFLOP/s'),
             ('train FLOPs per image', 'train_flops_per_image', 'FLOP'),
             ('train throughput', 'train_gflops', 'GFLOP/s'),
-            ('efficiency (train / float32 matmul)', 'efficiency', ''),
+            ('efficiency, of the %s peak' % results['matmul_dtype'], 'efficiency', ''),
             ('real / in-memory train rate', 'real_over_synthetic', ''),
             ('input / real train rate', 'input_over_train', ''),
             ('PyTorch peer, in-memory input', 'torch_train_images_per_sec', 'images/s'),

@@ -56,11 +56,11 @@ class ResNet(nn.Module):
         return self.fc(F.relu(self.bn(x)).mean(dim=(2, 3)))
 
 
-def train_step(num_residual_units, width, batch_size, compute_dtype, threads):
+def train_step(num_residual_units, width, batch_size, compute_dtype, threads, leakiness=0.1):
     """A function that runs one training step on random in-memory images (NHWC in memory)."""
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    model = ResNet(num_residual_units, width).to(memory_format=torch.channels_last)
+    model = ResNet(num_residual_units, width, leakiness=leakiness).to(memory_format=torch.channels_last)
     decayed = [p for name, p in model.named_parameters() if name.endswith('weight') and p.dim() > 1]
     others = [p for name, p in model.named_parameters() if not (name.endswith('weight') and p.dim() > 1)]
     optimizer = torch.optim.SGD([{'params': decayed, 'weight_decay': 2e-4}, {'params': others}],

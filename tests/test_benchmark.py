@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,12 @@ def assert_plausible(result):
     for key, (low, high) in RATE_BOUNDS.items():
         if key in result:
             assert math.isfinite(result[key]) and low < result[key] < high, (key, result[key])
-    assert result['matmul_gflops'] == max(result['matmul_gflops_numpy'], result['matmul_gflops_tensorflow'])
+    assert result['matmul_dtype'] == result['compute_dtype']
+    if result['matmul_dtype'] == 'float32':
+        assert result['matmul_gflops'] == max(result['matmul_gflops_numpy'], result['matmul_gflops_tensorflow'])
+    else:  # like with like: numpy has no bfloat16 or float16 matmul
+        assert result['matmul_gflops'] == result['matmul_gflops_tensorflow']
+    assert result['matmul_gflops_float32'] >= result['matmul_gflops_numpy']
     assert result['train_gflops'] == pytest.approx(
         result['train_images_per_sec_synthetic'] * result['train_flops_per_image'] / 1e9)
     assert result['efficiency'] == pytest.approx(result['train_gflops'] / result['matmul_gflops'])
@@ -53,7 +59,8 @@ KEYS = ('train_images_per_sec_synthetic', 'train_images_per_sec', 'input_images_
         'eval_images_per_sec', 'matmul_gflops', 'train_gflops', 'train_flops_per_image', 'efficiency',
         'depth', 'batch_size', 'input_threads', 'stage_input', 'data_format', 'compute_dtype', 'onednn', 'xla',
         'tensorflow', 'device', 'compute_dtype_choice', 'cpu', 'breakdown_top_ops_ms', 'breakdown_stages_ms',
-        'breakdown_sum_ms', 'traced_step_ms', 'step_ms_synthetic', 'torch_peer')
+        'breakdown_sum_ms', 'traced_step_ms', 'step_ms_synthetic', 'torch_peer', 'matmul_dtype',
+        'matmul_gflops_float32', 'relu_leakiness')
 
 
 @pytest.mark.timeout(180)
@@ -160,3 +167,64 @@ def test_the_stage_breakdown_counts_the_batch_norm_statistics_as_update():
             delta = update.op.inputs[1].op  # (moving - batch value) * (1 - decay)
             for op in (update.op, delta, delta.inputs[0].op):
                 assert benchmark.stage_of(op.name) == 'update', op.name
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize('dtype, peak', [('float32', 30.0), ('bfloat16', 120.0), ('float16', 5.0)])
+def test_efficiency_is_against_the_peak_of_the_dtype_trained_in(dtype, peak):
+    """Issue 30: a bfloat16 run divided by the float32 peak printed 0.96 where its own dtype's
+    peak gives about 0.4."""
+    import processes
+    benchmark = processes.load_script('benchmark')
+    timed = {'matmul_flops_numpy': 25e9, 'matmul_flops_tensorflow_float32': 30e9, 'other': 1.0}
+    if dtype != 'float32':
+        timed['matmul_flops_tensorflow'] = peak * 1e9
+    figures = benchmark.matmul_peak(timed, dtype)
+    assert figures['matmul_gflops'] == pytest.approx(peak) and figures['matmul_dtype'] == dtype
+    assert figures['matmul_gflops_float32'] == pytest.approx(30.0)
+    assert figures['matmul_gflops_numpy'] == pytest.approx(25.0)
+    assert figures['matmul_gflops_tensorflow'] == pytest.approx(30.0 if dtype == 'float32' else peak)
+    assert timed == {'other': 1.0}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+def test_the_matmul_peak_runs_in_the_dtype_asked_for(dtype):
+    import processes
+    import tensorflow as tf
+    benchmark = processes.load_script('benchmark')
+    args = benchmark.parse_args(['--matmul_size=64', '--compute_dtype=' + dtype])
+    bench = benchmark.Bench(args, tf, None, None, None)
+    _, session_step, flops = bench.matmul(dtype)
+    assert flops == 2.0 * 64 ** 3
+    with session_step as run_step:
+        matmuls = [op for op in run_step.session.graph.get_operations() if op.type == 'MatMul']
+        assert [op.get_attr('T') for op in matmuls] == [tf.as_dtype(dtype)]
+        assert np.isfinite(run_step())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('leakiness, leaky_count', [(0.0, 0), (0.2, 6)])
+def test_the_benchmark_times_the_network_of_its_relu_leakiness(leakiness, leaky_count):
+    """ResNet-8 has 7 activations: two in each of its 3 units, all leaky unless the slope is 0,
+    and the last one, always a plain ReLU."""
+    import processes
+    import resnet_model
+    import tensorflow as tf
+    benchmark = processes.load_script('benchmark')
+    args = benchmark.parse_args(['--num_residual_units=1', '--batch_size=2', '--compute_dtype=float32',
+                                 '--relu_leakiness=%g' % leakiness])
+    bench = benchmark.Bench(args, tf, None, resnet_model, None)
+    graph, _ = bench.synthetic_graph()
+    leaky = [op for op in graph.get_operations() if op.type == 'LeakyRelu']
+    assert (len(leaky), len([op for op in graph.get_operations() if op.type == 'Relu'])) == (leaky_count,
+                                                                                           7 - leaky_count)
+    assert {op.get_attr('alpha') for op in leaky} <= {np.float32(leakiness)}
+
+
+@pytest.mark.timeout(30)
+def test_a_relu_leakiness_out_of_range_is_a_usage_error():
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'scripts', 'benchmark.py'), '--relu_leakiness=1'],
+                          capture_output=True, text=True, timeout=25)
+    assert proc.returncode == 2
+    assert '--relu_leakiness=1: expected a number from 0 up to (not including) 1' in proc.stderr
