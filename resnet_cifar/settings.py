@@ -395,21 +395,18 @@ def section_values(name, flag_values):
     return out
 
 
-def define_flags(flags):
-    """Defines the absl flag of every setting that has one; `flags` is absl.flags."""
+def define_flags(flags, module_name=None):
+    """Defines the absl flag of every setting that has one; `flags` is absl.flags. absl lists a
+    flag in --helpfull under `module_name` (default: this module's), and the main module first."""
     for s in FLAGS:
         kind = s.flag_kind or s.kind
         kind = _inner(kind) if _optional(kind) else kind
+        args = (s.name, s.flag_default)
         if s.choices or s.flag_choices:
-            flags.DEFINE_enum(s.name, s.flag_default, list(s.flag_choices or s.allowed()), s.help_text())
-        elif kind is bool:
-            flags.DEFINE_boolean(s.name, s.flag_default, s.help_text())
-        elif kind is int:
-            flags.DEFINE_integer(s.name, s.flag_default, s.help_text())
-        elif kind is float:
-            flags.DEFINE_float(s.name, s.flag_default, s.help_text())
-        else:
-            flags.DEFINE_string(s.name, s.flag_default, s.help_text())
+            flags.DEFINE_enum(*args, list(s.flag_choices or s.allowed()), s.help_text(), module_name=module_name)
+            continue
+        define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}
+        define.get(kind, flags.DEFINE_string)(*args, s.help_text(), module_name=module_name)
 
 
 def section(name):
