@@ -243,13 +243,6 @@ def test_helpfull_lists_our_flags_first_under_the_main_module():
     assert listed == sorted(name for _, names in resnet_main.FLAG_GROUPS for name in names)
 
 
-def test_the_groups_hold_each_flag_of_resnet_main_once():
-    # resnet_main.py defines its flags from the declarations of resnet_cifar/settings.py.
-    defined = [flag.name for flag in resnet_main.FLAGS.flags_by_module_dict()['resnet_main']]
-    grouped = [name for _, names in resnet_main.FLAG_GROUPS for name in names]
-    assert sorted(grouped) == sorted(defined)
-
-
 def test_first_sentence():
     assert flag_help.first_sentence('Image side in pixels. CIFAR images are 32x32.') == 'Image side in pixels.'
     assert flag_help.first_sentence('<a|b>: a: one; b: two') == 'a: one; b: two'

@@ -9,9 +9,43 @@ import sys
 import pytest
 
 import processes
+import resnet_main
 from resnet_cifar import config as config_lib
 from resnet_cifar import run_files
 from resnet_cifar import settings
+
+FLAGS_FIXTURE = os.path.join(os.path.dirname(__file__), 'fixtures', 'flags.json')
+
+
+def flag_table():
+    """Each flag resnet_main.py defines, as --help and the command line see it: name, absl's type,
+    default, enum choices, help text and --help group, in definition order."""
+    group_of = {name: title for title, names in resnet_main.FLAG_GROUPS for name in names}
+    return [{'name': flag.name, 'type': flag.flag_type(), 'default': flag.default,
+             'choices': getattr(flag.parser, 'enum_values', None), 'help': flag.help,
+             'group': group_of.get(flag.name)}
+            for flag in resnet_main.FLAGS.flags_by_module_dict()['resnet_main']]
+
+
+def write_flags_fixture():
+    with open(FLAGS_FIXTURE, 'w') as f:
+        json.dump(flag_table(), f, indent=1)
+        f.write('\n')
+
+
+def test_every_flag_is_as_the_golden_file_says():
+    """Pins every flag (name, type, default, choices, help, group) to tests/fixtures/flags.json,
+    so that a changed default or help shows here as a diff a reviewer must accept. After a
+    deliberate change, regenerate the file and commit it with the change:
+        PYTHONPATH=. python tests/test_settings.py --write-flags-fixture"""
+    with open(FLAGS_FIXTURE) as f:
+        golden = {flag['name']: flag for flag in json.load(f)}
+    live = {flag['name']: flag for flag in flag_table()}
+    differences = ['--%s: %s' % (name, 'new' if name not in golden else 'gone') for name in
+                   sorted(set(golden) ^ set(live))]
+    differences += ['--%s %s: %r in flags.json, now %r' % (name, key, golden[name][key], live[name][key])
+                    for name in golden if name in live for key in golden[name] if golden[name][key] != live[name][key]]
+    assert not differences, '\n'.join(differences)
 
 
 def test_every_flag_has_one_declaration_and_one_group():
@@ -159,3 +193,9 @@ def test_a_new_setting_is_one_declaration(tmp_path, tiny_run):
     assert out['refused'].startswith('--throwaway_units=4: the run in %s has --throwaway_units=3' % log_root)
     assert out['bad file'] == '%s: "throwaway_rate" is 2; expected a value in [0, 1)' % run_files.path(log_root)
     assert out['older run'] == [0.0, 1]  # a config.json without them: the old defaults
+
+
+if __name__ == '__main__':
+    if sys.argv[1:] != ['--write-flags-fixture']:
+        sys.exit('usage: PYTHONPATH=. python tests/test_settings.py --write-flags-fixture')
+    write_flags_fixture()
