@@ -68,6 +68,30 @@ def test_run_settings_are_the_config_json_keys_of_each_section():
         assert key in {field.name for field in dataclasses.fields(getattr(config_lib.RunConfig(), section))}
 
 
+def test_config_json_keys_are_unique_in_each_section_and_flag_names_unique():
+    """config.json keeps each section's fields by name, and run_files reads the run settings flat,
+    by key: two settings of one field would overwrite each other."""
+    for section in dict.fromkeys(s.section for s in settings.SETTINGS if s.section):
+        fields = [s.field for s in settings.of_section(section)]
+        assert len(fields) == len(set(fields)), section
+    assert len(settings.KEYS) == len(set(settings.KEYS))
+    names = [s.name for s in settings.FLAGS]
+    assert len(names) == len(set(names))
+
+
+def test_every_key_an_older_config_json_lacks_has_an_old_default():
+    """A run written before the validation split resumes: each run setting its config.json lacks
+    takes the setting's old_default, a value the setting accepts; no other setting has one."""
+    with open(os.path.join(os.path.dirname(__file__), 'fixtures', 'config_before_validation_split.json')) as f:
+        old = json.load(f)
+    written = {key for value in old.values() if isinstance(value, dict) for key in value}
+    missing = [key for key in settings.KEYS if key not in written]
+    assert 'validation_size' in missing and 'warmup_steps' in missing
+    assert sorted(settings.OLD_DEFAULTS) == sorted(missing)
+    for key, value in settings.OLD_DEFAULTS.items():
+        assert settings.checked(settings.setting_of_key(key), value) == value
+
+
 @pytest.mark.parametrize('name, value, message', [
     ('label_smoothing', 1.0, '--label_smoothing=1: expected a value in [0, 1)'),
     ('mixup_alpha', -0.5, '--mixup_alpha=-0.5: expected 0 or more'),
