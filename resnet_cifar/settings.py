@@ -351,12 +351,17 @@ SETTING_SECTIONS = {s.field: s.section for s in RUN_SETTINGS}
 _BY_KEY = {s.field: s for s in RUN_SETTINGS}
 _BY_FLAG = {s.name: s for s in FLAGS}
 
-# resnet_model.HParams: the seed's nine fields, in its order, then the others with their defaults.
+# resnet_model.HParams: the seed's nine fields, in its order, then the others with their defaults,
+# in main's order at its release (3b63bf2), which positional calls rely on; a field added since
+# comes after them, in declaration order.
 HPARAMS_REQUIRED = ('batch_size', 'num_classes', 'min_lrn_rate', 'lrn_rate', 'num_residual_units',
                     'use_bottleneck', 'weight_decay_rate', 'relu_leakiness', 'optimizer')
+_HPARAMS_RELEASED = HPARAMS_REQUIRED + (
+    'width', 'momentum', 'bn_decay', 'bn_epsilon', 'moving_average_decay', 'data_format', 'compute_dtype',
+    'lr_boundaries', 'lr_values', 'lr_schedule', 'warmup_steps', 'label_smoothing', 'mixup_alpha')
 _HPARAMS = {s.field: s for s in SETTINGS if s.hparams}
-HPARAMS_DEFAULTS = {name: s.hparams_default for name, s in _HPARAMS.items() if name not in HPARAMS_REQUIRED}
-HPARAMS_FIELDS = HPARAMS_REQUIRED + tuple(HPARAMS_DEFAULTS)
+HPARAMS_FIELDS = _HPARAMS_RELEASED + tuple(name for name in _HPARAMS if name not in _HPARAMS_RELEASED)
+HPARAMS_DEFAULTS = {name: _HPARAMS[name].hparams_default for name in HPARAMS_FIELDS if name not in HPARAMS_REQUIRED}
 
 
 def flag_of_key(key):

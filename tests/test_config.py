@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from resnet_cifar import config as config_lib
+from resnet_cifar import settings
 from resnet_cifar.config import Checkpoints, Data, Devices, Eval, Model, RunConfig, Schedule, Transfer
 from resnet_cifar.errors import Error, FlagError
 
@@ -109,6 +110,26 @@ def test_hparams_carry_the_model_and_the_recipe():
     hps = config.hparams()
     assert (hps.num_classes, hps.num_residual_units, hps.width, hps.use_bottleneck) == (20, 3, 2, True)
     assert (hps.optimizer, hps.lrn_rate, hps.batch_size, hps.compute_dtype) == ('sgd', 0.4, 128, 'bfloat16')
+
+
+def test_hparams_take_every_field_the_config_has_and_nothing_else_is_dropped():
+    """Each HParams field a RunConfig section holds comes from it (whatever the section), the
+    others are the dataset's classes, the first rate and the HParams defaults of settings that
+    have no flag (momentum, batch norm)."""
+    model = dict(num_residual_units=3, use_bottleneck=True, width=2, data_format='NCHW', relu_leakiness=0.2,
+                 compute_dtype='bfloat16')
+    schedule = dict(batch_size=64, optimizer='nesterov', weight_decay_rate=0.001, min_lrn_rate=0.001,
+                    lr_schedule='piecewise', lr_boundaries=(100, 200), lr_values=(0.4, 0.04, 0.004),
+                    warmup_steps=5, label_smoothing=0.1, mixup_alpha=0.2, moving_average_decay=0.99)
+    held = {s.field: s.section for s in settings.SETTINGS if s.hparams and s.section}
+    assert held == dict({field: 'model' for field in model}, **{field: 'schedule' for field in schedule})
+    hps = RunConfig(data=Data(dataset='cifar100'), model=Model(**model), schedule=Schedule(**schedule)).hparams()
+    assert {field: getattr(hps, field) for field in held} == dict(model, **schedule)
+    unheld = {s.field: s.default for s in settings.SETTINGS if s.hparams and not s.section}
+    assert sorted(unheld) == ['bn_decay', 'bn_epsilon', 'lrn_rate', 'momentum', 'num_classes']
+    assert (hps.num_classes, hps.lrn_rate) == (100, 0.4)
+    assert (hps.momentum, hps.bn_decay, hps.bn_epsilon) == (unheld['momentum'], unheld['bn_decay'],
+                                                            unheld['bn_epsilon'])
 
 
 def test_config_json_round_trip_rebuilds_the_same_config(tmp_path):
