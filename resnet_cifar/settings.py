@@ -20,7 +20,7 @@ A `Setting` says, in one place:
                 taken when the flag is not given
 
 From these: resnet_main.py defines the flags and the --help groups (`define_flags`, `FLAG_GROUPS`),
-config.py makes the RunConfig sections (`section`) and checks them (`check_fields`), run_files.py
+config.py and cluster.py make the RunConfig sections (`section`) and check them (`check_fields`), run_files.py
 reads and checks config.json (`KEYS`, `setting_of_key`, `OLD_DEFAULTS`, `FIXED_KEYS`), resolve.py
 maps the flags to the settings (`section_values`, `keys_of_flag`, `check_flag_values`), and
 resnet_model.HParams takes its fields, defaults and checks (`HPARAMS_FIELDS`, `check_hparams`).
@@ -310,20 +310,21 @@ SETTINGS = (
       'float32, or mixed precision: float16 (with dynamic loss scaling; slow on CPUs) or bfloat16. Variables and '
       'checkpoints stay float32 either way.', _DEVICES, 'model', flag_default='auto', choices=COMPUTE_DTYPES,
       flag_choices=('auto',) + COMPUTE_DTYPES, hparams=True),
-    # A cluster (cluster.py makes its section from these flags, or from TF_CONFIG).
-    S('job_name', None, 'This task\'s job in a cluster: ps (serves the variables) or worker (trains; worker 0 '
-      'is the chief). Default: one machine, or the task of TF_CONFIG when it is set.', _CLUSTER,
-      kind=Optional[str]),
-    S('task_index', 0, 'This task\'s index in its job (--ps_hosts or --worker_hosts).', _CLUSTER),
-    S('ps_hosts', None, 'Comma-separated host:port of the parameter servers, the same for every task.',
-      _CLUSTER, kind=Optional[str]),
-    S('worker_hosts', None, 'Comma-separated host:port of the workers, the same for every task; the first is '
-      'the chief.', _CLUSTER, kind=Optional[str]),
+    # A cluster: cluster.Cluster's fields, from these flags or from TF_CONFIG (cluster.py checks how they fit).
+    S('job_name', '', 'This task\'s job in a cluster: ps (serves the variables) or worker (trains; worker 0 '
+      'is the chief). Default: one machine, or the task of TF_CONFIG when it is set.', _CLUSTER, 'cluster',
+      flag_default=None),
+    S('task_index', 0, 'This task\'s index in its job (--ps_hosts or --worker_hosts).', _CLUSTER, 'cluster'),
+    S('ps_hosts', (), 'Comma-separated host:port of the parameter servers, the same for every task.',
+      _CLUSTER, 'cluster', kind=Tuple[str, ...], flag_default=None, flag_kind=str),
+    S('worker_hosts', (), 'Comma-separated host:port of the workers, the same for every task; the first is '
+      'the chief.', _CLUSTER, 'cluster', kind=Tuple[str, ...], flag_default=None, flag_kind=str),
     S('sync_replicas', False, 'With a cluster: each update averages one gradient of every worker '
       '(SyncReplicasOptimizer); the global step counts updates. Default: asynchronous, every worker step is '
-      'an update.', _CLUSTER),
+      'an update.', _CLUSTER, 'cluster'),
     S('cluster_timeout_secs', 120, 'With a cluster: how long a task waits for a ps task or the chief before it '
-      'gives up with an error naming the address.', _CLUSTER),
+      'gives up with an error naming the address.', _CLUSTER, 'cluster', field='timeout_secs',
+      check=at_least(1, 'a positive number of seconds')),
     # resnet_model.HParams only: the classes come from the dataset.
     S('num_classes', 10, check=count(), hparams=True),
 )
@@ -534,7 +535,7 @@ def _coerced(value, kind):
     raise ValueError
 
 
-_KIND_PLURALS = {int: 'integers below 2^63', float: 'finite numbers'}
+_KIND_PLURALS = {int: 'integers below 2^63', float: 'finite numbers', str: 'strings'}
 _KIND_NAMES = {int: 'an integer below 2^63', float: 'a finite number', bool: 'true or false', str: 'a string'}
 
 

@@ -13,6 +13,7 @@ import resnet_main
 from resnet_cifar import config as config_lib
 from resnet_cifar import run_files
 from resnet_cifar import settings
+from resnet_cifar.errors import FlagError
 
 FLAGS_FIXTURE = os.path.join(os.path.dirname(__file__), 'fixtures', 'flags.json')
 
@@ -90,6 +91,24 @@ def test_every_key_an_older_config_json_lacks_has_an_old_default():
     assert sorted(settings.OLD_DEFAULTS) == sorted(missing)
     for key, value in settings.OLD_DEFAULTS.items():
         assert settings.checked(settings.setting_of_key(key), value) == value
+
+
+def test_the_cluster_section_is_declared_in_settings(tmp_path):
+    """cluster.Cluster's fields, defaults and checks are the cluster settings' (it adds `source`,
+    where the values came from); its flags and TF_CONFIG give the same fields."""
+    from resnet_cifar.cluster import Cluster
+    defaults = {field.name: field.default for field in dataclasses.fields(Cluster)}
+    assert defaults == dict({s.field: s.default for s in settings.of_section('cluster')}, source='flags')
+    assert [s.name for s in settings.of_section('cluster')] == [
+        'job_name', 'task_index', 'ps_hosts', 'worker_hosts', 'sync_replicas', 'cluster_timeout_secs']
+    assert processes.resolve(['--log_root=%s' % tmp_path]).cluster == Cluster()
+    given = processes.resolve(['--log_root=%s' % tmp_path, '--job_name=worker', '--ps_hosts=h:1',
+                               '--worker_hosts=h:2,h:3', '--task_index=1', '--cluster_timeout_secs=7']).cluster
+    assert (given.task_index, given.ps_hosts, given.worker_hosts, given.timeout_secs) == (1, ('h:1',), ('h:2', 'h:3'), 7)
+    with pytest.raises(FlagError, match=r'^--cluster_timeout_secs=0: expected a positive number of seconds$'):
+        Cluster(timeout_secs=0)
+    with pytest.raises(FlagError, match=r'^--sync_replicas=1: expected true or false$'):
+        Cluster(sync_replicas=1)
 
 
 @pytest.mark.parametrize('name, value, message', [
