@@ -91,7 +91,7 @@ def load_config(log_root):
     try:
         return config_lib.RunConfig.from_dict(saved)
     except FlagError as e:
-        raise _limit_error(settings_path, e, _flat(settings_path, saved)) from None
+        raise _limit_error(settings_path, e, saved) from None
     except (TypeError, ValueError) as e:
         raise SettingsError('%s: %s' % (settings_path, e)) from None
 
@@ -199,12 +199,16 @@ def _check_limits(settings_path, settings):
         raise _limit_error(settings_path, e, settings) from None
 
 
-def _limit_error(settings_path, error, settings):
-    """The SettingsError of a config.FlagError raised for a value of the file `settings_path`."""
-    key = getattr(error, 'setting', None)
-    if key in settings:
-        return SettingsError('%s: "%s" is %s; expected %s' % (settings_path, key, _shown(settings[key]),
-                                                              error.expected))
+def _limit_error(settings_path, error, saved):
+    """The SettingsError of a config.FlagError raised for a value of the file `settings_path`;
+    `saved` is the file's object (sections), or the run settings read flat from it. A run setting
+    is named by its key, any other field by its section too ("eval.batch_size")."""
+    key, section = getattr(error, 'setting', None), getattr(error, 'section', None)
+    run_setting = settings_lib.SETTING_SECTIONS.get(key) == section
+    values = saved[section] if isinstance(saved.get(section), dict) else saved if run_setting else {}
+    if key in values:
+        name = key if run_setting else '%s.%s' % (section, key)
+        return SettingsError('%s: "%s" is %s; expected %s' % (settings_path, name, _shown(values[key]), error.expected))
     text = str(error).replace('--lr_boundaries/--lr_values:', '"lr_boundaries" and "lr_values":')
     return SettingsError('%s: %s' % (settings_path, text))
 

@@ -471,13 +471,14 @@ def checked(setting, value):
 
 def check_fields(section_object, name):
     """Checks (and normalizes: lists to tuples, ints to floats) the fields of a RunConfig section
-    that are settings; FlagError naming the flag, carrying the field (`setting`) and `expected`."""
+    that are settings; FlagError naming the flag, carrying the field (`setting`), the section
+    (`section`) and `expected`."""
     for s in of_section(name):
         try:
             object.__setattr__(section_object, s.field, checked(s, getattr(section_object, s.field)))
         except BadValue as e:
             error = errors.FlagError(str(e))
-            error.setting, error.expected = s.field, e.expected
+            error.setting, error.section, error.expected = s.field, name, e.expected
             raise error from None
 
 
