@@ -29,8 +29,6 @@ from resnet_cifar import schedules
 from resnet_cifar import settings
 from resnet_cifar.cluster import Cluster
 from resnet_cifar.errors import FlagError
-# Where each run setting (a key of config.json) lives in a RunConfig.
-from resnet_cifar.settings import SETTING_SECTIONS
 
 
 @settings.section('data')
@@ -277,5 +275,5 @@ class RunConfig:
 
 
 def setting(config, key):
-    """The value of a run setting (a key of SETTING_SECTIONS) in `config`."""
-    return getattr(getattr(config, SETTING_SECTIONS[key]), key)
+    """The value of a run setting (a key of settings.SETTING_SECTIONS) in `config`."""
+    return getattr(getattr(config, settings.SETTING_SECTIONS[key]), key)

@@ -153,7 +153,8 @@ SETTINGS = (
     S('mode', 'train', 'train: run the training loop; eval: score each new checkpoint in --log_root; '
       'extract: save the bottleneck features of --extract_data_path; finetune: train a new softmax layer on '
       'saved features; export: write a SavedModel of a checkpoint to --export_dir.', _RUN, 'run', choices=MODES),
-    S('dataset', 'cifar10', lambda: 'Dataset: %s.' % datasets.described_names(), _RUN, 'data', choices=datasets.dataset_names, run='model'),
+    S('dataset', 'cifar10', lambda: 'Dataset: %s.' % datasets.described_names(), _RUN, 'data',
+      choices=datasets.dataset_names, run='model'),
     S('log_root', '', 'Directory of the checkpoints, shared by train and eval. Default: runs/<dataset>.',
       _RUN, 'run', flag_default=None),
     S('train_dir', '', 'Directory of the training event files. Default: <log_root>/train.', _RUN, 'run',
@@ -216,8 +217,8 @@ SETTINGS = (
     S('lr_schedule', 'piecewise', schedules.FLAG_HELP, _SCHEDULE, 'schedule', choices=schedules.KINDS,
       run='recipe', old_default='piecewise', hparams=True),
     S('lr_boundaries', (40000, 60000, 80000), 'Comma-separated global steps (epochs with --train_epochs) where '
-      'the learning rate changes. ' + schedules.BOUNDARIES_HELP, _SCHEDULE, 'schedule', kind=Tuple[int, ...], flag_default=None, flag_kind=str,
-      run='recipe', hparams=True, hparams_default=()),
+      'the learning rate changes. ' + schedules.BOUNDARIES_HELP, _SCHEDULE, 'schedule', kind=Tuple[int, ...],
+      flag_default=None, flag_kind=str, run='recipe', hparams=True, hparams_default=()),
     S('lr_values', (0.1, 0.01, 0.001, 0.0001), 'Comma-separated learning rates at batch 128, one more than '
       '--lr_boundaries. ' + schedules.RATES_HELP, _SCHEDULE,
       'schedule', kind=Tuple[float, ...], flag_default=None, flag_kind=str, run='recipe', hparams=True,

@@ -155,7 +155,7 @@ def test_the_settings_of_config_json_map_onto_the_config():
     assert config_lib.setting(config, 'lr_values') == (0.1, 0.01, 0.001, 0.0001)
     assert config_lib.setting(config, 'freeze_restored_layers') is True
     sections = {field.name for field in dataclasses.fields(RunConfig)}
-    assert set(config_lib.SETTING_SECTIONS.values()) <= sections
+    assert set(settings.SETTING_SECTIONS.values()) <= sections
 
 
 def test_building_a_config_imports_no_tensorflow():

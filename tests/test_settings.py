@@ -104,7 +104,8 @@ def test_the_cluster_section_is_declared_in_settings(tmp_path):
     assert processes.resolve(['--log_root=%s' % tmp_path]).cluster == Cluster()
     given = processes.resolve(['--log_root=%s' % tmp_path, '--job_name=worker', '--ps_hosts=h:1',
                                '--worker_hosts=h:2,h:3', '--task_index=1', '--cluster_timeout_secs=7']).cluster
-    assert (given.task_index, given.ps_hosts, given.worker_hosts, given.timeout_secs) == (1, ('h:1',), ('h:2', 'h:3'), 7)
+    assert (given.task_index, given.ps_hosts, given.worker_hosts, given.timeout_secs) == (
+        1, ('h:1',), ('h:2', 'h:3'), 7)
     with pytest.raises(FlagError, match=r'^--cluster_timeout_secs=0: expected a positive number of seconds$'):
         Cluster(timeout_secs=0)
     with pytest.raises(FlagError, match=r'^--sync_replicas=1: expected true or false$'):
