@@ -65,9 +65,9 @@ class HParams(_HParamsBase):
     rate's floor), lrn_rate (the rate when lr_values is empty), num_residual_units,
     use_bottleneck, weight_decay_rate, relu_leakiness, optimizer. The others have defaults, in
     main's released order: width, momentum, bn_decay, bn_epsilon, moving_average_decay,
-    data_format, compute_dtype, the learning-rate schedule (lr_boundaries, lr_values, lr_schedule,
-    warmup_steps: a recipe of resnet_cifar/schedules.py, which says what they mean), then the
-    regularizers label_smoothing and mixup_alpha (settings.HPARAMS_FIELDS lists them in order).
+    data_format, compute_dtype, the four fields of the learning-rate schedule (a recipe of
+    resnet_cifar/schedules.py, which says what they mean), then the two regularizers
+    (settings.HPARAMS_FIELDS lists every field in order).
 
     A bad value raises ValueError 'HParams.<field> must be <what the setting takes>; got
     <value>', with the check of the setting (the flag's); `_replace` checks too.
