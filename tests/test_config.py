@@ -122,9 +122,12 @@ def test_hparams_take_every_field_the_config_has_and_nothing_else_is_dropped():
                     lr_schedule='piecewise', lr_boundaries=(100, 200), lr_values=(0.4, 0.04, 0.004),
                     warmup_steps=5, label_smoothing=0.1, mixup_alpha=0.2, moving_average_decay=0.99)
     held = {s.field: s.section for s in settings.SETTINGS if s.hparams and s.section}
-    assert held == dict({field: 'model' for field in model}, **{field: 'schedule' for field in schedule})
-    hps = RunConfig(data=Data(dataset='cifar100'), model=Model(**model), schedule=Schedule(**schedule)).hparams()
-    assert {field: getattr(hps, field) for field in held} == dict(model, **schedule)
+    assert set(held) >= set(model) | set(schedule)
+    config = RunConfig(data=Data(dataset='cifar100'), model=Model(**model), schedule=Schedule(**schedule))
+    hps = config.hparams()
+    assert {field: getattr(hps, field) for field in held} == {
+        field: getattr(getattr(config, section), field) for field, section in held.items()}
+    assert {field: getattr(hps, field) for field in dict(model, **schedule)} == dict(model, **schedule)
     unheld = {s.field: s.default for s in settings.SETTINGS if s.hparams and not s.section}
     assert sorted(unheld) == ['bn_decay', 'bn_epsilon', 'lrn_rate', 'momentum', 'num_classes']
     assert (hps.num_classes, hps.lrn_rate) == (100, 0.4)
