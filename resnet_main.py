@@ -54,8 +54,9 @@ from resnet_cifar import settings  # noqa: E402
 FLAGS = flags.FLAGS
 
 # Every flag, its help and its --help group are declared once, in resnet_cifar/settings.py
-# (docs/flags.md has the same groups).
-settings.define_flags(flags)
+# (docs/flags.md has the same groups). They are this module's, as absl names it (the script's path
+# when run), so that --helpfull lists them first.
+settings.define_flags(flags, module_name=sys.argv[0] if __name__ == '__main__' else __name__)
 FLAG_GROUPS = settings.FLAG_GROUPS
 # Groups the short --help lists by name only: few users need them.
 COMPACT_GROUPS = ('Transfer and export', 'Cluster')

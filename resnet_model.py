@@ -63,10 +63,11 @@ class HParams(_HParamsBase):
     The seed's nine fields come first, in its order: batch_size (images per training step;
     informational, the graph works for any batch size), num_classes, min_lrn_rate (the
     rate's floor), lrn_rate (the rate when lr_values is empty), num_residual_units,
-    use_bottleneck, weight_decay_rate, relu_leakiness, optimizer. The others have defaults:
-    width, momentum, bn_decay, bn_epsilon, data_format, the learning-rate schedule (a recipe
-    of resnet_cifar/schedules.py, which says what its fields mean), the regularizers,
-    moving_average_decay and compute_dtype (settings.HPARAMS_FIELDS lists them in order).
+    use_bottleneck, weight_decay_rate, relu_leakiness, optimizer. The others have defaults, in
+    main's released order: width, momentum, bn_decay, bn_epsilon, moving_average_decay,
+    data_format, compute_dtype, the four fields of the learning-rate schedule (a recipe of
+    resnet_cifar/schedules.py, which says what they mean), then the two regularizers
+    (settings.HPARAMS_FIELDS lists every field in order).
 
     A bad value raises ValueError 'HParams.<field> must be <what the setting takes>; got
     <value>', with the check of the setting (the flag's); `_replace` checks too.

@@ -12,50 +12,39 @@ the task above is worker 1. Every problem is an errors.FlagError with a one-line
 message naming the flag (or TF_CONFIG) and what was expected. distributed.py runs
 the cluster on TensorFlow's runtime.
 """
-import dataclasses
 import json
 import socket
 import time
-from typing import Tuple
 
+from resnet_cifar import settings
 from resnet_cifar.errors import FlagError, RunError
 
 JOB_NAMES = ('ps', 'worker')
-# The flags that say "this process is a task of a cluster"; without them, TF_CONFIG.
-CLUSTER_FLAGS = ('job_name', 'task_index', 'ps_hosts', 'worker_hosts')
 TF_CONFIG = 'TF_CONFIG'
+# The fields that place this process in a cluster: TF_CONFIG gives them when no flag of theirs does.
+TASK_FIELDS = ('job_name', 'task_index', 'ps_hosts', 'worker_hosts')
 
 
 class ClusterError(RunError):
     """A cluster task that cannot start or reach the others; names the task and its address."""
 
 
-@dataclasses.dataclass(frozen=True)
+@settings.section('cluster')
 class Cluster:
     """This process's task in a cluster of parameter servers (ps) and workers; job_name '' is one machine.
 
-    Addresses are 'host:port'. Worker 0 is the chief: it initializes the variables,
-    restores and writes the checkpoints and writes the summaries. `source` is
-    'flags' or 'TF_CONFIG', what the error messages name.
+    The fields are the cluster settings of settings.py (job_name, task_index, ps_hosts,
+    worker_hosts, sync_replicas, timeout_secs: how long to wait for a ps task or the chief),
+    then `source`: 'flags' or 'TF_CONFIG', what the error messages name. Addresses are
+    'host:port'. Worker 0 is the chief: it initializes the variables, restores and writes the
+    checkpoints and writes the summaries.
     """
-    job_name: str = ''                  # '', 'ps' or 'worker'
-    task_index: int = 0                 # this task's index in its job
-    ps_hosts: Tuple[str, ...] = ()
-    worker_hosts: Tuple[str, ...] = ()
-    sync_replicas: bool = False         # aggregate one gradient per worker into each update
-    timeout_secs: int = 120             # wait at most this long for a ps task or the chief
     source: str = 'flags'
 
     def __post_init__(self):
-        for name, kind in (('job_name', str), ('task_index', int), ('sync_replicas', bool),
-                           ('timeout_secs', int), ('source', str)):
-            value = getattr(self, name)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise FlagError('%s=%r: expected %s' % (self._name(name), value, kind.__name__))
-        for name in ('ps_hosts', 'worker_hosts'):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.timeout_secs < 1:
-            raise FlagError('--cluster_timeout_secs=%d: expected a positive number of seconds' % self.timeout_secs)
+        if not isinstance(self.source, str):
+            raise FlagError('Cluster.source=%r: expected flags or TF_CONFIG' % (self.source,))
+        settings.check_fields(self, 'cluster')
         if not self.job_name:
             self._check_one_machine()
             return
@@ -157,12 +146,13 @@ def from_values(values, given, environ):
     environ: the environment (os.environ). TF_CONFIG only applies to train mode: an
     eval process beside a cluster may have one, and ignores it.
     """
-    common = dict(sync_replicas=values['sync_replicas'], timeout_secs=values['cluster_timeout_secs'])
-    if any(name in given for name in CLUSTER_FLAGS) or values['mode'] != 'train' or not environ.get(TF_CONFIG):
-        return Cluster(job_name=values['job_name'] or '', task_index=values['task_index'],
-                       ps_hosts=split_hosts('ps_hosts', values['ps_hosts']),
-                       worker_hosts=split_hosts('worker_hosts', values['worker_hosts']), **common)
-    return from_tf_config(environ[TF_CONFIG], **common)
+    fields = settings.section_values('cluster', values)
+    for name in ('ps_hosts', 'worker_hosts'):
+        fields[name] = split_hosts(name, values[name])
+    task_flags = [s.name for s in settings.of_section('cluster') if s.field in TASK_FIELDS]
+    if any(name in given for name in task_flags) or values['mode'] != 'train' or not environ.get(TF_CONFIG):
+        return Cluster(**fields)
+    return from_tf_config(environ[TF_CONFIG], **{k: v for k, v in fields.items() if k not in TASK_FIELDS})
 
 
 def from_tf_config(text, **common):

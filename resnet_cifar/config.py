@@ -29,8 +29,6 @@ from resnet_cifar import schedules
 from resnet_cifar import settings
 from resnet_cifar.cluster import Cluster
 from resnet_cifar.errors import FlagError
-# Where each run setting (a key of config.json) lives in a RunConfig.
-from resnet_cifar.settings import SETTING_SECTIONS
 
 
 @settings.section('data')
@@ -249,12 +247,12 @@ class RunConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def hparams(self):
-        """The resnet_model.HParams of this run's network and training step: the fields of the
-        model and schedule sections that are HParams', with this mode's batch and the dataset's classes."""
+        """The resnet_model.HParams of this run's network and training step: every field of a
+        section that is HParams' (today those of model and schedule), with this mode's batch and the
+        dataset's classes; the others (momentum, batch norm) keep their HParams defaults."""
         import resnet_model  # TensorFlow: only once a graph is built
-        values = {s.field: getattr(getattr(self, s.section), s.field)
-                  for s in settings.of_section('model') + settings.of_section('schedule')
-                  if s.field in settings.HPARAMS_FIELDS}
+        values = {s.field: getattr(self if s.section == 'run' else getattr(self, s.section), s.field)
+                  for s in settings.SETTINGS if s.hparams and s.section}
         values.update(batch_size=self.batch_size, num_classes=self.data.num_classes,
                       lrn_rate=self.schedule.lr_values[0])
         return resnet_model.HParams(**values)
@@ -277,5 +275,5 @@ class RunConfig:
 
 
 def setting(config, key):
-    """The value of a run setting (a key of SETTING_SECTIONS) in `config`."""
-    return getattr(getattr(config, SETTING_SECTIONS[key]), key)
+    """The value of a run setting (a key of settings.SETTING_SECTIONS) in `config`."""
+    return getattr(getattr(config, settings.SETTING_SECTIONS[key]), key)

@@ -32,11 +32,11 @@ SHORT_RUN_MIN_SAVE_STEPS = 100
 
 # The settings each mode takes from the run when its flags leave them out.
 _FROM_THE_RUN = {
-    'train': run_files.KEYS,
-    'eval': run_files.MODEL_KEYS + run_files.SPLIT_KEYS + ('train_steps',),
+    'train': settings_lib.KEYS,
+    'eval': settings_lib.MODEL_KEYS + settings_lib.SPLIT_KEYS + ('train_steps',),
     # Extract's --dataset and --label_mode describe the records, not the network.
-    'extract': tuple(key for key in run_files.MODEL_KEYS if key not in ('dataset', 'label_mode')),
-    'export': run_files.MODEL_KEYS,
+    'extract': tuple(key for key in settings_lib.MODEL_KEYS if key not in ('dataset', 'label_mode')),
+    'export': settings_lib.MODEL_KEYS,
 }
 
 
@@ -157,7 +157,7 @@ def _check_lengths(values, given):
 
 
 def flag_settings(values, dataset=None, given=(), run=None):
-    """The run settings (run_files.KEYS) as the flags, the preset and the defaults give them,
+    """The run settings (settings.KEYS) as the flags, the preset and the defaults give them,
     in steps and in the rates the steps use (a new run).
 
     given: the flags given (they win over the preset's values). run: {key: value} of the
@@ -263,13 +263,13 @@ def parse_list(name, text, convert):
 
 
 def given_keys(given):
-    """The settings (run_files.KEYS) the given flags set (settings.keys_of_flag: a flag may set
+    """The settings (settings.KEYS) the given flags set (settings.keys_of_flag: a flag may set
     a field of another name, or another setting, as --train_epochs sets train_steps)."""
     return {key for name in given for key in settings_lib.keys_of_flag(name)}
 
 
 def resolve_settings(values, given, log_root):
-    """(settings {key: value} of run_files.KEYS, [changes to the run's recipe, as text],
+    """(settings {key: value} of settings.KEYS, [changes to the run's recipe, as text],
     [the keys taken from the run])."""
     source_dir = run_dir_of(values, log_root)
     saved, source = saved_settings(values['mode'], source_dir)
@@ -286,7 +286,7 @@ def resolve_settings(values, given, log_root):
         settings['lr_boundaries'], settings['lr_values'] = resumed_schedule(values, given, saved, settings)
     changes = ['%s instead of the run\'s %s' % (run_files.as_flag(key, settings[key]),
                                                 run_files.as_flag(key, saved[key]))
-               for key in run_files.TRAINING_KEYS
+               for key in settings_lib.TRAINING_KEYS
                if key in keys and key != 'train_steps' and settings[key] != saved[key]]
     return settings, changes, [key for key in keys if key not in chosen]
 

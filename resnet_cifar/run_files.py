@@ -5,11 +5,11 @@ resumptions, eval beside it, extract after it. The first trainer writes
 config.json (the serialized RunConfig, `RunConfig.to_dict()` plus a `written`
 note); every later trainer of the run writes it again with what it changed.
 
-- MODEL_KEYS decide the network and what its outputs mean. A process whose
-  flags give another value than the run's must stop (`differences`).
-- SPLIT_KEYS say which records the run trains on; like the model keys, a
-  process of the run may not change them.
-- TRAINING_KEYS are the run's recipe. A resumed trainer keeps the run's unless
+- settings.MODEL_KEYS decide the network and what its outputs mean. A process
+  whose flags give another value than the run's must stop (`differences`).
+- settings.SPLIT_KEYS say which records the run trains on; like the model keys,
+  a process of the run may not change them.
+- settings.TRAINING_KEYS are the run's recipe. A resumed trainer keeps the run's unless
   its flags give a new value, which then holds from the step it resumes at.
 
 `read` gives those settings as a flat {key: value}, also from the files of older
@@ -34,11 +34,6 @@ FILE_NAME = 'config.json'
 LOCK_FILE = 'trainer.lock'
 # Eval's lock: one eval per run, since it keeps the run's best/ and eval results.
 EVAL_LOCK_FILE = 'eval.lock'
-# The run settings (settings.py declares each: run='model', 'split' or 'recipe'), and the values
-# of those added since the first settings file, which the runs written before them trained with.
-MODEL_KEYS, SPLIT_KEYS, TRAINING_KEYS = settings_lib.MODEL_KEYS, settings_lib.SPLIT_KEYS, settings_lib.TRAINING_KEYS
-KEYS = settings_lib.KEYS
-RECIPE_DEFAULTS = settings_lib.OLD_DEFAULTS
 _LEGACY_RECORD = os.path.join('train', 'config.json')
 # The key of config.json that records which training records a run holds out (datasets.split_record).
 SPLIT_RECORD = 'validation_split'
@@ -53,11 +48,11 @@ def path(log_root):
 
 
 def read(log_root):
-    """(settings {key: value} of KEYS, the file they come from), or (None, None) when the
+    """(settings {key: value} of settings.KEYS, the file they come from), or (None, None) when the
     run has none yet.
 
     A file of an older version may lack keys added since: those are left out, and
-    the flags give them; except the keys of RECIPE_DEFAULTS (each setting's old_default),
+    the flags give them; except the keys of settings.OLD_DEFAULTS (each setting's old_default),
     which take the values such a run trained with (a piecewise schedule, no warmup, no
     batch scaling, no regularizers, no preset, no validation split). Raises SettingsError
     naming the file when it exists but is not a settings file, or holds a value of the
@@ -73,10 +68,10 @@ def read(log_root):
     settings = _flat(settings_path, settings)
     if 'dataset' not in settings:
         raise SettingsError('%s is not a run settings file: it has no "dataset"' % settings_path)
-    settings = {key: settings[key] for key in KEYS if key in settings}
+    settings = {key: settings[key] for key in settings_lib.KEYS if key in settings}
     _check_kinds(settings_path, settings)
     _check_limits(settings_path, settings)
-    return dict(RECIPE_DEFAULTS, **settings), settings_path
+    return dict(settings_lib.OLD_DEFAULTS, **settings), settings_path
 
 
 def load_config(log_root):
@@ -91,7 +86,7 @@ def load_config(log_root):
     try:
         return config_lib.RunConfig.from_dict(saved)
     except FlagError as e:
-        raise _limit_error(settings_path, e, _flat(settings_path, saved)) from None
+        raise _limit_error(settings_path, e, saved) from None
     except (TypeError, ValueError) as e:
         raise SettingsError('%s: %s' % (settings_path, e)) from None
 
@@ -199,12 +194,16 @@ def _check_limits(settings_path, settings):
         raise _limit_error(settings_path, e, settings) from None
 
 
-def _limit_error(settings_path, error, settings):
-    """The SettingsError of a config.FlagError raised for a value of the file `settings_path`."""
-    key = getattr(error, 'setting', None)
-    if key in settings:
-        return SettingsError('%s: "%s" is %s; expected %s' % (settings_path, key, _shown(settings[key]),
-                                                              error.expected))
+def _limit_error(settings_path, error, saved):
+    """The SettingsError of a config.FlagError raised for a value of the file `settings_path`;
+    `saved` is the file's object (sections), or the run settings read flat from it. A run setting
+    is named by its key, any other field by its section too ("eval.batch_size")."""
+    key, section = getattr(error, 'setting', None), getattr(error, 'section', None)
+    run_setting = settings_lib.SETTING_SECTIONS.get(key) == section
+    values = saved[section] if isinstance(saved.get(section), dict) else saved if run_setting else {}
+    if key in values:
+        name = key if run_setting else '%s.%s' % (section, key)
+        return SettingsError('%s: "%s" is %s; expected %s' % (settings_path, name, _shown(values[key]), error.expected))
     text = str(error).replace('--lr_boundaries/--lr_values:', '"lr_boundaries" and "lr_values":')
     return SettingsError('%s: %s' % (settings_path, text))
 
@@ -310,8 +309,8 @@ def write(config, run_id=None, run_id_from_step=0, split=None):
 
 
 def settings_of(config):
-    """{key: value} of KEYS in a RunConfig (lists for the schedule, as read() gives them)."""
-    values = {key: config_lib.setting(config, key) for key in KEYS}
+    """{key: value} of settings.KEYS in a RunConfig (lists for the schedule, as read() gives them)."""
+    values = {key: config_lib.setting(config, key) for key in settings_lib.KEYS}
     return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
 
 

@@ -20,7 +20,7 @@ A `Setting` says, in one place:
                 taken when the flag is not given
 
 From these: resnet_main.py defines the flags and the --help groups (`define_flags`, `FLAG_GROUPS`),
-config.py makes the RunConfig sections (`section`) and checks them (`check_fields`), run_files.py
+config.py and cluster.py make the RunConfig sections (`section`) and check them (`check_fields`), run_files.py
 reads and checks config.json (`KEYS`, `setting_of_key`, `OLD_DEFAULTS`, `FIXED_KEYS`), resolve.py
 maps the flags to the settings (`section_values`, `keys_of_flag`, `check_flag_values`), and
 resnet_model.HParams takes its fields, defaults and checks (`HPARAMS_FIELDS`, `check_hparams`).
@@ -153,7 +153,8 @@ SETTINGS = (
     S('mode', 'train', 'train: run the training loop; eval: score each new checkpoint in --log_root; '
       'extract: save the bottleneck features of --extract_data_path; finetune: train a new softmax layer on '
       'saved features; export: write a SavedModel of a checkpoint to --export_dir.', _RUN, 'run', choices=MODES),
-    S('dataset', 'cifar10', lambda: 'Dataset: %s.' % datasets.described_names(), _RUN, 'data', choices=datasets.dataset_names, run='model'),
+    S('dataset', 'cifar10', lambda: 'Dataset: %s.' % datasets.described_names(), _RUN, 'data',
+      choices=datasets.dataset_names, run='model'),
     S('log_root', '', 'Directory of the checkpoints, shared by train and eval. Default: runs/<dataset>.',
       _RUN, 'run', flag_default=None),
     S('train_dir', '', 'Directory of the training event files. Default: <log_root>/train.', _RUN, 'run',
@@ -216,8 +217,8 @@ SETTINGS = (
     S('lr_schedule', 'piecewise', schedules.FLAG_HELP, _SCHEDULE, 'schedule', choices=schedules.KINDS,
       run='recipe', old_default='piecewise', hparams=True),
     S('lr_boundaries', (40000, 60000, 80000), 'Comma-separated global steps (epochs with --train_epochs) where '
-      'the learning rate changes. ' + schedules.BOUNDARIES_HELP, _SCHEDULE, 'schedule', kind=Tuple[int, ...], flag_default=None, flag_kind=str,
-      run='recipe', hparams=True, hparams_default=()),
+      'the learning rate changes. ' + schedules.BOUNDARIES_HELP, _SCHEDULE, 'schedule', kind=Tuple[int, ...],
+      flag_default=None, flag_kind=str, run='recipe', hparams=True, hparams_default=()),
     S('lr_values', (0.1, 0.01, 0.001, 0.0001), 'Comma-separated learning rates at batch 128, one more than '
       '--lr_boundaries. ' + schedules.RATES_HELP, _SCHEDULE,
       'schedule', kind=Tuple[float, ...], flag_default=None, flag_kind=str, run='recipe', hparams=True,
@@ -310,20 +311,21 @@ SETTINGS = (
       'float32, or mixed precision: float16 (with dynamic loss scaling; slow on CPUs) or bfloat16. Variables and '
       'checkpoints stay float32 either way.', _DEVICES, 'model', flag_default='auto', choices=COMPUTE_DTYPES,
       flag_choices=('auto',) + COMPUTE_DTYPES, hparams=True),
-    # A cluster (cluster.py makes its section from these flags, or from TF_CONFIG).
-    S('job_name', None, 'This task\'s job in a cluster: ps (serves the variables) or worker (trains; worker 0 '
-      'is the chief). Default: one machine, or the task of TF_CONFIG when it is set.', _CLUSTER,
-      kind=Optional[str]),
-    S('task_index', 0, 'This task\'s index in its job (--ps_hosts or --worker_hosts).', _CLUSTER),
-    S('ps_hosts', None, 'Comma-separated host:port of the parameter servers, the same for every task.',
-      _CLUSTER, kind=Optional[str]),
-    S('worker_hosts', None, 'Comma-separated host:port of the workers, the same for every task; the first is '
-      'the chief.', _CLUSTER, kind=Optional[str]),
+    # A cluster: cluster.Cluster's fields, from these flags or from TF_CONFIG (cluster.py checks how they fit).
+    S('job_name', '', 'This task\'s job in a cluster: ps (serves the variables) or worker (trains; worker 0 '
+      'is the chief). Default: one machine, or the task of TF_CONFIG when it is set.', _CLUSTER, 'cluster',
+      flag_default=None),
+    S('task_index', 0, 'This task\'s index in its job (--ps_hosts or --worker_hosts).', _CLUSTER, 'cluster'),
+    S('ps_hosts', (), 'Comma-separated host:port of the parameter servers, the same for every task.',
+      _CLUSTER, 'cluster', kind=Tuple[str, ...], flag_default=None, flag_kind=str),
+    S('worker_hosts', (), 'Comma-separated host:port of the workers, the same for every task; the first is '
+      'the chief.', _CLUSTER, 'cluster', kind=Tuple[str, ...], flag_default=None, flag_kind=str),
     S('sync_replicas', False, 'With a cluster: each update averages one gradient of every worker '
       '(SyncReplicasOptimizer); the global step counts updates. Default: asynchronous, every worker step is '
-      'an update.', _CLUSTER),
+      'an update.', _CLUSTER, 'cluster'),
     S('cluster_timeout_secs', 120, 'With a cluster: how long a task waits for a ps task or the chief before it '
-      'gives up with an error naming the address.', _CLUSTER),
+      'gives up with an error naming the address.', _CLUSTER, 'cluster', field='timeout_secs',
+      check=at_least(1, 'a positive number of seconds')),
     # resnet_model.HParams only: the classes come from the dataset.
     S('num_classes', 10, check=count(), hparams=True),
 )
@@ -351,12 +353,17 @@ SETTING_SECTIONS = {s.field: s.section for s in RUN_SETTINGS}
 _BY_KEY = {s.field: s for s in RUN_SETTINGS}
 _BY_FLAG = {s.name: s for s in FLAGS}
 
-# resnet_model.HParams: the seed's nine fields, in its order, then the others with their defaults.
+# resnet_model.HParams: the seed's nine fields, in its order, then the others with their defaults,
+# in main's order at its release (3b63bf2), which positional calls rely on; a field added since
+# comes after them, in declaration order.
 HPARAMS_REQUIRED = ('batch_size', 'num_classes', 'min_lrn_rate', 'lrn_rate', 'num_residual_units',
                     'use_bottleneck', 'weight_decay_rate', 'relu_leakiness', 'optimizer')
+_HPARAMS_RELEASED = HPARAMS_REQUIRED + (
+    'width', 'momentum', 'bn_decay', 'bn_epsilon', 'moving_average_decay', 'data_format', 'compute_dtype',
+    'lr_boundaries', 'lr_values', 'lr_schedule', 'warmup_steps', 'label_smoothing', 'mixup_alpha')
 _HPARAMS = {s.field: s for s in SETTINGS if s.hparams}
-HPARAMS_DEFAULTS = {name: s.hparams_default for name, s in _HPARAMS.items() if name not in HPARAMS_REQUIRED}
-HPARAMS_FIELDS = HPARAMS_REQUIRED + tuple(HPARAMS_DEFAULTS)
+HPARAMS_FIELDS = _HPARAMS_RELEASED + tuple(name for name in _HPARAMS if name not in _HPARAMS_RELEASED)
+HPARAMS_DEFAULTS = {name: _HPARAMS[name].hparams_default for name in HPARAMS_FIELDS if name not in HPARAMS_REQUIRED}
 
 
 def flag_of_key(key):
@@ -395,21 +402,18 @@ def section_values(name, flag_values):
     return out
 
 
-def define_flags(flags):
-    """Defines the absl flag of every setting that has one; `flags` is absl.flags."""
+def define_flags(flags, module_name=None):
+    """Defines the absl flag of every setting that has one; `flags` is absl.flags. absl lists a
+    flag in --helpfull under `module_name` (default: this module's), and the main module first."""
     for s in FLAGS:
         kind = s.flag_kind or s.kind
         kind = _inner(kind) if _optional(kind) else kind
+        args = (s.name, s.flag_default)
         if s.choices or s.flag_choices:
-            flags.DEFINE_enum(s.name, s.flag_default, list(s.flag_choices or s.allowed()), s.help_text())
-        elif kind is bool:
-            flags.DEFINE_boolean(s.name, s.flag_default, s.help_text())
-        elif kind is int:
-            flags.DEFINE_integer(s.name, s.flag_default, s.help_text())
-        elif kind is float:
-            flags.DEFINE_float(s.name, s.flag_default, s.help_text())
-        else:
-            flags.DEFINE_string(s.name, s.flag_default, s.help_text())
+            flags.DEFINE_enum(*args, list(s.flag_choices or s.allowed()), s.help_text(), module_name=module_name)
+            continue
+        define = {bool: flags.DEFINE_boolean, int: flags.DEFINE_integer, float: flags.DEFINE_float}
+        define.get(kind, flags.DEFINE_string)(*args, s.help_text(), module_name=module_name)
 
 
 def section(name):
@@ -468,13 +472,14 @@ def checked(setting, value):
 
 def check_fields(section_object, name):
     """Checks (and normalizes: lists to tuples, ints to floats) the fields of a RunConfig section
-    that are settings; FlagError naming the flag, carrying the field (`setting`) and `expected`."""
+    that are settings; FlagError naming the flag, carrying the field (`setting`), the section
+    (`section`) and `expected`."""
     for s in of_section(name):
         try:
             object.__setattr__(section_object, s.field, checked(s, getattr(section_object, s.field)))
         except BadValue as e:
             error = errors.FlagError(str(e))
-            error.setting, error.expected = s.field, e.expected
+            error.setting, error.section, error.expected = s.field, name, e.expected
             raise error from None
 
 
@@ -532,7 +537,7 @@ def _coerced(value, kind):
     raise ValueError
 
 
-_KIND_PLURALS = {int: 'integers below 2^63', float: 'finite numbers'}
+_KIND_PLURALS = {int: 'integers below 2^63', float: 'finite numbers', str: 'strings'}
 _KIND_NAMES = {int: 'an integer below 2^63', float: 'a finite number', bool: 'true or false', str: 'a string'}
 
 

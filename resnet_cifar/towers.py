@@ -24,11 +24,11 @@ import tensorflow as tf
 
 import cifar_input
 import resnet_model
+from resnet_cifar import settings
 from resnet_cifar import staging
 from resnet_cifar import summaries
 from resnet_cifar import train_step
 
-TOWER_DEVICES = ('gpu', 'cpu')
 
 # Ops that hold a variable; the device function sends these to the parameter device.
 _VARIABLE_OPS = ('Variable', 'VariableV2', 'VarHandleOp')
@@ -36,8 +36,8 @@ _VARIABLE_OPS = ('Variable', 'VariableV2', 'VarHandleOp')
 
 def tower_devices(num_towers, tower_device):
     """['/gpu:0', '/gpu:1', ...] or ['/cpu:0', '/cpu:1', ...] (logical CPU devices)."""
-    if tower_device not in TOWER_DEVICES:
-        raise ValueError('tower_device must be one of %s; got %r' % (', '.join(TOWER_DEVICES), tower_device))
+    if tower_device not in settings.TOWER_DEVICES:
+        raise ValueError('tower_device must be one of %s; got %r' % (', '.join(settings.TOWER_DEVICES), tower_device))
     return ['/%s:%d' % (tower_device, i) for i in range(num_towers)]
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 import resnet_model
+from resnet_cifar import settings
 from resnet_cifar import towers
 from resnet_cifar import devices
 
@@ -80,7 +81,7 @@ def measure(hps, num_towers, args, session_config):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--num_towers', type=int, default=2)
-    parser.add_argument('--tower_device', choices=towers.TOWER_DEVICES, default='cpu')
+    parser.add_argument('--tower_device', choices=settings.TOWER_DEVICES, default='cpu')
     parser.add_argument('--variable_device', choices=['cpu', 'gpu'], default='cpu')
     parser.add_argument('--batch_size', type=int, default=128, help='global batch, split over the towers')
     parser.add_argument('--num_residual_units', type=int, default=5)

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from resnet_cifar import config as config_lib
+from resnet_cifar import settings
 from resnet_cifar.config import Checkpoints, Data, Devices, Eval, Model, RunConfig, Schedule, Transfer
 from resnet_cifar.errors import Error, FlagError
 
@@ -111,6 +112,29 @@ def test_hparams_carry_the_model_and_the_recipe():
     assert (hps.optimizer, hps.lrn_rate, hps.batch_size, hps.compute_dtype) == ('sgd', 0.4, 128, 'bfloat16')
 
 
+def test_hparams_take_every_field_the_config_has_and_nothing_else_is_dropped():
+    """Each HParams field a RunConfig section holds comes from it (whatever the section), the
+    others are the dataset's classes, the first rate and the HParams defaults of settings that
+    have no flag (momentum, batch norm)."""
+    model = dict(num_residual_units=3, use_bottleneck=True, width=2, data_format='NCHW', relu_leakiness=0.2,
+                 compute_dtype='bfloat16')
+    schedule = dict(batch_size=64, optimizer='nesterov', weight_decay_rate=0.001, min_lrn_rate=0.001,
+                    lr_schedule='piecewise', lr_boundaries=(100, 200), lr_values=(0.4, 0.04, 0.004),
+                    warmup_steps=5, label_smoothing=0.1, mixup_alpha=0.2, moving_average_decay=0.99)
+    held = {s.field: s.section for s in settings.SETTINGS if s.hparams and s.section}
+    assert set(held) >= set(model) | set(schedule)
+    config = RunConfig(data=Data(dataset='cifar100'), model=Model(**model), schedule=Schedule(**schedule))
+    hps = config.hparams()
+    assert {field: getattr(hps, field) for field in held} == {
+        field: getattr(getattr(config, section), field) for field, section in held.items()}
+    assert {field: getattr(hps, field) for field in dict(model, **schedule)} == dict(model, **schedule)
+    unheld = {s.field: s.default for s in settings.SETTINGS if s.hparams and not s.section}
+    assert sorted(unheld) == ['bn_decay', 'bn_epsilon', 'lrn_rate', 'momentum', 'num_classes']
+    assert (hps.num_classes, hps.lrn_rate) == (100, 0.4)
+    assert (hps.momentum, hps.bn_decay, hps.bn_epsilon) == (unheld['momentum'], unheld['bn_decay'],
+                                                            unheld['bn_epsilon'])
+
+
 def test_config_json_round_trip_rebuilds_the_same_config(tmp_path):
     config = RunConfig(mode='train', log_root=str(tmp_path), random_seed=3,
                        data=Data(dataset='digits'), model=Model(num_residual_units=2, width=2),
@@ -134,7 +158,7 @@ def test_the_settings_of_config_json_map_onto_the_config():
     assert config_lib.setting(config, 'lr_values') == (0.1, 0.01, 0.001, 0.0001)
     assert config_lib.setting(config, 'freeze_restored_layers') is True
     sections = {field.name for field in dataclasses.fields(RunConfig)}
-    assert set(config_lib.SETTING_SECTIONS.values()) <= sections
+    assert set(settings.SETTING_SECTIONS.values()) <= sections
 
 
 def test_building_a_config_imports_no_tensorflow():

@@ -58,6 +58,27 @@ def test_classic_hparams_call_works_verbatim():
     assert hps.num_residual_units == 5 and hps.optimizer == 'mom'
 
 
+# HParams' fields in main's order at its release (3b63bf2), which positional calls rely on.
+RELEASED_FIELDS = ('batch_size', 'num_classes', 'min_lrn_rate', 'lrn_rate', 'num_residual_units', 'use_bottleneck',
+                   'weight_decay_rate', 'relu_leakiness', 'optimizer', 'width', 'momentum', 'bn_decay', 'bn_epsilon',
+                   'moving_average_decay', 'data_format', 'compute_dtype', 'lr_boundaries', 'lr_values',
+                   'lr_schedule', 'warmup_steps', 'label_smoothing', 'mixup_alpha')
+
+
+def test_hparams_fields_keep_their_released_order_and_positions():
+    """The classic nine-field positional call, and a call giving every released field by position,
+    mean what they meant at main's release; a field added since comes after these."""
+    classic = resnet_model.HParams(128, 10, 0.0001, 0.1, 5, False, 0.0002, 0.1, 'mom')
+    assert classic == resnet_model.HParams(**CLASSIC)
+    assert resnet_model.HParams._fields[:len(RELEASED_FIELDS)] == RELEASED_FIELDS
+    every = resnet_model.HParams(128, 10, 0.0001, 0.1, 5, False, 0.0002, 0.1, 'mom', 2, 0.8, 0.95, 1e-4, 0.99,
+                                 'NCHW', 'bfloat16', (100,), (0.1, 0.01), 'piecewise', 10, 0.1, 0.2)
+    assert every._asdict() == dict(zip(RELEASED_FIELDS, (
+        128, 10, 0.0001, 0.1, 5, False, 0.0002, 0.1, 'mom', 2, 0.8, 0.95, 1e-4, 0.99, 'NCHW', 'bfloat16', (100,),
+        (0.1, 0.01), 'piecewise', 10, 0.1, 0.2)), **{name: getattr(classic, name) for name in
+                                                     resnet_model.HParams._fields[len(RELEASED_FIELDS):]})
+
+
 def test_replace_make_and_pickle_go_through_validation():
     hps = resnet_model.HParams(**CLASSIC)
     wide = hps._replace(width=10, num_residual_units=4)

@@ -49,6 +49,23 @@ def test_settings_read_from_each_format(tmp_path):
         run_files.read(str(tmp_path))
 
 
+def test_a_bad_value_outside_the_run_settings_is_named_by_its_section(tmp_path):
+    """eval's batch_size is no run setting: its error names "eval.batch_size" and its value, not
+    the schedule's "batch_size" (a run setting of the same name, whose value is good)."""
+    config = RunConfig(log_root=str(tmp_path), data=Data(dataset='digits'), schedule=Schedule(batch_size=32))
+    run_files.write(config)
+    saved = json.load(open(run_files.path(str(tmp_path))))
+    for section, key, value, name in (('eval', 'batch_size', 0, 'eval.batch_size'),
+                                      ('schedule', 'batch_size', 0, 'batch_size'),
+                                      ('checkpoints', 'keep_max', -1, 'checkpoints.keep_max')):
+        with open(run_files.path(str(tmp_path)), 'w') as f:
+            json.dump(dict(saved, **{section: dict(saved[section], **{key: value})}), f)
+        with pytest.raises(run_files.SettingsError) as info:
+            run_files.load_config(str(tmp_path))
+        assert str(info.value) == '%s: "%s" is %d; expected a positive integer' % (
+            run_files.path(str(tmp_path)), name, value)
+
+
 def test_a_process_record_never_overwrites_the_run_settings(tmp_path):
     config = RunConfig(log_root=str(tmp_path), data=Data(dataset='digits'))
     run_files.write(config)

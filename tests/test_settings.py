@@ -9,9 +9,44 @@ import sys
 import pytest
 
 import processes
+import resnet_main
 from resnet_cifar import config as config_lib
 from resnet_cifar import run_files
 from resnet_cifar import settings
+from resnet_cifar.errors import FlagError
+
+FLAGS_FIXTURE = os.path.join(os.path.dirname(__file__), 'fixtures', 'flags.json')
+
+
+def flag_table():
+    """Each flag resnet_main.py defines, as --help and the command line see it: name, absl's type,
+    default, enum choices, help text and --help group, in definition order."""
+    group_of = {name: title for title, names in resnet_main.FLAG_GROUPS for name in names}
+    return [{'name': flag.name, 'type': flag.flag_type(), 'default': flag.default,
+             'choices': getattr(flag.parser, 'enum_values', None), 'help': flag.help,
+             'group': group_of.get(flag.name)}
+            for flag in resnet_main.FLAGS.flags_by_module_dict()['resnet_main']]
+
+
+def write_flags_fixture():
+    with open(FLAGS_FIXTURE, 'w') as f:
+        json.dump(flag_table(), f, indent=1)
+        f.write('\n')
+
+
+def test_every_flag_is_as_the_golden_file_says():
+    """Pins every flag (name, type, default, choices, help, group) to tests/fixtures/flags.json,
+    so that a changed default or help shows here as a diff a reviewer must accept. After a
+    deliberate change, regenerate the file and commit it with the change:
+        PYTHONPATH=. python tests/test_settings.py --write-flags-fixture"""
+    with open(FLAGS_FIXTURE) as f:
+        golden = {flag['name']: flag for flag in json.load(f)}
+    live = {flag['name']: flag for flag in flag_table()}
+    differences = ['--%s: %s' % (name, 'new' if name not in golden else 'gone') for name in
+                   sorted(set(golden) ^ set(live))]
+    differences += ['--%s %s: %r in flags.json, now %r' % (name, key, golden[name][key], live[name][key])
+                    for name in golden if name in live for key in golden[name] if golden[name][key] != live[name][key]]
+    assert not differences, '\n'.join(differences)
 
 
 def test_every_flag_has_one_declaration_and_one_group():
@@ -32,6 +67,49 @@ def test_run_settings_are_the_config_json_keys_of_each_section():
     assert settings.FIXED_KEYS == settings.MODEL_KEYS + settings.SPLIT_KEYS + ('preset',)
     for key, section in settings.SETTING_SECTIONS.items():
         assert key in {field.name for field in dataclasses.fields(getattr(config_lib.RunConfig(), section))}
+
+
+def test_config_json_keys_are_unique_in_each_section_and_flag_names_unique():
+    """config.json keeps each section's fields by name, and run_files reads the run settings flat,
+    by key: two settings of one field would overwrite each other."""
+    for section in dict.fromkeys(s.section for s in settings.SETTINGS if s.section):
+        fields = [s.field for s in settings.of_section(section)]
+        assert len(fields) == len(set(fields)), section
+    assert len(settings.KEYS) == len(set(settings.KEYS))
+    names = [s.name for s in settings.FLAGS]
+    assert len(names) == len(set(names))
+
+
+def test_every_key_an_older_config_json_lacks_has_an_old_default():
+    """A run written before the validation split resumes: each run setting its config.json lacks
+    takes the setting's old_default, a value the setting accepts; no other setting has one."""
+    with open(os.path.join(os.path.dirname(__file__), 'fixtures', 'config_before_validation_split.json')) as f:
+        old = json.load(f)
+    written = {key for value in old.values() if isinstance(value, dict) for key in value}
+    missing = [key for key in settings.KEYS if key not in written]
+    assert 'validation_size' in missing and 'warmup_steps' in missing
+    assert sorted(settings.OLD_DEFAULTS) == sorted(missing)
+    for key, value in settings.OLD_DEFAULTS.items():
+        assert settings.checked(settings.setting_of_key(key), value) == value
+
+
+def test_the_cluster_section_is_declared_in_settings(tmp_path):
+    """cluster.Cluster's fields, defaults and checks are the cluster settings' (it adds `source`,
+    where the values came from); its flags and TF_CONFIG give the same fields."""
+    from resnet_cifar.cluster import Cluster
+    defaults = {field.name: field.default for field in dataclasses.fields(Cluster)}
+    assert defaults == dict({s.field: s.default for s in settings.of_section('cluster')}, source='flags')
+    assert [s.name for s in settings.of_section('cluster')] == [
+        'job_name', 'task_index', 'ps_hosts', 'worker_hosts', 'sync_replicas', 'cluster_timeout_secs']
+    assert processes.resolve(['--log_root=%s' % tmp_path]).cluster == Cluster()
+    given = processes.resolve(['--log_root=%s' % tmp_path, '--job_name=worker', '--ps_hosts=h:1',
+                               '--worker_hosts=h:2,h:3', '--task_index=1', '--cluster_timeout_secs=7']).cluster
+    assert (given.task_index, given.ps_hosts, given.worker_hosts, given.timeout_secs) == (
+        1, ('h:1',), ('h:2', 'h:3'), 7)
+    with pytest.raises(FlagError, match=r'^--cluster_timeout_secs=0: expected a positive number of seconds$'):
+        Cluster(timeout_secs=0)
+    with pytest.raises(FlagError, match=r'^--sync_replicas=1: expected true or false$'):
+        Cluster(sync_replicas=1)
 
 
 @pytest.mark.parametrize('name, value, message', [
@@ -159,3 +237,9 @@ def test_a_new_setting_is_one_declaration(tmp_path, tiny_run):
     assert out['refused'].startswith('--throwaway_units=4: the run in %s has --throwaway_units=3' % log_root)
     assert out['bad file'] == '%s: "throwaway_rate" is 2; expected a value in [0, 1)' % run_files.path(log_root)
     assert out['older run'] == [0.0, 1]  # a config.json without them: the old defaults
+
+
+if __name__ == '__main__':
+    if sys.argv[1:] != ['--write-flags-fixture']:
+        sys.exit('usage: PYTHONPATH=. python tests/test_settings.py --write-flags-fixture')
+    write_flags_fixture()
