@@ -180,14 +180,6 @@ def test_missing_data_names_the_download_command(tmp_path):
     assert not os.path.exists(os.path.join(program, 'data'))  # nothing was downloaded or made
 
 
-@pytest.mark.timeout(120)
-def test_help_lists_flags():
-    proc = run_main('--helpfull', check=False)
-    for flag in ('--train_steps', '--lr_boundaries', '--eval_batch_count', '--moving_average_decay',
-                 '--num_gpus', '--log_root'):
-        assert flag in proc.stdout + proc.stderr
-
-
 @pytest.mark.timeout(300)
 def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
     """The README states the sample's precision, and that training ends with it; a short run
