@@ -1,4 +1,5 @@
-"""resnet_main.py end to end: real subprocesses, real checkpoints, real event files."""
+"""resnet_main.py end to end: real subprocesses, real checkpoints, real event files. Where a test
+is about a score and not the process, eval runs main() in this process (no TensorFlow start)."""
 import json
 import os
 import re
@@ -17,7 +18,7 @@ MAIN = os.path.join(REPO, 'resnet_main.py')
 
 
 @pytest.mark.timeout(400)
-def test_train_then_eval_once_learns(learnable, tmp_path):
+def test_train_then_eval_once_learns(learnable, tmp_path, capsys):
     train_path, test_path = learnable
     log_root = str(tmp_path / 'run')
     train = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
@@ -27,20 +28,20 @@ def test_train_then_eval_once_learns(learnable, tmp_path):
     assert config['hparams']['num_residual_units'] == 1
     assert config['run_config']['schedule']['train_steps'] == 300
 
-    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                  '--log_root=' + log_root, '--eval_once', '--num_residual_units=1')
-    scores = eval_precisions(ev.stdout)
-    assert len(scores) == 1, ev.stdout
+    out = processes.main_stdout(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                                '--log_root=' + log_root, '--eval_once', '--num_residual_units=1'], capsys)
+    scores = eval_precisions(out)
+    assert len(scores) == 1, out
     step, precision = scores[0]
     assert step == 300
-    assert precision >= 0.9, ev.stdout
-    assert '(200 images' in ev.stdout  # the whole eval set, exactly once
+    assert precision >= 0.9, out
+    assert '(200 images' in out  # the whole eval set, exactly once
 
     # --eval_batch_count scores only that many batches.
-    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                  '--log_root=' + log_root, '--eval_once', '--num_residual_units=1',
-                  '--eval_batch_count=1', '--batch_size=64')
-    assert '(64 images' in ev.stdout, ev.stdout
+    out = processes.main_stdout(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                                '--log_root=' + log_root, '--eval_once', '--num_residual_units=1',
+                                '--eval_batch_count=1', '--batch_size=64'], capsys)
+    assert '(64 images' in out, out
 
 
 @pytest.mark.timeout(400)
@@ -49,8 +50,8 @@ def test_train_and_eval_side_by_side(learnable, tmp_path):
     log_root = str(tmp_path / 'run')
     # Eval starts first: log_root does not exist yet, and it waits.
     evaluator = processes.Process(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                                   '--log_root=' + log_root, '--train_steps=120', '--eval_interval_secs=1',
-                                   '--num_residual_units=1'])
+                                '--log_root=' + log_root, '--train_steps=120', '--eval_interval_secs=1',
+                                '--num_residual_units=1'])
     try:
         # Training starts once eval says it waits (a fixed sleep let a slow eval start late).
         evaluator.wait_for('waiting for the first checkpoint in ' + re.escape(log_root), timeout=120)
@@ -85,9 +86,10 @@ def test_resume_continues_step_and_schedule(learnable, tmp_path):
     train_path, _ = learnable
     log_root = str(tmp_path / 'run')
     schedule = ['--lr_boundaries=30,60', '--lr_values=0.1,0.02,0.004']
-    first = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
-                     '--log_root=' + log_root, '--train_steps=40', *(TINY + schedule))
-    assert 'step 40/40' in first.stderr
+    # The first part in this process, the resumed one in a process of its own.
+    assert processes.main_status(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                                  '--log_root=' + log_root, '--train_steps=40', *(TINY + schedule)]) == 0
+    assert processes.latest_step(log_root) == 40
     second = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                       '--log_root=' + log_root, '--train_steps=80', *(TINY + schedule))
     logged = [(int(m.group(1)), float(m.group(2))) for m in
@@ -181,7 +183,7 @@ def test_missing_data_names_the_download_command(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
+def test_bundled_digits_sample_trains_to_stated_precision(tmp_path, capsys):
     """The README states the sample's precision, and that training ends with it; a short run
     already gets most of the way. Short runs save every tenth of the run, by steps."""
     log_root = str(tmp_path / 'digits')
@@ -191,9 +193,9 @@ def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
                           r'\(step 300, loss [\d.]+\)$', train.stdout, re.M)
     assert len(held_out) == 1 and float(held_out[0]) >= 0.95, train.stdout
     # The same checkpoint and images as eval scores: the same number.
-    ev = run_main('--mode=eval', '--log_root=' + log_root, '--eval_once')
-    (step, precision), = eval_precisions(ev.stdout)
-    assert (step, '%.4f' % precision) == (300, held_out[0]), ev.stdout
+    out = processes.main_stdout(['--mode=eval', '--log_root=' + log_root, '--eval_once'], capsys)
+    (step, precision), = eval_precisions(out)
+    assert (step, '%.4f' % precision) == (300, held_out[0]), out
     assert processes.checkpoint_steps(log_root) == [0, 100, 200, 300]
 
 
@@ -210,7 +212,7 @@ def test_data_format_defaults_to_nhwc_on_the_cpu(capsys, monkeypatch, tmp_path):
 
 
 @pytest.mark.timeout(400)
-def test_nchw_checkpoints_score_in_nhwc(learnable, tmp_path):
+def test_nchw_checkpoints_score_in_nhwc(learnable, tmp_path, capsys):
     # The GPU layout trained on the CPU (through oneDNN); eval in the CPU layout reads it.
     train_path, test_path = learnable
     log_root = str(tmp_path / 'run')
@@ -220,7 +222,7 @@ def test_nchw_checkpoints_score_in_nhwc(learnable, tmp_path):
     assert 'step 200/200' in train.stderr
     config = json.load(open(os.path.join(log_root, 'train', 'config.json')))
     assert config['hparams']['data_format'] == 'NCHW'
-    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                  '--log_root=' + log_root, '--eval_once', '--num_residual_units=1')
-    [(step, precision)] = eval_precisions(ev.stdout)
-    assert step == 200 and precision >= 0.8, ev.stdout
+    out = processes.main_stdout(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                                '--log_root=' + log_root, '--eval_once', '--num_residual_units=1'], capsys)
+    [(step, precision)] = eval_precisions(out)
+    assert step == 200 and precision >= 0.8, out
