@@ -265,6 +265,15 @@ def main_status(args):
         resnet_main.FLAGS.unparse_flags()
 
 
+def main_log(args):
+    """(exit status, its log as text) of resnet_main's main() on `args` in this process: for a run
+    whose log, not its process, is the subject (no TensorFlow start). Parsing the flags sets absl's
+    level from --verbosity, so the run gets --verbosity=0: INFO, as resnet_main.py logs."""
+    with AbslRecords() as log:
+        status = main_status(list(args) + ['--verbosity=0'])
+    return status, '\n'.join(log.messages)
+
+
 def resolve(args):
     """The RunConfig resnet_main builds for `args`; the flags are reset afterwards."""
     import resnet_main
