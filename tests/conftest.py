@@ -30,11 +30,42 @@ TRAINING_FIXTURES = ('tiny_run', 'learnable', 'diverged')
 TRAINING_FIXTURE_SECS = 240
 
 
+# The files that take longest, longest first (the seconds of their tests among the 60 slowest of a
+# loaded run of 2026-12-07: about 660, 650, 450, 250, 200, 160, 120, 120, 115). `--dist loadfile`
+# hands whole files to the workers in collection order (see pytest_configure), so these start first:
+# a file of several minutes begun near the end would finish alone on one core while the other
+# workers sit idle (xdist's own order, most tests first, started test_cluster.py and
+# test_reliability.py eleventh and twelfth).
+LONGEST_FILES = ('test_cluster.py', 'test_resnet_main.py', 'test_reliability.py', 'test_resolve.py',
+                 'test_quiet.py', 'test_hostile_inputs.py', 'test_features.py', 'test_run_identity.py',
+                 'test_mixed_precision.py')
+
+
+def pytest_configure(config):
+    # pytest-xdist 3.8 sorts the files by their number of tests unless told not to
+    # (--no-loadscope-reorder, which older versions do not know: they keep collection order).
+    if getattr(config.option, 'loadscopereorder', None):
+        config.option.loadscopereorder = False
+
+
+def run_order(item):
+    """Where an item comes in the run: the files of LONGEST_FILES in their order, each with its
+    tests of the longest time limit first, then the other files as collected. (xdist hands a
+    worker its next file while the last two tests of its current one run: a long one there held
+    the next file back behind it.)"""
+    name = item.path.name
+    if name not in LONGEST_FILES:
+        return len(LONGEST_FILES), 0
+    marker = item.get_closest_marker('timeout')
+    return LONGEST_FILES.index(name), -(marker.args[0] if marker and marker.args else 0)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         marker = item.get_closest_marker('timeout')
         if marker and marker.args and set(TRAINING_FIXTURES) & set(getattr(item, 'fixturenames', ())):
             item.add_marker(pytest.mark.timeout(marker.args[0] + TRAINING_FIXTURE_SECS), append=False)
+    items.sort(key=run_order)  # stable: tests of the same rank keep their order
 
 
 # The run of the `tiny_run` fixture: 60 steps, a checkpoint every 20, the newest 2 kept.
@@ -46,11 +77,11 @@ TINY_RUN_ARGS = ['--mode=train', '--dataset=digits', '--num_residual_units=1', '
 @pytest.fixture(scope='session')
 def tiny_run(tmp_path_factory):
     """A finished run of ResNet-8 on the bundled digits (checkpoints 40 and 60), trained by
-    resnet_main.py in a subprocess with an absolute --log_root. Tests copy it; none changes it."""
+    resnet_main's main() with an absolute --log_root, in this process (a TensorFlow start fewer
+    per worker than a subprocess; the code is the same). Tests copy it; none changes it."""
     import processes
     log_root = str(tmp_path_factory.mktemp('tiny_run') / 'run')
-    done = processes.run(*(TINY_RUN_ARGS + ['--log_root=' + log_root]))
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert processes.main_status(TINY_RUN_ARGS + ['--log_root=' + log_root]) == 0
     assert processes.checkpoint_steps(log_root) == [40, 60], os.listdir(log_root)
     return log_root
 

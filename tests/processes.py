@@ -241,6 +241,16 @@ def main_exit_status(args, capsys):
     return main_status(args), capsys.readouterr().err
 
 
+def main_stdout(args, capsys):
+    """stdout of resnet_main's main() on `args` in this process, which must exit 0 (for an eval
+    whose score is the subject, not the process: no TensorFlow start)."""
+    capsys.readouterr()
+    status = main_status(args)
+    out, err = capsys.readouterr()
+    assert status == 0, 'exit %s\nstdout:\n%s\nstderr:\n%s' % (status, out, err[-3000:])
+    return out
+
+
 def main_status(args):
     """The exit status of resnet_main's main() on `args` in this process (0 when it returns);
     the flags are reset afterwards. Output goes where it would (capsys can read it)."""
@@ -253,6 +263,15 @@ def main_status(args):
         return e.code
     finally:
         resnet_main.FLAGS.unparse_flags()
+
+
+def main_log(args):
+    """(exit status, its log as text) of resnet_main's main() on `args` in this process: for a run
+    whose log, not its process, is the subject (no TensorFlow start). Parsing the flags sets absl's
+    level from --verbosity, so the run gets --verbosity=0: INFO, as resnet_main.py logs."""
+    with AbslRecords() as log:
+        status = main_status(list(args) + ['--verbosity=0'])
+    return status, '\n'.join(log.messages)
 
 
 def resolve(args):

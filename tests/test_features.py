@@ -368,8 +368,8 @@ DIGITS_TEST = os.path.join(processes.REPO, 'data', 'digits-bin', 'test_batch.bin
 def digit_features(tiny_run, tmp_path_factory):
     """The features of the 300 bundled digit test images under the session's tiny run."""
     path = str(tmp_path_factory.mktemp('digit_features') / 'digits.npz')
-    run_main('--mode=extract', '--dataset=digits', '--log_root=' + tiny_run, '--extract_data_path=' + DIGITS_TEST,
-             '--features_path=' + path)
+    assert main_in_process('--mode=extract', '--dataset=digits', '--log_root=' + tiny_run,
+                           '--extract_data_path=' + DIGITS_TEST, '--features_path=' + path) == 0
     return path
 
 

@@ -248,7 +248,7 @@ def read_checkpoint(path):
 
 
 @pytest.mark.timeout(240)
-def test_float16_run_end_to_end_scored_by_a_float32_eval(learnable, tmp_path):
+def test_float16_run_end_to_end_scored_by_a_float32_eval(learnable, tmp_path, capsys):
     train_path, test_path = learnable
     log_root = str(tmp_path / 'run')
     run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path, '--log_root=' + log_root,
@@ -257,10 +257,11 @@ def test_float16_run_end_to_end_scored_by_a_float32_eval(learnable, tmp_path):
     assert sorted(loss_scales) == [2, 4]
     assert all(value >= 1 and np.log2(value) == int(np.log2(value)) for value in loss_scales.values())
 
-    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path, '--log_root=' + log_root,
-                  '--eval_once', '--num_residual_units=1')  # the default float32 scores it
-    assert [step for step, _ in eval_precisions(ev.stdout)] == [4], ev.stdout
-    assert '(200 images' in ev.stdout
+    out = processes.main_stdout(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                                 '--log_root=' + log_root, '--eval_once', '--num_residual_units=1'],
+                                capsys)  # the default float32 scores it, in this process
+    assert [step for step, _ in eval_precisions(out)] == [4], out
+    assert '(200 images' in out
 
 
 @pytest.mark.timeout(30)

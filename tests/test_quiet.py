@@ -1,17 +1,15 @@
-"""resnet_cifar.quiet (a quiet start) and resnet_cifar.flag_help (the grouped --help), in
-real subprocesses of resnet_main.py and of small drivers."""
+"""resnet_cifar.quiet (a quiet start) and resnet_main.py's grouped --help, in real subprocesses
+of resnet_main.py and of small drivers (flag_help's own API: test_flag_help.py)."""
 import os
 import re
 import subprocess
 import sys
 import textwrap
-import types
 
 import pytest
 
 import resnet_main
 from processes import MAIN
-from resnet_cifar import flag_help
 from resnet_cifar import quiet
 
 # The noise of issue "Noise before the first useful line", by where it comes from.
@@ -243,15 +241,6 @@ def test_helpfull_lists_our_flags_first_under_the_main_module():
     assert listed == sorted(name for _, names in resnet_main.FLAG_GROUPS for name in names)
 
 
-def test_first_sentence():
-    assert flag_help.first_sentence('Image side in pixels. CIFAR images are 32x32.') == 'Image side in pixels.'
-    assert flag_help.first_sentence('<a|b>: a: one; b: two') == 'a: one; b: two'
-    assert flag_help.first_sentence('Slope, in [0, 1).') == 'Slope, in [0, 1).'
-    assert flag_help.first_sentence('Width (k=10 with n=4 is WRN-28-10).') == 'Width (k=10 with n=4 is WRN-28-10).'
-    flag = types.SimpleNamespace(name='x', default=None, default_as_str=None, help='Words. More.', parser=None)
-    assert flag_help.flag_line(flag, 100) == '  --x=                           Words.'
-
-
 @pytest.mark.timeout(120)
 def test_the_import_leaves_keras_out_and_tf_keras_still_loads_when_asked():
     """TensorFlow imports Keras's optimizers at its own import, only to register them for Keras
@@ -267,25 +256,3 @@ def test_the_import_leaves_keras_out_and_tf_keras_still_loads_when_asked():
     done = subprocess.run([sys.executable, '-c', driver], capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ['keras imported: False', 'optimizer: SGD']
-
-
-@pytest.mark.parametrize('width', [60, 80, 100, 120])
-def test_grouped_help_never_cuts_a_word(width):
-    """A description too long for its line ends at a word, with '...'; --help=TOPIC has the rest."""
-    text = flag_help.grouped_help(resnet_main.FLAGS, resnet_main.FLAG_GROUPS, width=width,
-                                  compact=resnet_main.COMPACT_GROUPS)
-    cut = 0
-    for title, names in resnet_main.FLAG_GROUPS:
-        if title in resnet_main.COMPACT_GROUPS:
-            continue
-        for name in names:
-            line = next(line for line in text.splitlines() if line.startswith('  --%s=' % name))
-            sentence = flag_help.first_sentence(resnet_main.FLAGS[name].help)
-            if not line.endswith('...') or sentence.endswith('...'):
-                assert line.endswith(' ' + sentence) or not sentence, line
-                continue
-            cut += 1
-            shown = next(k for k in range(len(sentence), 0, -1) if line[:-3].endswith(sentence[:k]))
-            assert sentence[shown] == ' ', (line, sentence)  # the cut is between two words
-            assert len(line) <= width or ' ' not in sentence[:shown], line
-    assert cut > 0 or width == 120

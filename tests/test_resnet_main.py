@@ -1,4 +1,5 @@
-"""resnet_main.py end to end: real subprocesses, real checkpoints, real event files."""
+"""resnet_main.py end to end: real subprocesses, real checkpoints, real event files. Where a test
+is about a score and not the process, eval runs main() in this process (no TensorFlow start)."""
 import json
 import os
 import re
@@ -17,30 +18,31 @@ MAIN = os.path.join(REPO, 'resnet_main.py')
 
 
 @pytest.mark.timeout(400)
-def test_train_then_eval_once_learns(learnable, tmp_path):
+def test_train_then_eval_once_learns(learnable, tmp_path, capsys):
     train_path, test_path = learnable
     log_root = str(tmp_path / 'run')
+    # The learnable images score 0.99 or more after 25 steps (seeds 2 and 3, 2026-12-07).
     train = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
-                     '--log_root=' + log_root, '--train_steps=300', '--random_seed=1', *TINY)
-    assert 'step 300/300' in train.stderr
+                     '--log_root=' + log_root, '--train_steps=100', '--random_seed=1', *TINY)
+    assert 'step 100/100' in train.stderr
     config = json.load(open(os.path.join(log_root, 'train', 'config.json')))
     assert config['hparams']['num_residual_units'] == 1
-    assert config['run_config']['schedule']['train_steps'] == 300
+    assert config['run_config']['schedule']['train_steps'] == 100
 
-    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                  '--log_root=' + log_root, '--eval_once', '--num_residual_units=1')
-    scores = eval_precisions(ev.stdout)
-    assert len(scores) == 1, ev.stdout
+    out = processes.main_stdout(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                                '--log_root=' + log_root, '--eval_once', '--num_residual_units=1'], capsys)
+    scores = eval_precisions(out)
+    assert len(scores) == 1, out
     step, precision = scores[0]
-    assert step == 300
-    assert precision >= 0.9, ev.stdout
-    assert '(200 images' in ev.stdout  # the whole eval set, exactly once
+    assert step == 100
+    assert precision >= 0.9, out
+    assert '(200 images' in out  # the whole eval set, exactly once
 
     # --eval_batch_count scores only that many batches.
-    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                  '--log_root=' + log_root, '--eval_once', '--num_residual_units=1',
-                  '--eval_batch_count=1', '--batch_size=64')
-    assert '(64 images' in ev.stdout, ev.stdout
+    out = processes.main_stdout(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                                '--log_root=' + log_root, '--eval_once', '--num_residual_units=1',
+                                '--eval_batch_count=1', '--batch_size=64'], capsys)
+    assert '(64 images' in out, out
 
 
 @pytest.mark.timeout(400)
@@ -49,25 +51,25 @@ def test_train_and_eval_side_by_side(learnable, tmp_path):
     log_root = str(tmp_path / 'run')
     # Eval starts first: log_root does not exist yet, and it waits.
     evaluator = processes.Process(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                                   '--log_root=' + log_root, '--train_steps=120', '--eval_interval_secs=1',
-                                   '--num_residual_units=1'])
+                                '--log_root=' + log_root, '--train_steps=60', '--eval_interval_secs=1',
+                                '--num_residual_units=1'])
     try:
         # Training starts once eval says it waits (a fixed sleep let a slow eval start late).
         evaluator.wait_for('waiting for the first checkpoint in ' + re.escape(log_root), timeout=120)
         run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
-                 '--log_root=' + log_root, '--train_steps=120', '--save_checkpoints_steps=40', *TINY)
-        assert evaluator.wait(180) == 0, evaluator.stderr[-3000:]  # it ends after scoring step 120
+                 '--log_root=' + log_root, '--train_steps=60', '--save_checkpoints_steps=20', *TINY)
+        assert evaluator.wait(180) == 0, evaluator.stderr[-3000:]  # it ends after scoring step 60
         stdout = evaluator.proc.stdout.read()  # a few lines: the pipe never filled
     finally:
         evaluator.kill()
     scores = eval_precisions(stdout)
     steps = [step for step, _ in scores]
-    assert steps == [0, 40, 80, 120], stdout  # every checkpoint, oldest first, once
+    assert steps == [0, 20, 40, 60], stdout  # every checkpoint, oldest first, once
 
     train_scalars = read_scalars(os.path.join(log_root, 'train'))
     for tag in ('total_loss', 'cross_entropy', 'precision', 'learning_rate', 'examples_per_sec'):
         assert tag in train_scalars, sorted(train_scalars)
-    assert 120 in train_scalars['examples_per_sec']
+    assert 60 in train_scalars['examples_per_sec']
     assert any('queue' in tag for tag in train_scalars), sorted(train_scalars)
 
     eval_scalars = read_scalars(os.path.join(log_root, 'eval'))
@@ -85,9 +87,10 @@ def test_resume_continues_step_and_schedule(learnable, tmp_path):
     train_path, _ = learnable
     log_root = str(tmp_path / 'run')
     schedule = ['--lr_boundaries=30,60', '--lr_values=0.1,0.02,0.004']
-    first = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
-                     '--log_root=' + log_root, '--train_steps=40', *(TINY + schedule))
-    assert 'step 40/40' in first.stderr
+    # The first part in this process, the resumed one in a process of its own.
+    assert processes.main_status(['--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
+                                  '--log_root=' + log_root, '--train_steps=40', *(TINY + schedule)]) == 0
+    assert processes.latest_step(log_root) == 40
     second = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
                       '--log_root=' + log_root, '--train_steps=80', *(TINY + schedule))
     logged = [(int(m.group(1)), float(m.group(2))) for m in
@@ -180,16 +183,8 @@ def test_missing_data_names_the_download_command(tmp_path):
     assert not os.path.exists(os.path.join(program, 'data'))  # nothing was downloaded or made
 
 
-@pytest.mark.timeout(120)
-def test_help_lists_flags():
-    proc = run_main('--helpfull', check=False)
-    for flag in ('--train_steps', '--lr_boundaries', '--eval_batch_count', '--moving_average_decay',
-                 '--num_gpus', '--log_root'):
-        assert flag in proc.stdout + proc.stderr
-
-
 @pytest.mark.timeout(300)
-def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
+def test_bundled_digits_sample_trains_to_stated_precision(tmp_path, capsys):
     """The README states the sample's precision, and that training ends with it; a short run
     already gets most of the way. Short runs save every tenth of the run, by steps."""
     log_root = str(tmp_path / 'digits')
@@ -199,9 +194,9 @@ def test_bundled_digits_sample_trains_to_stated_precision(tmp_path):
                           r'\(step 300, loss [\d.]+\)$', train.stdout, re.M)
     assert len(held_out) == 1 and float(held_out[0]) >= 0.95, train.stdout
     # The same checkpoint and images as eval scores: the same number.
-    ev = run_main('--mode=eval', '--log_root=' + log_root, '--eval_once')
-    (step, precision), = eval_precisions(ev.stdout)
-    assert (step, '%.4f' % precision) == (300, held_out[0]), ev.stdout
+    out = processes.main_stdout(['--mode=eval', '--log_root=' + log_root, '--eval_once'], capsys)
+    (step, precision), = eval_precisions(out)
+    assert (step, '%.4f' % precision) == (300, held_out[0]), out
     assert processes.checkpoint_steps(log_root) == [0, 100, 200, 300]
 
 
@@ -218,17 +213,22 @@ def test_data_format_defaults_to_nhwc_on_the_cpu(capsys, monkeypatch, tmp_path):
 
 
 @pytest.mark.timeout(400)
-def test_nchw_checkpoints_score_in_nhwc(learnable, tmp_path):
-    # The GPU layout trained on the CPU (through oneDNN); eval in the CPU layout reads it.
+def test_nchw_checkpoints_score_in_nhwc(learnable, tmp_path, capsys):
+    # The GPU layout trained on the CPU (through oneDNN); eval in the CPU layout reads it and
+    # scores it as training's own held-out eval in NCHW did. 50 NCHW steps: each costs several
+    # NHWC ones on the CPU, and the learnable images score 0.99 after 25 (2026-12-07).
     train_path, test_path = learnable
     log_root = str(tmp_path / 'run')
     train = run_main('--mode=train', '--dataset=cifar10', '--train_data_path=' + train_path,
-                     '--log_root=' + log_root, '--train_steps=200', '--random_seed=2',
-                     '--data_format=NCHW', *TINY)
-    assert 'step 200/200' in train.stderr
+                     '--eval_data_path=' + test_path, '--log_root=' + log_root, '--train_steps=50',
+                     '--random_seed=2', '--data_format=NCHW', *(TINY + ['--eval_after_training']))
+    assert 'step 50/50' in train.stderr
     config = json.load(open(os.path.join(log_root, 'train', 'config.json')))
     assert config['hparams']['data_format'] == 'NCHW'
-    ev = run_main('--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
-                  '--log_root=' + log_root, '--eval_once', '--num_residual_units=1')
-    [(step, precision)] = eval_precisions(ev.stdout)
-    assert step == 200 and precision >= 0.8, ev.stdout
+    [nchw] = re.findall(r'^held-out precision ([0-9.]+) on 200 images .*\(step 50,', train.stdout, re.M)
+    out = processes.main_stdout(['--mode=eval', '--dataset=cifar10', '--eval_data_path=' + test_path,
+                                '--log_root=' + log_root, '--eval_once', '--num_residual_units=1'], capsys)
+    [(step, precision)] = eval_precisions(out)
+    assert step == 50 and precision >= 0.8, out
+    # The same predictions: at most one of the 200 images may flip between the layouts' round-offs.
+    assert precision == pytest.approx(float(nchw), abs=0.0051), (nchw, out)

@@ -1,10 +1,10 @@
 """A run's settings, fixed when it starts: eval and a resumed trainer read them from the run's
 config.json, refuse model flags that differ, and an extended run keeps its learning-rate schedule.
 
-The end-to-end tests run resnet_main.py in real subprocesses on copies of the `tiny_run`
-fixture (conftest.py): ResNet-8 (--num_residual_units=1, not the digits default of 2),
-60 steps of batch 32 with the default schedule (0.1, then 0.01 from step 30, 0.001 from 45,
-0.0001 from 60).
+The end-to-end tests run resnet_main.py (in real subprocesses where the process is the subject,
+else its main() in this process) on copies of the `tiny_run` fixture (conftest.py): ResNet-8
+(--num_residual_units=1, not the digits default of 2), 60 steps of batch 32 with the default
+schedule (0.1, then 0.01 from step 30, 0.001 from 45, 0.0001 from 60).
 """
 import json
 import os
@@ -25,9 +25,9 @@ TINY_RUN_SCHEDULE = ([30, 45, 60], [0.1, 0.01, 0.001, 0.0001])
 def test_eval_reads_the_model_from_the_run_and_refuses_model_flags_that_differ(tiny_run, tmp_path, capsys):
     run_dir = copy_run(tiny_run, tmp_path / 'run')
     # No model flags at all: the network is the run's (ResNet-8), and so is --train_steps.
-    scored = run('--mode=eval', '--dataset=digits', '--log_root=' + run_dir, '--eval_interval_secs=1')
-    assert scored.returncode == 0, scored.stderr[-3000:]
-    assert scored.stdout.startswith('step 40: precision'), scored.stdout + scored.stderr[-3000:]
+    scored = processes.main_stdout(['--mode=eval', '--dataset=digits', '--log_root=' + run_dir,
+                                    '--eval_interval_secs=1'], capsys)  # in this process: its scores are the subject
+    assert scored.startswith('step 40: precision'), scored
 
     for flags, named in [(['--width=2', '--eval_once'], '--width=2'),
                          (['--num_residual_units=2'], '--num_residual_units=2')]:
@@ -48,25 +48,30 @@ def test_resuming_with_other_model_flags_is_one_line_and_writes_nothing(tiny_run
     assert snapshot(run_dir) == before
 
 
+def _train_in_process(*args):
+    """The log of resnet_main's main() on `args` in this process, which must exit 0."""
+    status, log = processes.main_log(args)
+    assert status == 0, log[-3000:]
+    return log
+
+
 @pytest.mark.timeout(300)
 def test_an_extended_run_keeps_its_schedule_unless_given_a_new_one(tiny_run, tmp_path):
     run_dir = copy_run(tiny_run, tmp_path / 'run')
-    extended = run('--mode=train', *TINY_DIGITS, '--log_root=' + run_dir, '--train_steps=100',
-                   '--log_every_n_steps=20')
-    assert extended.returncode == 0, extended.stderr[-3000:]
-    rates = logged_steps(extended.stderr, 100)
-    assert sorted(rates) == [80, 100], extended.stderr[-3000:]
+    extended = _train_in_process('--mode=train', *TINY_DIGITS, '--log_root=' + run_dir, '--train_steps=100',
+                                 '--log_every_n_steps=20')
+    rates = logged_steps(extended, 100)
+    assert sorted(rates) == [80, 100], extended[-3000:]
     for step, (_, lr) in rates.items():  # the line at step s describes the step run at s - 1
         assert lr == pytest.approx(processes.learning_rate_at(step - 1, *TINY_RUN_SCHEDULE, 1e-4))
     assert 'learning rate: 0.1 until step 30, 0.01 until step 45, 0.001 until step 60, then 0.0001' \
-        in extended.stderr
+        in extended
 
-    changed = run('--mode=train', *TINY_DIGITS, '--log_root=' + run_dir, '--train_steps=120',
-                  '--log_every_n_steps=10', '--lr_boundaries=110', '--lr_values=0.05,0.002')
-    assert changed.returncode == 0, changed.stderr[-3000:]
-    assert {s: lr for s, (_, lr) in logged_steps(changed.stderr, 120).items()} == {
+    changed = _train_in_process('--mode=train', *TINY_DIGITS, '--log_root=' + run_dir, '--train_steps=120',
+                                '--log_every_n_steps=10', '--lr_boundaries=110', '--lr_values=0.05,0.002')
+    assert {s: lr for s, (_, lr) in logged_steps(changed, 120).items()} == {
         110: pytest.approx(0.05), 120: pytest.approx(0.002)}
-    assert "from step 100: --lr_boundaries=110 instead of the run's --lr_boundaries=30,45,60" in changed.stderr
+    assert "from step 100: --lr_boundaries=110 instead of the run's --lr_boundaries=30,45,60" in changed
     saved = run_files.read(run_dir)[0]
     assert (saved['lr_boundaries'], saved['lr_values'], saved['train_steps']) == ([110], [0.05, 0.002], 120)
 

@@ -191,12 +191,12 @@ def test_starting_over_in_an_evaluated_directory_is_refused(tiny_run, tmp_path, 
     assert processes.snapshot(log_root) == before, line
 
 
-def test_eval_scores_a_run_started_over_in_the_same_directory(tiny_run, tmp_path):
+def test_eval_scores_a_run_started_over_in_the_same_directory(tiny_run, tmp_path, capsys):
     """On the old code eval said `the checkpoint at --train_steps=60 is already scored; eval done`
     and kept reporting the old run's best."""
     log_root = _run_copy(tiny_run, tmp_path / 'run')
-    first = processes.run_main('--mode=eval', '--log_root=' + log_root)
-    assert [step for step, _ in processes.eval_precisions(first.stdout)] == [40, 60], first.stdout
+    first = processes.main_stdout(['--mode=eval', '--log_root=' + log_root], capsys)  # in this process
+    assert [step for step, _ in processes.eval_precisions(first)] == [40, 60], first
     _move_checkpoints_away(log_root, str(tmp_path / 'away'))
     shutil.rmtree(os.path.join(log_root, 'best'))
     _train('--log_root=' + log_root, '--train_steps=60', '--save_checkpoints_steps=20', '--keep_checkpoint_max=2',

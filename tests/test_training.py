@@ -212,7 +212,7 @@ def _add_learning_rate_variable(prefix, value):
 
 
 @pytest.mark.timeout(180)
-def test_a_checkpoint_with_the_old_learning_rate_variable_resumes_and_evals(tiny_run, tmp_path):
+def test_a_checkpoint_with_the_old_learning_rate_variable_resumes_and_evals(tiny_run, tmp_path, capsys):
     log_root = processes.copy_run(tiny_run, tmp_path / 'run')
     _add_learning_rate_variable(os.path.join(log_root, 'model.ckpt-60'), 0.5)
     assert 'learning_rate' in read_checkpoint(os.path.join(log_root, 'model.ckpt-60'))
@@ -222,8 +222,9 @@ def test_a_checkpoint_with_the_old_learning_rate_variable_resumes_and_evals(tiny
     # The run's schedule (0.0001 from step 60 on), not the stored 0.5.
     assert {step: lr for step, (_, lr) in logged_steps(trained.stderr, 70).items()} == {
         65: pytest.approx(0.0001), 70: pytest.approx(0.0001)}
-    scored = processes.run_main('--mode=eval', '--log_root=' + log_root, '--eval_once', '--eval_batch_count=1')
-    assert processes.eval_precisions(scored.stdout)[0][0] == 70
+    scored = processes.main_stdout(['--mode=eval', '--log_root=' + log_root, '--eval_once', '--eval_batch_count=1'],
+                                   capsys)  # in this process
+    assert processes.eval_precisions(scored)[0][0] == 70
 
 
 @pytest.mark.timeout(300)
