@@ -18,6 +18,9 @@ HE_2016B = ('He, Zhang, Ren and Sun 2016, "Identity Mappings in Deep Residual Ne
 ZAGORUYKO_2016 = ('Zagoruyko and Komodakis 2016, "Wide Residual Networks", BMVC (arXiv:1605.07146)')
 CLASSIC_TF_README = 'the classic TensorFlow ResNet suite\'s README (tensorflow/models, research/resnet)'
 
+SHORT_NAMES = {HE_2016A: 'He et al. 2016a', HE_2016B: 'He et al. 2016b', ZAGORUYKO_2016: 'Zagoruyko and Komodakis 2016',
+               CLASSIC_TF_README: 'classic TF README'}
+
 
 @dataclasses.dataclass(frozen=True)
 class Figure:
@@ -31,6 +34,11 @@ class Figure:
     table: str
     note: str = ''
     quoted: bool = False
+
+    @property
+    def short_cite(self):
+        """The source in a few words, and the table: 'He et al. 2016a, Table 6'."""
+        return '%s, %s%s' % (SHORT_NAMES[self.source], self.table, ' (quoted)' if self.quoted else '')
 
     @property
     def cite(self):
