@@ -1,0 +1,237 @@
+"""scripts/reproduce.py: a grid of presets x datasets x seeds in real subprocesses on the bundled
+digits, its table beside the published figures, resuming after SIGKILL, a failing cell, the GPU
+slots, --dry_run, and the published figures kept in resnet_cifar/published.py only."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import processes
+from processes import REPO, checkpoint_steps, snapshot
+from resnet_cifar import published
+
+SCRIPT = os.path.join(REPO, 'scripts', 'reproduce.py')
+reproduce = processes.load_script('reproduce')
+# ResNet-8 at batch 32 on the digits, a validation split the digits can give.
+TINY = ['--num_residual_units=1', '--batch_size=32', '--nolr_batch_scaling', '--save_checkpoints_steps=10',
+        '--validation_size=200']
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def grid(*args, timeout=400):
+    return subprocess.run([sys.executable, SCRIPT] + list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def results_json(run_dir):
+    with open(os.path.join(run_dir, 'eval', 'results.json')) as f:
+        return json.load(f)
+
+
+def rows_of(out):
+    with open(os.path.join(out, 'table.json')) as f:
+        return {(row['preset'], row['dataset']): row for row in json.load(f)['rows']}
+
+
+@pytest.mark.timeout(420)
+def test_a_two_preset_two_seed_grid_gives_the_table_of_its_runs(tmp_path):
+    out = str(tmp_path / 'grid')
+    done = grid('--presets=resnet32_classic,fast_cifar', '--datasets=digits', '--seeds=1,2', '--parallel=2',
+                '--out=' + out, '--', *TINY, '--train_steps=20')
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert '[grid] 4 cells, 0 finished already, 4 to run on 2 slot(s)' in done.stdout
+    rows = rows_of(out)
+    assert list(rows) == [('resnet32_classic', 'digits'), ('fast_cifar', 'digits')]
+    table_md = open(os.path.join(out, 'table.md')).read()
+    assert table_md in done.stdout
+    for (preset, dataset), row in rows.items():
+        errors = []
+        for cell, seed in zip(row['cells'], (1, 2)):
+            run_dir = os.path.join(out, preset, dataset, 'seed-%d' % seed)
+            results = results_json(run_dir)
+            # The test score of the checkpoint chosen on validation, as eval wrote it.
+            assert cell['state'] == 'finished' and cell['log_root'] == run_dir
+            assert (cell['test_precision'], cell['test_step']) == (results['test']['precision'],
+                                                                   results['test']['step'])
+            assert cell['test_error'] == pytest.approx(100 * (1 - results['test']['precision']))
+            errors.append(100 * (1 - results['test']['precision']))
+        assert row['seeds_finished'] == 2 and row['model'] == 'ResNet-8' and row['published'] == []
+        assert row['test_error'] == {'mean': pytest.approx(np.mean(errors)),
+                                     'std': pytest.approx(np.std(errors, ddof=1)), 'n': 2}
+        assert row['images_per_sec']['mean'] > 0
+        line = [l for l in table_md.splitlines() if l.startswith('| %s |' % preset)][0]
+        assert '| %.2f ± %.2f | 2/2 |' % (np.mean(errors), np.std(errors, ddof=1)) in line
+    with open(os.path.join(out, 'table.png'), 'rb') as f:
+        assert f.read(8) == PNG_SIGNATURE
+    report = grid('--presets=resnet32_classic,fast_cifar', '--datasets=digits', '--seeds=1,2', '--out=' + out,
+                  '--report', '--', *TINY, '--train_steps=20', timeout=120)
+    assert report.returncode == 0 and table_md in report.stdout and '[seed' not in report.stdout
+
+
+def _descendants(pid):
+    """The process ids whose parent is `pid`, and theirs."""
+    children = []
+    for entry in os.listdir('/proc'):
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(entry))
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
+
+
+def _wait_for_files(proc, paths_ready, timeout):
+    """Waits until paths_ready() is true (files written by the grid); fails if the grid ends first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if paths_ready():
+            return
+        assert proc.poll() is None, 'the grid ended (exit %s) before the event' % proc.returncode
+        time.sleep(0.05)
+    raise AssertionError('no event within %d s' % timeout)
+
+
+@pytest.mark.timeout(420)
+def test_a_grid_killed_with_sigkill_resumes_without_training_finished_cells_again(tmp_path):
+    out = str(tmp_path / 'grid')
+    args = [sys.executable, SCRIPT, '--presets=resnet32_classic', '--datasets=digits', '--seeds=1,2',
+            '--parallel=1', '--out=' + out, '--', *TINY, '--train_steps=60']
+    seed_1, seed_2 = (os.path.join(out, 'resnet32_classic', 'digits', 'seed-%d' % s) for s in (1, 2))
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The event: seed 1 is finished and seed 2 has a checkpoint of a step past 0.
+        _wait_for_files(proc, lambda: os.path.exists(seed_1 + '.json') and any(
+            step > 0 for step in checkpoint_steps(seed_2)), timeout=300)
+        os.kill(proc.pid, signal.SIGSTOP)  # it starts no process while its children are listed
+        for pid in _descendants(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    killed_at = checkpoint_steps(seed_2)[-1]
+    assert not os.path.exists(seed_2 + '.json') and killed_at < 60
+    finished = snapshot(seed_1)
+    finished_json = open(seed_1 + '.json').read()
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert '[grid] 2 cells, 1 finished already, 1 to run on 1 slot(s)' in again.stdout
+    assert snapshot(seed_1) == finished and open(seed_1 + '.json').read() == finished_json
+    assert not re.search(r'^\[seed 1 ', again.stdout, re.M)  # seed 1 was not started at all
+    resumed = re.search(r'^\[seed 2 train\] .*resuming from (\S+) at step (\d+)', again.stdout, re.M)
+    assert resumed and int(resumed.group(2)) == killed_at, again.stdout[-3000:]
+    row = rows_of(out)[('resnet32_classic', 'digits')]
+    assert row['seeds_finished'] == 2 and [c['state'] for c in row['cells']] == ['finished', 'finished']
+    assert row['cells'][1]['test_step'] == 60
+
+
+@pytest.mark.timeout(300)
+def test_a_failing_cell_is_marked_and_the_others_finish_on_their_gpu_slots(tmp_path):
+    """Seed 2's run directory is a file: its training refuses it in one line.
+    Two GPU slots on this GPU-less machine: each cell's processes get their own
+    CUDA_VISIBLE_DEVICES (TensorFlow on the CPU ignores it)."""
+    out = tmp_path / 'grid'
+    (out / 'resnet32_classic' / 'digits').mkdir(parents=True)
+    (out / 'resnet32_classic' / 'digits' / 'seed-2').write_text('not a run directory')
+    args = ['--presets=resnet32_classic', '--datasets=digits', '--seeds=1,2', '--gpus=0,1', '--out=' + str(out),
+            '--', *TINY, '--train_steps=20']
+    done = grid(*args)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith('error: 1 cell(s) failed, the first: resnet32_classic on digits, seed 2: seed 2: train '
+                           'failed (exit ') and last.endswith('; the table is in %s' % (out / 'table.md')), last
+    assert last.endswith('exists and is not a directory; the table is in %s' % (out / 'table.md')), last
+    row = rows_of(str(out))[('resnet32_classic', 'digits')]
+    assert [c['state'] for c in row['cells']] == ['finished', 'failed'] and row['seeds_finished'] == 1
+    assert 'is not a directory' in row['cells'][1]['error'] and row['test_error']['n'] == 1
+    assert row['test_error']['std'] is None
+    line = [l for l in open(out / 'table.md').read().splitlines() if l.startswith('| resnet32_classic |')][0]
+    assert '| 1/2 |' in line and '| seed 2 failed: seed 2: train failed' in line
+    cell = json.load(open(str(out / 'resnet32_classic' / 'digits' / 'seed-1.json')))
+    assert cell['cuda_visible_devices'] in ('0', '1')
+    assert re.search(r'^\[grid\] resnet32_classic on digits, seed 1: starting \(CUDA_VISIBLE_DEVICES=[01]\)$',
+                     done.stdout, re.M)
+    report = grid(*(args[:-len(TINY) - 2] + ['--report']), timeout=120)
+    assert report.returncode == 0 and '| seed 2 failed: seed 2: train failed' in report.stdout
+
+
+@pytest.mark.timeout(30)
+def test_gpu_slots_and_the_environment_of_a_cell():
+    environ = {'PATH': '/bin', 'CUDA_VISIBLE_DEVICES': '2,3'}
+    assert reproduce.visible_gpus('auto', environ) == ['2', '3']
+    assert reproduce.visible_gpus('auto', {'CUDA_VISIBLE_DEVICES': '-1'}) == []
+    assert reproduce.visible_gpus('auto', {}, nvidia_smi=None) == []
+    assert reproduce.visible_gpus('none', environ) == [] and reproduce.visible_gpus('4,5', {}) == ['4', '5']
+    assert reproduce.device_slots(['2', '3'], 1, None) == ['2', '3']
+    assert reproduce.device_slots(['0', '1', '2', '3', '4'], 2, None) == ['0,1', '2,3']  # towers of 2
+    assert reproduce.device_slots(['0', '1', '2'], 1, 2) == ['0', '1']
+    assert reproduce.device_slots([], 1, None) == [None] and reproduce.device_slots([], 1, 3) == [None] * 3
+    with pytest.raises(ValueError, match='--gpus_per_run=4: only 2 GPU'):
+        reproduce.device_slots(['0', '1'], 4, None)
+    assert reproduce.cell_env('3', environ) == {'PATH': '/bin', 'CUDA_VISIBLE_DEVICES': '3'}
+    assert reproduce.cell_env(None, {'PATH': '/bin'}) == {'PATH': '/bin'}
+    cell = reproduce.Cell('resnet110', 'cifar10', 2)
+    assert reproduce.cell_flags(cell, ['--batch_size=64'], gpus_per_run=2) == [
+        '--preset=resnet110', '--dataset=cifar10', '--validation_size=5000', '--keep_checkpoint_max=10',
+        '--num_gpus=2', '--batch_size=64']
+    assert reproduce.cell_flags(cell, ['--validation_size=0', '--num_gpus=4'], gpus_per_run=4) == [
+        '--preset=resnet110', '--dataset=cifar10', '--keep_checkpoint_max=10', '--validation_size=0', '--num_gpus=4']
+
+
+@pytest.mark.timeout(120)
+def test_dry_run_prints_the_grid_its_commands_and_an_estimate(tmp_path):
+    out = str(tmp_path / 'grid')
+    done = grid('--presets=resnet32_classic', '--datasets=digits', '--seeds=1,2', '--gpus=none', '--dry_run',
+                '--estimate_steps=1', '--estimate_batch=8', '--out=' + out, '--', *TINY, '--train_steps=40')
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == 'grid: 1 preset(s) x 1 dataset(s) x 2 seed(s) = 2 cells in %s, 1 at a time on the CPU' % out
+    assert lines[1] == 'resnet32_classic on digits, seed 1: not started'
+    train = lines[2]
+    assert train.startswith('  train: ') and '--mode=train --random_seed=1' in train
+    assert '--log_root=%s' % os.path.join(out, 'resnet32_classic', 'digits', 'seed-1') in train
+    assert '--preset=resnet32_classic --dataset=digits --keep_checkpoint_max=10' in train
+    assert lines[3].startswith('  eval: ') and '--mode=eval' in lines[3]
+    assert lines[4] == 'resnet32_classic on digits, seed 2: not started'
+    assert lines[7].startswith('ESTIMATE (not measured on a real run)')
+    estimate = re.match(r'  resnet32_classic \(ResNet-8\): (\d+) images/s; 2 cell\(s\) left, 80 steps of 32 images',
+                        lines[8])
+    assert estimate and int(estimate.group(1)) > 0, lines[8]
+    assert lines[9].startswith('  total: ') and lines[9].endswith('(ESTIMATE)')
+    assert not os.path.exists(out)  # nothing trained, nothing written
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('args, expected', [
+    ([], 'give --presets=a,b,... or --table=NAME (classic), one of them'),
+    (['--table=classic', '--presets=resnet110'], 'give --presets=a,b,... or --table=NAME (classic), one of them'),
+    (['--table=modern'], '--table=modern: expected one of classic'),
+    (['--presets=resnet111'], "--presets=resnet111: 'resnet111' is none of "),
+    (['--table=classic', '--datasets=cifar10,mnist'], "--datasets=cifar10,mnist: 'mnist' is none of "),
+    (['--table=classic', '--seeds=1,1'], '--seeds=1,1: expected distinct integers'),
+    (['--table=classic', '--parallel=0'], '--parallel=0: expected 1 or more'),
+    (['--table=classic', '--', '--preset=wrn28_10'], '--preset=wrn28_10: reproduce.py sets it for each cell'),
+])
+def test_bad_options_are_one_line(args, expected):
+    done = grid(*args, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith('error: ' + expected), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.timeout(30)
+def test_the_published_figures_are_in_published_py_only():
+    """No figure or source of resnet_cifar/published.py is written again in the script."""
+    text = open(SCRIPT).read()
+    for figure in published.FIGURES:
+        numbers = {'%.2f' % figure.error, '%g' % figure.error, '%g' % (100 - figure.error)}
+        for number in (n for n in numbers if '.' in n):  # 7.51, 4.00, 92.5 (not the 4 of '4 GPUs')
+            assert not re.search(r'(?<![\d.])%s(?![\d])' % re.escape(number), text), (number, figure)
+        assert published.SHORT_NAMES[figure.source] not in text
+    for name in ('He, Zhang', 'Zagoruyko', 'Table 6', 'arXiv'):
+        assert name not in text
