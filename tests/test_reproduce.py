@@ -132,6 +132,42 @@ def test_a_grid_killed_with_sigkill_resumes_without_training_finished_cells_agai
 
 
 @pytest.mark.timeout(300)
+def test_sigterm_stops_every_running_cell_with_a_checkpoint(tmp_path):
+    """Two cells training side by side get the grid's SIGTERM: each saves a checkpoint of the step
+    it stopped at; the table shows them unfinished at that step, and no cell counts as failed."""
+    out = tmp_path / 'grid'
+    proc = subprocess.Popen([sys.executable, SCRIPT, '--presets=resnet32_classic', '--datasets=digits',
+                             '--seeds=1,2', '--parallel=2', '--out=' + str(out), '--', *TINY,
+                             '--train_steps=100000', '--save_checkpoints_steps=100000', '--log_every_n_steps=1'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        training = set()
+        for line in proc.stdout:
+            found = re.match(r'\[seed (\d) train\] .*step 3/100000', line)
+            if found:
+                training.add(found.group(1))
+            if training == {'1', '2'}:
+                break
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1, stderr[-3000:]
+    assert stderr.splitlines()[-1] == ('error: stopped by a signal; 2 cell(s) not finished: the same command '
+                                       'resumes them; the table is in %s' % (out / 'table.md'))
+    row = rows_of(str(out))[('resnet32_classic', 'digits')]
+    for seed, cell in zip((1, 2), row['cells']):
+        stopped = re.search(r'seed %d: training stopped at step (\d+); checkpoint (\S+) saved' % seed, stdout)
+        assert stopped, stdout[-3000:]
+        run_dir = str(out / 'resnet32_classic' / 'digits' / ('seed-%d' % seed))
+        assert int(stopped.group(1)) >= 3 and checkpoint_steps(run_dir)[-1] == int(stopped.group(1))
+        assert cell == {'seed': seed, 'state': 'unfinished', 'log_root': run_dir,
+                        'latest_checkpoint_step': int(stopped.group(1))}
+        assert not os.path.exists(run_dir + '.failed')
+
+
+@pytest.mark.timeout(300)
 def test_a_failing_cell_is_marked_and_the_others_finish_on_their_gpu_slots(tmp_path):
     """Seed 2's run directory is a file: its training refuses it in one line.
     Two GPU slots on this GPU-less machine: each cell's processes get their own
