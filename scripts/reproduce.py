@@ -514,9 +514,9 @@ def _print_estimate(options, main_flags, cells, gpus):
             continue
         seconds = sum(steps) * batch_size / rate
         total += seconds
-        print('  %s (%s): %.0f images/s; %d cell(s) left, %d steps of %d images: %.1f hours of one %s'
-              % (preset, model_of(preset, main_flags), rate, len(mine), sum(steps), batch_size, seconds / 3600,
-                 'GPU' if gpus else 'CPU (this machine\'s cores)'))
+        print('  %s (%s): %s images/s; %d cell(s) left, %d steps of %d images: %.1f hours of one %s'
+              % (preset, model_of(preset, main_flags), '%.0f' % rate if rate >= 10 else '%.2g' % rate, len(mine),
+                 sum(steps), batch_size, seconds / 3600, 'GPU' if gpus else 'CPU (this machine\'s cores)'))
     wall = total / len(gpus) * options.gpus_per_run if gpus else total  # runs on a CPU share its cores
     print('  total: %.1f %s-hours; about %.1f hours of wall time%s (ESTIMATE)'
           % (total / 3600 * (options.gpus_per_run if gpus else 1), 'GPU' if gpus else 'CPU', wall / 3600,
