@@ -106,21 +106,22 @@ def seed_commands(seed, log_root, main_flags):
             ['--mode=eval'] + common)
 
 
-def run_seed(seed, log_root, main_flags, target, prefix_output, env=None):
+def run_seed(seed, log_root, main_flags, target, prefix_output, env=None, name=None):
     """Trains and scores one seed; returns its result dict. Raises SeedRunError.
 
-    env: the processes' environment (default: this one's), e.g. with the GPUs they may use."""
+    env: the processes' environment (default: this one's), e.g. with the GPUs they may use;
+    name: what the prefix of their output lines calls the seed (default 'seed S')."""
     run_dir = _seed_dir(log_root, seed)
     train_args, eval_args = seed_commands(seed, log_root, main_flags)
     start = time.time()
-    train_output = _run(seed, 'train', train_args, prefix_output, env)
+    train_output = _run(seed, 'train', train_args, prefix_output, env, name)
     train_seconds = time.time() - start
     stopped = re.search(r'stopped by SIG\w+ at step (\d+); checkpoint (.+?) saved; ', train_output)
     if stopped:
         raise SeedStopped(seed, int(stopped.group(1)), stopped.group(2))
     if re.search(r'stopped by SIG\w+ at step', train_output):
         raise SeedRunError('seed %d: training was stopped before its end' % seed)
-    eval_output = _run(seed, 'eval', eval_args, prefix_output, env)
+    eval_output = _run(seed, 'eval', eval_args, prefix_output, env, name)
     if re.search(r'eval stopped by SIG\w+', eval_output):
         raise SeedRunError('seed %d: eval was stopped before its end' % seed)
     results = _read_json(os.path.join(run_dir, 'eval', 'results.json'), seed)
@@ -146,7 +147,7 @@ _CHILDREN, _CHILDREN_LOCK, _STOPPING = set(), threading.RLock(), threading.Event
 _STOP_SIGNALS = []  # the stop signals received, in order
 
 
-def _run(seed, role, args, prefix_output, env=None):
+def _run(seed, role, args, prefix_output, env=None, name=None):
     """resnet_main.py with args (in `env`, default this process's); returns its stderr (the log).
     SeedRunError when it fails."""
     with _CHILDREN_LOCK:
@@ -158,7 +159,7 @@ def _run(seed, role, args, prefix_output, env=None):
                                    start_new_session=True)
         _CHILDREN.add(process)
     try:
-        return _output(seed, role, process, prefix_output)
+        return _output(seed, role, process, prefix_output, name)
     finally:
         with _CHILDREN_LOCK:
             _CHILDREN.discard(process)
@@ -203,12 +204,12 @@ def _failure_line(failure):
     return '; '.join([str(failure)] + [str(s) for s in getattr(failure, 'stopped_seeds', [])])
 
 
-def _output(seed, role, process, prefix_output):
+def _output(seed, role, process, prefix_output, name=None):
     lines = []
     for line in process.stdout:
         lines.append(line)
         if prefix_output:
-            sys.stdout.write('[seed %d %s] %s' % (seed, role, line))
+            sys.stdout.write('[%s %s] %s' % (name or 'seed %d' % seed, role, line))
             sys.stdout.flush()
     if process.wait() != 0:
         errors = [line.strip() for line in lines if line.startswith('error:')] or [lines[-1].strip() if lines else '']

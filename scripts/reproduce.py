@@ -258,7 +258,7 @@ def run_cell(out, cell, main_flags, devices, gpus_per_run):
     """Trains and scores one cell (multi_seed.run_seed) and writes its seed-S.json; returns it."""
     flags = cell_flags(cell, main_flags, gpus_per_run)
     result = multi_seed.run_seed(cell.seed, cell_log_root(out, cell), flags, None, True,
-                                 env=cell_env(devices, os.environ))
+                                 env=cell_env(devices, os.environ), name='%s %s seed %d' % cell)
     result.update(preset=cell.preset, dataset=cell.dataset, cuda_visible_devices=devices,
                   test_error=100.0 * (1.0 - result['test_precision']))
     _write_json(result_path(out, cell), result)

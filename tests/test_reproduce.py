@@ -70,7 +70,8 @@ def test_a_two_preset_two_seed_grid_gives_the_table_of_its_runs(tmp_path):
         assert f.read(8) == PNG_SIGNATURE
     report = grid('--presets=resnet32_classic,fast_cifar', '--datasets=digits', '--seeds=1,2', '--out=' + out,
                   '--report', '--', *TINY, '--train_steps=20', timeout=120)
-    assert report.returncode == 0 and table_md in report.stdout and '[seed' not in report.stdout
+    assert report.returncode == 0 and table_md in report.stdout and ' train] ' not in report.stdout
+    assert re.search(r'^\[fast_cifar digits seed 2 eval\] ', done.stdout, re.M)  # each run's lines, named
 
 
 def _descendants(pid):
@@ -123,8 +124,9 @@ def test_a_grid_killed_with_sigkill_resumes_without_training_finished_cells_agai
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert '[grid] 2 cells, 1 finished already, 1 to run on 1 slot(s)' in again.stdout
     assert snapshot(seed_1) == finished and open(seed_1 + '.json').read() == finished_json
-    assert not re.search(r'^\[seed 1 ', again.stdout, re.M)  # seed 1 was not started at all
-    resumed = re.search(r'^\[seed 2 train\] .*resuming from (\S+) at step (\d+)', again.stdout, re.M)
+    assert not re.search(r'^\[resnet32_classic digits seed 1 ', again.stdout, re.M)  # not started at all
+    resumed = re.search(r'^\[resnet32_classic digits seed 2 train\] .*resuming from (\S+) at step (\d+)',
+                        again.stdout, re.M)
     assert resumed and int(resumed.group(2)) == killed_at, again.stdout[-3000:]
     row = rows_of(out)[('resnet32_classic', 'digits')]
     assert row['seeds_finished'] == 2 and [c['state'] for c in row['cells']] == ['finished', 'finished']
@@ -143,7 +145,7 @@ def test_sigterm_stops_every_running_cell_with_a_checkpoint(tmp_path):
     try:
         training = set()
         for line in proc.stdout:
-            found = re.match(r'\[seed (\d) train\] .*step 3/100000', line)
+            found = re.match(r'\[resnet32_classic digits seed (\d) train\] .*step 3/100000', line)
             if found:
                 training.add(found.group(1))
             if training == {'1', '2'}:
