@@ -259,12 +259,24 @@ def run_cell(out, cell, main_flags, devices, gpus_per_run):
     flags = cell_flags(cell, main_flags, gpus_per_run)
     result = multi_seed.run_seed(cell.seed, cell_log_root(out, cell), flags, None, True,
                                  env=cell_env(devices, os.environ), name='%s %s seed %d' % cell)
-    result.update(preset=cell.preset, dataset=cell.dataset, cuda_visible_devices=devices,
+    result.update(preset=cell.preset, dataset=cell.dataset, cuda_visible_devices=devices, cell_flags=flags,
                   test_error=100.0 * (1.0 - result['test_precision']))
     _write_json(result_path(out, cell), result)
     if os.path.exists(failure_path(out, cell)):
         os.remove(failure_path(out, cell))
     return result
+
+
+def changed_flags_problem(options, main_flags):
+    """Why the grid cannot go on in options.out (a finished cell's flags are not these), or None."""
+    for cell in cells_of(options):
+        result = finished_result(options.out, cell)
+        flags = cell_flags(cell, main_flags, options.gpus_per_run)
+        if result and result.get('cell_flags') != flags:
+            return ('%s was trained with other flags (%s, now %s): give the same flags, or another --out'
+                    % (result_path(options.out, cell), ' '.join(result.get('cell_flags') or ['unknown']),
+                       ' '.join(flags)))
+    return None
 
 
 def _describe(cell):
@@ -537,6 +549,10 @@ def main(argv=None):
     if options.dry_run:
         dry_run(options, main_flags, slots)
         return 0
+    problem = changed_flags_problem(options, main_flags)
+    if problem:
+        print('error: %s' % problem, file=sys.stderr)
+        return 2
     multi_seed.handle_stop_signals()
     failures = run_grid(options, main_flags, slots)
     rows = write_table(options, main_flags)

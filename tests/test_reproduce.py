@@ -197,6 +197,15 @@ def test_a_failing_cell_is_marked_and_the_others_finish_on_their_gpu_slots(tmp_p
                      done.stdout, re.M)
     report = grid(*(args[:-len(TINY) - 2] + ['--report']), timeout=120)
     assert report.returncode == 0 and '| seed 2 failed: seed 2: train failed' in report.stdout
+    # Other flags after `--` would mix runs of two recipes in one row: refused before anything runs.
+    finished = snapshot(str(out))
+    changed = grid(*(args[:-1] + ['--train_steps=30']), timeout=120)
+    assert changed.returncode == 2 and changed.stderr.splitlines() == [
+        'error: %s was trained with other flags (%s --train_steps=20, now %s --train_steps=30): give the same '
+        'flags, or another --out' % (out / 'resnet32_classic' / 'digits' / 'seed-1.json', ' '.join(
+            ['--preset=resnet32_classic', '--dataset=digits', '--keep_checkpoint_max=10'] + TINY),
+            ' '.join(['--preset=resnet32_classic', '--dataset=digits', '--keep_checkpoint_max=10'] + TINY))]
+    assert snapshot(str(out)) == finished
 
 
 @pytest.mark.timeout(30)
