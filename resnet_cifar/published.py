@@ -19,7 +19,7 @@ ZAGORUYKO_2016 = ('Zagoruyko and Komodakis 2016, "Wide Residual Networks", BMVC 
 CLASSIC_TF_README = 'the classic TensorFlow ResNet suite\'s README (tensorflow/models, research/resnet)'
 
 SHORT_NAMES = {HE_2016A: 'He et al. 2016a', HE_2016B: 'He et al. 2016b', ZAGORUYKO_2016: 'Zagoruyko and Komodakis 2016',
-               CLASSIC_TF_README: 'classic TF README'}
+               CLASSIC_TF_README: 'the classic TensorFlow suite'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +58,8 @@ FIGURES = (
     Figure('ResNet-164', 'cifar100', 24.33, HE_2016B, 'Table 3', 'pre-activation, bottleneck units'),
     Figure('ResNet-1001', 'cifar10', 4.92, HE_2016B, 'Table 3', 'pre-activation, bottleneck units'),
     Figure('ResNet-1001', 'cifar100', 22.71, HE_2016B, 'Table 3', 'pre-activation, bottleneck units'),
-    Figure('WRN-28-10', 'cifar10', 4.00, ZAGORUYKO_2016, 'Table 5', 'no dropout; mean/std preprocessing'),
-    Figure('WRN-28-10', 'cifar100', 19.25, ZAGORUYKO_2016, 'Table 5', 'no dropout; mean/std preprocessing'),
+    Figure('WRN-28-10', 'cifar10', 4.00, ZAGORUYKO_2016, 'Table 5', 'no dropout'),
+    Figure('WRN-28-10', 'cifar100', 19.25, ZAGORUYKO_2016, 'Table 5', 'no dropout'),
     Figure('ResNet-32', 'cifar10', 7.5, CLASSIC_TF_README, 'README',
            '"about 92.5% precision" after about 80k steps, eval on half the test set', quoted=True),
 )

@@ -390,6 +390,11 @@ def markdown(rows):
         lines.append('| %s | %s | %s | %s | %d/%d | %s | %s | %s | %s |' % (
             row['preset'], row['model'], row['dataset'], ours, row['seeds_finished'], len(row['seeds']), figures,
             _fmt(row['difference'], '%+.2f'), _fmt(row['images_per_sec']['mean'], '%.0f'), others))
+    notes = dict.fromkeys('- %s on %s, %.2f (%s): %s' % (row['model'], row['dataset'], f['error'], f['cite'], f['note'])
+                          for row in rows for f in row['published'] if f['note'])
+    if notes:
+        lines += ['', 'Top-1 test error in %; the difference is our mean minus the first published figure. '
+                  'The published figures:'] + list(notes)
     return '\n'.join(lines) + '\n'
 
 
@@ -437,6 +442,9 @@ def plot(rows, path):
         ours = [r for r in rows if r['dataset'] == dataset and r['test_error']['mean'] is not None]
         axis.errorbar([_depth(r['model']) for r in ours], [r['test_error']['mean'] for r in ours],
                       yerr=[r['test_error']['std'] or 0 for r in ours], fmt='o', capsize=4, label='ours (mean ± std)')
+        for r in ours:
+            axis.annotate('%s (%d/%d)' % (r['preset'], r['seeds_finished'], len(r['seeds'])),
+                          (_depth(r['model']), r['test_error']['mean']), fontsize=7, color='C0')
         papers = [f for f in published.FIGURES if f.dataset == dataset]
         axis.plot([_depth(f.model) for f in papers], [f.error for f in papers], 'x', label='published')
         for f in papers:

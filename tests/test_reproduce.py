@@ -271,6 +271,28 @@ def test_bad_options_are_one_line(args, expected):
     assert len(done.stderr.splitlines()) == 1
 
 
+@pytest.mark.timeout(60)
+def test_report_without_matplotlib_skips_the_png_in_one_line(tmp_path):
+    """--report on a grid not started: every cell shows as such; with no importable matplotlib
+    (a package of that name that fails to import, first on the path) no PNG and one line."""
+    missing = tmp_path / 'no_matplotlib' / 'matplotlib'
+    missing.mkdir(parents=True)
+    (missing / '__init__.py').write_text('raise ImportError("no matplotlib here")\n')
+    out = tmp_path / 'grid'
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(missing.parent), REPO]))
+    done = subprocess.run([sys.executable, SCRIPT, '--table=classic', '--seeds=1,2', '--report', '--out=' + str(out)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert '[grid] no %s: matplotlib is not installed (pip install matplotlib)' % (out / 'table.png') in done.stdout
+    assert not (out / 'table.png').exists()
+    rows = rows_of(str(out))
+    assert list(rows) == [(p, d) for p in ('resnet32_classic', 'resnet110', 'wrn28_10') for d in ('cifar10', 'cifar100')]
+    assert [c['state'] for row in rows.values() for c in row['cells']] == ['not started'] * 12
+    assert rows[('wrn28_10', 'cifar100')]['published'][0]['error'] == 19.25
+    assert '| wrn28_10 | WRN-28-10 | cifar100 | - | 0/2 | 19.25 (Zagoruyko and Komodakis 2016, Table 5) | - | - ' \
+           '| seed 1 not started; seed 2 not started |' in done.stdout
+
+
 @pytest.mark.timeout(30)
 def test_the_published_figures_are_in_published_py_only():
     """No figure or source of resnet_cifar/published.py is written again in the script."""
