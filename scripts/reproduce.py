@@ -257,13 +257,13 @@ def cell_state(out, cell):
 def run_cell(out, cell, main_flags, devices, gpus_per_run):
     """Trains and scores one cell (multi_seed.run_seed) and writes its seed-S.json; returns it."""
     flags = cell_flags(cell, main_flags, gpus_per_run)
+    if os.path.exists(failure_path(out, cell)):  # tried again: no longer failed while it runs
+        os.remove(failure_path(out, cell))
     result = multi_seed.run_seed(cell.seed, cell_log_root(out, cell), flags, None, True,
                                  env=cell_env(devices, os.environ), name='%s %s seed %d' % cell)
     result.update(preset=cell.preset, dataset=cell.dataset, cuda_visible_devices=devices, cell_flags=flags,
                   test_error=100.0 * (1.0 - result['test_precision']))
     _write_json(result_path(out, cell), result)
-    if os.path.exists(failure_path(out, cell)):
-        os.remove(failure_path(out, cell))
     return result
 
 
@@ -277,6 +277,17 @@ def changed_flags_problem(options, main_flags):
                     % (result_path(options.out, cell), ' '.join(result.get('cell_flags') or ['unknown']),
                        ' '.join(flags)))
     return None
+
+
+def _record_failure(out, cell, message):
+    """Writes a cell's seed-S.failed (its error line); its folder may not exist yet (a run refused
+    before resnet_main.py made it). A failure to write it is said, not raised."""
+    try:
+        os.makedirs(cell_log_root(out, cell), exist_ok=True)
+        with open(failure_path(out, cell), 'w') as f:
+            f.write(message + '\n')
+    except OSError as e:
+        print('[grid] %s: cannot record its failure: %s' % (_describe(cell), e), flush=True)
 
 
 def _describe(cell):
@@ -297,8 +308,7 @@ def _take_cells(out, pending, lock, main_flags, devices, gpus_per_run, failures)
         except Exception as e:  # noqa: B902 (any failure ends this cell, not the grid)
             message = str(e) if isinstance(e, multi_seed.SeedRunError) else '%s: %s' % (type(e).__name__, e)
             if not multi_seed.stopping():  # a stop is no failure: the cell resumes next time
-                with open(failure_path(out, cell), 'w') as f:
-                    f.write(message + '\n')
+                _record_failure(out, cell, message)
                 with lock:
                     failures.append('%s: %s' % (_describe(cell), message))
             print('[grid] %s: %s' % (_describe(cell), message), flush=True)
@@ -573,6 +583,9 @@ def main(argv=None):
     if failures:
         print('error: %d cell(s) failed, the first: %s; the table is in %s' % (len(failures), failures[0], table_md),
               file=sys.stderr)
+        return 1
+    if left:  # a slot that ended without a failure of its cell: never expected, never hidden
+        print('error: %d cell(s) not finished; the table is in %s' % (left, table_md), file=sys.stderr)
         return 1
     print('[grid] every cell finished; wrote %s and table.json' % table_md)
     return 0

@@ -208,6 +208,20 @@ def test_a_failing_cell_is_marked_and_the_others_finish_on_their_gpu_slots(tmp_p
     assert snapshot(str(out)) == finished
 
 
+@pytest.mark.timeout(120)
+def test_a_cell_refused_before_its_run_directory_exists_is_marked_failed(tmp_path):
+    """A bad flag after `--`: resnet_main.py refuses it before it makes the run directory."""
+    out = tmp_path / 'grid'
+    done = grid('--presets=resnet32_classic', '--datasets=digits', '--seeds=3', '--out=' + str(out),
+                '--', '--batch_size=0', timeout=120)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stderr.splitlines()[-1] == (
+        'error: 1 cell(s) failed, the first: resnet32_classic on digits, seed 3: seed 3: train failed (exit 2): '
+        'error: --batch_size=0: expected a positive integer; the table is in %s' % (out / 'table.md'))
+    cell = rows_of(str(out))[('resnet32_classic', 'digits')]['cells'][0]
+    assert cell['state'] == 'failed' and cell['error'].endswith('--batch_size=0: expected a positive integer')
+
+
 @pytest.mark.timeout(30)
 def test_gpu_slots_and_the_environment_of_a_cell():
     environ = {'PATH': '/bin', 'CUDA_VISIBLE_DEVICES': '2,3'}
