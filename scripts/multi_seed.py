@@ -98,21 +98,30 @@ def _split_at_dashes(argv):
     return argv, []
 
 
-def run_seed(seed, log_root, main_flags, target, prefix_output):
-    """Trains and scores one seed; returns its result dict. Raises SeedRunError."""
-    run_dir = _seed_dir(log_root, seed)
+def seed_commands(seed, log_root, main_flags):
+    """(training's, eval's) resnet_main.py arguments for one seed, run in <log_root>/seed-<seed>."""
     keep = [] if any(f.startswith('--keep_checkpoint_max') for f in main_flags) else [KEEP_ALL]
-    common = ['--log_root=' + run_dir] + main_flags
+    common = ['--log_root=' + _seed_dir(log_root, seed)] + main_flags
+    return (['--mode=train', '--random_seed=%d' % seed, '--noeval_after_training'] + keep + common,
+            ['--mode=eval'] + common)
+
+
+def run_seed(seed, log_root, main_flags, target, prefix_output, env=None, name=None):
+    """Trains and scores one seed; returns its result dict. Raises SeedRunError.
+
+    env: the processes' environment (default: this one's), e.g. with the GPUs they may use;
+    name: what the prefix of their output lines calls the seed (default 'seed S')."""
+    run_dir = _seed_dir(log_root, seed)
+    train_args, eval_args = seed_commands(seed, log_root, main_flags)
     start = time.time()
-    train_output = _run(seed, 'train', ['--mode=train', '--random_seed=%d' % seed, '--noeval_after_training']
-                        + keep + common, prefix_output)
+    train_output = _run(seed, 'train', train_args, prefix_output, env, name)
     train_seconds = time.time() - start
     stopped = re.search(r'stopped by SIG\w+ at step (\d+); checkpoint (.+?) saved; ', train_output)
     if stopped:
         raise SeedStopped(seed, int(stopped.group(1)), stopped.group(2))
     if re.search(r'stopped by SIG\w+ at step', train_output):
         raise SeedRunError('seed %d: training was stopped before its end' % seed)
-    eval_output = _run(seed, 'eval', ['--mode=eval'] + common, prefix_output)
+    eval_output = _run(seed, 'eval', eval_args, prefix_output, env, name)
     if re.search(r'eval stopped by SIG\w+', eval_output):
         raise SeedRunError('seed %d: eval was stopped before its end' % seed)
     results = _read_json(os.path.join(run_dir, 'eval', 'results.json'), seed)
@@ -138,20 +147,27 @@ _CHILDREN, _CHILDREN_LOCK, _STOPPING = set(), threading.RLock(), threading.Event
 _STOP_SIGNALS = []  # the stop signals received, in order
 
 
-def _run(seed, role, args, prefix_output):
-    """resnet_main.py with args; returns its stderr (the log). SeedRunError when it fails."""
+def _run(seed, role, args, prefix_output, env=None, name=None):
+    """resnet_main.py with args (in `env`, default this process's); returns its stderr (the log).
+    SeedRunError when it fails."""
     with _CHILDREN_LOCK:
         if _STOPPING.is_set():
             raise SeedRunError('seed %d: stopped' % seed)
         # Its own session: a Ctrl-C in the terminal reaches this script only, which passes it on once.
         process = subprocess.Popen([sys.executable, MAIN] + args, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, cwd=os.getcwd(), start_new_session=True)
+                                   stderr=subprocess.STDOUT, text=True, cwd=os.getcwd(), env=env,
+                                   start_new_session=True)
         _CHILDREN.add(process)
     try:
-        return _output(seed, role, process, prefix_output)
+        return _output(seed, role, process, prefix_output, name)
     finally:
         with _CHILDREN_LOCK:
             _CHILDREN.discard(process)
+
+
+def stopping():
+    """Whether a stop signal came: no seed starts any more."""
+    return _STOPPING.is_set()
 
 
 def _on_stop_signal(signum, frame):
@@ -166,7 +182,7 @@ def _on_stop_signal(signum, frame):
                 process.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
 
-def _handle_stop_signals():
+def handle_stop_signals():
     """Installs _on_stop_signal, also over a SIGINT the parent ignored (a job started with `&` by a
     shell without job control). Only the main thread can; elsewhere (a test) nothing changes."""
     if threading.current_thread() is threading.main_thread():
@@ -188,12 +204,12 @@ def _failure_line(failure):
     return '; '.join([str(failure)] + [str(s) for s in getattr(failure, 'stopped_seeds', [])])
 
 
-def _output(seed, role, process, prefix_output):
+def _output(seed, role, process, prefix_output, name=None):
     lines = []
     for line in process.stdout:
         lines.append(line)
         if prefix_output:
-            sys.stdout.write('[seed %d %s] %s' % (seed, role, line))
+            sys.stdout.write('[%s %s] %s' % (name or 'seed %d' % seed, role, line))
             sys.stdout.flush()
     if process.wait() != 0:
         errors = [line.strip() for line in lines if line.startswith('error:')] or [lines[-1].strip() if lines else '']
@@ -324,7 +340,7 @@ def main(argv=None):
     """Runs the seeds; the report (JSON and table) holds every seed that finished, also when one
     failed or Ctrl-C stopped them: then it says so, and the exit status is 1."""
     options, main_flags = parse_args(sys.argv[1:] if argv is None else argv)
-    _handle_stop_signals()
+    handle_stop_signals()
     runs, failure = run_all(options, main_flags)
     if not runs:
         print('error: %s' % (_failure_line(failure) if failure else 'no seed finished'), file=sys.stderr)
