@@ -3,7 +3,10 @@
 Every figure is a top-1 error in percent on the dataset's test set, as its source prints
 it. scripts/reproduce.py prints them beside ours and takes them from here only; a figure
 added here shows in its table. `quoted` marks a figure taken from a README rather than a
-paper's table (the classic TF suite's "about 92.5% precision", as 7.5% error).
+paper's table (the classic TF suite's "about 92.5% precision", as 7.5% error). Checked on
+2026-12-07: He et al. 2016a's Table 6 against the paper; the figures of He et al. 2016b and of
+Zagoruyko and Komodakis against issue 29's list, their table numbers not yet against the PDFs
+(no internet here).
 
 Names of models: 'ResNet-D' for a ResNet of depth D (6n+2 layers with n plain residual units
 per stage, 9n+2 with bottleneck units), 'WRN-D-K' for a wide one (depth 6n+4, widened K
