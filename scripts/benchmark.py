@@ -20,7 +20,7 @@ It prints a table, then one JSON object as the last line:
   matmul_gflops, matmul_dtype     the peak in the dtype trained in (compute_dtype): for float32 the
                                   better of a matmul through numpy and TensorFlow, for bfloat16 and
                                   float16 TensorFlow's (numpy has neither); matmul_gflops_float32 is
-                                  TensorFlow's float32 figure beside it
+                                  the float32 peak (numpy's or TensorFlow's) beside it
   train_flops_per_image           forward plus backward, counted from the graph by TF's profiler
   train_gflops, efficiency        train_flops_per_image * rate, and its share of matmul_gflops
                                   (like with like: a bfloat16 run against the bfloat16 peak)

@@ -253,8 +253,12 @@ def main_stdout(args, capsys):
 
 def main_status(args):
     """The exit status of resnet_main's main() on `args` in this process (0 when it returns);
-    the flags are reset afterwards. Output goes where it would (capsys can read it)."""
+    the flags, the environment (main() sets TensorFlow's, such as TF_ENABLED_DEVICE_TYPES) and
+    absl's log level are put back afterwards, so that later tests and their subprocesses see
+    none of it. Output goes where it would (capsys can read it)."""
     import resnet_main
+    from absl import logging
+    environ, verbosity = dict(os.environ), logging.get_verbosity()
     resnet_main.FLAGS.unparse_flags()
     try:
         resnet_main.main(resnet_main.parse_flags(['resnet_main.py'] + list(args)))
@@ -263,6 +267,9 @@ def main_status(args):
         return e.code
     finally:
         resnet_main.FLAGS.unparse_flags()
+        os.environ.clear()
+        os.environ.update(environ)
+        logging.set_verbosity(verbosity)
 
 
 def main_log(args):

@@ -95,7 +95,12 @@ def test_async_workers_both_train_to_the_last_step_and_eval_scores_the_checkpoin
     scored = processes.main_stdout(['--mode=eval', '--log_root=' + log_root, '--eval_once',
                                     '--eval_data_path=' + learnable[1]], capsys)  # in this process
     [(step, precision)] = processes.eval_precisions(scored)
-    assert step == latest_step(log_root) and precision > 0.3, scored  # chance is 0.1
+    # Eval names the global step stored in the checkpoint, which may be a step past its file's
+    # name: the other worker's step can land between the chief's read of the step and its save.
+    import tensorflow as tf
+    stored = int(tf.train.load_variable(tf.train.latest_checkpoint(log_root), 'global_step'))
+    assert step == stored and latest_step(log_root) <= stored <= latest_step(log_root) + 1, (step, stored)
+    assert precision > 0.3, scored  # chance is 0.1
 
 
 @pytest.mark.timeout(420)

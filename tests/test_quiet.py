@@ -256,3 +256,19 @@ def test_the_import_leaves_keras_out_and_tf_keras_still_loads_when_asked():
     done = subprocess.run([sys.executable, '-c', driver], capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ['keras imported: False', 'optimizer: SGD']
+
+
+@pytest.mark.timeout(60)
+def test_main_run_in_the_test_process_leaves_its_environment_and_log_level_behind(monkeypatch):
+    """tests/processes.main_status runs resnet_main in a pytest worker (the tiny_run fixture
+    does): what main() sets for TensorFlow must not reach the worker's later subprocesses,
+    whose own start-up is the subject of tests such as the launcher's no-cuInit check."""
+    from absl import logging
+    import processes
+    monkeypatch.delenv('TF_ENABLED_DEVICE_TYPES', raising=False)
+    monkeypatch.delenv('TF_CPP_MIN_LOG_LEVEL', raising=False)
+    logging.set_verbosity(logging.WARNING)
+    before = dict(os.environ)
+    assert processes.main_status(['--batch_size=0']) == 2  # a flag error, after quiet.prepare()
+    assert dict(os.environ) == before
+    assert logging.get_verbosity() == logging.WARNING
