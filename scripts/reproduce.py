@@ -205,6 +205,11 @@ def failure_path(out, cell):
     return run_dir(out, cell) + '.failed'
 
 
+def flags_path(out, cell):
+    """The cell's flags, written when it starts (its seed-S.json has them once it is finished)."""
+    return run_dir(out, cell) + '.flags.json'
+
+
 def cell_flags(cell, main_flags, gpus_per_run=1):
     """resnet_main.py flags of a cell, but for --mode, --log_root and --random_seed (multi_seed's)."""
     flags = ['--preset=' + cell.preset, '--dataset=' + cell.dataset]
@@ -257,6 +262,8 @@ def cell_state(out, cell):
 def run_cell(out, cell, main_flags, devices, gpus_per_run):
     """Trains and scores one cell (multi_seed.run_seed) and writes its seed-S.json; returns it."""
     flags = cell_flags(cell, main_flags, gpus_per_run)
+    os.makedirs(cell_log_root(out, cell), exist_ok=True)
+    _write_json(flags_path(out, cell), flags)
     if os.path.exists(failure_path(out, cell)):  # tried again: no longer failed while it runs
         os.remove(failure_path(out, cell))
     result = multi_seed.run_seed(cell.seed, cell_log_root(out, cell), flags, None, True,
@@ -267,15 +274,30 @@ def run_cell(out, cell, main_flags, devices, gpus_per_run):
     return result
 
 
+def recorded_flags(out, cell):
+    """(the flags a cell was trained or started with, the file that says so), or (None, None)
+    for a cell never started (or started before its flags were recorded)."""
+    result = finished_result(out, cell)
+    if result:
+        return result.get('cell_flags') or ['unknown'], result_path(out, cell)
+    try:
+        with open(flags_path(out, cell)) as f:
+            flags = json.load(f)
+    except (OSError, ValueError):
+        return None, None
+    return (flags, flags_path(out, cell)) if isinstance(flags, list) else (None, None)
+
+
 def changed_flags_problem(options, main_flags):
-    """Why the grid cannot go on in options.out (a finished cell's flags are not these), or None."""
+    """Why the grid cannot go on in options.out (a finished or started cell's flags are not
+    these: its row would mix two recipes), or None."""
     for cell in cells_of(options):
-        result = finished_result(options.out, cell)
+        recorded, path = recorded_flags(options.out, cell)
         flags = cell_flags(cell, main_flags, options.gpus_per_run)
-        if result and result.get('cell_flags') != flags:
-            return ('%s was trained with other flags (%s, now %s): give the same flags, or another --out'
-                    % (result_path(options.out, cell), ' '.join(result.get('cell_flags') or ['unknown']),
-                       ' '.join(flags)))
+        if recorded is not None and recorded != flags:
+            return ('%s was %s with other flags (%s, now %s): give the same flags, or another --out'
+                    % (path, 'started' if path == flags_path(options.out, cell) else 'trained',
+                       ' '.join(recorded), ' '.join(flags)))
     return None
 
 
@@ -337,7 +359,8 @@ def run_grid(options, main_flags, slots):
 # The table.
 
 def model_of(preset, main_flags):
-    """The model's name ('ResNet-32') of a preset's runs, with the flags after `--` that change it."""
+    """The model's name ('ResNet-32') of a preset's runs, with the flags that change it (the flags
+    after `--`, or a cell's recorded flags)."""
     flags = dict(presets.PRESETS[preset].flags)
     for name in ('num_residual_units', 'width'):
         if _flag_value(main_flags, name) is not None:
@@ -353,7 +376,7 @@ def table_rows(options, main_flags):
     std of the test error in % over the finished ones, images/s, the published figures."""
     rows = []
     for preset in options.presets:
-        model = model_of(preset, main_flags)
+        model = model_of(preset, _preset_flags(options, preset, main_flags))
         for dataset in options.datasets:
             cells = [Cell(preset, dataset, seed) for seed in options.seeds]
             states = [(cell, cell_state(options.out, cell)) for cell in cells]
@@ -370,6 +393,17 @@ def table_rows(options, main_flags):
                 'cells': [_cell_entry(options.out, cell, state, value) for cell, (state, value) in states],
             })
     return rows
+
+
+def _preset_flags(options, preset, main_flags):
+    """The flags a preset's cells were trained with (the first cell's that recorded them), else
+    `main_flags`: a --report without the grid's flags names the model its cells trained."""
+    for dataset in options.datasets:
+        for seed in options.seeds:
+            recorded, _ = recorded_flags(options.out, Cell(preset, dataset, seed))
+            if recorded is not None and recorded != ['unknown']:
+                return recorded
+    return main_flags
 
 
 def _cell_entry(out, cell, state, value):

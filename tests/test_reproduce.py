@@ -167,6 +167,16 @@ def test_sigterm_stops_every_running_cell_with_a_checkpoint(tmp_path):
         assert cell == {'seed': seed, 'state': 'unfinished', 'log_root': run_dir,
                         'latest_checkpoint_step': int(stopped.group(1))}
         assert not os.path.exists(run_dir + '.failed')
+    # Other flags after `--` for the unfinished cells would resume them under another recipe: refused.
+    stopped_grid = snapshot(str(out))
+    changed = grid('--presets=resnet32_classic', '--datasets=digits', '--seeds=1,2', '--parallel=2',
+                   '--out=' + str(out), '--', *TINY, '--train_steps=3', '--save_checkpoints_steps=100000',
+                   '--log_every_n_steps=1', timeout=120)  # 3 steps: on the old code, a short eval
+    assert changed.returncode == 2 and len(changed.stderr.splitlines()) == 1, changed.stderr[-3000:]
+    assert changed.stderr.startswith('error: %s was started with other flags (' % (
+        out / 'resnet32_classic' / 'digits' / 'seed-1.flags.json')), changed.stderr
+    assert '--train_steps=100000' in changed.stderr and '--train_steps=3' in changed.stderr
+    assert snapshot(str(out)) == stopped_grid
 
 
 @pytest.mark.timeout(300)
@@ -197,6 +207,9 @@ def test_a_failing_cell_is_marked_and_the_others_finish_on_their_gpu_slots(tmp_p
                      done.stdout, re.M)
     report = grid(*(args[:-len(TINY) - 2] + ['--report']), timeout=120)
     assert report.returncode == 0 and '| seed 2 failed: seed 2: train failed' in report.stdout
+    # Without the grid's flags, the report still names the model its cells trained (not the preset's).
+    row = rows_of(str(out))[('resnet32_classic', 'digits')]
+    assert row['model'] == 'ResNet-8' and row['published'] == [] and '| resnet32_classic | ResNet-8 |' in report.stdout
     # Other flags after `--` would mix runs of two recipes in one row: refused before anything runs.
     finished = snapshot(str(out))
     changed = grid(*(args[:-1] + ['--train_steps=30']), timeout=120)
