@@ -55,7 +55,7 @@ DEFAULT_OUT = os.path.join('runs', 'reproduce')
 # are 0.4 GB each).
 CELL_DEFAULTS = (('validation_size', 5000), ('keep_checkpoint_max', 10))
 # The grid sets these for each cell.
-GRID_FLAGS = ('mode', 'log_root', 'random_seed', 'preset', 'dataset')
+GRID_FLAGS = ('mode', 'log_root', 'train_dir', 'eval_dir', 'random_seed', 'preset', 'dataset')
 # Training records of a download, for an estimate before the files are there.
 DOWNLOAD_TRAIN_RECORDS = {'cifar10': 50000, 'cifar100': 50000}
 

@@ -291,6 +291,8 @@ def test_dry_run_prints_the_grid_its_commands_and_an_estimate(tmp_path):
     (['--table=classic', '--seeds=1,1'], '--seeds=1,1: expected distinct integers'),
     (['--table=classic', '--parallel=0'], '--parallel=0: expected 1 or more'),
     (['--table=classic', '--', '--preset=wrn28_10'], '--preset=wrn28_10: reproduce.py sets it for each cell'),
+    (['--table=classic', '--', '--eval_dir=/tmp/x'], '--eval_dir=/tmp/x: reproduce.py sets it for each cell'),
+    (['--table=classic', '--', '--train_dir', '/tmp/x'], '--train_dir: reproduce.py sets it for each cell'),
 ])
 def test_bad_options_are_one_line(args, expected):
     done = grid(*args, timeout=60)
