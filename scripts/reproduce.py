@@ -23,7 +23,8 @@ The table (printed, OUT/table.md, OUT/table.json, and OUT/table.png when matplot
 installed): per preset and dataset the mean and sample std of the test error over the seeds
 finished, how many finished, the published figures (resnet_cifar/published.py) and the
 difference, images/s; seeds not finished are named with their state. Exit status 0 when every
-cell is finished, 1 when one failed or was stopped, 2 for a bad option.
+cell is finished, 1 when one failed or was stopped, 2 for a bad option (an --out that is a file
+or cannot be written in), 130 for a Ctrl-C before the runs start or in --report or --dry_run.
 """
 import argparse
 import collections
@@ -581,15 +582,51 @@ def _print_estimate(options, main_flags, cells, gpus):
         print('  %s (%s): %s images/s; %d cell(s) left, %d steps of %d images: %.1f hours of one %s'
               % (preset, model_of(preset, main_flags), '%.0f' % rate if rate >= 10 else '%.2g' % rate, len(mine),
                  sum(steps), batch_size, seconds / 3600, 'GPU' if gpus else 'CPU (this machine\'s cores)'))
-    wall = total / len(gpus) * options.gpus_per_run if gpus else total  # runs on a CPU share its cores
-    print('  total: %.1f %s-hours; about %.1f hours of wall time%s (ESTIMATE)'
-          % (total / 3600 * (options.gpus_per_run if gpus else 1), 'GPU' if gpus else 'CPU', wall / 3600,
+    wall, device_seconds = wall_and_device_seconds(total, len(gpus), options.gpus_per_run)
+    towers = ' (assuming runs of %d GPUs as towers are no faster than on one)' % options.gpus_per_run \
+        if gpus and options.gpus_per_run > 1 else ''
+    print('  total: %.1f %s-hours; about %.1f hours of wall time%s%s (ESTIMATE)'
+          % (device_seconds / 3600, 'GPU' if gpus else 'CPU', wall / 3600, towers,
              ' without ' + ', '.join(unknown) if unknown else ''))
 
 
+def wall_and_device_seconds(total, gpu_slots, gpus_per_run):
+    """(wall seconds, GPU- or CPU-seconds) of runs taking `total` seconds in all at one run's
+    measured rate: on GPUs the slots run side by side and each run holds gpus_per_run GPUs (no
+    speed-up from towers assumed); on a CPU (no GPU slots) the runs share its cores."""
+    if not gpu_slots:
+        return total, total
+    return total / gpu_slots, total * gpus_per_run
+
+
+def out_problem(out):
+    """Why the grid cannot write in `out` (a file, or a directory it may not write in), or None."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        return '--out=%s: exists and is not a directory' % out
+    existing = os.path.abspath(out)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        return '--out=%s: cannot write in %s' % (out, existing)
+    return None
+
+
 def main(argv=None):
-    """Runs (or reports, or plans) the grid; see the module's docstring for the exit status."""
+    """Runs (or reports, or plans) the grid; see the module's docstring for the exit status. A
+    Ctrl-C before the stop signals are handled (or in --report, --dry_run) is one line, exit 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print('error: interrupted', file=sys.stderr)
+        return 130
+
+
+def _main(argv):
     options, main_flags = parse_args(sys.argv[1:] if argv is None else argv)
+    problem = out_problem(options.out)
+    if problem:
+        print('error: %s' % problem, file=sys.stderr)
+        return 2
     if options.report:
         write_table(options, main_flags)
         return 0

@@ -333,3 +333,23 @@ def test_the_published_figures_are_in_published_py_only():
         assert published.SHORT_NAMES[figure.source] not in text
     for name in ('He, Zhang', 'Zagoruyko', 'Table 6', 'arXiv'):
         assert name not in text
+
+
+@pytest.mark.timeout(60)
+def test_an_out_that_is_a_file_is_one_line_before_anything_runs(tmp_path):
+    out = tmp_path / 'grid'
+    out.write_text('not a directory')
+    for mode in (['--report'], ['--dry_run'], []):
+        done = grid('--presets=resnet32_classic', '--datasets=digits', '--seeds=1', '--out=' + str(out), *mode,
+                    '--', *TINY, '--train_steps=20', timeout=60)
+        assert done.returncode == 2 and done.stderr == 'error: --out=%s: exists and is not a directory\n' % out, \
+            done.stderr[-3000:]
+        assert done.stdout == '' and out.read_text() == 'not a directory'
+
+
+@pytest.mark.timeout(30)
+def test_the_wall_time_estimate_of_runs_on_several_gpus_each():
+    """Slots run side by side; a run of K GPUs holds K of them (towers assumed no faster)."""
+    assert reproduce.wall_and_device_seconds(3600.0, 2, 2) == (1800.0, 7200.0)
+    assert reproduce.wall_and_device_seconds(3600.0, 4, 1) == (900.0, 3600.0)
+    assert reproduce.wall_and_device_seconds(3600.0, 0, 1) == (3600.0, 3600.0)  # a CPU: the runs share it
