@@ -101,15 +101,16 @@ def _wait_for_files(proc, paths_ready, timeout):
 
 @pytest.mark.timeout(420)
 def test_a_grid_killed_with_sigkill_resumes_without_training_finished_cells_again(tmp_path):
+    END = 160  # steps: a long window in which seed 2 is past its first checkpoint and not finished
     out = str(tmp_path / 'grid')
     args = [sys.executable, SCRIPT, '--presets=resnet32_classic', '--datasets=digits', '--seeds=1,2',
-            '--parallel=1', '--out=' + out, '--', *TINY, '--train_steps=60']
+            '--parallel=1', '--out=' + out, '--', *TINY, '--train_steps=%d' % END, '--save_checkpoints_steps=20']
     seed_1, seed_2 = (os.path.join(out, 'resnet32_classic', 'digits', 'seed-%d' % s) for s in (1, 2))
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # The event: seed 1 is finished and seed 2 has a checkpoint of a step past 0.
+        # The event: seed 1 is finished and seed 2 has a checkpoint of a step past 0 and not its last.
         _wait_for_files(proc, lambda: os.path.exists(seed_1 + '.json') and any(
-            step > 0 for step in checkpoint_steps(seed_2)), timeout=300)
+            0 < step < END for step in checkpoint_steps(seed_2)), timeout=300)
         os.kill(proc.pid, signal.SIGSTOP)  # it starts no process while its children are listed
         for pid in _descendants(proc.pid):
             os.kill(pid, signal.SIGKILL)
@@ -117,7 +118,7 @@ def test_a_grid_killed_with_sigkill_resumes_without_training_finished_cells_agai
         proc.kill()
         proc.wait()
     killed_at = checkpoint_steps(seed_2)[-1]
-    assert not os.path.exists(seed_2 + '.json') and killed_at < 60
+    assert not os.path.exists(seed_2 + '.json') and killed_at < END
     finished = snapshot(seed_1)
     finished_json = open(seed_1 + '.json').read()
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
@@ -130,7 +131,8 @@ def test_a_grid_killed_with_sigkill_resumes_without_training_finished_cells_agai
     assert resumed and int(resumed.group(2)) == killed_at, again.stdout[-3000:]
     row = rows_of(out)[('resnet32_classic', 'digits')]
     assert row['seeds_finished'] == 2 and [c['state'] for c in row['cells']] == ['finished', 'finished']
-    assert row['cells'][1]['test_step'] == 60
+    assert row['cells'][1]['test_step'] == results_json(seed_2)['test']['step']
+    assert checkpoint_steps(seed_2)[-1] == END  # trained to its end after the resume
 
 
 @pytest.mark.timeout(300)
