@@ -355,3 +355,22 @@ def test_the_wall_time_estimate_of_runs_on_several_gpus_each():
     assert reproduce.wall_and_device_seconds(3600.0, 2, 2) == (1800.0, 7200.0)
     assert reproduce.wall_and_device_seconds(3600.0, 4, 1) == (900.0, 3600.0)
     assert reproduce.wall_and_device_seconds(3600.0, 0, 1) == (3600.0, 3600.0)  # a CPU: the runs share it
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_a_dry_run_is_one_line(tmp_path):
+    """A Ctrl-C (SIGINT to its process group, as a terminal sends it) while --dry_run times a preset,
+    before any stop signal is handled: no traceback."""
+    proc = subprocess.Popen([sys.executable, SCRIPT, '--presets=resnet32_classic', '--datasets=digits', '--seeds=1',
+                             '--gpus=none', '--dry_run', '--out=' + str(tmp_path / 'grid'), '--', *TINY],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith('ESTIMATE'):  # printed just before benchmark.py starts
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=50)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130 and stderr == 'error: interrupted\n', stderr[-3000:]
