@@ -23,7 +23,8 @@ The table (printed, OUT/table.md, OUT/table.json, and OUT/table.png when matplot
 installed): per preset and dataset the mean and sample std of the test error over the seeds
 finished, how many finished, the published figures (resnet_cifar/published.py) and the
 difference, images/s; seeds not finished are named with their state. Exit status 0 when every
-cell is finished, 1 when one failed or was stopped, 2 for a bad option.
+cell is finished, 1 when one failed or was stopped, 2 for a bad option (an --out that is a file
+or cannot be written in), 130 for a Ctrl-C before the runs start or in --report or --dry_run.
 """
 import argparse
 import collections
@@ -55,7 +56,7 @@ DEFAULT_OUT = os.path.join('runs', 'reproduce')
 # are 0.4 GB each).
 CELL_DEFAULTS = (('validation_size', 5000), ('keep_checkpoint_max', 10))
 # The grid sets these for each cell.
-GRID_FLAGS = ('mode', 'log_root', 'random_seed', 'preset', 'dataset')
+GRID_FLAGS = ('mode', 'log_root', 'train_dir', 'eval_dir', 'random_seed', 'preset', 'dataset')
 # Training records of a download, for an estimate before the files are there.
 DOWNLOAD_TRAIN_RECORDS = {'cifar10': 50000, 'cifar100': 50000}
 
@@ -205,6 +206,11 @@ def failure_path(out, cell):
     return run_dir(out, cell) + '.failed'
 
 
+def flags_path(out, cell):
+    """The cell's flags, written when it starts (its seed-S.json has them once it is finished)."""
+    return run_dir(out, cell) + '.flags.json'
+
+
 def cell_flags(cell, main_flags, gpus_per_run=1):
     """resnet_main.py flags of a cell, but for --mode, --log_root and --random_seed (multi_seed's)."""
     flags = ['--preset=' + cell.preset, '--dataset=' + cell.dataset]
@@ -257,6 +263,8 @@ def cell_state(out, cell):
 def run_cell(out, cell, main_flags, devices, gpus_per_run):
     """Trains and scores one cell (multi_seed.run_seed) and writes its seed-S.json; returns it."""
     flags = cell_flags(cell, main_flags, gpus_per_run)
+    os.makedirs(cell_log_root(out, cell), exist_ok=True)
+    _write_json(flags_path(out, cell), flags)
     if os.path.exists(failure_path(out, cell)):  # tried again: no longer failed while it runs
         os.remove(failure_path(out, cell))
     result = multi_seed.run_seed(cell.seed, cell_log_root(out, cell), flags, None, True,
@@ -267,15 +275,30 @@ def run_cell(out, cell, main_flags, devices, gpus_per_run):
     return result
 
 
+def recorded_flags(out, cell):
+    """(the flags a cell was trained or started with, the file that says so), or (None, None)
+    for a cell never started (or started before its flags were recorded)."""
+    result = finished_result(out, cell)
+    if result:
+        return result.get('cell_flags') or ['unknown'], result_path(out, cell)
+    try:
+        with open(flags_path(out, cell)) as f:
+            flags = json.load(f)
+    except (OSError, ValueError):
+        return None, None
+    return (flags, flags_path(out, cell)) if isinstance(flags, list) else (None, None)
+
+
 def changed_flags_problem(options, main_flags):
-    """Why the grid cannot go on in options.out (a finished cell's flags are not these), or None."""
+    """Why the grid cannot go on in options.out (a finished or started cell's flags are not
+    these: its row would mix two recipes), or None."""
     for cell in cells_of(options):
-        result = finished_result(options.out, cell)
+        recorded, path = recorded_flags(options.out, cell)
         flags = cell_flags(cell, main_flags, options.gpus_per_run)
-        if result and result.get('cell_flags') != flags:
-            return ('%s was trained with other flags (%s, now %s): give the same flags, or another --out'
-                    % (result_path(options.out, cell), ' '.join(result.get('cell_flags') or ['unknown']),
-                       ' '.join(flags)))
+        if recorded is not None and recorded != flags:
+            return ('%s was %s with other flags (%s, now %s): give the same flags, or another --out'
+                    % (path, 'started' if path == flags_path(options.out, cell) else 'trained',
+                       ' '.join(recorded), ' '.join(flags)))
     return None
 
 
@@ -337,7 +360,8 @@ def run_grid(options, main_flags, slots):
 # The table.
 
 def model_of(preset, main_flags):
-    """The model's name ('ResNet-32') of a preset's runs, with the flags after `--` that change it."""
+    """The model's name ('ResNet-32') of a preset's runs, with the flags that change it (the flags
+    after `--`, or a cell's recorded flags)."""
     flags = dict(presets.PRESETS[preset].flags)
     for name in ('num_residual_units', 'width'):
         if _flag_value(main_flags, name) is not None:
@@ -353,7 +377,7 @@ def table_rows(options, main_flags):
     std of the test error in % over the finished ones, images/s, the published figures."""
     rows = []
     for preset in options.presets:
-        model = model_of(preset, main_flags)
+        model = model_of(preset, _preset_flags(options, preset, main_flags))
         for dataset in options.datasets:
             cells = [Cell(preset, dataset, seed) for seed in options.seeds]
             states = [(cell, cell_state(options.out, cell)) for cell in cells]
@@ -370,6 +394,17 @@ def table_rows(options, main_flags):
                 'cells': [_cell_entry(options.out, cell, state, value) for cell, (state, value) in states],
             })
     return rows
+
+
+def _preset_flags(options, preset, main_flags):
+    """The flags a preset's cells were trained with (the first cell's that recorded them), else
+    `main_flags`: a --report without the grid's flags names the model its cells trained."""
+    for dataset in options.datasets:
+        for seed in options.seeds:
+            recorded, _ = recorded_flags(options.out, Cell(preset, dataset, seed))
+            if recorded is not None and recorded != ['unknown']:
+                return recorded
+    return main_flags
 
 
 def _cell_entry(out, cell, state, value):
@@ -547,15 +582,51 @@ def _print_estimate(options, main_flags, cells, gpus):
         print('  %s (%s): %s images/s; %d cell(s) left, %d steps of %d images: %.1f hours of one %s'
               % (preset, model_of(preset, main_flags), '%.0f' % rate if rate >= 10 else '%.2g' % rate, len(mine),
                  sum(steps), batch_size, seconds / 3600, 'GPU' if gpus else 'CPU (this machine\'s cores)'))
-    wall = total / len(gpus) * options.gpus_per_run if gpus else total  # runs on a CPU share its cores
-    print('  total: %.1f %s-hours; about %.1f hours of wall time%s (ESTIMATE)'
-          % (total / 3600 * (options.gpus_per_run if gpus else 1), 'GPU' if gpus else 'CPU', wall / 3600,
+    wall, device_seconds = wall_and_device_seconds(total, len(gpus), options.gpus_per_run)
+    towers = ' (assuming runs of %d GPUs as towers are no faster than on one)' % options.gpus_per_run \
+        if gpus and options.gpus_per_run > 1 else ''
+    print('  total: %.1f %s-hours; about %.1f hours of wall time%s%s (ESTIMATE)'
+          % (device_seconds / 3600, 'GPU' if gpus else 'CPU', wall / 3600, towers,
              ' without ' + ', '.join(unknown) if unknown else ''))
 
 
+def wall_and_device_seconds(total, gpu_slots, gpus_per_run):
+    """(wall seconds, GPU- or CPU-seconds) of runs taking `total` seconds in all at one run's
+    measured rate: on GPUs the slots run side by side and each run holds gpus_per_run GPUs (no
+    speed-up from towers assumed); on a CPU (no GPU slots) the runs share its cores."""
+    if not gpu_slots:
+        return total, total
+    return total / gpu_slots, total * gpus_per_run
+
+
+def out_problem(out):
+    """Why the grid cannot write in `out` (a file, or a directory it may not write in), or None."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        return '--out=%s: exists and is not a directory' % out
+    existing = os.path.abspath(out)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        return '--out=%s: cannot write in %s' % (out, existing)
+    return None
+
+
 def main(argv=None):
-    """Runs (or reports, or plans) the grid; see the module's docstring for the exit status."""
+    """Runs (or reports, or plans) the grid; see the module's docstring for the exit status. A
+    Ctrl-C before the stop signals are handled (or in --report, --dry_run) is one line, exit 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print('error: interrupted', file=sys.stderr)
+        return 130
+
+
+def _main(argv):
     options, main_flags = parse_args(sys.argv[1:] if argv is None else argv)
+    problem = out_problem(options.out)
+    if problem:
+        print('error: %s' % problem, file=sys.stderr)
+        return 2
     if options.report:
         write_table(options, main_flags)
         return 0

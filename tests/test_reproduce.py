@@ -101,15 +101,16 @@ def _wait_for_files(proc, paths_ready, timeout):
 
 @pytest.mark.timeout(420)
 def test_a_grid_killed_with_sigkill_resumes_without_training_finished_cells_again(tmp_path):
+    END = 160  # steps: a long window in which seed 2 is past its first checkpoint and not finished
     out = str(tmp_path / 'grid')
     args = [sys.executable, SCRIPT, '--presets=resnet32_classic', '--datasets=digits', '--seeds=1,2',
-            '--parallel=1', '--out=' + out, '--', *TINY, '--train_steps=60']
+            '--parallel=1', '--out=' + out, '--', *TINY, '--train_steps=%d' % END, '--save_checkpoints_steps=20']
     seed_1, seed_2 = (os.path.join(out, 'resnet32_classic', 'digits', 'seed-%d' % s) for s in (1, 2))
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # The event: seed 1 is finished and seed 2 has a checkpoint of a step past 0.
+        # The event: seed 1 is finished and seed 2 has a checkpoint of a step past 0 and not its last.
         _wait_for_files(proc, lambda: os.path.exists(seed_1 + '.json') and any(
-            step > 0 for step in checkpoint_steps(seed_2)), timeout=300)
+            0 < step < END for step in checkpoint_steps(seed_2)), timeout=300)
         os.kill(proc.pid, signal.SIGSTOP)  # it starts no process while its children are listed
         for pid in _descendants(proc.pid):
             os.kill(pid, signal.SIGKILL)
@@ -117,7 +118,7 @@ def test_a_grid_killed_with_sigkill_resumes_without_training_finished_cells_agai
         proc.kill()
         proc.wait()
     killed_at = checkpoint_steps(seed_2)[-1]
-    assert not os.path.exists(seed_2 + '.json') and killed_at < 60
+    assert not os.path.exists(seed_2 + '.json') and killed_at < END
     finished = snapshot(seed_1)
     finished_json = open(seed_1 + '.json').read()
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
@@ -130,7 +131,8 @@ def test_a_grid_killed_with_sigkill_resumes_without_training_finished_cells_agai
     assert resumed and int(resumed.group(2)) == killed_at, again.stdout[-3000:]
     row = rows_of(out)[('resnet32_classic', 'digits')]
     assert row['seeds_finished'] == 2 and [c['state'] for c in row['cells']] == ['finished', 'finished']
-    assert row['cells'][1]['test_step'] == 60
+    assert row['cells'][1]['test_step'] == results_json(seed_2)['test']['step']
+    assert checkpoint_steps(seed_2)[-1] == END  # trained to its end after the resume
 
 
 @pytest.mark.timeout(300)
@@ -167,6 +169,16 @@ def test_sigterm_stops_every_running_cell_with_a_checkpoint(tmp_path):
         assert cell == {'seed': seed, 'state': 'unfinished', 'log_root': run_dir,
                         'latest_checkpoint_step': int(stopped.group(1))}
         assert not os.path.exists(run_dir + '.failed')
+    # Other flags after `--` for the unfinished cells would resume them under another recipe: refused.
+    stopped_grid = snapshot(str(out))
+    changed = grid('--presets=resnet32_classic', '--datasets=digits', '--seeds=1,2', '--parallel=2',
+                   '--out=' + str(out), '--', *TINY, '--train_steps=3', '--save_checkpoints_steps=100000',
+                   '--log_every_n_steps=1', timeout=120)  # 3 steps: on the old code, a short eval
+    assert changed.returncode == 2 and len(changed.stderr.splitlines()) == 1, changed.stderr[-3000:]
+    assert changed.stderr.startswith('error: %s was started with other flags (' % (
+        out / 'resnet32_classic' / 'digits' / 'seed-1.flags.json')), changed.stderr
+    assert '--train_steps=100000' in changed.stderr and '--train_steps=3' in changed.stderr
+    assert snapshot(str(out)) == stopped_grid
 
 
 @pytest.mark.timeout(300)
@@ -197,6 +209,9 @@ def test_a_failing_cell_is_marked_and_the_others_finish_on_their_gpu_slots(tmp_p
                      done.stdout, re.M)
     report = grid(*(args[:-len(TINY) - 2] + ['--report']), timeout=120)
     assert report.returncode == 0 and '| seed 2 failed: seed 2: train failed' in report.stdout
+    # Without the grid's flags, the report still names the model its cells trained (not the preset's).
+    row = rows_of(str(out))[('resnet32_classic', 'digits')]
+    assert row['model'] == 'ResNet-8' and row['published'] == [] and '| resnet32_classic | ResNet-8 |' in report.stdout
     # Other flags after `--` would mix runs of two recipes in one row: refused before anything runs.
     finished = snapshot(str(out))
     changed = grid(*(args[:-1] + ['--train_steps=30']), timeout=120)
@@ -278,6 +293,8 @@ def test_dry_run_prints_the_grid_its_commands_and_an_estimate(tmp_path):
     (['--table=classic', '--seeds=1,1'], '--seeds=1,1: expected distinct integers'),
     (['--table=classic', '--parallel=0'], '--parallel=0: expected 1 or more'),
     (['--table=classic', '--', '--preset=wrn28_10'], '--preset=wrn28_10: reproduce.py sets it for each cell'),
+    (['--table=classic', '--', '--eval_dir=/tmp/x'], '--eval_dir=/tmp/x: reproduce.py sets it for each cell'),
+    (['--table=classic', '--', '--train_dir', '/tmp/x'], '--train_dir: reproduce.py sets it for each cell'),
 ])
 def test_bad_options_are_one_line(args, expected):
     done = grid(*args, timeout=60)
@@ -318,3 +335,42 @@ def test_the_published_figures_are_in_published_py_only():
         assert published.SHORT_NAMES[figure.source] not in text
     for name in ('He, Zhang', 'Zagoruyko', 'Table 6', 'arXiv'):
         assert name not in text
+
+
+@pytest.mark.timeout(60)
+def test_an_out_that_is_a_file_is_one_line_before_anything_runs(tmp_path):
+    out = tmp_path / 'grid'
+    out.write_text('not a directory')
+    for mode in (['--report'], ['--dry_run'], []):
+        done = grid('--presets=resnet32_classic', '--datasets=digits', '--seeds=1', '--out=' + str(out), *mode,
+                    '--', *TINY, '--train_steps=20', timeout=60)
+        assert done.returncode == 2 and done.stderr == 'error: --out=%s: exists and is not a directory\n' % out, \
+            done.stderr[-3000:]
+        assert done.stdout == '' and out.read_text() == 'not a directory'
+
+
+@pytest.mark.timeout(30)
+def test_the_wall_time_estimate_of_runs_on_several_gpus_each():
+    """Slots run side by side; a run of K GPUs holds K of them (towers assumed no faster)."""
+    assert reproduce.wall_and_device_seconds(3600.0, 2, 2) == (1800.0, 7200.0)
+    assert reproduce.wall_and_device_seconds(3600.0, 4, 1) == (900.0, 3600.0)
+    assert reproduce.wall_and_device_seconds(3600.0, 0, 1) == (3600.0, 3600.0)  # a CPU: the runs share it
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_a_dry_run_is_one_line(tmp_path):
+    """A Ctrl-C (SIGINT to its process group, as a terminal sends it) while --dry_run times a preset,
+    before any stop signal is handled: no traceback."""
+    proc = subprocess.Popen([sys.executable, SCRIPT, '--presets=resnet32_classic', '--datasets=digits', '--seeds=1',
+                             '--gpus=none', '--dry_run', '--out=' + str(tmp_path / 'grid'), '--', *TINY],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith('ESTIMATE'):  # printed just before benchmark.py starts
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=50)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130 and stderr == 'error: interrupted\n', stderr[-3000:]
