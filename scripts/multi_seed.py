@@ -74,12 +74,7 @@ def parse_args(argv):
     parser.add_argument('--out', default=None, help='the JSON file (default LOG_ROOT/multi_seed.json)')
     own, main_flags = _split_at_dashes(argv)
     options = parser.parse_args(own)
-    try:
-        options.seeds = [int(s) for s in options.seeds.split(',') if s.strip()]
-    except ValueError:
-        parser.error('--seeds=%s: expected comma-separated integers' % options.seeds)
-    if not options.seeds or len(set(options.seeds)) != len(options.seeds):
-        parser.error('--seeds=%s: expected distinct integers' % ','.join(map(str, options.seeds)))
+    options.seeds = parse_seeds(parser, options.seeds)
     if options.parallel < 1:
         parser.error('--parallel=%d: expected 1 or more' % options.parallel)
     if options.target is not None and not 0 < options.target <= 1:
@@ -96,6 +91,17 @@ def _split_at_dashes(argv):
         at = argv.index('--')
         return argv[:at], argv[at + 1:]
     return argv, []
+
+
+def parse_seeds(parser, text):
+    """The distinct integer seeds of --seeds=`text` ('1,2,3'); parser.error (exit 2) otherwise."""
+    try:
+        seeds = [int(s) for s in text.split(',') if s.strip()]
+    except ValueError:
+        parser.error('--seeds=%s: expected comma-separated integers' % text)
+    if not seeds or len(set(seeds)) != len(seeds):
+        parser.error('--seeds=%s: expected distinct integers' % ','.join(map(str, seeds)))
+    return seeds
 
 
 def seed_commands(seed, log_root, main_flags):

@@ -94,12 +94,7 @@ def parse_args(argv):
     options = parser.parse_args(own)
     options.presets = _names(parser, options, main_flags)
     options.datasets = _listed(parser, '--datasets', options.datasets, datasets.dataset_names())
-    try:
-        options.seeds = [int(s) for s in options.seeds.split(',') if s.strip()]
-    except ValueError:
-        parser.error('--seeds=%s: expected comma-separated integers' % options.seeds)
-    if not options.seeds or len(set(options.seeds)) != len(options.seeds):
-        parser.error('--seeds=%s: expected distinct integers' % ','.join(map(str, options.seeds)))
+    options.seeds = multi_seed.parse_seeds(parser, options.seeds)
     for name in ('parallel', 'gpus_per_run', 'estimate_steps', 'estimate_batch'):
         if getattr(options, name) is not None and getattr(options, name) < 1:
             parser.error('--%s=%d: expected 1 or more' % (name, getattr(options, name)))

@@ -145,3 +145,25 @@ def write_bad_label_file(directory, n=40, bad_index=5, bad_label=12):
     labels = np.arange(n) % 10
     labels[bad_index] = bad_label
     return write_records(os.path.join(str(directory), 'bad.bin'), random_images(n), labels)
+
+
+def build_model(hps, mode, images=None, labels=None):
+    """A one-device resnet_model.ResNet (build_graph) in the default graph; float32 placeholders
+    [None, 32, 32, 3] and [None, num_classes] unless tensors are given."""
+    import resnet_model
+    import tensorflow as tf
+    if images is None:
+        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name='images')
+    if labels is None:
+        labels = tf.compat.v1.placeholder(tf.float32, [None, hps.num_classes], name='labels')
+    model = resnet_model.ResNet(hps, images, labels, mode)
+    model.build_graph()
+    return model
+
+
+def global_variable(name):
+    """The global variable called `name` (op name) in the default graph; exactly one."""
+    import tensorflow as tf
+    matches = [v for v in tf.compat.v1.global_variables() if v.op.name == name]
+    assert len(matches) == 1, name
+    return matches[0]

@@ -26,22 +26,8 @@ def random_batch(n, num_classes, seed):
     return images, one_hot(labels, num_classes)
 
 
-def build(hps, mode, images=None, labels=None):
-    """Builds a model in the default graph; placeholders [None, ...] unless tensors are given."""
-    if images is None:
-        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name='images')
-    if labels is None:
-        labels = tf.compat.v1.placeholder(tf.float32, [None, hps.num_classes], name='labels')
-    model = resnet_model.ResNet(hps, images, labels, mode)
-    model.build_graph()
-    return model
-
-
-def by_name(name):
-    """The global variable called `name` (op name) in the default graph."""
-    matches = [v for v in tf.compat.v1.global_variables() if v.op.name == name]
-    assert len(matches) == 1, name
-    return matches[0]
+build = synthetic.build_model
+by_name = synthetic.global_variable
 
 
 # ---------------------------------------------------------------------------- HParams

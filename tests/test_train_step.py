@@ -33,22 +33,8 @@ def random_batch(n, num_classes, seed):
     return images, np.eye(num_classes, dtype=np.float32)[rng.randint(0, num_classes, size=n)]
 
 
-def build(hps, mode, images=None, labels=None):
-    """A one-device ResNet (build_graph) in the default graph; placeholders unless tensors are given."""
-    if images is None:
-        images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3], name='images')
-    if labels is None:
-        labels = tf.compat.v1.placeholder(tf.float32, [None, hps.num_classes], name='labels')
-    model = resnet_model.ResNet(hps, images, labels, mode)
-    model.build_graph()
-    return model
-
-
-def by_name(name):
-    """The global variable called `name` (op name) in the default graph."""
-    matches = [v for v in tf.compat.v1.global_variables() if v.op.name == name]
-    assert len(matches) == 1, name
-    return matches[0]
+build = synthetic.build_model
+by_name = synthetic.global_variable
 
 
 def _one_device(mode, **overrides):
